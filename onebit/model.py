@@ -17,13 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from onebit import quant
+from onebit.errors import OnebitError
 
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
 ACTIVATIONS = ("silu", "relu2", "gelu")
 
 
-class ConfigError(ValueError):
+class ConfigError(OnebitError):
     """A model configuration that cannot describe a model."""
 
 
