@@ -1,0 +1,162 @@
+/* kernels.h - internal compute kernels of the onebit C runtime (not installed).
+ *
+ * The math is docs/DESIGN.md's, bit for bit:
+ *   activations  a = 127.0f / fmaxf(absmax, 1e-5f),  xq = clamp(nearbyintf(x * a), -128, 127)
+ *   BitLinear    y[t][r] = (float)acc(t, r) * (wscale / a[t])     (factor first, then one multiply)
+ * where acc is the exact int32 dot product of the int8 activations with the ternary / binary
+ * weights.  Ternary kernels compute acc = sum(c * xq) - sum(xq) with c = w + 1 the stored code.
+ *
+ * Every kernel has a scalar reference and SIMD twins (AVX2, AVX-512 VNNI on x86-64, NEON on
+ * aarch64) in kernels.c.  One x86-64 binary runs everywhere: the SIMD functions are compiled with
+ * function-level target attributes and chosen once at run time (CPUID + XGETBV), or forced with
+ * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon.
+ *
+ * No globals: ob_kernels_init() fills an ob_kernels table of function pointers that the runtime
+ * keeps and passes around.
+ *
+ * Results:
+ *  - quantize and the packed int matmuls (T2, T1.6, B1) are bit-identical across every ISA, every
+ *    row range split and every thread count.
+ *  - the float kernels (f32 / f16 / int8-with-scale GEMV for the LM head) accumulate in float in
+ *    an ISA-dependent order (8 or 16 lanes, FMA).  They are deterministic for a given ISA (the
+ *    result of row r never depends on r0/r1 or the thread count) but differ across ISAs by float
+ *    rounding: |y_isa - y_ref| <= 1e-5 * sum_k |w[k] * x[k]| (+ 1e-6 absolute) is what the tests
+ *    assert.
+ *
+ * Activation buffer (output of quantize, input of the packed matmuls): per token, ob_act_stride(K)
+ * bytes: xq[0..K) in natural order, then zeros up to the stride.  The runtime should treat it as
+ * opaque (always produce it with quantize, size it with ob_act_stride); no ISA permutes it today.
+ */
+#ifndef ONEBIT_KERNELS_H
+#define ONEBIT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- ISA selection */
+
+typedef enum {
+    OB_ISA_SCALAR = 0,
+    OB_ISA_AVX2 = 1,   /* x86-64 AVX2 + FMA + F16C */
+    OB_ISA_AVX512 = 2, /* x86-64 AVX-512 F/BW/VL/VNNI (+ F16C); OS must enable zmm state */
+    OB_ISA_NEON = 3,   /* aarch64 Advanced SIMD (+ dotprod when compiled with it) */
+    OB_ISA_COUNT = 4
+} ob_isa;
+
+/* Best ISA this CPU (and OS) supports, among those compiled in. */
+ob_isa ob_isa_detect(void);
+/* 1 if this build has the ISA compiled in and the CPU/OS can run it, else 0. */
+int ob_isa_supported(ob_isa isa);
+/* "scalar", "avx2", "avx512", "neon" ("?" for out-of-range). */
+const char *ob_isa_name(ob_isa isa);
+/* Parse a name as above; returns 0 and sets *out, or -1 for an unknown name. */
+int ob_isa_parse(const char *name, ob_isa *out);
+
+#define OB_ISA_OK 0
+#define OB_ISA_EUNKNOWN (-1)     /* ONEBIT_ISA holds an unknown name */
+#define OB_ISA_EUNSUPPORTED (-2) /* ONEBIT_ISA names an ISA this CPU / build cannot run */
+
+/* Reads the environment variable ONEBIT_ISA.  Unset or empty: *out = ob_isa_detect(), returns
+ * OB_ISA_OK.  Set to a supported ISA: *out = that ISA, OB_ISA_OK.  Otherwise returns
+ * OB_ISA_EUNKNOWN / OB_ISA_EUNSUPPORTED (and *out = ob_isa_detect() so callers may fall back). */
+int ob_isa_from_env(ob_isa *out);
+
+/* ---------------------------------------------------------------- packed formats */
+
+typedef enum {
+    OB_WFMT_T2 = 0,  /* ternary, 2 bits/weight, blocks of 128 weights in 32 bytes */
+    OB_WFMT_T16 = 1, /* ternary, 5 trits/byte, blocks of 160 weights in 32 bytes + tail */
+    OB_WFMT_B1 = 2,  /* binary, 1 bit/weight, rows padded to 128 weights */
+    OB_WFMT_COUNT = 3
+} ob_wfmt;
+
+/* Bytes of one packed row of K weights (the row stride; DESIGN.md). */
+size_t ob_row_bytes(ob_wfmt fmt, int K);
+/* Bytes of one token's quantized activation buffer for rows of K weights (all formats). */
+size_t ob_act_stride(int K);
+
+/* Reference packers (used by tests and the benchmark; the .1bit compiler is onebit/quant.py).
+ * q: K values, in {-1, 0, 1} for T2 / T1.6, in {-1, 1} for B1 (any q > 0 is +1 for B1).
+ * out: ob_row_bytes(fmt, K) bytes.  Returns 0, or -1 for a bad value / format. */
+int ob_pack_row_ref(ob_wfmt fmt, const int8_t *q, int K, uint8_t *out);
+
+/* IEEE half <-> float (round to nearest even; NaN / Inf / subnormals handled). */
+float ob_f16_to_f32(uint16_t h);
+uint16_t ob_f32_to_f16(float f);
+
+/* ---------------------------------------------------------------- kernel signatures */
+
+/* Quantize one token: x[0..K) -> xq[0..ob_act_stride(K)) (zero padded), *a = the scale
+ * 127 / max(absmax, 1e-5), *sum = sum of xq (int32, exact). */
+typedef void (*ob_quantize_fn)(const float *x, int K, int8_t *xq, float *a, int32_t *sum);
+
+/* Packed matmul over m tokens and rows [r0, r1) of a [N, K] packed matrix w (row stride
+ * ob_row_bytes(fmt, K); w points at row 0).  xq: m token buffers, xq_stride bytes apart
+ * (>= ob_act_stride(K)); a, xsum: m values from quantize.  Writes
+ *   y[t * ldy + r] = (float)acc(t, r) * (wscale / a[t])   for t < m, r0 <= r < r1.
+ * m == 1 is the decode GEMV; m > 1 tiles rows x tokens so each weight block is decoded once per
+ * tile.  Any m >= 1 works. */
+typedef void (*ob_matmul_fn)(const uint8_t *w, int K, float wscale, const int8_t *xq,
+                             size_t xq_stride, const float *a, const int32_t *xsum, int m,
+                             int r0, int r1, float *y, size_t ldy);
+
+/* Float GEMVs for the LM head / tied embedding, rows [r0, r1) of a row-major [N, ldw] matrix:
+ *   f32: y[r] = sum_k w[r*ldw + k] * x[k]
+ *   f16: same with IEEE-half weights
+ *   q8 : y[r] = scale[r] * sum_k (float)w[r*ldw + k] * x[k]                                  */
+typedef void (*ob_gemv_f32_fn)(const float *w, size_t ldw, int K, const float *x, int r0,
+                               int r1, float *y);
+typedef void (*ob_gemv_f16_fn)(const uint16_t *w, size_t ldw, int K, const float *x, int r0,
+                               int r1, float *y);
+typedef void (*ob_gemv_q8_fn)(const int8_t *w, const float *scale, size_t ldw, int K,
+                              const float *x, int r0, int r1, float *y);
+
+/* The dispatch table.  Fill once with ob_kernels_init; plain data, copy freely. */
+typedef struct ob_kernels {
+    ob_isa isa;
+    ob_quantize_fn quantize;
+    ob_matmul_fn matmul[OB_WFMT_COUNT]; /* indexed by ob_wfmt */
+    ob_gemv_f32_fn gemv_f32;
+    ob_gemv_f16_fn gemv_f16;
+    ob_gemv_q8_fn gemv_q8;
+} ob_kernels;
+
+/* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
+int ob_kernels_init(ob_kernels *k, ob_isa isa);
+/* ob_isa_from_env + ob_kernels_init.  Returns ob_isa_from_env's code; on error *k is still
+ * filled with the detected ISA so the caller may choose to continue. */
+int ob_kernels_init_env(ob_kernels *k);
+
+/* Convenience: quantize m tokens (x rows ldx floats apart) into xq (xq_stride bytes apart). */
+void ob_quantize_rows(const ob_kernels *k, const float *x, size_t ldx, int m, int K, int8_t *xq,
+                      size_t xq_stride, float *a, int32_t *xsum);
+
+/* Embedding rows (scalar; not hot): dst[0..K) from a stored row. */
+void ob_row_f16_to_f32(const uint16_t *src, int K, float *dst);
+void ob_row_q8_to_f32(const int8_t *src, float scale, int K, float *dst);
+
+/* Scalar references, always available (tests compare the SIMD paths against these). */
+void ob_quantize_ref(const float *x, int K, int8_t *xq, float *a, int32_t *sum);
+void ob_matmul_t2_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy);
+void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                       size_t ldy);
+void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy);
+void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y);
+void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1,
+                     float *y);
+void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
+                    int r1, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ONEBIT_KERNELS_H */

@@ -1,0 +1,236 @@
+/* threadpool.c - persistent pthread pool (see threadpool.h). */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1
+#endif
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#define OB_SPIN_ITERS 20000
+
+static inline void ob_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("pause" ::: "memory");
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
+typedef struct {
+    struct ob_threadpool *pool;
+    int ith;
+} ob_worker;
+
+struct ob_threadpool {
+    int n;
+    pthread_t *threads;
+    ob_worker *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* shared state, accessed with __atomic builtins */
+    unsigned gen;      /* bumped once per run */
+    int sleeping;      /* workers blocked on cv */
+    int pending;       /* workers still running the current task */
+    int stop;
+    ob_task_fn fn;
+    void *ctx;
+};
+
+static void *ob_worker_main(void *arg) {
+    ob_worker *w = (ob_worker *)arg;
+    struct ob_threadpool *p = w->pool;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
+        int spins = 0;
+        while (g == seen && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+            if (++spins < OB_SPIN_ITERS) {
+                ob_cpu_relax();
+                if ((spins & 255) == 0) sched_yield();
+            } else {
+                pthread_mutex_lock(&p->mu);
+                __atomic_add_fetch(&p->sleeping, 1, __ATOMIC_SEQ_CST);
+                while (__atomic_load_n(&p->gen, __ATOMIC_SEQ_CST) == seen &&
+                       !__atomic_load_n(&p->stop, __ATOMIC_SEQ_CST))
+                    pthread_cond_wait(&p->cv, &p->mu);
+                __atomic_sub_fetch(&p->sleeping, 1, __ATOMIC_SEQ_CST);
+                pthread_mutex_unlock(&p->mu);
+                spins = 0;
+            }
+            g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
+        }
+        if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) break;
+        seen = g;
+        p->fn(p->ctx, w->ith, p->n);
+        __atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL);
+    }
+    return NULL;
+}
+
+ob_threadpool *ob_threadpool_create(int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    struct ob_threadpool *p = (struct ob_threadpool *)calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    p->n = n_threads;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->cv, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    if (n_threads > 1) {
+        p->threads = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
+        p->workers = (ob_worker *)calloc((size_t)n_threads, sizeof(ob_worker));
+        if (!p->threads || !p->workers) {
+            p->n = 1;
+            ob_threadpool_destroy(p);
+            return NULL;
+        }
+        for (int i = 1; i < n_threads; i++) {
+            p->workers[i].pool = p;
+            p->workers[i].ith = i;
+            if (pthread_create(&p->threads[i], NULL, ob_worker_main, &p->workers[i]) != 0) {
+                p->n = i; /* join only those started */
+                ob_threadpool_destroy(p);
+                return NULL;
+            }
+        }
+    }
+    return p;
+}
+
+void ob_threadpool_destroy(ob_threadpool *p) {
+    if (!p) return;
+    if (p->n > 1) {
+        pthread_mutex_lock(&p->mu);
+        __atomic_store_n(&p->stop, 1, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    }
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p->workers);
+    free(p);
+}
+
+int ob_threadpool_size(const ob_threadpool *p) { return p ? p->n : 1; }
+
+void ob_threadpool_run(ob_threadpool *p, ob_task_fn fn, void *ctx) {
+    if (!p || p->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    __atomic_store_n(&p->pending, p->n - 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&p->gen, 1, __ATOMIC_SEQ_CST); /* publishes fn / ctx */
+    if (__atomic_load_n(&p->sleeping, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    fn(ctx, 0, p->n);
+    int spins = 0;
+    while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) != 0) {
+        ob_cpu_relax();
+        if ((++spins & 255) == 0) sched_yield();
+    }
+}
+
+void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1) {
+    if (align < 1) align = 1;
+    if (nth < 1) nth = 1;
+    int units = (n + align - 1) / align;
+    int per = units / nth, extra = units % nth;
+    int u0 = ith * per + (ith < extra ? ith : extra);
+    int u1 = u0 + per + (ith < extra ? 1 : 0);
+    int a = u0 * align, b = u1 * align;
+    if (a > n) a = n;
+    if (b > n) b = n;
+    *r0 = a;
+    *r1 = b;
+}
+
+/* ---------------------------------------------------------------- matmul wrappers */
+
+#define OB_ROW_ALIGN 16 /* 16 floats = one cache line of y per thread boundary */
+
+typedef struct {
+    const ob_kernels *k;
+    ob_wfmt fmt;
+    const uint8_t *w;
+    int N, K;
+    float wscale;
+    const int8_t *xq;
+    size_t xq_stride;
+    const float *a;
+    const int32_t *xsum;
+    int m;
+    float *y;
+    size_t ldy;
+} ob_mm_task;
+
+static void ob_mm_run(void *ctx, int ith, int nth) {
+    ob_mm_task *t = (ob_mm_task *)ctx;
+    int r0, r1;
+    ob_split_rows(t->N, ith, nth, OB_ROW_ALIGN, &r0, &r1);
+    if (r0 < r1)
+        t->k->matmul[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
+                             r1, t->y, t->ldy);
+}
+
+void ob_matmul_mt(ob_threadpool *pool, const ob_kernels *k, ob_wfmt fmt, const uint8_t *w,
+                  int N, int K, float wscale, const int8_t *xq, size_t xq_stride, const float *a,
+                  const int32_t *xsum, int m, float *y, size_t ldy) {
+    ob_mm_task t = {k, fmt, w, N, K, wscale, xq, xq_stride, a, xsum, m, y, ldy};
+    ob_threadpool_run(pool, ob_mm_run, &t);
+}
+
+typedef struct {
+    const ob_kernels *k;
+    int kind; /* 0 f32, 1 f16, 2 q8 */
+    const void *w;
+    const float *scale;
+    size_t ldw;
+    int N, K;
+    const float *x;
+    float *y;
+} ob_gemv_task;
+
+static void ob_gemv_run(void *ctx, int ith, int nth) {
+    ob_gemv_task *t = (ob_gemv_task *)ctx;
+    int r0, r1;
+    ob_split_rows(t->N, ith, nth, OB_ROW_ALIGN, &r0, &r1);
+    if (r0 >= r1) return;
+    if (t->kind == 0)
+        t->k->gemv_f32((const float *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
+    else if (t->kind == 1)
+        t->k->gemv_f16((const uint16_t *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
+    else
+        t->k->gemv_q8((const int8_t *)t->w, t->scale, t->ldw, t->K, t->x, r0, r1, t->y);
+}
+
+void ob_gemv_f32_mt(ob_threadpool *pool, const ob_kernels *k, const float *w, size_t ldw, int N,
+                    int K, const float *x, float *y) {
+    ob_gemv_task t = {k, 0, w, NULL, ldw, N, K, x, y};
+    ob_threadpool_run(pool, ob_gemv_run, &t);
+}
+
+void ob_gemv_f16_mt(ob_threadpool *pool, const ob_kernels *k, const uint16_t *w, size_t ldw,
+                    int N, int K, const float *x, float *y) {
+    ob_gemv_task t = {k, 1, w, NULL, ldw, N, K, x, y};
+    ob_threadpool_run(pool, ob_gemv_run, &t);
+}
+
+void ob_gemv_q8_mt(ob_threadpool *pool, const ob_kernels *k, const int8_t *w, const float *scale,
+                   size_t ldw, int N, int K, const float *x, float *y) {
+    ob_gemv_task t = {k, 2, w, scale, ldw, N, K, x, y};
+    ob_threadpool_run(pool, ob_gemv_run, &t);
+}

@@ -1,0 +1,53 @@
+/* threadpool.h - a small persistent pthread pool for splitting matmul rows (internal).
+ *
+ * Created once with n threads (the caller's thread counts as thread 0, so n - 1 workers are
+ * spawned).  ob_threadpool_run() runs fn(ctx, ith, nth) on every thread and returns when all are
+ * done; it allocates nothing.  Workers spin briefly for new work, then sleep on a condition
+ * variable.  One run at a time per pool (calls from several threads must be serialized by the
+ * caller).
+ *
+ * Determinism: ob_split_rows gives each thread a fixed, contiguous row range, and every kernel
+ * computes a row the same way whatever range it is in, so results do not depend on n.
+ */
+#ifndef ONEBIT_THREADPOOL_H
+#define ONEBIT_THREADPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ob_threadpool ob_threadpool;
+typedef void (*ob_task_fn)(void *ctx, int ith, int nth);
+
+/* n_threads >= 1 (values < 1 mean 1).  Returns NULL on failure. */
+ob_threadpool *ob_threadpool_create(int n_threads);
+void ob_threadpool_destroy(ob_threadpool *pool); /* NULL is fine */
+int ob_threadpool_size(const ob_threadpool *pool); /* 1 for NULL */
+/* Run fn(ctx, i, n) for i in 0..n-1, one per thread; the caller runs i = 0.  pool may be NULL
+ * (runs fn(ctx, 0, 1) inline). */
+void ob_threadpool_run(ob_threadpool *pool, ob_task_fn fn, void *ctx);
+
+/* Rows [0, n) split into nth contiguous chunks, chunk boundaries multiples of `align` (>= 1)
+ * except the last; thread ith gets [*r0, *r1) (possibly empty). */
+void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1);
+
+/* Multi-threaded wrappers over an ob_kernels table: rows [0, N) split over the pool. */
+void ob_matmul_mt(ob_threadpool *pool, const ob_kernels *k, ob_wfmt fmt, const uint8_t *w,
+                  int N, int K, float wscale, const int8_t *xq, size_t xq_stride, const float *a,
+                  const int32_t *xsum, int m, float *y, size_t ldy);
+void ob_gemv_f32_mt(ob_threadpool *pool, const ob_kernels *k, const float *w, size_t ldw, int N,
+                    int K, const float *x, float *y);
+void ob_gemv_f16_mt(ob_threadpool *pool, const ob_kernels *k, const uint16_t *w, size_t ldw,
+                    int N, int K, const float *x, float *y);
+void ob_gemv_q8_mt(ob_threadpool *pool, const ob_kernels *k, const int8_t *w, const float *scale,
+                   size_t ldw, int N, int K, const float *x, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ONEBIT_THREADPOOL_H */

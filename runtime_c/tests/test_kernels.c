@@ -1,0 +1,501 @@
+/* test_kernels.c - kernels: scalar reference vs a dumb unpacked dot product, every SIMD path the
+ * CPU supports vs the scalar reference (bit-identical for quantize and the packed matmuls), row
+ * ranges, thread counts 1..4, float GEMV tolerances, f16 conversion, ISA selection. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+static int g_fail = 0;
+static int g_checks = 0;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        g_checks++;                                                                                \
+        if (!(cond)) {                                                                             \
+            if (g_fail < 30) {                                                                     \
+                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                               \
+                fprintf(stderr, __VA_ARGS__);                                                      \
+                fprintf(stderr, "\n");                                                             \
+            }                                                                                      \
+            g_fail++;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* ---------------------------------------------------------------- seeded PRNG (splitmix64) */
+static uint64_t g_rng = 0x1b1b5eedULL;
+static uint64_t rnd(void) {
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static int rndi(int lo, int hi) { return lo + (int)(rnd() % (uint64_t)(hi - lo + 1)); } /* [lo,hi] */
+static float rndf(void) { return (float)((rnd() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+/* nonzero int8 in [-128, 127] */
+static int8_t rnd_i8(void) {
+    int v;
+    do v = rndi(-128, 127);
+    while (v == 0);
+    return (int8_t)v;
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* ---------------------------------------------------------------- independent decoders */
+/* Weight k of a packed row, decoded straight from DESIGN.md (not using kernels.c). */
+static int dumb_weight(ob_wfmt fmt, const uint8_t *row, int K, int k) {
+    if (fmt == OB_WFMT_T2) {
+        int blk = k >> 7, within = k & 127, slot = within >> 5, j = within & 31;
+        return ((row[blk * 32 + j] >> (2 * slot)) & 3) - 1;
+    }
+    if (fmt == OB_WFMT_T16) {
+        int nfull = K / 160, b, slot;
+        if (k < nfull * 160) {
+            int within = k % 160;
+            b = row[(k / 160) * 32 + within % 32];
+            slot = within / 32;
+        } else {
+            int r = K % 160, L = (r + 4) / 5, idx = k - nfull * 160;
+            b = row[nfull * 32 + idx % L];
+            slot = idx / L;
+        }
+        int p = 1;
+        for (int i = 0; i < slot; i++) p *= 3;
+        return ((((b * p) % 256) * 3) >> 8) - 1;
+    }
+    return ((row[k / 8] >> (k % 8)) & 1) ? 1 : -1;
+}
+
+typedef void (*mm_ref_fn)(const uint8_t *, int, float, const int8_t *, size_t, const float *,
+                          const int32_t *, int, int, int, float *, size_t);
+static mm_ref_fn ref_fn(ob_wfmt f) {
+    return f == OB_WFMT_T2 ? ob_matmul_t2_ref : f == OB_WFMT_T16 ? ob_matmul_t16_ref : ob_matmul_b1_ref;
+}
+static const char *fmt_name(ob_wfmt f) {
+    return f == OB_WFMT_T2 ? "T2" : f == OB_WFMT_T16 ? "T1.6" : "B1";
+}
+
+static const int KS[] = {1, 2, 5, 31, 32, 64, 100, 127, 128, 129, 159, 160, 161, 255, 256, 257,
+                         300, 320, 321, 480, 512, 640, 1000, 1024, 2048, 2049};
+#define NKS ((int)(sizeof(KS) / sizeof(KS[0])))
+
+static int bits_eq(const float *a, const float *b, size_t n) { return memcmp(a, b, n * 4) == 0; }
+
+/* ---------------------------------------------------------------- reference vs dumb */
+static void test_ref_vs_dumb(void) {
+    for (int f = 0; f < OB_WFMT_COUNT; f++)
+        for (int ki = 0; ki < NKS; ki++) {
+            int K = KS[ki], N = rndi(1, 9), m = rndi(1, 4);
+            size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
+            int8_t *q = xmalloc((size_t)N * K);
+            uint8_t *w = xmalloc((size_t)N * rb);
+            int8_t *xq = xmalloc((size_t)m * st);
+            float a[4], y[4 * 9], yd[4 * 9];
+            int32_t xs[4];
+            for (int i = 0; i < N * K; i++)
+                q[i] = (int8_t)(f == OB_WFMT_B1 ? (rnd() & 1 ? 1 : -1) : rndi(-1, 1));
+            for (int r = 0; r < N; r++) {
+                CHECK(ob_pack_row_ref((ob_wfmt)f, q + (size_t)r * K, K, w + r * rb) == 0, "pack");
+                for (int k = 0; k < K; k++)
+                    CHECK(dumb_weight((ob_wfmt)f, w + r * rb, K, k) == q[(size_t)r * K + k],
+                          "%s K=%d pack/decode mismatch at r=%d k=%d", fmt_name((ob_wfmt)f), K, r, k);
+            }
+            for (int t = 0; t < m; t++) {
+                float *x = xmalloc((size_t)K * 4);
+                for (int k = 0; k < K; k++) x[k] = rndf() * 3.0f;
+                ob_quantize_ref(x, K, xq + t * st, &a[t], &xs[t]);
+                /* dumb quantize */
+                float amax = 0;
+                for (int k = 0; k < K; k++) amax = fabsf(x[k]) > amax ? fabsf(x[k]) : amax;
+                float aa = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+                int32_t s = 0;
+                for (int k = 0; k < K; k++) {
+                    float v = nearbyintf(x[k] * aa);
+                    int iv = v > 127 ? 127 : v < -128 ? -128 : (int)v;
+                    CHECK(xq[t * st + k] == iv, "quantize ref k=%d", k);
+                    s += iv;
+                }
+                for (size_t k = (size_t)K; k < st; k++) CHECK(xq[t * st + k] == 0, "padding");
+                CHECK(aa == a[t] && s == xs[t], "quantize ref scale/sum");
+                free(x);
+            }
+            float wscale = 0.01f + (float)(rnd() % 1000) * 1e-4f;
+            ref_fn((ob_wfmt)f)(w, K, wscale, xq, st, a, xs, m, 0, N, y, 9);
+            for (int t = 0; t < m; t++)
+                for (int r = 0; r < N; r++) {
+                    int32_t acc = 0;
+                    for (int k = 0; k < K; k++) acc += q[(size_t)r * K + k] * xq[t * st + k];
+                    float fac = wscale / a[t];
+                    yd[t * 9 + r] = (float)acc * fac;
+                    CHECK(bits_eq(&y[t * 9 + r], &yd[t * 9 + r], 1),
+                          "%s K=%d ref vs dumb: t=%d r=%d %.9g vs %.9g", fmt_name((ob_wfmt)f), K,
+                          t, r, y[t * 9 + r], yd[t * 9 + r]);
+                }
+            free(q);
+            free(w);
+            free(xq);
+        }
+}
+
+/* ---------------------------------------------------------------- SIMD vs reference */
+static void fill_weights(ob_wfmt f, uint8_t *w, size_t n, int K, int N, int valid) {
+    if (!valid) { /* raw random bytes: every byte value, incl. T2 code 3 and T1.6 bytes >= 243 */
+        for (size_t i = 0; i < n; i++) w[i] = (uint8_t)rnd();
+        return;
+    }
+    size_t rb = ob_row_bytes(f, K);
+    int8_t *q = xmalloc((size_t)K);
+    for (int r = 0; r < N; r++) {
+        for (int k = 0; k < K; k++) q[k] = (int8_t)(f == OB_WFMT_B1 ? (rnd() & 1 ? 1 : -1) : rndi(-1, 1));
+        ob_pack_row_ref(f, q, K, w + (size_t)r * rb);
+    }
+    free(q);
+}
+
+static void test_isa_matmul(const ob_kernels *kern) {
+    const int MMAX = 9;
+    for (int f = 0; f < OB_WFMT_COUNT; f++)
+        for (int ki = 0; ki < NKS; ki++) {
+            int K = KS[ki];
+            int N = rndi(1, 40);
+            size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K) + (size_t)rndi(0, 3) * 64;
+            uint8_t *w = xmalloc((size_t)N * rb);
+            int8_t *xq = xmalloc((size_t)MMAX * st);
+            float a[9];
+            int32_t xs[9];
+            float *yr = xmalloc((size_t)MMAX * N * 4), *ys = xmalloc((size_t)MMAX * N * 4);
+            for (int valid = 0; valid < 2; valid++) {
+                fill_weights((ob_wfmt)f, w, (size_t)N * rb, K, N, valid);
+                for (int t = 0; t < MMAX; t++) {
+                    int32_t s = 0;
+                    for (size_t k = 0; k < st; k++) {
+                        int8_t v = k < (size_t)K ? rnd_i8() : 0;
+                        xq[t * st + k] = v;
+                        s += v;
+                    }
+                    xs[t] = s;
+                    a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
+                }
+                float wscale = 0.001f + (float)(rnd() % 1000) * 1e-4f;
+                for (int m = 1; m <= MMAX; m++) {
+                    ref_fn((ob_wfmt)f)(w, K, wscale, xq, st, a, xs, m, 0, N, yr, (size_t)N);
+                    for (int i = 0; i < m * N; i++) ys[i] = NAN;
+                    kern->matmul[f](w, K, wscale, xq, st, a, xs, m, 0, N, ys, (size_t)N);
+                    CHECK(bits_eq(yr, ys, (size_t)m * N), "%s %s K=%d N=%d m=%d valid=%d: full range differs",
+                          ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), K, N, m, valid);
+                    /* random row range; rows outside stay untouched */
+                    int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
+                    for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
+                    kern->matmul[f](w, K, wscale, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
+                    int ok = 1;
+                    for (int t = 0; t < m; t++)
+                        for (int r = 0; r < N; r++) {
+                            float e = (r >= r0 && r < r1) ? yr[t * N + r] : -7.0f;
+                            if (!bits_eq(&e, &ys[t * N + r], 1)) ok = 0;
+                        }
+                    CHECK(ok, "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa),
+                          fmt_name((ob_wfmt)f), K, N, m, r0, r1);
+                }
+            }
+            free(w);
+            free(xq);
+            free(yr);
+            free(ys);
+        }
+}
+
+/* extreme values: all activations -128 or 127, all codes max: catches int16 saturation */
+static void test_isa_extremes(const ob_kernels *kern) {
+    const int Ks[] = {128, 4096, 16384 + 160};
+    for (int ki = 0; ki < 3; ki++)
+        for (int f = 0; f < OB_WFMT_COUNT; f++)
+            for (int pat = 0; pat < 4; pat++) {
+                int K = Ks[ki], N = 3, m = 2;
+                size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
+                uint8_t *w = xmalloc((size_t)N * rb);
+                int8_t *xq = xmalloc((size_t)m * st);
+                int8_t *q = xmalloc((size_t)K);
+                float a[2] = {1.0f, 3.0f}, yr[6], ys[6];
+                int32_t xs[2];
+                for (int r = 0; r < N; r++) {
+                    for (int k = 0; k < K; k++) q[k] = (int8_t)((pat & 1) ? 1 : (r == 1 ? -1 : 1));
+                    ob_pack_row_ref((ob_wfmt)f, q, K, w + r * rb);
+                }
+                if (f == OB_WFMT_T2 && pat == 3) memset(w, 0xff, (size_t)N * rb); /* code 3 */
+                for (int t = 0; t < m; t++) {
+                    int32_t s = 0;
+                    for (size_t k = 0; k < st; k++) {
+                        int8_t v = k < (size_t)K ? (int8_t)((pat & 2) ? -128 : 127) : 0;
+                        if (t == 1 && k < (size_t)K && (k & 1)) v = (int8_t)-v - (v > 0);
+                        xq[t * st + k] = v;
+                        s += v;
+                    }
+                    xs[t] = s;
+                }
+                ref_fn((ob_wfmt)f)(w, K, 0.5f, xq, st, a, xs, m, 0, N, yr, 3);
+                kern->matmul[f](w, K, 0.5f, xq, st, a, xs, m, 0, N, ys, 3);
+                CHECK(bits_eq(yr, ys, 6), "%s %s extremes K=%d pat=%d", ob_isa_name(kern->isa),
+                      fmt_name((ob_wfmt)f), K, pat);
+                free(w);
+                free(xq);
+                free(q);
+            }
+}
+
+static void test_isa_quantize(const ob_kernels *kern) {
+    for (int ki = 0; ki < NKS; ki++)
+        for (int rep = 0; rep < 4; rep++) {
+            int K = KS[ki];
+            size_t st = ob_act_stride(K);
+            float *x = xmalloc((size_t)K * 4);
+            float scale = rep == 0 ? 1e-7f : rep == 1 ? 1.0f : rep == 2 ? 1000.0f : 3.0f;
+            for (int k = 0; k < K; k++) x[k] = rndf() * scale;
+            if (rep == 3) /* exact .5 ties after scaling */
+                for (int k = 0; k < K; k++) x[k] = (float)rndi(-254, 254) * 0.5f;
+            int8_t *q1 = xmalloc(st), *q2 = xmalloc(st);
+            memset(q2, 0x55, st);
+            float a1, a2;
+            int32_t s1, s2;
+            ob_quantize_ref(x, K, q1, &a1, &s1);
+            kern->quantize(x, K, q2, &a2, &s2);
+            CHECK(memcmp(q1, q2, st) == 0 && s1 == s2 && memcmp(&a1, &a2, 4) == 0,
+                  "%s quantize K=%d rep=%d", ob_isa_name(kern->isa), K, rep);
+            free(x);
+            free(q1);
+            free(q2);
+        }
+    /* all zeros */
+    float z[300] = {0};
+    int8_t q[512];
+    float a;
+    int32_t s;
+    kern->quantize(z, 300, q, &a, &s);
+    CHECK(s == 0 && a == 127.0f / 1e-5f, "%s quantize zeros", ob_isa_name(kern->isa));
+}
+
+static int close_enough(float ref, float got, float mag) {
+    return fabsf(ref - got) <= 1e-5f * mag + 1e-6f;
+}
+
+static void test_isa_float(const ob_kernels *kern) {
+    const int Ks[] = {1, 3, 8, 15, 16, 17, 31, 32, 33, 64, 100, 257, 1000, 2048};
+    for (int ki = 0; ki < (int)(sizeof(Ks) / sizeof(Ks[0])); ki++) {
+        int K = Ks[ki], N = rndi(1, 37);
+        size_t ldw = (size_t)K + (size_t)rndi(0, 5);
+        float *wf = xmalloc(ldw * N * 4), *x = xmalloc((size_t)K * 4), *sc = xmalloc((size_t)N * 4);
+        uint16_t *wh = xmalloc(ldw * N * 2);
+        int8_t *wq = xmalloc(ldw * N);
+        float *yr = xmalloc((size_t)N * 4), *ys = xmalloc((size_t)N * 4), *yp = xmalloc((size_t)N * 4);
+        float *mag = xmalloc((size_t)N * 4);
+        for (size_t i = 0; i < ldw * N; i++) {
+            wf[i] = rndf();
+            wh[i] = ob_f32_to_f16(rndf());
+            wq[i] = rnd_i8();
+        }
+        for (int k = 0; k < K; k++) x[k] = rndf() * 4.0f;
+        for (int r = 0; r < N; r++) sc[r] = 0.001f + (float)(rnd() % 100) * 1e-4f;
+        for (int kind = 0; kind < 3; kind++) {
+            for (int r = 0; r < N; r++) {
+                float s = 0;
+                for (int k = 0; k < K; k++) {
+                    float wv = kind == 0 ? wf[r * ldw + k] : kind == 1 ? ob_f16_to_f32(wh[r * ldw + k]) : (float)wq[r * ldw + k];
+                    s += fabsf(wv * x[k]);
+                }
+                mag[r] = kind == 2 ? s * sc[r] : s;
+            }
+            int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
+            if (kind == 0) {
+                ob_gemv_f32_ref(wf, ldw, K, x, 0, N, yr);
+                kern->gemv_f32(wf, ldw, K, x, 0, N, ys);
+                kern->gemv_f32(wf, ldw, K, x, r0, r1, yp);
+            } else if (kind == 1) {
+                ob_gemv_f16_ref(wh, ldw, K, x, 0, N, yr);
+                kern->gemv_f16(wh, ldw, K, x, 0, N, ys);
+                kern->gemv_f16(wh, ldw, K, x, r0, r1, yp);
+            } else {
+                ob_gemv_q8_ref(wq, sc, ldw, K, x, 0, N, yr);
+                kern->gemv_q8(wq, sc, ldw, K, x, 0, N, ys);
+                kern->gemv_q8(wq, sc, ldw, K, x, r0, r1, yp);
+            }
+            for (int r = 0; r < N; r++)
+                CHECK(close_enough(yr[r], ys[r], mag[r]), "%s gemv kind=%d K=%d r=%d: %.9g vs %.9g",
+                      ob_isa_name(kern->isa), kind, K, r, yr[r], ys[r]);
+            CHECK(bits_eq(ys + r0, yp + r0, (size_t)(r1 - r0)), "%s gemv kind=%d K=%d range not deterministic",
+                  ob_isa_name(kern->isa), kind, K);
+        }
+        free(wf); free(x); free(sc); free(wh); free(wq); free(yr); free(ys); free(yp); free(mag);
+    }
+}
+
+/* ---------------------------------------------------------------- threads */
+static void test_threads(const ob_kernels *kern) {
+    int K = 1000, N = 203, m = 5;
+    for (int f = 0; f < OB_WFMT_COUNT; f++) {
+        size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
+        uint8_t *w = xmalloc((size_t)N * rb);
+        int8_t *xq = xmalloc((size_t)m * st);
+        float a[5], *y1 = xmalloc((size_t)m * N * 4), *yn = xmalloc((size_t)m * N * 4);
+        int32_t xs[5];
+        fill_weights((ob_wfmt)f, w, (size_t)N * rb, K, N, 1);
+        float *x = xmalloc((size_t)m * K * 4);
+        for (int i = 0; i < m * K; i++) x[i] = rndf();
+        ob_quantize_rows(kern, x, (size_t)K, m, K, xq, st, a, xs);
+        kern->matmul[f](w, K, 0.02f, xq, st, a, xs, m, 0, N, y1, (size_t)N);
+        for (int nt = 1; nt <= 4; nt++) {
+            ob_threadpool *p = ob_threadpool_create(nt);
+            CHECK(p && ob_threadpool_size(p) == nt, "pool create %d", nt);
+            for (int rep = 0; rep < 3; rep++) {
+                for (int mm = 1; mm <= m; mm += 4) {
+                    for (int i = 0; i < m * N; i++) yn[i] = NAN;
+                    ob_matmul_mt(p, kern, (ob_wfmt)f, w, N, K, 0.02f, xq, st, a, xs, mm, yn, (size_t)N);
+                    CHECK(bits_eq(y1, yn, (size_t)mm * N), "%s %s threads=%d m=%d differ",
+                          ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), nt, mm);
+                }
+            }
+            ob_threadpool_destroy(p);
+        }
+        free(w); free(xq); free(y1); free(yn); free(x);
+    }
+    /* float GEMVs: identical for any thread count */
+    {
+        int KF = 777, NF = 130;
+        float *wf = xmalloc((size_t)KF * NF * 4), *x = xmalloc((size_t)KF * 4), *sc = xmalloc((size_t)NF * 4);
+        uint16_t *wh = xmalloc((size_t)KF * NF * 2);
+        int8_t *wq = xmalloc((size_t)KF * NF);
+        float *y1 = xmalloc((size_t)NF * 4 * 3), *yn = xmalloc((size_t)NF * 4 * 3);
+        for (int i = 0; i < KF * NF; i++) {
+            wf[i] = rndf();
+            wh[i] = ob_f32_to_f16(rndf());
+            wq[i] = rnd_i8();
+        }
+        for (int i = 0; i < KF; i++) x[i] = rndf();
+        for (int i = 0; i < NF; i++) sc[i] = 0.01f;
+        for (int nt = 1; nt <= 4; nt++) {
+            ob_threadpool *p = ob_threadpool_create(nt);
+            float *y = nt == 1 ? y1 : yn;
+            ob_gemv_f32_mt(p, kern, wf, (size_t)KF, NF, KF, x, y);
+            ob_gemv_f16_mt(p, kern, wh, (size_t)KF, NF, KF, x, y + NF);
+            ob_gemv_q8_mt(p, kern, wq, sc, (size_t)KF, NF, KF, x, y + 2 * NF);
+            if (nt > 1) CHECK(bits_eq(y1, yn, (size_t)NF * 3), "%s float gemv threads=%d differ", ob_isa_name(kern->isa), nt);
+            ob_threadpool_destroy(p);
+        }
+        free(wf); free(x); free(sc); free(wh); free(wq); free(y1); free(yn);
+    }
+}
+
+typedef struct {
+    int *hits;
+} pool_ctx;
+static void pool_task(void *ctx, int ith, int nth) {
+    pool_ctx *c = (pool_ctx *)ctx;
+    __atomic_add_fetch(&c->hits[ith], 1, __ATOMIC_SEQ_CST);
+    (void)nth;
+}
+static void test_pool(void) {
+    for (int nt = 1; nt <= 4; nt++) {
+        ob_threadpool *p = ob_threadpool_create(nt);
+        int hits[4] = {0, 0, 0, 0};
+        pool_ctx c = {hits};
+        for (int i = 0; i < 2000; i++) ob_threadpool_run(p, pool_task, &c);
+        for (int i = 0; i < nt; i++) CHECK(hits[i] == 2000, "pool nt=%d thread %d ran %d", nt, i, hits[i]);
+        ob_threadpool_destroy(p);
+    }
+    /* split covers [0, n) exactly once */
+    for (int n = 0; n < 100; n += 7)
+        for (int nth = 1; nth <= 5; nth++) {
+            int prev = 0;
+            for (int i = 0; i < nth; i++) {
+                int r0, r1;
+                ob_split_rows(n, i, nth, 16, &r0, &r1);
+                CHECK(r0 == prev && r1 >= r0 && (r0 % 16 == 0 || r0 == n), "split n=%d", n);
+                prev = r1;
+            }
+            CHECK(prev == n, "split end n=%d", n);
+        }
+}
+
+/* ---------------------------------------------------------------- f16, ISA selection */
+static void test_f16(void) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = ob_f16_to_f32((uint16_t)h);
+        uint16_t back = ob_f32_to_f16(f);
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) CHECK((back & 0x7c00) == 0x7c00 && (back & 0x3ff), "nan");
+        else CHECK(back == h, "f16 roundtrip %04x -> %g -> %04x", h, f, back);
+    }
+    CHECK(ob_f16_to_f32(0x3c00) == 1.0f && ob_f16_to_f32(0x7bff) == 65504.0f, "f16 values");
+    CHECK(ob_f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00, "tie to even down");
+    CHECK(ob_f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02, "tie to even up");
+    CHECK(ob_f32_to_f16(65520.0f) == 0x7c00 && ob_f32_to_f16(65519.0f) == 0x7bff, "overflow");
+    CHECK(ob_f32_to_f16(ldexpf(1.0f, -24)) == 1 && ob_f32_to_f16(ldexpf(1.0f, -25)) == 0 &&
+              ob_f32_to_f16(ldexpf(1.5f, -25)) == 1, "subnormal rounding");
+    /* monotone rounding: f32 -> f16 -> f32 is the nearest half */
+    for (int i = 0; i < 100000; i++) {
+        float f = rndf() * (rnd() & 1 ? 70000.0f : 1e-4f);
+        float g = ob_f16_to_f32(ob_f32_to_f16(f));
+        if (fabsf(f) < 65504.0f) {
+            uint16_t h = ob_f32_to_f16(f);
+            float up = ob_f16_to_f32((uint16_t)(h + 1)), dn = ob_f16_to_f32((uint16_t)(h - 1));
+            if ((h & 0x7fff) != 0 && (h & 0x7fff) < 0x7bff)
+                CHECK(fabsf(g - f) <= fabsf(up - f) && fabsf(g - f) <= fabsf(dn - f), "nearest %g", f);
+        }
+    }
+}
+
+static void test_isa_select(void) {
+    ob_isa isa;
+    CHECK(setenv("ONEBIT_ISA", "bogus", 1) == 0, "setenv");
+    CHECK(ob_isa_from_env(&isa) == OB_ISA_EUNKNOWN, "bogus isa");
+    setenv("ONEBIT_ISA", "scalar", 1);
+    CHECK(ob_isa_from_env(&isa) == OB_ISA_OK && isa == OB_ISA_SCALAR, "scalar isa");
+    for (int i = 0; i < OB_ISA_COUNT; i++) {
+        setenv("ONEBIT_ISA", ob_isa_name((ob_isa)i), 1);
+        int rc = ob_isa_from_env(&isa);
+        if (ob_isa_supported((ob_isa)i)) CHECK(rc == OB_ISA_OK && isa == (ob_isa)i, "isa %d", i);
+        else CHECK(rc == OB_ISA_EUNSUPPORTED, "unsupported isa %d", i);
+        ob_kernels k;
+        CHECK(ob_kernels_init(&k, (ob_isa)i) == (ob_isa_supported((ob_isa)i) ? 0 : OB_ISA_EUNSUPPORTED), "init %d", i);
+    }
+    unsetenv("ONEBIT_ISA");
+    CHECK(ob_isa_from_env(&isa) == OB_ISA_OK && isa == ob_isa_detect(), "unset isa");
+    CHECK(ob_isa_supported(ob_isa_detect()), "detected isa supported");
+}
+
+int main(void) {
+    printf("test_kernels: detected ISA %s\n", ob_isa_name(ob_isa_detect()));
+    test_f16();
+    test_isa_select();
+    test_pool();
+    test_ref_vs_dumb();
+    char ran[128] = "";
+    for (int i = 0; i < OB_ISA_COUNT; i++) {
+        if (!ob_isa_supported((ob_isa)i)) {
+            printf("  isa %-6s: not supported here, skipped\n", ob_isa_name((ob_isa)i));
+            continue;
+        }
+        ob_kernels k;
+        ob_kernels_init(&k, (ob_isa)i);
+        int before = g_fail;
+        test_isa_quantize(&k);
+        test_isa_matmul(&k);
+        test_isa_extremes(&k);
+        test_isa_float(&k);
+        test_threads(&k);
+        printf("  isa %-6s: %s\n", ob_isa_name((ob_isa)i), g_fail == before ? "ok" : "FAILED");
+        strcat(ran, " ");
+        strcat(ran, ob_isa_name((ob_isa)i));
+    }
+    printf("test_kernels: ISAs tested:%s; %d checks, %d failures\n", ran, g_checks, g_fail);
+    return g_fail ? 1 : 0;
+}
