@@ -1,0 +1,317 @@
+"""Tokenizers: `char` (one token per corpus character) and byte-level `bpe`, both as HF tokenizer.json.
+
+Both kinds are a Hugging Face `tokenizers.Tokenizer` with a BPE model, so the saved file loads in HF
+unchanged. The char kind is a BPE model whose vocab is the corpus' characters, with no merges, no
+pre-tokenizer and a `Fuse` decoder; since HF silently drops characters it does not know, `encode`
+does its own lookup and raises instead. The bpe kind is GPT-2 style: byte-level alphabet, GPT-2
+regex pre-tokenizer, `<|endoftext|>` special token at id 0.
+
+Every runtime needs the same two things from a tokenizer: the raw bytes of each token (`token_bytes`)
+and, for bpe, the merge list (`merges`). `decode` is defined from `token_bytes` so that the C and
+ONNX runtimes, which print token bytes, produce exactly the same text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from onebit.errors import OnebitError
+
+EOT = "<|endoftext|>"
+KINDS = ("char", "bpe")
+# Encode in pieces of about this many characters; HF encodes a batch of pieces in parallel.
+CHUNK_CHARS = 1 << 16
+REPLACEMENT = "\ufffd".encode()
+
+# A chunk may end right before a newline (or space) that is followed by a non-space. The GPT-2
+# pre-tokenizer always splits there: `\s+(?!\S)` stops one character short of a whitespace run
+# that is followed by text, and no other pattern crosses whitespace. Python's `\S` is stricter
+# than the Rust regex's (str.isspace covers all of Unicode White_Space), so we never split where
+# HF would not.
+_NEWLINE_BOUNDARY = re.compile(r"\n(?=\S)")
+_SPACE_BOUNDARY = re.compile(r" (?=\S)")
+
+
+class TokenizerError(OnebitError):
+    """A tokenizer file that cannot be used, or text that a char tokenizer cannot encode."""
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode, inverted: printable stand-in character -> raw byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def _last_boundary(text: str, start: int) -> int:
+    """Index of the last safe chunk boundary in text[start:], or -1."""
+    for pattern in (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY):
+        at = -1
+        for m in pattern.finditer(text, start):
+            at = m.start()
+        if at > 0:
+            return at
+    return -1
+
+
+def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Cut text into pieces of about `size` characters at boundaries where BPE would split anyway."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = -1
+        for pattern in (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY):
+            m = pattern.search(text, start + size)
+            if m:
+                cut = m.start()
+                break
+        if cut < 0:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return [p for p in pieces if p]
+
+
+class Tokenizer:
+    """A char or byte-level BPE tokenizer backed by a HF `tokenizers.Tokenizer`."""
+
+    def __init__(self, hf: HFTokenizer):
+        self.hf = hf
+        spec = json.loads(hf.to_str())
+        model = spec.get("model") or {}
+        if model.get("type") != "BPE":
+            raise TokenizerError(f"unsupported tokenizer model {model.get('type')!r}: need BPE (char or byte-level)")
+        self._spec = spec
+        self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
+        vocab = hf.get_vocab(with_added_tokens=True)
+        ids = sorted(vocab.values())
+        if ids != list(range(self.vocab_size)):
+            raise TokenizerError("tokenizer ids are not the dense range 0 .. vocab_size - 1")
+        self.special_tokens: dict[str, int] = {
+            t["content"]: t["id"] for t in spec.get("added_tokens") or [] if t.get("special")
+        }
+        self.kind: str = self._detect_kind(spec, vocab)
+        self._id_to_token = [""] * self.vocab_size
+        for token, i in vocab.items():
+            self._id_to_token[i] = token
+        self._bytes = [self._raw_bytes(i) for i in range(self.vocab_size)]
+        if self.kind == "char":
+            # sorted code points and their ids: np.searchsorted encodes the whole corpus at once
+            cps = np.array([ord(t) for t in self._id_to_token], dtype=np.int64)
+            order = np.argsort(cps, kind="stable")
+            self._char_cps, self._char_ids = cps[order], order.astype(np.int64)
+
+    @staticmethod
+    def _detect_kind(spec: dict, vocab: dict[str, int]) -> str:
+        model, pre, dec = spec["model"], spec.get("pre_tokenizer"), spec.get("decoder") or {}
+        if (not model.get("merges") and pre is None and dec.get("type") == "Fuse"
+                and all(len(t) == 1 for t in vocab) and not spec.get("added_tokens")):
+            return "char"
+        pre_types = {p.get("type") for p in (pre or {}).get("pretokenizers", [pre or {}])}
+        if "ByteLevel" in pre_types and dec.get("type") == "ByteLevel":
+            return "bpe"
+        raise TokenizerError("unsupported tokenizer: need a char tokenizer or a byte-level BPE "
+                             "(ByteLevel pre-tokenizer and decoder)")
+
+    def _raw_bytes(self, token_id: int) -> bytes:
+        token = self._id_to_token[token_id]
+        if self.kind == "char" or token in self.special_tokens:
+            return token.encode("utf-8")
+        table = _byte_decoder()
+        if all(c in table for c in token):
+            return bytes(table[c] for c in token)
+        return token.encode("utf-8")  # an added non-special token: stored as plain text
+
+    # ------------------------------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "char":
+            return self._encode_char(text)
+        return self._encode_bpe(split_chunks(text))
+
+    def encode_stream(self, texts: Iterable[str]) -> Iterator[list[int]]:
+        """Encode consecutive pieces of one text; the concatenated ids equal encode("".join(texts)).
+
+        Holds back the tail after the last safe boundary, so memory stays bounded by the piece size
+        (plus the longest stretch without a newline or space followed by text).
+        """
+        carry = ""
+        for text in texts:
+            carry += text
+            if self.kind == "char":
+                yield self._encode_char(carry)
+                carry = ""
+                continue
+            cut = _last_boundary(carry, 0)
+            if cut > 0:
+                yield self._encode_bpe(split_chunks(carry[:cut]))
+                carry = carry[cut:]
+        if carry:
+            yield self.encode(carry)
+
+    def _encode_char(self, text: str) -> list[int]:
+        if not text:
+            return []
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        pos = np.searchsorted(self._char_cps, cps).clip(max=len(self._char_cps) - 1)
+        bad = np.flatnonzero(self._char_cps[pos] != cps)
+        if bad.size:
+            i = int(bad[0])
+            raise TokenizerError(f"character {text[i]!r} (U+{ord(text[i]):04X}) at offset {i} "
+                                 "is not in the char tokenizer's vocabulary")
+        return self._char_ids[pos].tolist()
+
+    def _encode_bpe(self, pieces: list[str]) -> list[int]:
+        ids: list[int] = []
+        for enc in self.hf.encode_batch(pieces, add_special_tokens=False):
+            ids.extend(enc.ids)
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Concatenated token bytes as UTF-8; invalid bytes and unknown ids become U+FFFD."""
+        n = self.vocab_size
+        raw = b"".join(self._bytes[i] if 0 <= i < n else REPLACEMENT for i in map(int, ids))
+        return raw.decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if not 0 <= token_id < self.vocab_size:
+            raise TokenizerError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
+        return self._bytes[token_id]
+
+    def merges(self) -> list[tuple[int, int, int]]:
+        if self.kind == "char":
+            return []
+        vocab = self.hf.get_vocab(with_added_tokens=True)
+        out = []
+        for merge in self._spec["model"].get("merges") or []:
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            out.append((vocab[left], vocab[right], vocab[left + right]))
+        return out
+
+    def to_str(self) -> str:
+        return self.hf.to_str()
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), self.hf.to_str(pretty=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise TokenizerError(f"tokenizer file {path} not found")
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as e:  # HF raises a bare Exception with a multi-line serde message
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TokenizerError(f"{path}: not a valid tokenizer.json ({first})") from None
+        try:
+            return cls(hf)
+        except TokenizerError as e:
+            raise TokenizerError(f"{path}: {e}") from None
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, then rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def train_char_tokenizer(text: str) -> Tokenizer:
+    """Vocab = the sorted set of characters in text (id = rank by code point)."""
+    return _char_tokenizer(set(text))
+
+
+def _char_tokenizer(chars: set[str]) -> Tokenizer:
+    if not chars:
+        raise TokenizerError("cannot build a char tokenizer from empty text")
+    vocab = {c: i for i, c in enumerate(sorted(chars))}
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
+    hf.decoder = decoders.Fuse()
+    return Tokenizer(hf)
+
+
+def train_bpe_tokenizer(paths: list[Path], vocab_size: int) -> Tokenizer:
+    """Byte-level BPE (GPT-2 pre-tokenizer) with `<|endoftext|>` at id 0, then the 256 bytes."""
+    if vocab_size < 257:
+        raise TokenizerError(f"bpe vocab_size must be at least 257 (256 bytes + {EOT}), got {vocab_size}")
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train([str(p) for p in paths], trainer)
+    return Tokenizer(hf)
+
+
+def make_tokenizer(spec: str, corpus: list[Path], vocab_size: int) -> Tokenizer:
+    """spec is "char" (vocab_size ignored), "bpe" (trained on corpus) or a tokenizer.json path."""
+    if spec == "char":
+        chars: set[str] = set()
+        for text in iter_corpus_text(corpus):
+            chars.update(text)
+        return _char_tokenizer(chars)
+    if spec == "bpe":
+        return train_bpe_tokenizer(corpus, vocab_size)
+    path = Path(spec)
+    if not path.exists():
+        raise TokenizerError(f"tokenizer must be 'char', 'bpe' or a tokenizer.json path; {spec} not found")
+    return Tokenizer.load(path)
+
+
+def iter_corpus_text(paths: Iterable[Path], chunk_bytes: int = 1 << 20) -> Iterator[str]:
+    """Stream UTF-8 text from files in pieces, so no file is held in memory whole."""
+    import codecs
+
+    for path in paths:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(chunk_bytes):
+                    offset += len(block)
+                    if text := decoder.decode(block):
+                        yield text
+                if text := decoder.decode(b"", final=True):
+                    yield text
+        except UnicodeDecodeError as e:
+            at = offset - len(e.object) + e.start
+            raise TokenizerError(f"{path}: not UTF-8 text ({e.reason} at byte {at})") from None
