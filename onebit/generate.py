@@ -131,13 +131,8 @@ class Sampler:
         return int(ids[hit[0]] if hit.shape[0] else ids[keep - 1])
 
 
-@torch.no_grad()
-def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sampler: SamplerConfig,
-             on_token: Callable[[int], None] | None = None) -> list[int]:
-    """The new tokens (prompt excluded) of a KV-cached decode; on_token sees each as it arrives.
-
-    No stop token: exactly max_new_tokens are produced, so every runtime produces the same count.
-    """
+def check_request(model: Transformer, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
+    """GenerateError unless the prompt is non-empty, in the vocabulary and fits with the new tokens."""
     if not prompt_ids:
         raise GenerateError("the prompt is empty: generation needs at least one token")
     if max_new_tokens < 0:
@@ -149,6 +144,16 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sam
     bad = [t for t in prompt_ids if not 0 <= t < model.cfg.vocab_size]
     if bad:
         raise GenerateError(f"token id {bad[0]} is outside the vocabulary of {model.cfg.vocab_size}")
+
+
+@torch.no_grad()
+def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sampler: SamplerConfig,
+             on_token: Callable[[int], None] | None = None) -> list[int]:
+    """The new tokens (prompt excluded) of a KV-cached decode; on_token sees each as it arrives.
+
+    No stop token: exactly max_new_tokens are produced, so every runtime produces the same count.
+    """
+    check_request(model, prompt_ids, max_new_tokens)
     was_training = model.training
     model.eval()
     try:
