@@ -152,13 +152,13 @@ class Tokenizer:
         Holds back the tail after the last safe boundary, so memory stays bounded by the piece size
         (plus the longest stretch without a newline or space followed by text).
         """
-        carry = ""
+        carry, offset = "", 0
         for text in texts:
-            carry += text
             if self.kind == "char":
-                yield self._encode_char(carry)
-                carry = ""
+                yield self._encode_char(text, offset)
+                offset += len(text)
                 continue
+            carry += text
             cut = _last_boundary(carry, 0)
             if cut > 0:
                 yield self._encode_bpe(split_chunks(carry[:cut]))
@@ -166,7 +166,7 @@ class Tokenizer:
         if carry:
             yield self.encode(carry)
 
-    def _encode_char(self, text: str) -> list[int]:
+    def _encode_char(self, text: str, offset: int = 0) -> list[int]:
         if not text:
             return []
         cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
@@ -174,7 +174,7 @@ class Tokenizer:
         bad = np.flatnonzero(self._char_cps[pos] != cps)
         if bad.size:
             i = int(bad[0])
-            raise TokenizerError(f"character {text[i]!r} (U+{ord(text[i]):04X}) at offset {i} "
+            raise TokenizerError(f"character {text[i]!r} (U+{ord(text[i]):04X}) at offset {offset + i} "
                                  "is not in the char tokenizer's vocabulary")
         return self._char_ids[pos].tolist()
 
