@@ -1,0 +1,66 @@
+"""Shared fixtures: the real corpus, a char tokenizer trained on it, and small random checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from onebit.checkpoint import save_checkpoint
+from onebit.model import ModelConfig, Transformer
+from onebit.tokenizer import Tokenizer, train_char_tokenizer
+
+# The machine is shared by several people on two cores.
+torch.set_num_threads(1)
+
+SMALL_TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n"
+)
+SMALL_CONFIG = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    data_dir = os.environ.get("ONEBIT_DATA_DIR")
+    if not data_dir:
+        pytest.skip("ONEBIT_DATA_DIR is not set: the tinyshakespeare corpus is unavailable")
+    path = Path(data_dir) / "tinyshakespeare.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not found: the tinyshakespeare corpus is unavailable")
+    return path
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer(shakespeare_path: Path) -> Tokenizer:
+    return train_char_tokenizer(shakespeare_path.read_text(encoding="utf-8"))
+
+
+def _text_with_vocab(vocab_size: int) -> str:
+    """A text with exactly vocab_size distinct characters: newline, then printable code points."""
+    chars = ["\n"] + [chr(c) for c in range(0x20, 0x20 + vocab_size - 1)]
+    return "".join(chars)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Callable[..., Path]:
+    """make_checkpoint(**config_overrides) -> a fresh dir with a seeded random model and char tokenizer.
+
+    Defaults are SMALL_CONFIG; the tokenizer is trained on SMALL_TEXT unless vocab_size is given.
+    """
+
+    def make_checkpoint(**overrides) -> Path:
+        vocab_size = overrides.pop("vocab_size", None)
+        text = SMALL_TEXT if vocab_size is None else _text_with_vocab(vocab_size)
+        tokenizer = train_char_tokenizer(text)
+        config = ModelConfig(**{**SMALL_CONFIG, **overrides, "vocab_size": tokenizer.vocab_size})
+        torch.manual_seed(0)
+        model = Transformer(config)
+        out = tmp_path_factory.mktemp("checkpoint")
+        save_checkpoint(out, model, tokenizer, {"step": 0, "val_loss": None})
+        return out
+
+    return make_checkpoint
