@@ -177,11 +177,12 @@ def prepare_tokens(corpus: list[Path], tokenizer: Tokenizer, cache_dir: Path, va
     n_tokens = _cached_count(bin_path, info_path, key, dtype)
     if n_tokens is None:
         n_tokens = _write_tokens(corpus, tokenizer, bin_path, dtype)
+        if n_tokens == 0:
+            bin_path.unlink(missing_ok=True)
+            raise DataError("corpus produced no tokens")
         info = {"key": key, "dtype": dtype.name, "n_tokens": n_tokens, "vocab_size": tokenizer.vocab_size,
                 "files": [str(p) for p in corpus]}
         atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")  # written last: marks the .bin complete
-    if n_tokens == 0:
-        raise DataError("corpus produced no tokens")
     tokens = np.memmap(bin_path, dtype=dtype, mode="r", shape=(n_tokens,))
     n_val = int(n_tokens * val_fraction)
     return TokenData(train=tokens[: n_tokens - n_val], val=tokens[n_tokens - n_val :], path=bin_path)
