@@ -1,0 +1,230 @@
+"""`onebit-export`: fold a checkpoint's BitLinears to packed codes and write a `.1bit` file.
+
+Each BitLinear is folded exactly as the eval forward does it (`quant.quantize_weight`): the codes
+are packed (T2 / T1.6 for ternary, B1 for binary) and the fp32 scale goes into the directory record.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+import onebit
+from onebit import quant
+from onebit.checkpoint import Checkpoint, load_checkpoint
+from onebit.errors import OnebitError, cli_errors
+from onebit.format import EMBED_DTYPE, PACK_DTYPE, TensorData, atomic_write, bitlinear_shapes, write_stream
+from onebit.tokenizer import Tokenizer
+
+PACKS = ("t2", "t1.6")
+EMBED_DTYPES = ("f32", "f16", "i8")
+F16_MAX = 65504.0
+
+
+class ExportError(OnebitError):
+    """A checkpoint that cannot be exported with the requested options."""
+
+
+@dataclass
+class ExportOptions:
+    pack: str = "t2"
+    embed_dtype: str = "f16"
+
+
+def effective_pack(quant_kind: str, pack: str) -> str:
+    """Binary models always pack as B1; ternary ones as asked."""
+    return "b1" if quant_kind == "binary" else pack
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def _float_tensor(name: str, w: np.ndarray, dtype: str) -> list[TensorData]:
+    if dtype == "F32":
+        return [TensorData(name, "F32", w.shape, w)]
+    if dtype == "F16":
+        if np.abs(w).max() > F16_MAX:
+            raise ExportError(f"{name} has values beyond the f16 range; export with --embed-dtype f32 or i8")
+        return [TensorData(name, "F16", w.shape, w.astype(np.float16))]
+    q, scale = quant.quantize_rows_i8(w)
+    return [TensorData(name, "I8", w.shape, q), TensorData(name + ".scale", "F32", scale.shape, scale)]
+
+
+def tokenizer_tensors(tok: Tokenizer) -> list[TensorData]:
+    pieces = [tok.token_bytes(i) for i in range(tok.vocab_size)]
+    offsets = np.zeros(tok.vocab_size + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ExportError("tokenizer vocabulary is too large for I32 offsets")
+    blob = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    if blob.size == 0:
+        raise ExportError("tokenizer has no token bytes")
+    out = [TensorData("tokenizer.tokens", "U8", (blob.size,), blob),
+           TensorData("tokenizer.offsets", "I32", offsets.shape, offsets.astype(np.int32))]
+    merges = np.array(tok.merges(), dtype=np.int32).reshape(-1, 3)
+    if len(merges):
+        out.append(TensorData("tokenizer.merges", "I32", merges.shape, merges))
+    return out
+
+
+def model_tensors(ckpt: Checkpoint, opts: ExportOptions) -> list[TensorData]:
+    """Every tensor of the file, in state_dict order, then the tokenizer's."""
+    cfg = ckpt.config
+    pack = effective_pack(cfg.quant, opts.pack)
+    bitlinears = bitlinear_shapes(cfg.to_dict())
+    embed_dtype = EMBED_DTYPE[opts.embed_dtype]
+    out: list[TensorData] = []
+    for name, w in ckpt.model.state_dict().items():
+        if name in bitlinears:
+            codes, scale = quant.quantize_weight(w, cfg.quant)
+            codes_np = _numpy(codes).astype(np.int8)
+            packer = quant.PACKERS[pack][0]
+            out.append(TensorData(name, PACK_DTYPE[pack], codes_np.shape, packer(codes_np), float(scale)))
+        elif name in ("embed.weight", "head.weight"):
+            out += _float_tensor(name, _numpy(w), embed_dtype)
+        else:
+            out.append(TensorData(name, "F32", tuple(w.shape), _numpy(w)))
+    return out + tokenizer_tensors(ckpt.tokenizer)
+
+
+def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
+    cfg, tok = ckpt.config, ckpt.tokenizer
+    return {
+        "config": cfg.to_dict(),
+        "quant": {"weights": cfg.quant, "pack": effective_pack(cfg.quant, opts.pack),
+                  "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype},
+        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size,
+                      "pretokenizer": "gpt2-bytelevel" if tok.kind == "bpe" else "none",
+                      "special_tokens": dict(tok.special_tokens)},
+        "provenance": {"onebit_version": onebit.__version__, "step": ckpt.meta.get("step"),
+                       "val_loss": ckpt.meta.get("val_loss"), "source": source},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Size report
+
+
+def _kind(t: TensorData) -> str:
+    if t.dtype in ("T2", "T1_6", "B1"):
+        return "bitlinear"
+    if t.name.startswith("tokenizer."):
+        return "tokenizer"
+    if t.name.startswith(("embed.", "head.", "pos_embed.")):
+        return t.name.split(".")[0]
+    return "norms"
+
+
+def size_report(tensors: list[TensorData], file_size: int) -> dict:
+    """Bytes per tensor kind, bytes and bits per quantized weight, compression vs f32."""
+    by_kind: dict[str, int] = {}
+    for t in tensors:
+        by_kind[_kind(t)] = by_kind.get(_kind(t), 0) + t.data.nbytes
+    by_kind["overhead"] = file_size - sum(by_kind.values())
+    quantized = sum(int(np.prod(t.shape)) for t in tensors if _kind(t) == "bitlinear")
+    model_params = sum(int(np.prod(t.shape)) for t in tensors
+                       if _kind(t) != "tokenizer" and not t.name.endswith(".scale"))
+    bitlinear_bytes = by_kind.get("bitlinear", 0)
+    return {"bytes_by_kind": by_kind, "quantized_params": quantized, "model_params": model_params,
+            "bytes_per_quantized_param": bitlinear_bytes / quantized,
+            "bits_per_quantized_param": 8 * bitlinear_bytes / quantized,
+            "file_size": file_size, "f32_size": 4 * model_params,
+            "compression_vs_f32": 4 * model_params / file_size}
+
+
+def format_report(report: dict, pack_note: str = "") -> str:
+    lines = [f"{'kind':<12}{'bytes':>12}"]
+    lines += [f"{kind:<12}{n:>12,}" for kind, n in report["bytes_by_kind"].items()]
+    lines += [f"{'total':<12}{report['file_size']:>12,}",
+              f"quantized weights: {report['quantized_params']:,} at "
+              f"{report['bits_per_quantized_param']:.3f} bits ({report['bytes_per_quantized_param']:.4f} bytes) each"
+              + pack_note,
+              f"model params: {report['model_params']:,}; as f32 {report['f32_size']:,} bytes; "
+              f"compression vs f32: {report['compression_vs_f32']:.2f}x"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+
+
+@dataclass
+class ExportResult:
+    report: dict
+    meta: dict
+    tensors: list[TensorData]
+
+
+def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: Path | None = None,
+                c_name: str = "onebit_model") -> ExportResult:
+    """Write `out` (and the C header) atomically; returns the size report, metadata and tensors."""
+    from onebit.cheader import check_c_name, write_c_header
+
+    if opts.pack not in PACKS or opts.embed_dtype not in EMBED_DTYPES:
+        raise ExportError(f"unknown --pack {opts.pack!r} or --embed-dtype {opts.embed_dtype!r}")
+    if c_header is not None:
+        check_c_name(c_name)
+    ckpt = load_checkpoint(checkpoint_dir)
+    if ckpt.config.quant == "none":
+        raise ExportError(f"{checkpoint_dir}: the model is not quantized (quant = none); "
+                          ".1bit holds ternary or binary models")
+    with torch.no_grad():
+        tensors = model_tensors(ckpt, opts)
+    meta = file_meta(ckpt, opts, source=str(checkpoint_dir))
+    sizes: list[int] = []
+    atomic_write(out, lambda f: sizes.append(write_stream(f, meta, tensors)))
+    if c_header is not None:
+        write_c_header(c_header, out.read_bytes(), meta["config"], c_name)
+    return ExportResult(size_report(tensors, sizes[0]), meta, tensors)
+
+
+def _export_onnx(checkpoint_dir: Path, out: Path) -> None:
+    try:
+        from onebit.onnx_export import export_onnx
+    except ModuleNotFoundError as e:
+        if e.name != "onebit.onnx_export":
+            raise
+        raise ExportError("ONNX export is not available yet (onebit.onnx_export is missing)") from None
+    export_onnx(checkpoint_dir, out)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Output .1bit file (or output directory with --format onnx).")
+@click.option("--pack", type=click.Choice(PACKS), default="t2", show_default=True,
+              help="Ternary packing; binary models always pack as b1.")
+@click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES), default="f16", show_default=True,
+              help="Storage of the embedding (and untied head).")
+@click.option("--emit-c-header", "c_header", type=click.Path(path_type=Path), default=None,
+              help="Also write a C header holding the file's bytes.")
+@click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
+@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx"]), default="1bit", show_default=True)
+@cli_errors
+def main(checkpoint_dir: Path, out: Path, pack: str, embed_dtype: str, c_header: Path | None,
+         c_name: str, fmt: str) -> None:
+    """Compile CHECKPOINT_DIR into a packed .1bit file (or ONNX)."""
+    torch.set_num_threads(1)
+    if fmt == "onnx":
+        if c_header is not None:
+            raise ExportError("--emit-c-header needs --format 1bit")
+        _export_onnx(checkpoint_dir, out)
+        return
+    for target in (out, c_header):
+        if target is not None and not target.parent.is_dir():
+            raise ExportError(f"output directory {target.parent} does not exist")
+    result = export_1bit(checkpoint_dir, out, ExportOptions(pack, embed_dtype), c_header, c_name)
+    used = result.meta["quant"]["pack"]
+    note = f" (binary model: packed as {used}, --pack {pack} ignored)" if used != pack else ""
+    print(format_report(result.report, note), file=sys.stderr)
+    print(f"wrote {out}" + (f" and {c_header}" if c_header else ""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
