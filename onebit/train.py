@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import onebit
 from onebit.checkpoint import load_checkpoint, load_train_state, save_checkpoint
-from onebit.data import TokenData, prepare_tokens, resolve_corpus
+from onebit.data import TokenData, default_cache_dir, prepare_tokens, resolve_corpus
 from onebit.errors import cli_errors
 from onebit.metrics import MetricsLog, perplexity
 from onebit.model import Transformer
@@ -34,10 +34,6 @@ TRAIN_CONFIG_KEY = "train_config"
 
 def log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ONEBIT_CACHE_DIR", Path.home() / ".cache" / "onebit"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -209,7 +205,7 @@ class Trainer:
 
 def _load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> TokenData:
     corpus = resolve_corpus(cfg.data)
-    return prepare_tokens(corpus, tokenizer, cache_dir() / "tokens", cfg.val_fraction)
+    return prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
 
 
 def new_run(cfg: TrainConfig, out_dir: Path, expect_vocab: int | None = None) -> Trainer:
@@ -219,7 +215,7 @@ def new_run(cfg: TrainConfig, out_dir: Path, expect_vocab: int | None = None) ->
     if expect_vocab is not None and tokenizer.vocab_size != expect_vocab:
         raise TrainConfigError(f"--vocab-size {expect_vocab} does not match the tokenizer's "
                                f"{tokenizer.vocab_size} tokens ({cfg.tokenizer})")
-    data = prepare_tokens(corpus, tokenizer, cache_dir() / "tokens", cfg.val_fraction)
+    data = prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
     torch.manual_seed(cfg.seed)
     model = Transformer(cfg.model_config(tokenizer.vocab_size)).to(device)
     return Trainer(cfg, model, tokenizer, data, out_dir, device)
