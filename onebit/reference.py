@@ -1,0 +1,218 @@
+"""A NumPy forward over a packed `.1bit` file: the oracle the C runtime is tested against.
+
+No torch: weights are unpacked from the file's bytes (quant.py's unpackers), activations are
+quantized exactly as docs/DESIGN.md says (fp32, np.rint, exact integer dot products, one fp32
+multiply by s / a), and the steps follow DESIGN.md's forward. Batch size 1; prefill a whole
+sequence or decode one token at a time against a KV-cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onebit import quant
+from onebit.errors import OnebitError
+from onebit.format import OnebitFile, bitlinear_shapes, check_model, read_1bit
+
+F32 = np.float32
+EPS = F32(quant.EPS)
+# Integer sums of K products |x| <= 128 with |q| <= 1 stay exact in fp32 below 2^24.
+MAX_EXACT_K = (1 << 24) // 128
+
+
+class ReferenceError(OnebitError):
+    """A prompt or request that the model cannot serve (e.g. longer than its context)."""
+
+
+@dataclass
+class BitLinearWeights:
+    codes_t: np.ndarray  # fp32 [in, out], integer values -1/0/+1, transposed for x @ codes_t
+    scale: np.float32
+
+
+def _dequant_float(f: OnebitFile, name: str) -> np.ndarray:
+    t = f.tensors[name]
+    w = f.array(name)
+    if t.dtype == "I8":
+        return w.astype(F32) * f.array(name + ".scale")[:, None]
+    return w.astype(F32)
+
+
+def bitlinear(x: np.ndarray, w: BitLinearWeights) -> np.ndarray:
+    """y = (xq . Q^T) * (s / a), per token, everything fp32 (DESIGN.md)."""
+    a = F32(127.0) / np.maximum(np.abs(x).max(axis=-1, keepdims=True), EPS)
+    xq = np.clip(np.rint(x * a), -128, 127)
+    acc = xq @ w.codes_t
+    return acc * (w.scale / a)
+
+
+def norm(x: np.ndarray, weight: np.ndarray, kind: str, eps: float) -> np.ndarray:
+    if kind == "rmsnorm":
+        y = x * (F32(1.0) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + F32(eps)))
+    else:
+        mu = np.mean(x, axis=-1, keepdims=True)
+        var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)
+        y = (x - mu) / np.sqrt(var + F32(eps))
+    return y * weight
+
+
+def activation(x: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "silu":
+        return x / (F32(1.0) + np.exp(-x))
+    if kind == "relu2":
+        return np.square(np.maximum(x, F32(0.0)))
+    c = F32(np.sqrt(2.0 / np.pi))
+    return F32(0.5) * x * (F32(1.0) + np.tanh(c * (x + F32(0.044715) * x * x * x)))
+
+
+def rope_tables(head_dim: int, positions: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [T, head_dim/2]: angles in float64, rounded to fp32 (as model.rope_tables)."""
+    half = head_dim // 2
+    freqs = theta ** (-np.arange(half, dtype=np.float64) * 2.0 / head_dim)
+    angles = positions.astype(np.float64)[:, None] * freqs[None, :]
+    return np.cos(angles).astype(F32), np.sin(angles).astype(F32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate-half RoPE on x [H, T, head_dim]: element i pairs with i + head_dim/2."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate((x1 * cos - x2 * sin, x2 * cos + x1 * sin), axis=-1)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class KVCache:
+    """Per layer, keys and values [n_kv_heads, S, head_dim] after RoPE; grows as tokens arrive."""
+
+    k: list[np.ndarray] = field(default_factory=list)
+    v: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return self.k[0].shape[1] if self.k else 0
+
+
+class ReferenceModel:
+    """The model of a `.1bit` file, unpacked to fp32 code matrices; forward in NumPy."""
+
+    def __init__(self, f: OnebitFile):
+        self.file = f
+        self.cfg = check_model(f)
+        cfg = self.cfg
+        self.head_dim = cfg["dim"] // cfg["n_heads"]
+        unpack = quant.PACKERS[f.meta["quant"]["pack"]][1]
+        self.linears: dict[str, BitLinearWeights] = {}
+        for name, (_, k) in bitlinear_shapes(cfg).items():
+            if k > MAX_EXACT_K:
+                raise ReferenceError(f"{f.path}: in_features {k} is too large for exact fp32 dot products")
+            codes = unpack(f.array(name), k).astype(F32)
+            self.linears[name] = BitLinearWeights(np.ascontiguousarray(codes.T), F32(f.tensors[name].scale))
+        self.floats = {name: _dequant_float(f, name) for name, t in f.tensors.items()
+                       if t.dtype in ("F32", "F16", "I8") and not name.endswith(".scale")}
+        self.embed = self.floats["embed.weight"]
+        self.head = self.embed if cfg["tie_embeddings"] else self.floats["head.weight"]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ReferenceModel":
+        return cls(read_1bit(path))
+
+    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        return norm(x, self.floats[name], self.cfg["norm"], self.cfg["norm_eps"])
+
+    def _attention(self, i: int, h: np.ndarray, cache: KVCache, start: int) -> np.ndarray:
+        cfg, hd = self.cfg, self.head_dim
+        p = f"layers.{i}.attn."
+        T = h.shape[0]
+        q = bitlinear(h, self.linears[p + "q_proj.weight"]).reshape(T, cfg["n_heads"], hd).transpose(1, 0, 2)
+        k = bitlinear(h, self.linears[p + "k_proj.weight"]).reshape(T, cfg["n_kv_heads"], hd).transpose(1, 0, 2)
+        v = bitlinear(h, self.linears[p + "v_proj.weight"]).reshape(T, cfg["n_kv_heads"], hd).transpose(1, 0, 2)
+        if cfg["qk_norm"]:
+            q, k = self._norm(q, p + "q_norm.weight"), self._norm(k, p + "k_norm.weight")
+        if cfg["pos"] == "rope":
+            cos, sin = rope_tables(hd, np.arange(start, start + T), cfg["rope_theta"])
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if len(cache.k) > i:
+            k = np.concatenate((cache.k[i], k), axis=1)
+            v = np.concatenate((cache.v[i], v), axis=1)
+            cache.k[i], cache.v[i] = k, v
+        else:
+            cache.k.append(k)
+            cache.v.append(v)
+        group = cfg["n_heads"] // cfg["n_kv_heads"]
+        k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
+        S = k.shape[1]
+        scores = (q @ k.transpose(0, 2, 1)) * F32(1.0 / np.sqrt(hd))
+        # query t sits at position S - T + t and sees keys 0 .. S - T + t
+        visible = np.arange(S)[None, :] <= (S - T + np.arange(T))[:, None]
+        scores = np.where(visible, scores, F32(-np.inf))
+        a = (softmax(scores) @ v).transpose(1, 0, 2).reshape(T, cfg["n_heads"] * hd)
+        if cfg["subln"]:
+            a = self._norm(a, p + "sub_norm.weight")
+        return bitlinear(a, self.linears[p + "o_proj.weight"])
+
+    def _mlp(self, i: int, h: np.ndarray) -> np.ndarray:
+        cfg, p = self.cfg, f"layers.{i}.mlp."
+        if cfg["gated"]:
+            u = activation(bitlinear(h, self.linears[p + "gate_proj.weight"]), cfg["activation"])
+            u = u * bitlinear(h, self.linears[p + "up_proj.weight"])
+        else:
+            u = activation(bitlinear(h, self.linears[p + "up_proj.weight"]), cfg["activation"])
+        if cfg["subln"]:
+            u = self._norm(u, p + "sub_norm.weight")
+        return bitlinear(u, self.linears[p + "down_proj.weight"])
+
+    def forward(self, tokens: list[int] | np.ndarray, cache: KVCache | None = None) -> np.ndarray:
+        """Logits [T, vocab] for tokens at positions cache.length ...; the cache is extended in place.
+
+        Prefill: pass the whole prompt (and a fresh cache). Decode: pass one token at a time.
+        """
+        cfg = self.cfg
+        cache = KVCache() if cache is None else cache
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        start, T = cache.length, tokens.shape[0]
+        if T == 0:
+            raise ReferenceError("no tokens to run")
+        if start + T > cfg["max_seq_len"]:
+            raise ReferenceError(f"sequence of {start + T} tokens exceeds max_seq_len {cfg['max_seq_len']}")
+        if tokens.min() < 0 or tokens.max() >= cfg["vocab_size"]:
+            raise ReferenceError(f"token id out of range [0, {cfg['vocab_size']})")
+        x = self.embed[tokens]
+        if cfg["pos"] == "learned":
+            x = x + self.floats["pos_embed.weight"][start:start + T]
+        rs = F32(cfg["residual_scale"])
+        for i in range(cfg["n_layers"]):
+            x = x + rs * self._attention(i, self._norm(x, f"layers.{i}.attn_norm.weight"), cache, start)
+            x = x + rs * self._mlp(i, self._norm(x, f"layers.{i}.mlp_norm.weight"))
+        x = self._norm(x, "norm.weight")
+        return x @ self.head.T
+
+    def generate_greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        """Prefill the prompt, then decode argmax tokens (ties to the lowest id) one at a time."""
+        if not prompt:
+            raise ReferenceError("empty prompt")
+        if len(prompt) > self.cfg["max_seq_len"]:
+            raise ReferenceError(f"prompt of {len(prompt)} tokens is longer than the context "
+                                 f"({self.cfg['max_seq_len']})")
+        cache = KVCache()
+        logits = self.forward(prompt, cache)[-1]
+        out: list[int] = []
+        while len(out) < max_new_tokens:
+            token = int(np.argmax(logits))
+            out.append(token)
+            if len(out) == max_new_tokens or cache.length >= self.cfg["max_seq_len"]:
+                break
+            logits = self.forward([token], cache)[-1]
+        return out
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids to text through the file's tokenizer tensors (invalid UTF-8 becomes U+FFFD)."""
+        tokens, offsets = self.file.array("tokenizer.tokens"), self.file.array("tokenizer.offsets")
+        return b"".join(tokens[offsets[i]:offsets[i + 1]].tobytes() for i in ids).decode("utf-8", "replace")
