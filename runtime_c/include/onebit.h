@@ -1,0 +1,189 @@
+/* onebit.h - the public API of the onebit C runtime (C99, libc + libm + pthreads).
+ *
+ * Runs 1-bit / ternary decoder-only transformers stored in a `.1bit` file (docs/FORMAT.md).
+ * Objects are opaque; every function that can fail returns an ob_status, nothing aborts or
+ * prints, and each object keeps a last-error message with detail (ob_model_error,
+ * ob_session_error).  Functions that create an object take an optional `err` buffer that
+ * receives the message when creation fails (there is no object to ask then).
+ *
+ * Typical use:
+ *     ob_model *m; ob_session *s; char err[256];
+ *     if (ob_model_open(&m, "model.1bit", err, sizeof err)) { fprintf(stderr, "%s\n", err); ... }
+ *     ob_session_params sp = ob_session_params_default();   sp.n_ctx = 256; sp.n_threads = 2;
+ *     if (ob_session_create(&s, m, &sp, NULL, 0, err, sizeof err)) ...
+ *     ob_generate(s, prompt_ids, n_prompt, 200, &sampler, on_token, user, NULL, NULL);
+ *     ob_session_free(s); ob_model_free(m);
+ *
+ * No malloc at all: ob_memory_required() says how many bytes a model and a session need; pass
+ * caller-owned buffers to ob_model_open_memory() and ob_session_create() (with n_threads = 1,
+ * since worker threads need the C library's own allocations).
+ */
+#ifndef ONEBIT_H
+#define ONEBIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OB_VERSION_MAJOR 1 /* the .1bit major version this runtime reads */
+#define OB_VERSION_MINOR 0
+
+/* ---------------------------------------------------------------- status codes */
+
+typedef enum ob_status {
+    OB_OK = 0,
+    OB_ERR_INVALID_ARG = 1,  /* NULL pointer, negative count, bad option value */
+    OB_ERR_IO = 2,           /* cannot open / stat / map / read a file */
+    OB_ERR_FORMAT = 3,       /* not a valid .1bit file (magic, sizes, offsets, shapes, JSON) */
+    OB_ERR_VERSION = 4,      /* .1bit major version newer than this runtime */
+    OB_ERR_CHECKSUM = 5,     /* header or body CRC-32 mismatch */
+    OB_ERR_UNSUPPORTED = 6,  /* valid file, but an option this build cannot run */
+    OB_ERR_NOMEM = 7,        /* allocation failed or caller's arena too small */
+    OB_ERR_CONTEXT_FULL = 8, /* tokens would not fit in the session's context */
+    OB_ERR_TOKEN = 9,        /* token id out of range, or text the tokenizer cannot encode */
+    OB_ERR_ISA = 10,         /* ONEBIT_ISA / params.isa names an unknown or unavailable ISA */
+    OB_ERR_BUFFER = 11,      /* caller's output buffer too small (the needed size is returned) */
+    OB_ERR_STOPPED = 12      /* a callback asked to stop */
+} ob_status;
+
+/* A static, human-readable name of a status ("ok", "invalid argument", ...). */
+const char *ob_strerror(ob_status status);
+
+typedef struct ob_model ob_model;
+typedef struct ob_session ob_session;
+
+/* ---------------------------------------------------------------- models */
+
+/* Map a .1bit file read-only (zero-copy) and validate it: magic, version, sizes, every offset /
+ * length / shape / dtype, both CRC-32s, the metadata JSON and that every tensor the config needs
+ * is present with the right shape. */
+ob_status ob_model_open(ob_model **out, const char *path, char *err, size_t err_size);
+
+/* Same over bytes already in memory (e.g. the array of a header from `onebit-export
+ * --emit-c-header`).  The bytes must stay valid and unchanged while the model lives, and be
+ * 64-byte aligned (tensors are read in place).  arena: NULL to malloc the model's bookkeeping,
+ * or a caller buffer of at least ob_memory_required()'s model_bytes (nothing else is allocated;
+ * the buffer must outlive the model). */
+ob_status ob_model_open_memory(ob_model **out, const void *data, size_t size, void *arena,
+                               size_t arena_size, char *err, size_t err_size);
+
+void ob_model_free(ob_model *model); /* NULL is fine; never frees a caller's arena */
+
+/* The last error recorded on this model ("" if none). */
+const char *ob_model_error(const ob_model *model);
+
+typedef struct ob_model_info {
+    int vocab_size, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq_len;
+    const char *norm;       /* "rmsnorm" | "layernorm" */
+    const char *pos;        /* "rope" | "learned" */
+    const char *activation; /* "silu" | "relu2" | "gelu" */
+    int gated, qk_norm, subln, tie_embeddings;
+    float residual_scale, norm_eps, rope_theta;
+    const char *quant;       /* "ternary" | "binary" */
+    const char *pack;        /* "t2" | "t1.6" | "b1" */
+    const char *embed_dtype; /* "f32" | "f16" | "i8" */
+    const char *tokenizer;   /* "char" | "bpe" */
+    int n_merges;
+    int eot_token; /* id of "<|endoftext|>", or -1 */
+    uint64_t file_size;
+} ob_model_info;
+
+ob_status ob_model_get_info(const ob_model *model, ob_model_info *info);
+/* The metadata JSON as stored (not NUL-terminated; *size bytes). */
+const char *ob_model_metadata(const ob_model *model, size_t *size);
+
+/* ---------------------------------------------------------------- tokenizer */
+
+/* Encode UTF-8 text (len bytes; invalid UTF-8 is an error) exactly as onebit/tokenizer.py does.
+ * Writes at most cap ids; *n_tokens receives the number of ids the text needs.  If cap is too
+ * small returns OB_ERR_BUFFER (call again with cap >= *n_tokens).  Encoding needs up to one id
+ * slot per byte of the longest pre-token as scratch, so cap >= len always suffices. */
+ob_status ob_tokenize(ob_model *model, const char *text, size_t len, int32_t *tokens, int cap,
+                      int *n_tokens);
+
+/* The raw bytes of one token (not NUL-terminated; may be invalid UTF-8 on its own). */
+ob_status ob_token_bytes(const ob_model *model, int32_t token, const uint8_t **bytes, size_t *len);
+
+/* Concatenate the bytes of n tokens into buf (cap bytes); *len receives the bytes needed.
+ * OB_ERR_BUFFER if cap is too small.  Invalid UTF-8 is passed through as raw bytes. */
+ob_status ob_detokenize(ob_model *model, const int32_t *tokens, int n, char *buf, size_t cap,
+                        size_t *len);
+
+/* ---------------------------------------------------------------- sessions */
+
+typedef enum ob_kv_type { OB_KV_F32 = 0, OB_KV_F16 = 1 } ob_kv_type;
+
+typedef struct ob_session_params {
+    int n_ctx;           /* context length in tokens, 1..max_seq_len; 0 = max_seq_len */
+    int n_threads;       /* >= 1; results are identical for every count */
+    int n_batch;         /* tokens per prefill GEMM, >= 1 (default 32) */
+    ob_kv_type kv_type;  /* KV-cache element type */
+    const char *isa;     /* NULL / "" = ONEBIT_ISA or the best this CPU has; else "scalar", ... */
+} ob_session_params;
+
+ob_session_params ob_session_params_default(void);
+
+/* Bytes a model (its bookkeeping, not its weights) and a session with these params need; for
+ * caller-provided arenas.  Parses the file's header and metadata, allocates nothing. */
+ob_status ob_memory_required(const void *data, size_t size, const ob_session_params *params,
+                             size_t *model_bytes, size_t *session_bytes);
+
+/* A session: KV-cache and buffers sized for params->n_ctx.  arena as for ob_model_open_memory
+ * (at least session_bytes).  The model must outlive the session. */
+ob_status ob_session_create(ob_session **out, ob_model *model, const ob_session_params *params,
+                            void *arena, size_t arena_size, char *err, size_t err_size);
+void ob_session_free(ob_session *session);
+const char *ob_session_error(const ob_session *session);
+
+/* Forget every token (position 0). */
+void ob_session_reset(ob_session *session);
+int ob_session_pos(const ob_session *session);   /* tokens evaluated so far */
+int ob_session_n_ctx(const ob_session *session);
+const char *ob_session_isa(const ob_session *session); /* e.g. "avx512" */
+
+/* Evaluate n tokens at the current position (prefill in batches of n_batch, or decode when
+ * n == 1).  OB_ERR_CONTEXT_FULL, with nothing evaluated, if pos + n > n_ctx.
+ * logits: NULL, or n * vocab_size floats receiving every token's logits (all == 1) /
+ * vocab_size floats for the last token (all == 0).  The last token's logits are also kept
+ * in the session (ob_session_logits) for sampling. */
+ob_status ob_session_eval(ob_session *session, const int32_t *tokens, int n, float *logits,
+                          int all);
+/* The last evaluated token's logits (vocab_size floats), NULL before any eval. */
+const float *ob_session_logits(const ob_session *session);
+
+/* ---------------------------------------------------------------- sampling (docs/SAMPLING.md) */
+
+typedef struct ob_sampler_params {
+    float temperature;    /* 0 = greedy (argmax, ties to the lowest id) */
+    int top_k;            /* 0 = off */
+    float top_p;          /* 1 = off */
+    float repeat_penalty; /* 1 = off */
+    int repeat_window;    /* how many of the last tokens the penalty looks at */
+    uint64_t seed;
+} ob_sampler_params;
+
+ob_sampler_params ob_sampler_params_default(void); /* 0.8, 0, 1.0, 1.0, 64, 0 */
+
+/* Set the sampler and seed its PRNG (ob_generate does this itself). */
+ob_status ob_session_set_sampler(ob_session *session, const ob_sampler_params *params);
+/* Draw the next token from the last logits, penalising the session's recent tokens. */
+ob_status ob_session_sample(ob_session *session, int32_t *token);
+
+/* Called once per generated token with its bytes; return nonzero to stop (ob_generate then
+ * returns OB_ERR_STOPPED). */
+typedef int (*ob_token_fn)(void *user, int32_t token, const uint8_t *bytes, size_t len);
+
+/* Evaluate the prompt, then sample and evaluate n_new tokens.  OB_ERR_CONTEXT_FULL, before any
+ * work, if pos + n_prompt + n_new > n_ctx.  out (optional, n_new ids) receives the generated
+ * tokens and *n_out how many were made.  Allocates nothing. */
+ob_status ob_generate(ob_session *session, const int32_t *prompt, int n_prompt, int n_new,
+                      const ob_sampler_params *params, ob_token_fn on_token, void *user,
+                      int32_t *out, int *n_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ONEBIT_H */

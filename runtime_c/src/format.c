@@ -1,0 +1,214 @@
+/* format.c - the .1bit container (docs/FORMAT.md): header, CRCs, tensor directory.
+ * Parsed field by field, little-endian explicitly; every offset and length is checked against the
+ * file size (overflow-safe) before anything is read through it. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define HDR_SIZE 64
+#define REC_SIZE 128
+#define OB_MAX_TENSORS 65536
+
+static const char *const dtype_names[OB_DT_COUNT] = {"F32", "F16", "I8", "T2", "T1_6", "B1", "U8", "I32"};
+
+const char *ob_dtype_name(uint32_t dtype) { return dtype < OB_DT_COUNT ? dtype_names[dtype] : "?"; }
+
+/* [off, off + len) inside [0, size)? */
+static int in_file(uint64_t off, uint64_t len, uint64_t size) { return off <= size && len <= size - off; }
+
+ob_status ob_file_parse(ob_file *f, const void *data, size_t size, char *err, size_t err_size) {
+    const uint8_t *p = (const uint8_t *)data;
+    memset(f, 0, sizeof *f);
+    if (!data) {
+        ob_set_msg(err, err_size, "no data");
+        return OB_ERR_INVALID_ARG;
+    }
+    if (size < 4 || memcmp(p, "1BIT", 4) != 0) {
+        ob_set_msg(err, err_size, "bad magic: not a .1bit file");
+        return OB_ERR_FORMAT;
+    }
+    if (size < HDR_SIZE) {
+        ob_set_msg(err, err_size, "file is truncated: %zu bytes, shorter than the 64-byte header", size);
+        return OB_ERR_FORMAT;
+    }
+    f->data = p;
+    f->size = size;
+    f->version_major = ob_rd_u16(p + 4);
+    f->version_minor = ob_rd_u16(p + 6);
+    if (f->version_major > OB_VERSION_MAJOR) {
+        ob_set_msg(err, err_size, "file format version %u.%u is newer than this reader (%d.%d); upgrade onebit",
+                   f->version_major, f->version_minor, OB_VERSION_MAJOR, OB_VERSION_MINOR);
+        return OB_ERR_VERSION;
+    }
+    if (f->version_major != OB_VERSION_MAJOR) {
+        ob_set_msg(err, err_size, "bad version_major %u", f->version_major);
+        return OB_ERR_FORMAT;
+    }
+    uint32_t hcrc = ob_rd_u32(p + 60), hgot = ob_crc32(0, p, 60);
+    if (hgot != hcrc) {
+        ob_set_msg(err, err_size, "header CRC-32 mismatch (stored %08x, computed %08x): header is corrupt", hcrc, hgot);
+        return OB_ERR_CHECKSUM;
+    }
+    if (ob_rd_u32(p + 44) != 0) {
+        ob_set_msg(err, err_size, "header reserved field at offset 44 is not zero");
+        return OB_ERR_FORMAT;
+    }
+    uint64_t file_size = ob_rd_u64(p + 8);
+    if (file_size != size) {
+        ob_set_msg(err, err_size, "file is %s: header says %llu bytes, got %zu", file_size > size ? "truncated" : "the wrong size",
+                   (unsigned long long)file_size, size);
+        return OB_ERR_FORMAT;
+    }
+    f->meta_offset = ob_rd_u64(p + 16);
+    f->meta_size = ob_rd_u64(p + 24);
+    f->dir_offset = ob_rd_u64(p + 32);
+    f->n_tensors = ob_rd_u32(p + 40);
+    f->data_offset = ob_rd_u64(p + 48);
+    if (f->meta_offset != HDR_SIZE || !in_file(f->meta_offset, f->meta_size, size) ||
+        f->meta_offset + f->meta_size > f->dir_offset) {
+        ob_set_msg(err, err_size, "metadata [%llu, +%llu) is not between the header and the directory",
+                   (unsigned long long)f->meta_offset, (unsigned long long)f->meta_size);
+        return OB_ERR_FORMAT;
+    }
+    if (f->n_tensors < 1 || f->n_tensors > OB_MAX_TENSORS) {
+        ob_set_msg(err, err_size, "n_tensors %u is not in 1..%d", f->n_tensors, OB_MAX_TENSORS);
+        return OB_ERR_FORMAT;
+    }
+    if (f->dir_offset % 64 || !in_file(f->dir_offset, (uint64_t)f->n_tensors * REC_SIZE, size) ||
+        f->dir_offset + (uint64_t)f->n_tensors * REC_SIZE > f->data_offset) {
+        ob_set_msg(err, err_size, "tensor directory at offset %llu (%u records) is misaligned or overlaps the data",
+                   (unsigned long long)f->dir_offset, f->n_tensors);
+        return OB_ERR_FORMAT;
+    }
+    if (f->data_offset % 64 || f->data_offset > size) {
+        ob_set_msg(err, err_size, "data_offset %llu is misaligned or outside the file",
+                   (unsigned long long)f->data_offset);
+        return OB_ERR_FORMAT;
+    }
+    uint32_t bcrc = ob_rd_u32(p + 56), got = ob_crc32(0, p + HDR_SIZE, size - HDR_SIZE);
+    if (got != bcrc) {
+        ob_set_msg(err, err_size, "body CRC-32 mismatch (stored %08x, computed %08x): file is corrupt", bcrc, got);
+        return OB_ERR_CHECKSUM;
+    }
+    if (ob_json_validate((const char *)p + f->meta_offset, (size_t)f->meta_size, err, err_size)) return OB_ERR_FORMAT;
+    return OB_OK;
+}
+
+static uint64_t expected_size(const ob_tensor_rec *r, int *ok) {
+    uint64_t n = 1;
+    *ok = 1;
+    for (uint32_t d = 0; d < r->n_dims; d++) {
+        if (r->shape[d] == 0 || r->shape[d] > ((uint64_t)1 << 31)) {
+            *ok = 0;
+            return 0;
+        }
+        n *= r->shape[d];
+        if (n > ((uint64_t)1 << 40)) {
+            *ok = 0;
+            return 0;
+        }
+    }
+    switch (r->dtype) {
+    case OB_DT_F32:
+    case OB_DT_I32: return n * 4;
+    case OB_DT_F16: return n * 2;
+    case OB_DT_I8:
+    case OB_DT_U8: return n;
+    default: {
+        uint64_t K = r->shape[r->n_dims - 1], rows = n / K;
+        ob_wfmt fmt = r->dtype == OB_DT_T2 ? OB_WFMT_T2 : r->dtype == OB_DT_T16 ? OB_WFMT_T16 : OB_WFMT_B1;
+        return rows * ob_row_bytes(fmt, (int)K);
+    }
+    }
+}
+
+ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *r, char *err, size_t err_size) {
+    const uint8_t *p = f->data + f->dir_offset + (uint64_t)i * REC_SIZE;
+    uint64_t rec_off = f->dir_offset + (uint64_t)i * REC_SIZE;
+    memset(r, 0, sizeof *r);
+    size_t len = 0;
+    while (len < OB_NAME_MAX && p[len]) len++;
+    if (len == 0 || len >= OB_NAME_MAX) {
+        ob_set_msg(err, err_size, "tensor record %u (file offset %llu): name is empty or not NUL-terminated", i,
+                   (unsigned long long)rec_off);
+        return OB_ERR_FORMAT;
+    }
+    for (size_t k = len; k < OB_NAME_MAX; k++)
+        if (p[k]) {
+            ob_set_msg(err, err_size, "tensor record %u: name is not NUL-padded", i);
+            return OB_ERR_FORMAT;
+        }
+    for (size_t k = 0; k < len;) {
+        int n = ob_utf8_len(p + k, len - k);
+        if (n == 0 || p[k] < 0x20 || p[k] == 0x7f) {
+            ob_set_msg(err, err_size, "tensor record %u: name is not printable UTF-8", i);
+            return OB_ERR_FORMAT;
+        }
+        k += (size_t)n;
+    }
+    memcpy(r->name, p, len);
+    r->dtype = ob_rd_u32(p + 64);
+    r->n_dims = ob_rd_u32(p + 68);
+    for (int d = 0; d < 4; d++) r->shape[d] = ob_rd_u64(p + 72 + 8 * d);
+    r->offset = ob_rd_u64(p + 104);
+    r->size = ob_rd_u64(p + 112);
+    r->scale = ob_rd_f32(p + 120);
+    if (r->dtype >= OB_DT_COUNT) {
+        ob_set_msg(err, err_size, "tensor '%s': unknown dtype %u", r->name, r->dtype);
+        return OB_ERR_FORMAT;
+    }
+    if (r->n_dims < 1 || r->n_dims > 4) {
+        ob_set_msg(err, err_size, "tensor '%s': n_dims %u not in 1..4", r->name, r->n_dims);
+        return OB_ERR_FORMAT;
+    }
+    for (uint32_t d = r->n_dims; d < 4; d++)
+        if (r->shape[d] != 1) {
+            ob_set_msg(err, err_size, "tensor '%s': unused dim %u is %llu, not 1", r->name, d,
+                       (unsigned long long)r->shape[d]);
+            return OB_ERR_FORMAT;
+        }
+    if (ob_rd_u32(p + 124) != 0) {
+        ob_set_msg(err, err_size, "tensor '%s': reserved field is not zero", r->name);
+        return OB_ERR_FORMAT;
+    }
+    int ok;
+    uint64_t want = expected_size(r, &ok);
+    if (!ok) {
+        ob_set_msg(err, err_size, "tensor '%s': bad shape", r->name);
+        return OB_ERR_FORMAT;
+    }
+    if (r->size != want) {
+        ob_set_msg(err, err_size, "tensor '%s': size %llu bytes, but dtype %s and its shape need %llu", r->name,
+                   (unsigned long long)r->size, ob_dtype_name(r->dtype), (unsigned long long)want);
+        return OB_ERR_FORMAT;
+    }
+    if (r->offset % 64 || !in_file(r->offset, r->size, f->size - f->data_offset)) {
+        ob_set_msg(err, err_size, "tensor '%s': data [%llu, +%llu) is misaligned or beyond the end of the file",
+                   r->name, (unsigned long long)(f->data_offset + r->offset), (unsigned long long)r->size);
+        return OB_ERR_FORMAT;
+    }
+    int packed = r->dtype == OB_DT_T2 || r->dtype == OB_DT_T16 || r->dtype == OB_DT_B1;
+    if (!isfinite(r->scale) || (packed && !(r->scale > 0.0f))) {
+        ob_set_msg(err, err_size, "tensor '%s': bad scale %g", r->name, (double)r->scale);
+        return OB_ERR_FORMAT;
+    }
+    return OB_OK;
+}
+
+int ob_file_find(const ob_file *f, const char *name, ob_tensor_rec *rec, char *err, size_t err_size) {
+    size_t len = strlen(name);
+    if (len >= OB_NAME_MAX) return -1;
+    for (uint32_t i = 0; i < f->n_tensors; i++) {
+        const uint8_t *p = f->data + f->dir_offset + (uint64_t)i * REC_SIZE;
+        if (memcmp(p, name, len) == 0 && p[len] == 0) {
+            ob_status st = ob_file_tensor(f, i, rec, err, err_size);
+            return st == OB_OK ? 0 : (int)st;
+        }
+    }
+    return -1;
+}
+
+const uint8_t *ob_file_tensor_data(const ob_file *f, const ob_tensor_rec *rec) {
+    return f->data + f->data_offset + rec->offset;
+}

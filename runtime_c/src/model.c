@@ -1,0 +1,522 @@
+/* model.c - open a .1bit model: read the config from the metadata, find every tensor the config
+ * needs (checking dtype and shape), and carve the weights out of the one mapping (zero-copy). */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MAX_DIM (1 << 16)
+#define MAX_VOCAB (1 << 24)
+#define MAX_LAYERS 1024
+#define MAX_SEQ (1 << 20)
+
+static size_t pow2_at_least(size_t n) {
+    size_t c = 16;
+    while (c < n) c <<= 1;
+    return c;
+}
+
+/* ---------------------------------------------------------------- metadata */
+
+static ob_status get_int(ob_json obj, const char *sect, const char *key, long long lo, long long hi, int *out,
+                         char *err, size_t es) {
+    ob_json v;
+    long long x;
+    if (ob_json_get(obj, key, &v)) {
+        ob_set_msg(err, es, "metadata: %s.%s is missing", sect, key);
+        return OB_ERR_FORMAT;
+    }
+    if (ob_json_int(v, &x) || x < lo || x > hi) {
+        ob_set_msg(err, es, "metadata: %s.%s must be an integer in [%lld, %lld], got %.*s", sect, key, lo, hi,
+                   (int)(v.n > 40 ? 40 : v.n), v.p);
+        return OB_ERR_FORMAT;
+    }
+    *out = (int)x;
+    return OB_OK;
+}
+
+static ob_status get_float(ob_json obj, const char *sect, const char *key, int positive, float *out, char *err,
+                           size_t es) {
+    ob_json v;
+    double x;
+    if (ob_json_get(obj, key, &v)) {
+        ob_set_msg(err, es, "metadata: %s.%s is missing", sect, key);
+        return OB_ERR_FORMAT;
+    }
+    if (ob_json_number(v, &x) || (positive && !(x > 0))) {
+        ob_set_msg(err, es, "metadata: %s.%s must be a %snumber, got %.*s", sect, key, positive ? "positive " : "",
+                   (int)(v.n > 40 ? 40 : v.n), v.p);
+        return OB_ERR_FORMAT;
+    }
+    *out = (float)x;
+    return OB_OK;
+}
+
+static ob_status get_bool(ob_json obj, const char *sect, const char *key, int *out, char *err, size_t es) {
+    ob_json v;
+    if (ob_json_get(obj, key, &v) || ob_json_bool(v, out)) {
+        ob_set_msg(err, es, "metadata: %s.%s must be true or false", sect, key);
+        return OB_ERR_FORMAT;
+    }
+    return OB_OK;
+}
+
+/* One of `choices` (NULL-terminated); *out = its index. */
+static ob_status get_choice(ob_json obj, const char *sect, const char *key, const char *const *choices, int *out,
+                            char *err, size_t es) {
+    ob_json v;
+    char buf[32];
+    size_t len;
+    if (ob_json_get(obj, key, &v) || ob_json_string(v, buf, sizeof buf, &len)) {
+        ob_set_msg(err, es, "metadata: %s.%s must be a short string", sect, key);
+        return OB_ERR_FORMAT;
+    }
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(buf, choices[i]) == 0) {
+            *out = i;
+            return OB_OK;
+        }
+    ob_set_msg(err, es, "metadata: %s.%s '%s' is not supported", sect, key, buf);
+    return OB_ERR_UNSUPPORTED;
+}
+
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        ob_status st_ = (x);                                                                                           \
+        if (st_ != OB_OK) return st_;                                                                                  \
+    } while (0)
+
+static ob_status parse_config(ob_config *c, const ob_file *f, char *err, size_t es) {
+    ob_json root = ob_json_root((const char *)f->data + f->meta_offset, (size_t)f->meta_size), cj, qj, tj, v;
+    if (!ob_json_is_object(root)) {
+        ob_set_msg(err, es, "metadata: not a JSON object");
+        return OB_ERR_FORMAT;
+    }
+    if (ob_json_get(root, "config", &cj) || !ob_json_is_object(cj)) {
+        ob_set_msg(err, es, "metadata: 'config' object is missing");
+        return OB_ERR_FORMAT;
+    }
+    memset(c, 0, sizeof *c);
+    TRY(get_int(cj, "config", "vocab_size", 1, MAX_VOCAB, &c->vocab_size, err, es));
+    TRY(get_int(cj, "config", "dim", 1, MAX_DIM, &c->dim, err, es));
+    TRY(get_int(cj, "config", "n_layers", 1, MAX_LAYERS, &c->n_layers, err, es));
+    TRY(get_int(cj, "config", "n_heads", 1, MAX_DIM, &c->n_heads, err, es));
+    TRY(get_int(cj, "config", "n_kv_heads", 1, MAX_DIM, &c->n_kv_heads, err, es));
+    TRY(get_int(cj, "config", "ffn_dim", 1, 4 * MAX_DIM, &c->ffn_dim, err, es));
+    TRY(get_int(cj, "config", "max_seq_len", 1, MAX_SEQ, &c->max_seq_len, err, es));
+    static const char *const norms[] = {"rmsnorm", "layernorm", NULL};
+    static const char *const poss[] = {"rope", "learned", NULL};
+    static const char *const acts[] = {"silu", "relu2", "gelu", NULL};
+    static const char *const quants[] = {"ternary", "binary", NULL};
+    TRY(get_choice(cj, "config", "norm", norms, &c->norm, err, es));
+    TRY(get_choice(cj, "config", "pos", poss, &c->pos, err, es));
+    TRY(get_choice(cj, "config", "activation", acts, &c->activation, err, es));
+    TRY(get_choice(cj, "config", "quant", quants, &c->binary, err, es));
+    TRY(get_bool(cj, "config", "gated", &c->gated, err, es));
+    TRY(get_bool(cj, "config", "qk_norm", &c->qk_norm, err, es));
+    TRY(get_bool(cj, "config", "subln", &c->subln, err, es));
+    TRY(get_bool(cj, "config", "tie_embeddings", &c->tie_embeddings, err, es));
+    TRY(get_float(cj, "config", "norm_eps", 1, &c->norm_eps, err, es));
+    TRY(get_float(cj, "config", "residual_scale", 0, &c->residual_scale, err, es));
+    c->rope_theta = 10000.0f;
+    if (c->pos == OB_POS_ROPE) TRY(get_float(cj, "config", "rope_theta", 1, &c->rope_theta, err, es));
+    if (c->dim % c->n_heads) {
+        ob_set_msg(err, es, "metadata: dim %d is not divisible by n_heads %d", c->dim, c->n_heads);
+        return OB_ERR_FORMAT;
+    }
+    if (c->n_heads % c->n_kv_heads) {
+        ob_set_msg(err, es, "metadata: n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
+        return OB_ERR_FORMAT;
+    }
+    c->head_dim = c->dim / c->n_heads;
+    if (c->pos == OB_POS_ROPE && c->head_dim % 2) {
+        ob_set_msg(err, es, "metadata: RoPE needs an even head_dim, got %d", c->head_dim);
+        return OB_ERR_FORMAT;
+    }
+
+    if (ob_json_get(root, "quant", &qj) || !ob_json_is_object(qj)) {
+        ob_set_msg(err, es, "metadata: 'quant' object is missing");
+        return OB_ERR_FORMAT;
+    }
+    static const char *const packs[] = {"t2", "t1.6", "b1", NULL};
+    static const char *const embeds[] = {"f32", "f16", "i8", NULL};
+    static const char *const acts_q[] = {"int8-absmax-per-token", NULL};
+    int pack, embed, weights, aq;
+    TRY(get_choice(qj, "quant", "weights", quants, &weights, err, es));
+    TRY(get_choice(qj, "quant", "pack", packs, &pack, err, es));
+    TRY(get_choice(qj, "quant", "embed_dtype", embeds, &embed, err, es));
+    TRY(get_choice(qj, "quant", "activations", acts_q, &aq, err, es));
+    if (weights != c->binary || (pack == 2) != (weights == 1)) {
+        ob_set_msg(err, es, "metadata: quant.weights / quant.pack / config.quant disagree");
+        return OB_ERR_FORMAT;
+    }
+    c->wdtype = pack == 0 ? OB_DT_T2 : pack == 1 ? OB_DT_T16 : OB_DT_B1;
+    c->embed_dtype = embed == 0 ? OB_DT_F32 : embed == 1 ? OB_DT_F16 : OB_DT_I8;
+
+    if (ob_json_get(root, "tokenizer", &tj) || !ob_json_is_object(tj)) {
+        ob_set_msg(err, es, "metadata: 'tokenizer' object is missing");
+        return OB_ERR_FORMAT;
+    }
+    static const char *const kinds[] = {"char", "bpe", NULL};
+    static const char *const pretoks[] = {"none", "gpt2-bytelevel", NULL};
+    int tvocab, pre;
+    TRY(get_choice(tj, "tokenizer", "type", kinds, &c->tok_kind, err, es));
+    TRY(get_choice(tj, "tokenizer", "pretokenizer", pretoks, &pre, err, es));
+    if (pre != c->tok_kind) {
+        ob_set_msg(err, es, "metadata: tokenizer.pretokenizer does not fit tokenizer.type");
+        return OB_ERR_UNSUPPORTED;
+    }
+    TRY(get_int(tj, "tokenizer", "vocab_size", 1, MAX_VOCAB, &tvocab, err, es));
+    if (tvocab != c->vocab_size) {
+        ob_set_msg(err, es, "metadata: tokenizer vocab_size %d != config vocab_size %d", tvocab, c->vocab_size);
+        return OB_ERR_FORMAT;
+    }
+    c->eot_token = -1;
+    if (ob_json_get(tj, "special_tokens", &v) == 0) {
+        ob_json k, val;
+        size_t cur = 0;
+        if (!ob_json_is_object(v)) {
+            ob_set_msg(err, es, "metadata: tokenizer.special_tokens must be an object");
+            return OB_ERR_FORMAT;
+        }
+        while (ob_json_next(v, &cur, &k, &val) == 0) {
+            long long id;
+            if (ob_json_int(val, &id) || id < 0 || id >= c->vocab_size) {
+                ob_set_msg(err, es, "metadata: special token id out of range");
+                return OB_ERR_FORMAT;
+            }
+            if (ob_json_string_eq(k, "<|endoftext|>")) c->eot_token = (int)id;
+        }
+    }
+    return OB_OK;
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+static ob_status need(const ob_file *f, const char *name, uint32_t dtype, int n_dims, uint64_t d0, uint64_t d1,
+                      ob_tensor_rec *rec, char *err, size_t es) {
+    int r = ob_file_find(f, name, rec, err, es);
+    if (r > 0) return (ob_status)r;
+    if (r < 0) {
+        ob_set_msg(err, es, "tensor '%s' is missing", name);
+        return OB_ERR_FORMAT;
+    }
+    if (rec->dtype != dtype) {
+        ob_set_msg(err, es, "tensor '%s' has dtype %s, expected %s", name, ob_dtype_name(rec->dtype),
+                   ob_dtype_name(dtype));
+        return OB_ERR_FORMAT;
+    }
+    if ((int)rec->n_dims != n_dims || rec->shape[0] != d0 || (n_dims == 2 && rec->shape[1] != d1)) {
+        ob_set_msg(err, es, "tensor '%s' has shape [%llu, %llu] (%u dims), expected [%llu, %llu]", name,
+                   (unsigned long long)rec->shape[0], (unsigned long long)rec->shape[1], rec->n_dims,
+                   (unsigned long long)d0, (unsigned long long)d1);
+        return OB_ERR_FORMAT;
+    }
+    return OB_OK;
+}
+
+static ob_status check_directory(const ob_file *f, char *err, size_t es) {
+    ob_tensor_rec r, q;
+    uint64_t prev_end = 0;
+    int sorted = 1;
+    for (uint32_t i = 0; i < f->n_tensors; i++) {
+        TRY(ob_file_tensor(f, i, &r, err, es));
+        if (r.offset < prev_end) sorted = 0;
+        prev_end = r.offset + r.size;
+    }
+    /* overlapping tensors: linear when stored in order (as the writer does), else pairwise */
+    for (uint32_t i = 0; !sorted && i < f->n_tensors; i++) {
+        ob_file_tensor(f, i, &r, NULL, 0);
+        for (uint32_t j = i + 1; j < f->n_tensors; j++) {
+            ob_file_tensor(f, j, &q, NULL, 0);
+            if (r.offset < q.offset + q.size && q.offset < r.offset + r.size) {
+                ob_set_msg(err, es, "tensors '%s' and '%s' overlap", r.name, q.name);
+                return OB_ERR_FORMAT;
+            }
+        }
+    }
+    /* duplicate names would make lookups ambiguous */
+    for (uint32_t i = 0; i < f->n_tensors; i++) {
+        const uint8_t *a = f->data + f->dir_offset + (uint64_t)i * 128;
+        for (uint32_t j = i + 1; j < f->n_tensors; j++)
+            if (memcmp(a, f->data + f->dir_offset + (uint64_t)j * 128, OB_NAME_MAX) == 0) {
+                ob_set_msg(err, es, "tensor '%s' appears twice in the directory", (const char *)a);
+                return OB_ERR_FORMAT;
+            }
+    }
+    return OB_OK;
+}
+
+static ob_status bind_float(const ob_file *f, ob_fmatrix *m, const char *name, const ob_config *c, int rows,
+                            char *err, size_t es) {
+    ob_tensor_rec rec, sc;
+    TRY(need(f, name, (uint32_t)c->embed_dtype, 2, (uint64_t)rows, (uint64_t)c->dim, &rec, err, es));
+    m->w = ob_file_tensor_data(f, &rec);
+    m->dtype = c->embed_dtype;
+    m->rows = rows;
+    m->cols = c->dim;
+    m->row_scale = NULL;
+    if (c->embed_dtype == OB_DT_I8) {
+        char sname[OB_NAME_MAX + 8];
+        snprintf(sname, sizeof sname, "%s.scale", name);
+        TRY(need(f, sname, OB_DT_F32, 1, (uint64_t)rows, 1, &sc, err, es));
+        m->row_scale = (const float *)ob_file_tensor_data(f, &sc);
+    }
+    return OB_OK;
+}
+
+static ob_status bind_norm(const ob_file *f, const float **out, const char *name, int size, char *err, size_t es) {
+    ob_tensor_rec rec;
+    TRY(need(f, name, OB_DT_F32, 1, (uint64_t)size, 1, &rec, err, es));
+    *out = (const float *)ob_file_tensor_data(f, &rec);
+    return OB_OK;
+}
+
+static ob_status bind_linear(const ob_file *f, const ob_config *c, ob_linear *l, const char *name, int out, int in,
+                             char *err, size_t es) {
+    ob_tensor_rec rec;
+    TRY(need(f, name, (uint32_t)c->wdtype, 2, (uint64_t)out, (uint64_t)in, &rec, err, es));
+    l->w = ob_file_tensor_data(f, &rec);
+    l->fmt = c->wdtype == OB_DT_T2 ? OB_WFMT_T2 : c->wdtype == OB_DT_T16 ? OB_WFMT_T16 : OB_WFMT_B1;
+    l->rows = out;
+    l->cols = in;
+    l->scale = rec.scale;
+    return OB_OK;
+}
+
+static ob_status bind_weights(ob_model *m, char *err, size_t es) {
+    const ob_file *f = &m->file;
+    const ob_config *c = &m->cfg;
+    char name[OB_NAME_MAX + 32];
+    int inner = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    TRY(bind_float(f, &m->embed, "embed.weight", c, c->vocab_size, err, es));
+    if (c->tie_embeddings) {
+        m->head = m->embed;
+    } else {
+        TRY(bind_float(f, &m->head, "head.weight", c, c->vocab_size, err, es));
+    }
+    m->pos_embed = NULL;
+    if (c->pos == OB_POS_LEARNED) {
+        ob_tensor_rec rec;
+        TRY(need(f, "pos_embed.weight", OB_DT_F32, 2, (uint64_t)c->max_seq_len, (uint64_t)c->dim, &rec, err, es));
+        m->pos_embed = (const float *)ob_file_tensor_data(f, &rec);
+    }
+    TRY(bind_norm(f, &m->norm, "norm.weight", c->dim, err, es));
+    for (int i = 0; i < c->n_layers; i++) {
+        ob_layer *L = &m->layers[i];
+#define NAME(suffix) (snprintf(name, sizeof name, "layers.%d.%s", i, suffix), name)
+        TRY(bind_norm(f, &L->attn_norm, NAME("attn_norm.weight"), c->dim, err, es));
+        TRY(bind_norm(f, &L->mlp_norm, NAME("mlp_norm.weight"), c->dim, err, es));
+        TRY(bind_linear(f, c, &L->q_proj, NAME("attn.q_proj.weight"), inner, c->dim, err, es));
+        TRY(bind_linear(f, c, &L->k_proj, NAME("attn.k_proj.weight"), kv, c->dim, err, es));
+        TRY(bind_linear(f, c, &L->v_proj, NAME("attn.v_proj.weight"), kv, c->dim, err, es));
+        TRY(bind_linear(f, c, &L->o_proj, NAME("attn.o_proj.weight"), c->dim, inner, err, es));
+        if (c->qk_norm) {
+            TRY(bind_norm(f, &L->q_norm, NAME("attn.q_norm.weight"), c->head_dim, err, es));
+            TRY(bind_norm(f, &L->k_norm, NAME("attn.k_norm.weight"), c->head_dim, err, es));
+        }
+        if (c->subln) {
+            TRY(bind_norm(f, &L->attn_sub_norm, NAME("attn.sub_norm.weight"), inner, err, es));
+            TRY(bind_norm(f, &L->mlp_sub_norm, NAME("mlp.sub_norm.weight"), c->ffn_dim, err, es));
+        }
+        if (c->gated) TRY(bind_linear(f, c, &L->gate_proj, NAME("mlp.gate_proj.weight"), c->ffn_dim, c->dim, err, es));
+        TRY(bind_linear(f, c, &L->up_proj, NAME("mlp.up_proj.weight"), c->ffn_dim, c->dim, err, es));
+        TRY(bind_linear(f, c, &L->down_proj, NAME("mlp.down_proj.weight"), c->dim, c->ffn_dim, err, es));
+#undef NAME
+    }
+    return OB_OK;
+}
+
+/* ---------------------------------------------------------------- plan and open */
+
+ob_status ob_model_plan_file(ob_model_plan *plan, const void *data, size_t size, char *err, size_t es) {
+    memset(plan, 0, sizeof *plan);
+    const uint16_t probe = 1;
+    if (*(const uint8_t *)&probe != 1) {
+        ob_set_msg(err, es, "big-endian hosts are not supported (tensors are read in place)");
+        return OB_ERR_UNSUPPORTED;
+    }
+    if (data && ((uintptr_t)data % 4)) {
+        ob_set_msg(err, es, "model bytes must be at least 4-byte aligned (64 recommended)");
+        return OB_ERR_INVALID_ARG;
+    }
+    TRY(ob_file_parse(&plan->file, data, size, err, es));
+    TRY(check_directory(&plan->file, err, es));
+    TRY(parse_config(&plan->cfg, &plan->file, err, es));
+    ob_tensor_rec rec;
+    int r = ob_file_find(&plan->file, "tokenizer.merges", &rec, err, es);
+    if (r > 0) return (ob_status)r;
+    if (r == 0) {
+        if (rec.dtype != OB_DT_I32 || rec.n_dims != 2 || rec.shape[1] != 3 || rec.shape[0] > (uint64_t)MAX_VOCAB) {
+            ob_set_msg(err, es, "tensor 'tokenizer.merges' must be I32 [n_merges, 3]");
+            return OB_ERR_FORMAT;
+        }
+        plan->n_merges = (int)rec.shape[0];
+    }
+    if (plan->cfg.tok_kind == OB_TOK_CHAR && plan->n_merges) {
+        ob_set_msg(err, es, "a char tokenizer has no merges");
+        return OB_ERR_FORMAT;
+    }
+    plan->vocab_hash_cap = pow2_at_least(2 * (size_t)plan->cfg.vocab_size);
+    plan->merge_hash_cap = pow2_at_least(2 * (size_t)plan->n_merges);
+    return OB_OK;
+}
+
+size_t ob_model_plan_bytes(const ob_model_plan *plan) {
+    return 64 + ob_arena_round(sizeof(ob_model)) + ob_arena_round(sizeof(ob_layer) * (size_t)plan->cfg.n_layers) +
+           ob_arena_round(4 * plan->vocab_hash_cap) + ob_arena_round(4 * plan->merge_hash_cap);
+}
+
+static ob_status model_init(ob_model **out, const void *data, size_t size, void *arena_buf, size_t arena_size,
+                            char *err, size_t es) {
+    ob_model_plan plan;
+    TRY(ob_model_plan_file(&plan, data, size, err, es));
+    size_t need_bytes = ob_model_plan_bytes(&plan);
+    ob_arena arena = {NULL, 0, 0};
+    int owned = 0;
+    if (arena_buf) {
+        if (arena_size < need_bytes) {
+            ob_set_msg(err, es, "arena of %zu bytes is too small: the model needs %zu", arena_size, need_bytes);
+            return OB_ERR_NOMEM;
+        }
+        arena.base = (uint8_t *)arena_buf;
+        arena.size = arena_size;
+    } else {
+        arena.base = (uint8_t *)malloc(need_bytes);
+        if (!arena.base) {
+            ob_set_msg(err, es, "cannot allocate %zu bytes", need_bytes);
+            return OB_ERR_NOMEM;
+        }
+        arena.size = need_bytes;
+        owned = 1;
+    }
+    ob_model *m = (ob_model *)ob_arena_alloc(&arena, sizeof(ob_model));
+    m->alloc_base = owned ? arena.base : NULL;
+    m->file = plan.file;
+    m->cfg = plan.cfg;
+    m->layers = (ob_layer *)ob_arena_alloc(&arena, sizeof(ob_layer) * (size_t)m->cfg.n_layers);
+    static const char *const packs[] = {"?", "?", "?", "t2", "t1.6", "b1"};
+    static const char *const embeds[] = {"f32", "f16", "i8"};
+    snprintf(m->pack_name, sizeof m->pack_name, "%s", packs[m->cfg.wdtype]);
+    snprintf(m->embed_name, sizeof m->embed_name, "%s", embeds[m->cfg.embed_dtype]);
+    ob_status st = bind_weights(m, err, es);
+    if (st == OB_OK) st = ob_tokenizer_init(m, &arena, plan.vocab_hash_cap, plan.merge_hash_cap, err, es);
+    if (st != OB_OK) {
+        if (owned) free(arena.base);
+        return st;
+    }
+    *out = m;
+    return OB_OK;
+}
+
+ob_status ob_model_open_memory(ob_model **out, const void *data, size_t size, void *arena, size_t arena_size,
+                               char *err, size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    if (!out) {
+        ob_set_msg(err, err_size, "out is NULL");
+        return OB_ERR_INVALID_ARG;
+    }
+    *out = NULL;
+    return model_init(out, data, size, arena, arena_size, err, err_size);
+}
+
+ob_status ob_model_open(ob_model **out, const char *path, char *err, size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    if (!out || !path) {
+        ob_set_msg(err, err_size, "out or path is NULL");
+        return OB_ERR_INVALID_ARG;
+    }
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ob_set_msg(err, err_size, "%s: %s", path, strerror(errno));
+        return OB_ERR_IO;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        ob_set_msg(err, err_size, "%s: not a regular file", path);
+        close(fd);
+        return OB_ERR_IO;
+    }
+    size_t size = (size_t)sb.st_size;
+    if (size == 0) {
+        close(fd);
+        ob_set_msg(err, err_size, "%s: empty file, not a .1bit model", path);
+        return OB_ERR_FORMAT;
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        ob_set_msg(err, err_size, "%s: mmap failed: %s", path, strerror(errno));
+        return OB_ERR_IO;
+    }
+    char msg[OB_ERRMSG];
+    msg[0] = 0;
+    ob_status st = model_init(out, map, size, NULL, 0, msg, sizeof msg);
+    if (st != OB_OK) {
+        munmap(map, size);
+        ob_set_msg(err, err_size, "%s: %s", path, msg);
+        return st;
+    }
+    (*out)->mapping = map;
+    (*out)->mapping_size = size;
+    return OB_OK;
+}
+
+void ob_model_free(ob_model *m) {
+    if (!m) return;
+    if (m->mapping) munmap(m->mapping, m->mapping_size);
+    if (m->alloc_base) free(m->alloc_base);
+}
+
+const char *ob_model_error(const ob_model *m) { return m ? m->error : "model is NULL"; }
+
+ob_status ob_model_get_info(const ob_model *m, ob_model_info *info) {
+    if (!m || !info) return OB_ERR_INVALID_ARG;
+    const ob_config *c = &m->cfg;
+    static const char *const norms[] = {"rmsnorm", "layernorm"}, *const poss[] = {"rope", "learned"},
+                             *const acts[] = {"silu", "relu2", "gelu"}, *const kinds[] = {"char", "bpe"};
+    memset(info, 0, sizeof *info);
+    info->vocab_size = c->vocab_size;
+    info->dim = c->dim;
+    info->n_layers = c->n_layers;
+    info->n_heads = c->n_heads;
+    info->n_kv_heads = c->n_kv_heads;
+    info->head_dim = c->head_dim;
+    info->ffn_dim = c->ffn_dim;
+    info->max_seq_len = c->max_seq_len;
+    info->norm = norms[c->norm];
+    info->pos = poss[c->pos];
+    info->activation = acts[c->activation];
+    info->gated = c->gated;
+    info->qk_norm = c->qk_norm;
+    info->subln = c->subln;
+    info->tie_embeddings = c->tie_embeddings;
+    info->residual_scale = c->residual_scale;
+    info->norm_eps = c->norm_eps;
+    info->rope_theta = c->rope_theta;
+    info->quant = c->binary ? "binary" : "ternary";
+    info->pack = m->pack_name;
+    info->embed_dtype = m->embed_name;
+    info->tokenizer = kinds[c->tok_kind];
+    info->n_merges = m->tok.n_merges;
+    info->eot_token = c->eot_token;
+    info->file_size = m->file.size;
+    return OB_OK;
+}
+
+const char *ob_model_metadata(const ob_model *m, size_t *size) {
+    if (!m) return NULL;
+    if (size) *size = (size_t)m->file.meta_size;
+    return (const char *)m->file.data + m->file.meta_offset;
+}

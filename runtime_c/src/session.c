@@ -1,0 +1,579 @@
+/* session.c - the RunState (KV-cache and buffers, carved out of one arena) and the forward pass.
+ * Each step of forward() names its twin in onebit/model.py.  Nothing here allocates after
+ * ob_session_create; results do not depend on the thread count (rows and heads are split into
+ * fixed ranges and every output element is computed by exactly one thread, in one order). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct ob_session {
+    ob_model *model;
+    const ob_config *cfg;
+    ob_kernels k;
+    ob_threadpool *pool;
+    int n_threads, n_ctx, n_batch, pos, has_logits;
+    ob_kv_type kv_type;
+    size_t kv_layer; /* elements per layer of one cache (n_ctx * kv_dim) */
+    void *key_cache, *value_cache;
+    float *rope_cos, *rope_sin; /* [n_ctx, head_dim / 2] */
+    /* activations for up to n_batch tokens */
+    float *x, *h, *q, *kx, *vx, *att, *o, *gate, *up;
+    int8_t *xq;
+    size_t xq_stride;
+    float *act_a;
+    int32_t *act_sum;
+    float *scores; /* [n_heads, n_ctx] */
+    float *logits; /* [vocab] of the last token */
+    int32_t *history; /* [n_ctx] every evaluated token */
+    float *samp_f;    /* [3 * vocab] sampler scratch */
+    int32_t *samp_i;  /* [2 * vocab] */
+    ob_sampler_state sampler;
+    void *alloc_base;
+    char error[OB_ERRMSG];
+};
+
+ob_session_params ob_session_params_default(void) {
+    ob_session_params p;
+    memset(&p, 0, sizeof p);
+    p.n_ctx = 0;
+    p.n_threads = 1;
+    p.n_batch = 32;
+    p.kv_type = OB_KV_F32;
+    p.isa = NULL;
+    return p;
+}
+
+ob_sampler_params ob_sampler_params_default(void) {
+    ob_sampler_params p;
+    p.temperature = 0.8f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.repeat_penalty = 1.0f;
+    p.repeat_window = 64;
+    p.seed = 0;
+    return p;
+}
+
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+/* Carve every buffer out of the arena (measure-only when arena->base is NULL). */
+static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, int n_batch, ob_kv_type kv) {
+    size_t B = (size_t)n_batch, inner = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t esz = kv == OB_KV_F16 ? 2 : 4, kv_layer = (size_t)n_ctx * kvd, half = (size_t)c->head_dim / 2;
+    size_t xq_stride = ob_act_stride((int)max3((size_t)c->dim, inner, (size_t)c->ffn_dim));
+    void *p[19];
+    int i = 0;
+    p[i++] = ob_arena_alloc(ar, esz * kv_layer * (size_t)c->n_layers);
+    p[i++] = ob_arena_alloc(ar, esz * kv_layer * (size_t)c->n_layers);
+    p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx * (half ? half : 1));
+    p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx * (half ? half : 1));
+    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->dim);             /* x */
+    p[i++] = ob_arena_alloc(ar, 4 * B * max3((size_t)c->dim, inner, 1)); /* h */
+    p[i++] = ob_arena_alloc(ar, 4 * B * inner);                      /* q */
+    p[i++] = ob_arena_alloc(ar, 4 * B * kvd);                        /* k */
+    p[i++] = ob_arena_alloc(ar, 4 * B * kvd);                        /* v */
+    p[i++] = ob_arena_alloc(ar, 4 * B * inner);                      /* att */
+    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->dim);             /* o */
+    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->ffn_dim);         /* gate */
+    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->ffn_dim);         /* up */
+    p[i++] = ob_arena_alloc(ar, xq_stride * B);                      /* xq */
+    p[i++] = ob_arena_alloc(ar, 8 * B);                              /* a, sum */
+    p[i++] = ob_arena_alloc(ar, 4 * (size_t)c->n_heads * (size_t)n_ctx);
+    p[i++] = ob_arena_alloc(ar, 4 * (size_t)c->vocab_size);
+    p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx);
+    p[i++] = ob_arena_alloc(ar, 20 * (size_t)c->vocab_size); /* sampler: 3V floats + 2V ints */
+    if (!s) return;
+    i = 0;
+    s->key_cache = p[i++];
+    s->value_cache = p[i++];
+    s->rope_cos = (float *)p[i++];
+    s->rope_sin = (float *)p[i++];
+    s->x = (float *)p[i++];
+    s->h = (float *)p[i++];
+    s->q = (float *)p[i++];
+    s->kx = (float *)p[i++];
+    s->vx = (float *)p[i++];
+    s->att = (float *)p[i++];
+    s->o = (float *)p[i++];
+    s->gate = (float *)p[i++];
+    s->up = (float *)p[i++];
+    s->xq = (int8_t *)p[i++];
+    s->act_a = (float *)p[i];
+    s->act_sum = (int32_t *)p[i++] + B;
+    s->scores = (float *)p[i++];
+    s->logits = (float *)p[i++];
+    s->history = (int32_t *)p[i++];
+    s->samp_f = (float *)p[i];
+    s->samp_i = (int32_t *)p[i++] + 3 * (size_t)c->vocab_size;
+    s->xq_stride = xq_stride;
+    s->kv_layer = kv_layer;
+}
+
+static ob_status check_params(const ob_config *c, const ob_session_params *in, ob_session_params *out, char *err,
+                              size_t es) {
+    *out = in ? *in : ob_session_params_default();
+    if (out->n_ctx == 0) out->n_ctx = c->max_seq_len;
+    if (out->n_ctx < 1 || out->n_ctx > c->max_seq_len) {
+        ob_set_msg(err, es, "context length %d is not in 1..%d (the model's max_seq_len)", out->n_ctx, c->max_seq_len);
+        return OB_ERR_INVALID_ARG;
+    }
+    if (out->n_threads < 1 || out->n_threads > 256) {
+        ob_set_msg(err, es, "thread count %d is not in 1..256", out->n_threads);
+        return OB_ERR_INVALID_ARG;
+    }
+    if (out->n_batch < 1) out->n_batch = 32;
+    if (out->n_batch > out->n_ctx) out->n_batch = out->n_ctx;
+    if (out->kv_type != OB_KV_F32 && out->kv_type != OB_KV_F16) {
+        ob_set_msg(err, es, "unknown KV-cache type %d", (int)out->kv_type);
+        return OB_ERR_INVALID_ARG;
+    }
+    return OB_OK;
+}
+
+static size_t session_bytes(const ob_config *c, const ob_session_params *p) {
+    ob_arena measure = {NULL, 0, 0};
+    ob_arena_alloc(&measure, sizeof(ob_session));
+    layout(NULL, &measure, c, p->n_ctx, p->n_batch, p->kv_type);
+    return measure.used + 64; /* + room to align a caller's buffer */
+}
+
+ob_status ob_memory_required(const void *data, size_t size, const ob_session_params *params, size_t *model_bytes,
+                             size_t *session_bytes_out) {
+    ob_model_plan plan;
+    ob_session_params p;
+    ob_status st = ob_model_plan_file(&plan, data, size, NULL, 0);
+    if (st) return st;
+    st = check_params(&plan.cfg, params, &p, NULL, 0);
+    if (st) return st;
+    if (model_bytes) *model_bytes = ob_model_plan_bytes(&plan);
+    if (session_bytes_out) *session_bytes_out = session_bytes(&plan.cfg, &p);
+    return OB_OK;
+}
+
+ob_status ob_session_create(ob_session **out, ob_model *m, const ob_session_params *params, void *arena_buf,
+                            size_t arena_size, char *err, size_t es) {
+    if (err && es) err[0] = 0;
+    if (!out || !m) {
+        ob_set_msg(err, es, "out or model is NULL");
+        return OB_ERR_INVALID_ARG;
+    }
+    *out = NULL;
+    const ob_config *c = &m->cfg;
+    ob_session_params p;
+    ob_status st = check_params(c, params, &p, err, es);
+    if (st) return st;
+    ob_kernels k;
+    if (p.isa && p.isa[0]) {
+        ob_isa isa;
+        if (ob_isa_parse(p.isa, &isa) != 0) {
+            ob_set_msg(err, es, "unknown ISA '%s' (scalar, avx2, avx512, neon)", p.isa);
+            return OB_ERR_ISA;
+        }
+        if (ob_kernels_init(&k, isa) != 0) {
+            ob_set_msg(err, es, "ISA '%s' is not available on this CPU or build", p.isa);
+            return OB_ERR_ISA;
+        }
+    } else {
+        int r = ob_kernels_init_env(&k);
+        if (r == OB_ISA_EUNKNOWN) {
+            ob_set_msg(err, es, "ONEBIT_ISA names an unknown ISA (scalar, avx2, avx512, neon)");
+            return OB_ERR_ISA;
+        }
+        if (r != OB_ISA_OK) {
+            ob_set_msg(err, es, "ONEBIT_ISA names an ISA this CPU or build cannot run");
+            return OB_ERR_ISA;
+        }
+    }
+    size_t need = session_bytes(c, &p);
+    ob_arena ar = {NULL, 0, 0};
+    void *owned = NULL;
+    if (arena_buf) {
+        if (arena_size < need) {
+            ob_set_msg(err, es, "arena of %zu bytes is too small: the session needs %zu", arena_size, need);
+            return OB_ERR_NOMEM;
+        }
+        ar.base = (uint8_t *)arena_buf;
+        ar.size = arena_size;
+    } else {
+        owned = malloc(need);
+        if (!owned) {
+            ob_set_msg(err, es, "cannot allocate %zu bytes for a session of %d tokens", need, p.n_ctx);
+            return OB_ERR_NOMEM;
+        }
+        ar.base = (uint8_t *)owned;
+        ar.size = need;
+    }
+    ob_session *s = (ob_session *)ob_arena_alloc(&ar, sizeof(ob_session));
+    layout(s, &ar, c, p.n_ctx, p.n_batch, p.kv_type);
+    s->alloc_base = owned;
+    s->model = m;
+    s->cfg = c;
+    s->k = k;
+    s->n_threads = p.n_threads;
+    s->n_ctx = p.n_ctx;
+    s->n_batch = p.n_batch;
+    s->kv_type = p.kv_type;
+    if (p.n_threads > 1) {
+        s->pool = ob_threadpool_create(p.n_threads);
+        if (!s->pool) {
+            free(owned);
+            ob_set_msg(err, es, "cannot start %d threads", p.n_threads);
+            return OB_ERR_NOMEM;
+        }
+    }
+    /* RoPE tables: model.py rope_tables (float64, rounded to fp32) */
+    int half = c->head_dim / 2;
+    if (c->pos == OB_POS_ROPE)
+        for (int t = 0; t < p.n_ctx; t++)
+            for (int i = 0; i < half; i++) {
+                double freq = pow((double)c->rope_theta, -(double)i * 2.0 / (double)c->head_dim);
+                double ang = (double)t * freq;
+                s->rope_cos[(size_t)t * half + i] = (float)cos(ang);
+                s->rope_sin[(size_t)t * half + i] = (float)sin(ang);
+            }
+    ob_sampler_params sp = ob_sampler_params_default();
+    ob_sampler_seed(&s->sampler, &sp);
+    *out = s;
+    return OB_OK;
+}
+
+void ob_session_free(ob_session *s) {
+    if (!s) return;
+    ob_threadpool_destroy(s->pool);
+    if (s->alloc_base) free(s->alloc_base);
+}
+
+const char *ob_session_error(const ob_session *s) { return s ? s->error : "session is NULL"; }
+void ob_session_reset(ob_session *s) {
+    if (!s) return;
+    s->pos = 0;
+    s->has_logits = 0;
+}
+int ob_session_pos(const ob_session *s) { return s ? s->pos : 0; }
+int ob_session_n_ctx(const ob_session *s) { return s ? s->n_ctx : 0; }
+const char *ob_session_isa(const ob_session *s) { return s ? ob_isa_name(s->k.isa) : "?"; }
+const float *ob_session_logits(const ob_session *s) { return s && s->has_logits ? s->logits : NULL; }
+
+/* ---------------------------------------------------------------- forward pieces */
+
+/* model.py Norm: RMSNorm or bias-free LayerNorm in fp32 (sums in double: closest to exact). */
+static void norm_row(const ob_config *c, const float *x, const float *w, int n, float *y) {
+    if (c->norm == OB_NORM_RMS) {
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+        float r = 1.0f / sqrtf((float)(ss / n) + c->norm_eps);
+        for (int i = 0; i < n; i++) y[i] = (x[i] * r) * w[i];
+    } else {
+        double sum = 0.0, var = 0.0;
+        for (int i = 0; i < n; i++) sum += x[i];
+        float mean = (float)(sum / n);
+        for (int i = 0; i < n; i++) {
+            double d = (double)x[i] - (double)mean;
+            var += d * d;
+        }
+        float r = 1.0f / sqrtf((float)(var / n) + c->norm_eps);
+        for (int i = 0; i < n; i++) y[i] = ((x[i] - mean) * r) * w[i];
+    }
+}
+
+static void norm_rows(const ob_config *c, const float *x, size_t ldx, const float *w, int n, int m, float *y,
+                      size_t ldy) {
+    for (int t = 0; t < m; t++) norm_row(c, x + t * ldx, w, n, y + t * ldy);
+}
+
+/* model.py BitLinear (eval): quantize the m input rows once, then the packed matmul. */
+static void quantize_in(ob_session *s, const float *x, int m, int K) {
+    ob_quantize_rows(&s->k, x, (size_t)K, m, K, s->xq, s->xq_stride, s->act_a, s->act_sum);
+}
+
+static void linear(ob_session *s, const ob_linear *l, int m, float *y) {
+    ob_matmul_mt(s->pool, &s->k, l->fmt, l->w, l->rows, l->cols, l->scale, s->xq, s->xq_stride, s->act_a, s->act_sum,
+                 m, y, (size_t)l->rows);
+}
+
+/* model.py apply_rope: rotate-half over each head of m rows starting at position pos0. */
+static void rope_rows(const ob_session *s, float *x, int m, int n_heads, int pos0) {
+    int hd = s->cfg->head_dim, half = hd / 2;
+    for (int t = 0; t < m; t++) {
+        const float *cs = s->rope_cos + (size_t)(pos0 + t) * half, *sn = s->rope_sin + (size_t)(pos0 + t) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                float a_cos = a * cs[i], b_sin = b * sn[i], b_cos = b * cs[i], a_sin = a * sn[i];
+                v[i] = a_cos - b_sin;
+                v[i + half] = b_cos + a_sin;
+            }
+        }
+    }
+}
+
+static void act_rows(const ob_config *c, float *g, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = g[i], a;
+        if (c->activation == OB_ACT_SILU) {
+            a = x / (1.0f + expf(-x));
+        } else if (c->activation == OB_ACT_RELU2) {
+            float r = x > 0.0f ? x : 0.0f;
+            a = r * r;
+        } else {
+            float inner = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
+            a = 0.5f * x * (1.0f + tanhf(inner));
+        }
+        g[i] = up ? a * up[i] : a;
+    }
+}
+
+static float kv_get(const ob_session *s, const void *cache, size_t i) {
+    return s->kv_type == OB_KV_F16 ? ob_f16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
+}
+
+static void kv_put(ob_session *s, void *cache, size_t i, const float *src, int n) {
+    if (s->kv_type == OB_KV_F16)
+        for (int j = 0; j < n; j++) ((uint16_t *)cache)[i + j] = ob_f32_to_f16(src[j]);
+    else
+        memcpy((float *)cache + i, src, sizeof(float) * (size_t)n);
+}
+
+typedef struct {
+    ob_session *s;
+    int layer, m, pos0;
+} attn_task;
+
+/* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
+ * query heads.  Threads take fixed ranges of heads. */
+static void attention_task(void *ctx, int ith, int nth) {
+    attn_task *t = (attn_task *)ctx;
+    ob_session *s = t->s;
+    const ob_config *c = s->cfg;
+    int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    int h0, h1;
+    ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t base = (size_t)t->layer * s->kv_layer;
+    for (int h = h0; h < h1; h++) {
+        float *sc = s->scores + (size_t)h * s->n_ctx;
+        int kvh = h / group;
+        for (int tok = 0; tok < t->m; tok++) {
+            int n_keys = t->pos0 + tok + 1;
+            const float *q = s->q + ((size_t)tok * c->n_heads + h) * hd;
+            float mx = -INFINITY;
+            for (int j = 0; j < n_keys; j++) {
+                size_t off = base + (size_t)j * kvd + (size_t)kvh * hd;
+                float dot = 0.0f;
+                if (s->kv_type == OB_KV_F32) {
+                    const float *kr = (const float *)s->key_cache + off;
+                    for (int d = 0; d < hd; d++) dot += q[d] * kr[d];
+                } else {
+                    for (int d = 0; d < hd; d++) dot += q[d] * kv_get(s, s->key_cache, off + d);
+                }
+                sc[j] = dot * scale;
+                if (sc[j] > mx) mx = sc[j];
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < n_keys; j++) {
+                sc[j] = expf(sc[j] - mx);
+                sum += sc[j];
+            }
+            float inv = 1.0f / sum;
+            float *out = s->att + ((size_t)tok * c->n_heads + h) * hd;
+            for (int d = 0; d < hd; d++) out[d] = 0.0f;
+            for (int j = 0; j < n_keys; j++) {
+                size_t off = base + (size_t)j * kvd + (size_t)kvh * hd;
+                float p = sc[j] * inv;
+                if (s->kv_type == OB_KV_F32) {
+                    const float *vr = (const float *)s->value_cache + off;
+                    for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+                } else {
+                    for (int d = 0; d < hd; d++) out[d] += p * kv_get(s, s->value_cache, off + d);
+                }
+            }
+        }
+    }
+}
+
+/* model.py Transformer.head: logits of one final-normed row. */
+static void head_row(ob_session *s, const float *x, float *logits) {
+    const ob_fmatrix *H = &s->model->head;
+    const ob_config *c = s->cfg;
+    if (H->dtype == OB_DT_F32)
+        ob_gemv_f32_mt(s->pool, &s->k, (const float *)H->w, (size_t)c->dim, c->vocab_size, c->dim, x, logits);
+    else if (H->dtype == OB_DT_F16)
+        ob_gemv_f16_mt(s->pool, &s->k, (const uint16_t *)H->w, (size_t)c->dim, c->vocab_size, c->dim, x, logits);
+    else
+        ob_gemv_q8_mt(s->pool, &s->k, (const int8_t *)H->w, H->row_scale, (size_t)c->dim, c->vocab_size, c->dim, x,
+                      logits);
+}
+
+static void embed_row(const ob_model *mdl, int32_t tok, float *dst) {
+    const ob_fmatrix *E = &mdl->embed;
+    int D = E->cols;
+    if (E->dtype == OB_DT_F32) memcpy(dst, (const float *)E->w + (size_t)tok * D, sizeof(float) * (size_t)D);
+    else if (E->dtype == OB_DT_F16) ob_row_f16_to_f32((const uint16_t *)E->w + (size_t)tok * D, D, dst);
+    else ob_row_q8_to_f32((const int8_t *)E->w + (size_t)tok * D, E->row_scale[tok], D, dst);
+}
+
+/* model.py Transformer.forward over m <= n_batch tokens at positions pos0..pos0+m-1.
+ * logits_out: m rows (all) or the last row only, or NULL. */
+static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float *logits_out, int all) {
+    const ob_model *mdl = s->model;
+    const ob_config *c = s->cfg;
+    int D = c->dim, hd = c->head_dim, inner = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim;
+    float rs = c->residual_scale;
+    for (int t = 0; t < m; t++) {
+        embed_row(mdl, tokens[t], s->x + (size_t)t * D); /* x = self.embed(tokens) */
+        if (mdl->pos_embed) /* x = x + self.pos_embed.weight[start_pos:end] */
+            for (int i = 0; i < D; i++) s->x[(size_t)t * D + i] += mdl->pos_embed[(size_t)(pos0 + t) * D + i];
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        const ob_layer *L = &mdl->layers[l];
+        norm_rows(c, s->x, D, L->attn_norm, D, m, s->h, D); /* Block: self.attn_norm(x) */
+        quantize_in(s, s->h, m, D);
+        linear(s, &L->q_proj, m, s->q); /* Attention: q_proj, k_proj, v_proj */
+        linear(s, &L->k_proj, m, s->kx);
+        linear(s, &L->v_proj, m, s->vx);
+        if (c->qk_norm) { /* Attention: q_norm(q), k_norm(k) per head */
+            norm_rows(c, s->q, hd, L->q_norm, hd, m * c->n_heads, s->q, hd);
+            norm_rows(c, s->kx, hd, L->k_norm, hd, m * c->n_kv_heads, s->kx, hd);
+        }
+        if (c->pos == OB_POS_ROPE) { /* Attention: apply_rope(q), apply_rope(k) */
+            rope_rows(s, s->q, m, c->n_heads, pos0);
+            rope_rows(s, s->kx, m, c->n_kv_heads, pos0);
+        }
+        for (int t = 0; t < m; t++) { /* Attention: torch.cat((past, k)) -- the KV-cache */
+            size_t at = (size_t)l * s->kv_layer + (size_t)(pos0 + t) * kvd;
+            kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd, kvd);
+            kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd, kvd);
+        }
+        attn_task at = {s, l, m, pos0}; /* Attention: scaled_dot_product_attention, causal */
+        ob_threadpool_run(s->pool, attention_task, &at);
+        if (c->subln) norm_rows(c, s->att, inner, L->attn_sub_norm, inner, m, s->att, inner); /* attn.sub_norm */
+        quantize_in(s, s->att, m, inner);
+        linear(s, &L->o_proj, m, s->o); /* Attention: o_proj */
+        for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * a */
+        norm_rows(c, s->x, D, L->mlp_norm, D, m, s->h, D); /* Block: self.mlp_norm(x) */
+        quantize_in(s, s->h, m, D);
+        linear(s, &L->up_proj, m, s->up); /* MLP: up_proj */
+        if (c->gated) {
+            linear(s, &L->gate_proj, m, s->gate); /* MLP: act(gate_proj(x)) * up_proj(x) */
+            act_rows(c, s->gate, s->up, (size_t)m * F);
+        } else {
+            memcpy(s->gate, s->up, sizeof(float) * (size_t)m * F); /* MLP: act(up_proj(x)) */
+            act_rows(c, s->gate, NULL, (size_t)m * F);
+        }
+        if (c->subln) norm_rows(c, s->gate, F, L->mlp_sub_norm, F, m, s->gate, F); /* mlp.sub_norm */
+        quantize_in(s, s->gate, m, F);
+        linear(s, &L->down_proj, m, s->o); /* MLP: down_proj */
+        for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * mlp */
+    }
+    int first = all ? 0 : m - 1;
+    for (int t = first; t < m; t++) {
+        norm_row(c, s->x + (size_t)t * D, mdl->norm, D, s->h); /* x = self.norm(x) */
+        float *dst = (all && logits_out) ? logits_out + (size_t)t * c->vocab_size : s->logits;
+        head_row(s, s->h, dst); /* logits = F.linear(x, head) */
+        if (t == m - 1 && dst != s->logits) memcpy(s->logits, dst, sizeof(float) * (size_t)c->vocab_size);
+    }
+    if (logits_out && !all) memcpy(logits_out, s->logits, sizeof(float) * (size_t)c->vocab_size);
+}
+
+ob_status ob_session_eval(ob_session *s, const int32_t *tokens, int n, float *logits, int all) {
+    if (!s) return OB_ERR_INVALID_ARG;
+    if (!tokens || n < 1) {
+        ob_set_msg(s->error, sizeof s->error, "eval needs at least one token");
+        return OB_ERR_INVALID_ARG;
+    }
+    if (n > s->n_ctx - s->pos) {
+        ob_set_msg(s->error, sizeof s->error,
+                   "%d tokens at position %d exceed the session's context of %d tokens", n, s->pos, s->n_ctx);
+        return OB_ERR_CONTEXT_FULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= s->cfg->vocab_size) {
+            ob_set_msg(s->error, sizeof s->error, "token id %d at index %d is outside the vocabulary of %d",
+                       tokens[i], i, s->cfg->vocab_size);
+            return OB_ERR_TOKEN;
+        }
+    for (int done = 0; done < n;) {
+        int m = n - done < s->n_batch ? n - done : s->n_batch;
+        int last_chunk = done + m == n;
+        float *out = NULL;
+        if (logits && all) out = logits + (size_t)done * s->cfg->vocab_size;
+        else if (logits && last_chunk) out = logits;
+        forward(s, tokens + done, m, s->pos, out, all);
+        memcpy(s->history + s->pos, tokens + done, sizeof(int32_t) * (size_t)m);
+        s->pos += m;
+        done += m;
+    }
+    s->has_logits = 1;
+    return OB_OK;
+}
+
+ob_status ob_session_set_sampler(ob_session *s, const ob_sampler_params *p) {
+    if (!s || !p) return OB_ERR_INVALID_ARG;
+    if (!(p->temperature >= 0.0f) || p->top_k < 0 || !(p->top_p > 0.0f && p->top_p <= 1.0f) ||
+        !(p->repeat_penalty > 0.0f) || p->repeat_window < 0) {
+        ob_set_msg(s->error, sizeof s->error,
+                   "bad sampler settings: need temperature >= 0, top_k >= 0, top_p in (0, 1], repeat_penalty > 0, "
+                   "repeat_window >= 0");
+        return OB_ERR_INVALID_ARG;
+    }
+    ob_sampler_seed(&s->sampler, p);
+    return OB_OK;
+}
+
+ob_status ob_session_sample(ob_session *s, int32_t *token) {
+    if (!s || !token) return OB_ERR_INVALID_ARG;
+    if (!s->has_logits) {
+        ob_set_msg(s->error, sizeof s->error, "nothing to sample from: evaluate a token first");
+        return OB_ERR_INVALID_ARG;
+    }
+    int V = s->cfg->vocab_size;
+    float *work = s->samp_f; /* the sampler edits a copy; the session's logits stay as computed */
+    memcpy(work, s->logits, sizeof(float) * (size_t)V);
+    /* candidates sort needs 2V keys: work holds V, the rest of samp_f and samp_i the others */
+    *token = ob_sampler_draw(&s->sampler, work, V, s->history, s->pos, work + V, s->samp_i);
+    return OB_OK;
+}
+
+ob_status ob_generate(ob_session *s, const int32_t *prompt, int n_prompt, int n_new, const ob_sampler_params *p,
+                      ob_token_fn on_token, void *user, int32_t *out, int *n_out) {
+    if (!s) return OB_ERR_INVALID_ARG;
+    if (n_out) *n_out = 0;
+    if (!prompt || n_prompt < 1 || n_new < 0) {
+        ob_set_msg(s->error, sizeof s->error, "the prompt is empty: generation needs at least one token");
+        return OB_ERR_INVALID_ARG;
+    }
+    if ((long long)s->pos + n_prompt + n_new > s->n_ctx) {
+        ob_set_msg(s->error, sizeof s->error,
+                   "prompt (%d tokens) + %d new tokens exceeds the context of %d tokens", s->pos + n_prompt, n_new,
+                   s->n_ctx);
+        return OB_ERR_CONTEXT_FULL;
+    }
+    ob_sampler_params sp = p ? *p : ob_sampler_params_default();
+    ob_status st = ob_session_set_sampler(s, &sp);
+    if (st) return st;
+    if (n_new == 0) return OB_OK;
+    st = ob_session_eval(s, prompt, n_prompt, NULL, 0);
+    if (st) return st;
+    for (int i = 0;; i++) {
+        int32_t tok;
+        ob_session_sample(s, &tok);
+        if (out) out[i] = tok;
+        if (n_out) *n_out = i + 1;
+        if (on_token) {
+            const uint8_t *b;
+            size_t len;
+            ob_token_bytes(s->model, tok, &b, &len);
+            if (on_token(user, tok, b, len)) {
+                ob_set_msg(s->error, sizeof s->error, "generation stopped by the callback after %d tokens", i + 1);
+                return OB_ERR_STOPPED;
+            }
+        }
+        if (i + 1 == n_new) return OB_OK;
+        st = ob_session_eval(s, &tok, 1, NULL, 0);
+        if (st) return st;
+    }
+}

@@ -1,0 +1,403 @@
+/* tokenizer.c - the char and byte-level BPE tokenizers of onebit/tokenizer.py, read in place from
+ * the tokenizer.* tensors.  Encoding matches HF tokenizers byte for byte: special tokens are split
+ * out first, then (BPE) the GPT-2 regex pre-tokenizer, then merges by rank inside each pre-token.
+ * Allocation-free: the lookup tables live in the model's arena, scratch in the caller's output. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#include "unicode_tables.h"
+
+static uint32_t fnv1a(const uint8_t *p, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t pair_hash(int32_t a, int32_t b) {
+    uint64_t x = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+int ob_tok_len(const ob_tokenizer *t, int32_t id, const uint8_t **bytes) {
+    int32_t a = ob_rd_i32(t->offsets + 4 * (size_t)id), b = ob_rd_i32(t->offsets + 4 * (size_t)id + 4);
+    *bytes = t->bytes + a;
+    return b - a;
+}
+
+static int32_t merge_field(const ob_tokenizer *t, int32_t rank, int k) {
+    return ob_rd_i32(t->merges + 12 * (size_t)rank + 4 * (size_t)k);
+}
+
+/* Token id with exactly these bytes, or -1. */
+static int32_t vocab_find(const ob_tokenizer *t, const uint8_t *s, size_t n) {
+    for (uint32_t h = fnv1a(s, n) & t->vocab_hash_mask;; h = (h + 1) & t->vocab_hash_mask) {
+        int32_t e = t->vocab_hash[h];
+        if (e == 0) return -1;
+        const uint8_t *b;
+        int len = ob_tok_len(t, e - 1, &b);
+        if ((size_t)len == n && memcmp(b, s, n) == 0) return e - 1;
+    }
+}
+
+/* Rank of the merge (left, right), or -1. */
+static int32_t merge_find(const ob_tokenizer *t, int32_t left, int32_t right) {
+    if (t->n_merges == 0) return -1;
+    for (uint32_t h = pair_hash(left, right) & t->merge_hash_mask;; h = (h + 1) & t->merge_hash_mask) {
+        int32_t e = t->merge_hash[h];
+        if (e == 0) return -1;
+        if (merge_field(t, e - 1, 0) == left && merge_field(t, e - 1, 1) == right) return e - 1;
+    }
+}
+
+ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size_t merge_cap, char *err,
+                            size_t es) {
+    ob_tokenizer *t = &m->tok;
+    const ob_file *f = &m->file;
+    ob_tensor_rec rec;
+    int V = m->cfg.vocab_size;
+    memset(t, 0, sizeof *t);
+    t->kind = m->cfg.tok_kind;
+    t->vocab_size = V;
+    int r = ob_file_find(f, "tokenizer.tokens", &rec, err, es);
+    if (r > 0) return (ob_status)r;
+    if (r < 0 || rec.dtype != OB_DT_U8 || rec.n_dims != 1) {
+        ob_set_msg(err, es, "tensor 'tokenizer.tokens' (U8, 1-D) is missing or malformed");
+        return OB_ERR_FORMAT;
+    }
+    t->bytes = ob_file_tensor_data(f, &rec);
+    t->bytes_size = rec.size;
+    r = ob_file_find(f, "tokenizer.offsets", &rec, err, es);
+    if (r > 0) return (ob_status)r;
+    if (r < 0 || rec.dtype != OB_DT_I32 || rec.n_dims != 1 || rec.shape[0] != (uint64_t)V + 1) {
+        ob_set_msg(err, es, "tensor 'tokenizer.offsets' (I32 [vocab_size + 1]) is missing or malformed");
+        return OB_ERR_FORMAT;
+    }
+    t->offsets = ob_file_tensor_data(f, &rec);
+    int32_t prev = 0;
+    if (ob_rd_i32(t->offsets) != 0) {
+        ob_set_msg(err, es, "tokenizer.offsets[0] is not 0");
+        return OB_ERR_FORMAT;
+    }
+    for (int i = 1; i <= V; i++) {
+        int32_t o = ob_rd_i32(t->offsets + 4 * (size_t)i);
+        if (o < prev || (uint64_t)o > t->bytes_size) {
+            ob_set_msg(err, es, "tokenizer.offsets[%d] = %d is out of order or beyond tokenizer.tokens", i, o);
+            return OB_ERR_FORMAT;
+        }
+        prev = o;
+    }
+    if ((uint64_t)prev != t->bytes_size) {
+        ob_set_msg(err, es, "tokenizer.offsets[vocab_size] != size of tokenizer.tokens");
+        return OB_ERR_FORMAT;
+    }
+    t->n_merges = 0;
+    r = ob_file_find(f, "tokenizer.merges", &rec, err, es);
+    if (r > 0) return (ob_status)r;
+    if (r == 0) {
+        t->merges = ob_file_tensor_data(f, &rec);
+        t->n_merges = (int)rec.shape[0];
+        for (int i = 0; i < t->n_merges; i++)
+            for (int k = 0; k < 3; k++) {
+                int32_t id = merge_field(t, i, k);
+                if (id < 0 || id >= V) {
+                    ob_set_msg(err, es, "tokenizer.merges[%d] has id %d outside the vocabulary", i, id);
+                    return OB_ERR_FORMAT;
+                }
+            }
+    }
+    t->vocab_hash = (int32_t *)ob_arena_alloc(arena, 4 * vocab_cap);
+    t->merge_hash = (int32_t *)ob_arena_alloc(arena, 4 * merge_cap);
+    if (!t->vocab_hash || !t->merge_hash) {
+        ob_set_msg(err, es, "arena too small for the tokenizer tables");
+        return OB_ERR_NOMEM;
+    }
+    t->vocab_hash_mask = (uint32_t)vocab_cap - 1;
+    t->merge_hash_mask = (uint32_t)merge_cap - 1;
+    for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
+    for (int32_t id = 0; id < V; id++) {
+        const uint8_t *b;
+        int len = ob_tok_len(t, id, &b);
+        if (len == 1 && t->byte_token[b[0]] < 0) t->byte_token[b[0]] = id;
+        if (vocab_find(t, b, (size_t)len) >= 0) continue; /* the first id wins */
+        uint32_t h = fnv1a(b, (size_t)len) & t->vocab_hash_mask;
+        while (t->vocab_hash[h]) h = (h + 1) & t->vocab_hash_mask;
+        t->vocab_hash[h] = id + 1;
+    }
+    for (int32_t i = 0; i < t->n_merges; i++) {
+        if (merge_find(t, merge_field(t, i, 0), merge_field(t, i, 1)) >= 0) continue; /* lowest rank wins */
+        uint32_t h = pair_hash(merge_field(t, i, 0), merge_field(t, i, 1)) & t->merge_hash_mask;
+        while (t->merge_hash[h]) h = (h + 1) & t->merge_hash_mask;
+        t->merge_hash[h] = i + 1;
+    }
+    if (t->kind == OB_TOK_BPE)
+        for (int b = 0; b < 256; b++)
+            if (t->byte_token[b] < 0) {
+                ob_set_msg(err, es, "BPE tokenizer has no token for byte 0x%02x", b);
+                return OB_ERR_FORMAT;
+            }
+    /* special tokens, split out of the text before pre-tokenization (as HF's added tokens) */
+    ob_json root = ob_json_root((const char *)f->data + f->meta_offset, (size_t)f->meta_size), tj, sj, k, v;
+    size_t cur = 0;
+    if (ob_json_get(root, "tokenizer", &tj) == 0 && ob_json_get(tj, "special_tokens", &sj) == 0)
+        while (ob_json_next(sj, &cur, &k, &v) == 0) {
+            long long id;
+            const uint8_t *b;
+            if (ob_json_int(v, &id) || id < 0 || id >= V) continue; /* checked in model.c */
+            if (t->n_special == (int)(sizeof t->special_ids / sizeof t->special_ids[0])) {
+                ob_set_msg(err, es, "more than 16 special tokens are not supported");
+                return OB_ERR_UNSUPPORTED;
+            }
+            if (ob_tok_len(t, (int32_t)id, &b) == 0) {
+                ob_set_msg(err, es, "special token %lld is empty", id);
+                return OB_ERR_FORMAT;
+            }
+            t->special_ids[t->n_special++] = (int32_t)id;
+        }
+    return OB_OK;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+static uint32_t decode_cp(const uint8_t *s, int len) {
+    if (len == 1) return s[0];
+    uint32_t cp = s[0] & (0xff >> (len + 1));
+    for (int k = 1; k < len; k++) cp = (cp << 6) | (s[k] & 0x3f);
+    return cp;
+}
+
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+/* Unicode White_Space, which is what the Rust regex's \s matches. */
+static int is_space(uint32_t c) {
+    return (c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+static int is_letter(uint32_t c) {
+    if (c < 128) return (c | 32) >= 'a' && (c | 32) <= 'z';
+    return in_ranges(ob_uni_letter, sizeof ob_uni_letter / sizeof ob_uni_letter[0], c);
+}
+static int is_number(uint32_t c) {
+    if (c < 128) return c >= '0' && c <= '9';
+    return in_ranges(ob_uni_number, sizeof ob_uni_number / sizeof ob_uni_number[0], c);
+}
+
+enum { CLS_SPACE, CLS_LETTER, CLS_NUMBER, CLS_OTHER, CLS_END };
+
+typedef struct {
+    const uint8_t *s;
+    size_t n;
+} text_view;
+
+/* Class of the code point at i (and its byte length). */
+static int cls_at(text_view t, size_t i, int *len) {
+    if (i >= t.n) {
+        *len = 0;
+        return CLS_END;
+    }
+    *len = ob_utf8_len(t.s + i, t.n - i);
+    uint32_t c = decode_cp(t.s + i, *len);
+    return is_space(c) ? CLS_SPACE : is_letter(c) ? CLS_LETTER : is_number(c) ? CLS_NUMBER : CLS_OTHER;
+}
+
+/* Bytes after i covered by a run of class cls. */
+static size_t run_of(text_view t, size_t i, int cls) {
+    int len;
+    while (cls_at(t, i, &len) == cls) i += (size_t)len;
+    return i;
+}
+
+/* End of the GPT-2 pre-token starting at i:
+ * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static size_t pretoken_end(text_view t, size_t i) {
+    const uint8_t *s = t.s + i;
+    size_t left = t.n - i;
+    if (s[0] == '\'' && left >= 2) {
+        if (left >= 3 && ((s[1] == 'r' && s[2] == 'e') || (s[1] == 'v' && s[2] == 'e') || (s[1] == 'l' && s[2] == 'l')))
+            return i + 3;
+        if (s[1] == 's' || s[1] == 't' || s[1] == 'm' || s[1] == 'd') return i + 2;
+    }
+    int len, len2;
+    int c0 = cls_at(t, i, &len);
+    size_t j = i;
+    int c = c0;
+    if (s[0] == ' ') { /* optional leading space of the next three alternatives */
+        c = cls_at(t, i + 1, &len2);
+        if (c == CLS_LETTER || c == CLS_NUMBER || c == CLS_OTHER) j = i + 1;
+        else c = c0;
+    }
+    if (c == CLS_LETTER || c == CLS_NUMBER || c == CLS_OTHER) return run_of(t, j, c);
+    /* whitespace: \s+(?!\S) backs off one code point when text follows, else \s+ */
+    size_t end = run_of(t, i, CLS_SPACE);
+    if (end < t.n) {
+        size_t last = i, k = i;
+        while (k < end) {
+            last = k;
+            k += (size_t)ob_utf8_len(t.s + k, t.n - k);
+        }
+        if (last > i) return last;
+    }
+    return end;
+}
+
+typedef struct {
+    int32_t *out;
+    int cap, n;
+} tok_out;
+
+/* BPE over one pre-token: byte tokens, then repeatedly merge the lowest-ranked adjacent pair
+ * (leftmost on ties), as HF's word merge does.  Works in place in the output buffer. */
+static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok_out *o) {
+    if ((size_t)(o->cap - o->n) < n) return OB_ERR_BUFFER;
+    int32_t *w = o->out + o->n;
+    int len = (int)n;
+    for (int i = 0; i < len; i++) w[i] = t->byte_token[s[i]];
+    while (len > 1) {
+        int32_t best = -1;
+        int at = -1;
+        for (int i = 0; i + 1 < len; i++) {
+            int32_t r = merge_find(t, w[i], w[i + 1]);
+            if (r >= 0 && (best < 0 || r < best)) {
+                best = r;
+                at = i;
+            }
+        }
+        if (best < 0) break;
+        w[at] = merge_field(t, best, 2);
+        memmove(w + at + 1, w + at + 2, sizeof(int32_t) * (size_t)(len - at - 2));
+        len--;
+    }
+    o->n += len;
+    return OB_OK;
+}
+
+static ob_status encode_bpe_segment(const ob_tokenizer *t, text_view seg, tok_out *o) {
+    size_t i = 0;
+    while (i < seg.n) {
+        size_t e = pretoken_end(seg, i);
+        ob_status st = bpe_word(t, seg.s + i, e - i, o);
+        if (st) return st;
+        i = e;
+    }
+    return OB_OK;
+}
+
+/* Longest special token starting at s (n bytes left); its id, or -1. */
+static int32_t special_at(const ob_tokenizer *t, const uint8_t *s, size_t n, size_t *len) {
+    int32_t best = -1;
+    *len = 0;
+    for (int k = 0; k < t->n_special; k++) {
+        const uint8_t *b;
+        size_t l = (size_t)ob_tok_len(t, t->special_ids[k], &b);
+        if (l <= n && l > *len && memcmp(s, b, l) == 0) {
+            best = t->special_ids[k];
+            *len = l;
+        }
+    }
+    return best;
+}
+
+ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens) {
+    if (!m || (!text && len) || (!tokens && cap) || cap < 0 || !n_tokens) return OB_ERR_INVALID_ARG;
+    const ob_tokenizer *t = &m->tok;
+    const uint8_t *s = (const uint8_t *)text;
+    *n_tokens = 0;
+    for (size_t i = 0; i < len;) {
+        int l = ob_utf8_len(s + i, len - i);
+        if (!l) {
+            ob_set_msg(m->error, sizeof m->error, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
+            return OB_ERR_TOKEN;
+        }
+        i += (size_t)l;
+    }
+    tok_out o = {tokens, cap, 0};
+    ob_status st = OB_OK;
+    if (t->kind == OB_TOK_CHAR) {
+        for (size_t i = 0; i < len;) {
+            int l = ob_utf8_len(s + i, len - i);
+            int32_t id = vocab_find(t, s + i, (size_t)l);
+            if (id < 0) {
+                ob_set_msg(m->error, sizeof m->error,
+                           "character '%.*s' (U+%04X) at offset %zu is not in the char tokenizer's vocabulary", l,
+                           (const char *)s + i, decode_cp(s + i, l), i);
+                return OB_ERR_TOKEN;
+            }
+            if (o.n == o.cap) {
+                st = OB_ERR_BUFFER;
+                break;
+            }
+            o.out[o.n++] = id;
+            i += (size_t)l;
+        }
+    } else {
+        size_t start = 0, i = 0;
+        while (st == OB_OK && i <= len) {
+            size_t sl = 0;
+            int32_t sid = i < len ? special_at(t, s + i, len - i, &sl) : -1;
+            if (i < len && sid < 0) {
+                i++;
+                continue;
+            }
+            text_view seg = {s + start, i - start};
+            st = encode_bpe_segment(t, seg, &o);
+            if (st == OB_OK && sid >= 0) {
+                if (o.n == o.cap) st = OB_ERR_BUFFER;
+                else o.out[o.n++] = sid;
+            }
+            if (i == len) break;
+            i += sl;
+            start = i;
+        }
+    }
+    if (st == OB_ERR_BUFFER) {
+        *n_tokens = (int)(len < (size_t)0x7fffffff ? len : 0x7fffffff);
+        ob_set_msg(m->error, sizeof m->error, "token buffer of %d ids is too small (%zu always suffices)", cap, len);
+        return st;
+    }
+    *n_tokens = o.n;
+    return OB_OK;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+ob_status ob_token_bytes(const ob_model *m, int32_t token, const uint8_t **bytes, size_t *len) {
+    if (!m || !bytes || !len) return OB_ERR_INVALID_ARG;
+    if (token < 0 || token >= m->tok.vocab_size) return OB_ERR_TOKEN;
+    *len = (size_t)ob_tok_len(&m->tok, token, bytes);
+    return OB_OK;
+}
+
+ob_status ob_detokenize(ob_model *m, const int32_t *tokens, int n, char *buf, size_t cap, size_t *len) {
+    if (!m || (!tokens && n) || n < 0 || !len || (!buf && cap)) return OB_ERR_INVALID_ARG;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->tok.vocab_size) {
+            ob_set_msg(m->error, sizeof m->error, "token id %d at index %d is outside the vocabulary of %d",
+                       tokens[i], i, m->tok.vocab_size);
+            return OB_ERR_TOKEN;
+        }
+        const uint8_t *b;
+        size_t l = (size_t)ob_tok_len(&m->tok, tokens[i], &b);
+        if (total + l <= cap) memcpy(buf + total, b, l);
+        total += l;
+    }
+    *len = total;
+    if (total > cap) {
+        ob_set_msg(m->error, sizeof m->error, "output buffer of %zu bytes is too small (%zu needed)", cap, total);
+        return OB_ERR_BUFFER;
+    }
+    return OB_OK;
+}

@@ -1,0 +1,87 @@
+/* util.c - little-endian reads, messages, CRC-32, the bump arena and ob_strerror. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#include "crc32_table.h"
+
+uint16_t ob_rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+uint32_t ob_rd_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+uint64_t ob_rd_u64(const uint8_t *p) { return (uint64_t)ob_rd_u32(p) | ((uint64_t)ob_rd_u32(p + 4) << 32); }
+
+int32_t ob_rd_i32(const uint8_t *p) {
+    uint32_t u = ob_rd_u32(p);
+    int32_t v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+float ob_rd_f32(const uint8_t *p) {
+    uint32_t u = ob_rd_u32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void ob_set_msg(char *err, size_t err_size, const char *fmt, ...) {
+    if (!err || err_size == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+}
+
+uint32_t ob_crc32(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    while (n >= 8) {
+        uint32_t lo = crc ^ ob_rd_u32(p), hi = ob_rd_u32(p + 4);
+        crc = ob_crc_table[7][lo & 0xff] ^ ob_crc_table[6][(lo >> 8) & 0xff] ^
+              ob_crc_table[5][(lo >> 16) & 0xff] ^ ob_crc_table[4][lo >> 24] ^
+              ob_crc_table[3][hi & 0xff] ^ ob_crc_table[2][(hi >> 8) & 0xff] ^
+              ob_crc_table[1][(hi >> 16) & 0xff] ^ ob_crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = ob_crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+size_t ob_arena_round(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+void *ob_arena_alloc(ob_arena *a, size_t bytes) {
+    size_t need = ob_arena_round(bytes);
+    if (a->base == NULL) { /* measuring */
+        a->used += need;
+        return NULL;
+    }
+    size_t start = ob_arena_round((size_t)(uintptr_t)(a->base + a->used)) - (size_t)(uintptr_t)a->base;
+    if (start > a->size || need > a->size - start) return NULL;
+    a->used = start + need;
+    memset(a->base + start, 0, need);
+    return a->base + start;
+}
+
+const char *ob_strerror(ob_status s) {
+    switch (s) {
+    case OB_OK: return "ok";
+    case OB_ERR_INVALID_ARG: return "invalid argument";
+    case OB_ERR_IO: return "i/o error";
+    case OB_ERR_FORMAT: return "not a valid .1bit file";
+    case OB_ERR_VERSION: return "unsupported .1bit version";
+    case OB_ERR_CHECKSUM: return "checksum mismatch";
+    case OB_ERR_UNSUPPORTED: return "unsupported model option";
+    case OB_ERR_NOMEM: return "out of memory";
+    case OB_ERR_CONTEXT_FULL: return "context full";
+    case OB_ERR_TOKEN: return "bad token or untokenizable text";
+    case OB_ERR_ISA: return "instruction set unavailable";
+    case OB_ERR_BUFFER: return "buffer too small";
+    case OB_ERR_STOPPED: return "stopped by callback";
+    }
+    return "unknown status";
+}
