@@ -167,7 +167,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, metrics: MetricsLog, show_progress: bool = True) -> Progress:
+    def run(self, metrics: MetricsLog, show_progress: bool = True, stop_after: int | None = None) -> Progress:
+        """Train to max_steps, or checkpoint and stop at step stop_after (as if interrupted there)."""
         cfg, p = self.cfg, self.progress
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.seq_len
         bar = tqdm(total=cfg.max_steps, initial=p.step, desc="train", unit="step", file=sys.stderr,
@@ -193,8 +194,11 @@ class Trainer:
                     f"val loss {p.val_loss:.4f}, val ppl {perplexity(p.val_loss):.2f}")
                 p.loss_sum, p.loss_count = 0.0, 0
                 window_start, window_steps = time.perf_counter(), 0
-            if p.step % cfg.ckpt_interval == 0 or last:
+            stop = stop_after is not None and p.step >= stop_after
+            if p.step % cfg.ckpt_interval == 0 or last or stop:
                 self.save()
+            if stop:
+                break
         bar.close()
         return p
 
@@ -238,7 +242,7 @@ def resume_run(resume_dir: Path, out_dir: Path, overrides: dict) -> Trainer:
 
 
 def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, resume_overrides: dict | None = None,
-          show_progress: bool = True, expect_vocab: int | None = None) -> Progress:
+          show_progress: bool = True, expect_vocab: int | None = None, stop_after: int | None = None) -> Progress:
     """Train (or continue) a run into out_dir; returns the final progress (step, val loss)."""
     cfg.validate()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, resume_ov
     start = trainer.progress.step if resume is not None else None
     source = resume / "metrics.csv" if resume is not None else None
     metrics = MetricsLog(out_dir / "metrics.csv", resume_step=start, source=source)
-    return trainer.run(metrics, show_progress)
+    return trainer.run(metrics, show_progress, stop_after)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,10 +301,12 @@ RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval")
 @click.option("--ckpt-interval", type=int, default=None)
 @click.option("--set", "model_overrides", multiple=True, metavar="FIELD=VALUE",
               help="model config override, e.g. --set ffn_dim=384 --set activation=silu")
+@click.option("--stop-after", type=int, default=None,
+              help="checkpoint and stop at this step; --resume continues exactly as if never stopped")
 @click.option("--plot", is_flag=True, help="also write curves.png next to metrics.csv")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @cli_errors
-def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: bool,
+def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: bool, stop_after: int | None,
          model_overrides: tuple[str, ...], **flags) -> None:
     """Train a 1-bit / ternary transformer and checkpoint it into --out."""
     torch.set_num_threads(max(1, int(os.environ.get("ONEBIT_THREADS", torch.get_num_threads()))))
@@ -313,7 +319,8 @@ def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: 
         if fixed:
             raise TrainConfigError(f"--{fixed[0].replace('_', '-')} cannot change on --resume "
                                    f"(only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)})")
-        progress = train(TrainConfig(), out, resume=resume, resume_overrides=given, show_progress=not quiet)
+        progress = train(TrainConfig(), out, resume=resume, resume_overrides=given, show_progress=not quiet,
+                         stop_after=stop_after)
     else:
         cfg = preset_config(preset, given.pop("quant", "ternary"))
         for key, value in given.items():
@@ -321,7 +328,7 @@ def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: 
         cfg.model = {**cfg.model, **parse_overrides(model_overrides)}
         # a vocabulary size next to a finished tokenizer is a claim about it: check it
         expect = given.get("vocab_size") if cfg.tokenizer not in ("char", "bpe") else None
-        progress = train(cfg, out, show_progress=not quiet, expect_vocab=expect)
+        progress = train(cfg, out, show_progress=not quiet, expect_vocab=expect, stop_after=stop_after)
     log(f"done: step {progress.step}, val loss {progress.val_loss:.4f} -> {out}")
     if plot:
         from onebit.plot import plot_metrics

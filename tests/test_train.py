@@ -1,0 +1,205 @@
+"""The trainer: schedules, a short run that learns, bit-exact resume, and the CLIs' bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from onebit import plot as plot_cli
+from onebit import sample as sample_cli
+from onebit import train as train_cli
+from onebit.metrics import DETERMINISTIC_COLUMNS, read_metrics
+from onebit.presets import TrainConfig, preset_config
+from onebit.schedule import anneal_alpha, learning_rate, weight_decay
+from onebit.train import train
+
+MICRO_MODEL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=16)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEBIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A few KB of learnable text: random words from a small lexicon, in short lines."""
+    rng = random.Random(7)
+    words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "." for _ in range(400)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def micro_config(corpus: Path, **over) -> TrainConfig:
+    base = dict(data=str(corpus), tokenizer="char", model=MICRO_MODEL, quant="ternary", max_steps=8,
+                batch_size=4, lr=1e-2, warmup_steps=2, eval_interval=2, eval_batches=2, ckpt_interval=4, seed=3)
+    return TrainConfig(**{**base, **over})
+
+
+def invoke(cli, args: list[str]):
+    result = CliRunner().invoke(cli, args)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+
+def test_lr_warmup_then_cosine_to_floor():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9) == pytest.approx(1.0)
+    lrs = [learning_rate(cfg, s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant", "wsd"])
+def test_other_schedules(schedule):
+    cfg = TrainConfig(max_steps=100, warmup_steps=0, lr=1.0, min_lr_ratio=0.0, schedule=schedule, wsd_decay_frac=0.2)
+    mid, end = learning_rate(cfg, 50), learning_rate(cfg, 99)
+    expected_mid = {"linear": 0.5, "constant": 1.0, "wsd": 1.0}[schedule]
+    assert mid == pytest.approx(expected_mid)
+    assert end == pytest.approx(1.0) if schedule == "constant" else end < 0.06
+
+
+def test_two_stage_drops_lr_and_weight_decay():
+    cfg = TrainConfig(max_steps=100, warmup_steps=0, lr=1.0, min_lr_ratio=0.0, schedule="constant",
+                      two_stage=True, stage2_frac=0.5, stage2_lr_ratio=0.4, weight_decay=0.1)
+    assert learning_rate(cfg, 49) == 1.0 and learning_rate(cfg, 50) == pytest.approx(0.4)
+    assert weight_decay(cfg, 49) == 0.1 and weight_decay(cfg, 50) == 0.0
+
+
+def test_anneal_grows_then_turns_hard():
+    cfg = TrainConfig(max_steps=100, anneal_frac=0.5, anneal_alpha_start=2.0, anneal_alpha_end=40.0)
+    alphas = [anneal_alpha(cfg, s) for s in range(50)]
+    assert alphas[0] == pytest.approx(2.0) and all(a < b for a, b in zip(alphas, alphas[1:]))
+    assert anneal_alpha(cfg, 50) is None and anneal_alpha(TrainConfig(anneal_frac=0.0), 0) is None
+
+
+def test_presets_differ_per_quant():
+    tiny = preset_config("tiny", "ternary")
+    assert tiny.model["dim"] == 128 and tiny.model["n_layers"] == 4 and tiny.model["max_seq_len"] == 64
+    assert tiny.batch_size == 12 and tiny.max_steps == 2000 and tiny.tokenizer == "char"
+    assert preset_config("small", "ternary").tokenizer == "bpe"
+    for quant in ("ternary", "binary", "none"):
+        assert preset_config("tiny", quant).quant == quant
+
+
+# -- training ------------------------------------------------------------------------------------
+
+def test_short_run_lowers_the_loss(corpus, tmp_path):
+    out = tmp_path / "run"
+    progress = train(micro_config(corpus, max_steps=40, eval_interval=5), out, show_progress=False)
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(5, 45, 5))
+    assert progress.step == 40 and rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.3
+    assert rows[-1]["val_ppl"] == pytest.approx(torch.tensor(rows[-1]["val_loss"]).exp().item(), rel=1e-4)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "meta.json", "train_state.pt"):
+        assert (out / name).is_file()
+    assert json.loads((out / "meta.json").read_text())["step"] == 40
+
+
+@pytest.mark.parametrize("quant, extra", [
+    ("ternary", {}),
+    ("binary", dict(anneal_frac=0.5, latent_clamp=2.0, grad_scale=0.5, grad_accum=2, two_stage=True)),
+    ("none", dict(label_smoothing=0.1, schedule="wsd")),
+])
+def test_resume_is_bit_identical(corpus, tmp_path, quant, extra):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(micro_config(corpus, quant=quant, **extra), straight, show_progress=False)
+    train(micro_config(corpus, quant=quant, **extra), split, show_progress=False, stop_after=4)
+    assert json.loads((split / "meta.json").read_text())["step"] == 4
+    train(TrainConfig(), split, resume=split, show_progress=False)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows_a, rows_b = read_metrics(straight / "metrics.csv"), read_metrics(split / "metrics.csv")
+    assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in rows_a] == [[r[c] for c in DETERMINISTIC_COLUMNS]
+                                                                       for r in rows_b]
+
+
+def test_resume_without_the_optimizer_state_differs(corpus, tmp_path):
+    """The resume test is not vacuous: losing part of the state changes the result."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(micro_config(corpus), straight, show_progress=False)
+    train(micro_config(corpus), split, show_progress=False, stop_after=4)
+    state = torch.load(split / "train_state.pt", weights_only=False)
+    state["optimizer"]["state"] = {}
+    torch.save(state, split / "train_state.pt")
+    train(TrainConfig(), split, resume=split, show_progress=False)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the CLIs with bad input -------------------------------------------------------------------------
+
+def test_cli_trains_plots_and_samples(corpus, tmp_path):
+    out = tmp_path / "cli"
+    args = ["--data", str(corpus), "--max-steps", "4", "--eval-interval", "2", "--eval-batches", "1",
+            "--batch-size", "2", "--quiet", "--plot", "--out", str(out)]
+    for item in ("dim=32", "n_layers=1", "n_heads=2", "n_kv_heads=2", "ffn_dim=64", "max_seq_len=16"):
+        args += ["--set", item]
+    result = invoke(train_cli.main, args)
+    assert result.exit_code == 0, result.stderr
+    assert "quantized" in result.stderr and "bits/param" in result.stderr
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = invoke(sample_cli.main, [str(out), "--prompt", "the king", "-n", "6", "--seed", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("the king") and len(result.stdout) == len("the king") + 6
+    again = invoke(sample_cli.main, [str(out), "--prompt", "the king", "-n", "6", "--seed", "1"])
+    assert again.stdout == result.stdout
+    assert_one_line_error(invoke(sample_cli.main, [str(out), "--prompt", "the king", "-n", "9"]), "context")
+    assert_one_line_error(invoke(sample_cli.main, [str(out), "--prompt", "Zebra", "-n", "2"]))
+    assert_one_line_error(invoke(train_cli.main, ["--resume", str(out), "--lr", "0.1"]), "--lr")
+    (out / "config.json").write_text('{"dim": 32, "n_layers": ')
+    assert_one_line_error(invoke(sample_cli.main, [str(out), "--prompt", "the", "-n", "2"]), "config.json")
+    assert_one_line_error(invoke(train_cli.main, ["--resume", str(out), "--max-steps", "6"]), "config.json")
+
+
+def test_cli_missing_and_empty_corpus(tmp_path):
+    missing = invoke(train_cli.main, ["--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")])
+    assert_one_line_error(missing, "nope.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_error(invoke(train_cli.main, ["--data", str(empty), "--out", str(tmp_path / "o")]))
+
+
+def test_cli_tokenizer_vocab_mismatch(corpus, tmp_path):
+    from onebit.tokenizer import train_char_tokenizer
+
+    tok = tmp_path / "tokenizer.json"
+    train_char_tokenizer(corpus.read_text()).save(tok)
+    result = invoke(train_cli.main, ["--data", str(corpus), "--tokenizer", str(tok), "--vocab-size", "4096",
+                                     "--out", str(tmp_path / "o")])
+    assert_one_line_error(result, "vocab")
+
+
+def test_cli_checkpoint_vocab_mismatch(random_checkpoint):
+    ckpt = random_checkpoint()
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, "vocab_size": cfg["vocab_size"] + 3}))
+    assert_one_line_error(invoke(sample_cli.main, [str(ckpt), "--prompt", "Speak", "-n", "2"]))
+
+
+def test_cli_bad_flags(corpus, tmp_path):
+    assert_one_line_error(invoke(train_cli.main, ["--data", str(corpus)]), "--out")
+    assert_one_line_error(invoke(train_cli.main, ["--data", str(corpus), "--out", str(tmp_path / "o"),
+                                                  "--set", "activation=tanh"]), "activation")
+    assert_one_line_error(invoke(train_cli.main, ["--resume", str(tmp_path / "none")]))
+    assert_one_line_error(invoke(plot_cli.main, [str(tmp_path)]), "metrics")
