@@ -278,7 +278,12 @@ def train_bpe_tokenizer(paths: list[Path], vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    hf.train([str(p) for p in paths], trainer)
+    if not paths:
+        raise TokenizerError("cannot train a bpe tokenizer without corpus files")
+    try:
+        hf.train([str(p) for p in paths], trainer)
+    except Exception as e:  # HF reports unreadable or non-UTF-8 files as a bare Exception
+        raise TokenizerError(f"bpe training failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
     return Tokenizer(hf)
 
 

@@ -130,10 +130,15 @@ def test_bpe_layout(bpe: Tokenizer) -> None:
     assert [m[2] for m in merges] == list(range(257, BPE_VOCAB))
 
 
-def test_bpe_round_trip_on_corpus(bpe: Tokenizer, corpus_text: str) -> None:
-    ids = bpe.encode(corpus_text)
-    assert len(ids) < len(corpus_text) * 0.7  # the merges actually compress
-    assert bpe.decode(ids) == corpus_text
+@pytest.fixture(scope="module")
+def whole_corpus_ids(bpe: Tokenizer, corpus_text: str) -> list[int]:
+    """HF's own encoding of the corpus in one piece: the reference for our chunked encode."""
+    return bpe.hf.encode(corpus_text, add_special_tokens=False).ids
+
+
+def test_bpe_round_trip_on_corpus(bpe: Tokenizer, corpus_text: str, whole_corpus_ids: list[int]) -> None:
+    assert len(whole_corpus_ids) < len(corpus_text) * 0.7  # the merges actually compress
+    assert bpe.decode(whole_corpus_ids) == corpus_text
 
 
 @settings(max_examples=60, deadline=None)
@@ -142,8 +147,8 @@ def test_bpe_round_trips_random_unicode(bpe: Tokenizer, text: str) -> None:
     assert bpe.decode(bpe.encode(text)) == text
 
 
-def test_bpe_chunked_equals_whole_on_corpus(bpe: Tokenizer, corpus_text: str) -> None:
-    whole = bpe.hf.encode(corpus_text, add_special_tokens=False).ids
+def test_bpe_chunked_equals_whole_on_corpus(bpe: Tokenizer, corpus_text: str, whole_corpus_ids: list[int]) -> None:
+    whole = whole_corpus_ids
     assert len(split_chunks(corpus_text)) > 10
     assert bpe.encode(corpus_text) == whole
     rng = random.Random(3)
@@ -186,6 +191,15 @@ def test_decode_never_raises_and_matches_hf(bpe: Tokenizer) -> None:
 def test_token_bytes_rejects_ids_outside_vocab(bpe: Tokenizer) -> None:
     with pytest.raises(TokenizerError, match="outside the vocabulary"):
         bpe.token_bytes(BPE_VOCAB)
+
+
+def test_bpe_training_on_bad_files_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
+    with pytest.raises(TokenizerError, match="bpe training failed"):
+        train_bpe_tokenizer([path], 300)
+    with pytest.raises(TokenizerError, match="without corpus files"):
+        train_bpe_tokenizer([], 300)
 
 
 def test_bpe_vocab_too_small_is_an_error(shakespeare_path: Path) -> None:
