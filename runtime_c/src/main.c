@@ -1,0 +1,314 @@
+/* onebit-run - generate text or measure perplexity with a .1bit model (the C twin of onebit-sample).
+ *
+ *   onebit-run -m model.1bit -p "ROMEO:" -n 200 [--temperature T --top-k K --top-p P
+ *              --repeat-penalty R --repeat-window W --seed S --threads N --ctx N --kv f32|f16
+ *              --isa NAME --batch N] [--bench [--prompt-tokens N]]
+ *   onebit-run -m model.1bit --ppl FILE [--ctx N --threads N]
+ *
+ * stdout carries only the prompt and the generated text (token bytes as they come); statistics and
+ * errors go to stderr; an error is one line and a non-zero exit. */
+#if !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "onebit.h"
+
+typedef struct {
+    const char *model, *prompt, *ppl_file, *isa;
+    int n, threads, ctx, batch, bench, prompt_tokens, kv_f16;
+    ob_sampler_params sp;
+} options;
+
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f) {
+    fputs("usage: onebit-run -m MODEL.1bit [-p PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P]\n"
+          "                  [--repeat-penalty R] [--repeat-window W] [--seed S] [--threads N] [--ctx N]\n"
+          "                  [--kv f32|f16] [--isa scalar|avx2|avx512|neon] [--batch N]\n"
+          "                  [--bench [--prompt-tokens N]] [--ppl FILE]\n"
+          "Generate text (temperature 0 = greedy) or compute perplexity over a text file.\n",
+          f);
+}
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return fail("%s needs an integer in [%ld, %ld], got '%s'", flag, lo, hi, s);
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return fail("%s needs a number, got '%s'", flag, s);
+    *out = (float)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->prompt = "\n";
+    o->n = 200;
+    o->threads = 1;
+    o->sp = ob_sampler_params_default();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--bench")) {
+            o->bench = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return fail("%s needs a value (see --help)", a);
+        const char *v = argv[++i];
+        int r = 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
+        else if (!strcmp(a, "--ppl")) o->ppl_file = v;
+        else if (!strcmp(a, "--isa")) o->isa = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--max-new-tokens")) r = parse_int(a, v, 0, 1 << 24, &o->n);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) r = parse_int(a, v, 1, 256, &o->threads);
+        else if (!strcmp(a, "--ctx")) r = parse_int(a, v, 1, 1 << 24, &o->ctx);
+        else if (!strcmp(a, "--batch")) r = parse_int(a, v, 1, 1 << 16, &o->batch);
+        else if (!strcmp(a, "--prompt-tokens")) r = parse_int(a, v, 1, 1 << 24, &o->prompt_tokens);
+        else if (!strcmp(a, "--top-k")) r = parse_int(a, v, 0, 1 << 30, &o->sp.top_k);
+        else if (!strcmp(a, "--repeat-window")) r = parse_int(a, v, 0, 1 << 30, &o->sp.repeat_window);
+        else if (!strcmp(a, "--temperature")) r = parse_float(a, v, &o->sp.temperature);
+        else if (!strcmp(a, "--top-p")) r = parse_float(a, v, &o->sp.top_p);
+        else if (!strcmp(a, "--repeat-penalty")) r = parse_float(a, v, &o->sp.repeat_penalty);
+        else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-') return fail("--seed needs an unsigned integer, got '%s'", v);
+            o->sp.seed = (uint64_t)s;
+        } else if (!strcmp(a, "--kv")) {
+            if (!strcmp(v, "f16")) o->kv_f16 = 1;
+            else if (strcmp(v, "f32")) return fail("--kv must be f32 or f16, got '%s'", v);
+        } else return fail("unknown option '%s' (see --help)", a);
+        if (r) return r;
+    }
+    if (!o->model) return fail("no model: pass -m MODEL.1bit");
+    if (!(o->sp.temperature >= 0)) return fail("--temperature must be >= 0");
+    if (!(o->sp.top_p > 0 && o->sp.top_p <= 1)) return fail("--top-p must be in (0, 1]");
+    if (!(o->sp.repeat_penalty > 0)) return fail("--repeat-penalty must be > 0");
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = (char *)malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        char *nb = (char *)realloc(buf, cap * 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Perplexity over non-overlapping windows: window w covers tokens [w*T, w*T + T] (T = the context),
+ * predicting tokens w*T+1 .. w*T+T from a fresh cache; the last window may be shorter (>= 2 tokens).
+ * ppl = exp(total negative log-likelihood / number of predicted tokens).  run_c.py has the twin. */
+static int run_ppl(ob_model *m, ob_session *s, const options *o) {
+    size_t len;
+    char *text = read_file(o->ppl_file, &len);
+    if (!text) return fail("%s: %s", o->ppl_file, strerror(errno ? errno : EIO));
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (len + 1));
+    int n = 0;
+    ob_status st = ids ? ob_tokenize(m, text, len, ids, (int)(len + 1), &n) : OB_ERR_NOMEM;
+    free(text);
+    if (st) {
+        free(ids);
+        return fail("%s: %s", o->ppl_file, st == OB_ERR_NOMEM ? "out of memory" : ob_model_error(m));
+    }
+    if (n < 2) {
+        free(ids);
+        return fail("%s: perplexity needs at least 2 tokens, the file has %d", o->ppl_file, n);
+    }
+    ob_model_info info;
+    ob_model_get_info(m, &info);
+    int T = ob_session_n_ctx(s), V = info.vocab_size;
+    float *logits = (float *)malloc(sizeof(float) * (size_t)T * (size_t)V);
+    if (!logits) {
+        free(ids);
+        return fail("out of memory");
+    }
+    double nll = 0.0;
+    long long count = 0;
+    double t0 = now_s();
+    for (int start = 0; start + 1 < n; start += T) {
+        int w = n - 1 - start < T ? n - 1 - start : T;
+        ob_session_reset(s);
+        st = ob_session_eval(s, ids + start, w, logits, 1);
+        if (st) break;
+        for (int j = 0; j < w; j++) {
+            const float *row = logits + (size_t)j * V;
+            float mx = row[0];
+            for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+            double sum = 0.0;
+            for (int v = 0; v < V; v++) sum += exp((double)row[v] - (double)mx);
+            nll += log(sum) + (double)mx - (double)row[ids[start + j + 1]];
+            count++;
+        }
+    }
+    double dt = now_s() - t0;
+    free(logits);
+    free(ids);
+    if (st) return fail("%s", ob_session_error(s));
+    printf("ppl %.6f nll %.6f tokens %lld\n", exp(nll / (double)count), nll / (double)count, count);
+    fprintf(stderr, "%lld tokens scored in %.2fs (%.1f tokens/s), context %d\n", count, dt, (double)count / dt, T);
+    return 0;
+}
+
+static int emit_token(void *user, int32_t token, const uint8_t *bytes, size_t len) {
+    (void)user;
+    (void)token;
+    fwrite(bytes, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static int run_generate(ob_model *m, ob_session *s, const options *o) {
+    int n_prompt = 0;
+    int32_t *ids;
+    size_t plen = strlen(o->prompt);
+    ob_model_info info;
+    ob_model_get_info(m, &info);
+    if (o->prompt_tokens) { /* benchmark prompt: fixed pseudo-random ids */
+        ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)o->prompt_tokens);
+        if (!ids) return fail("out of memory");
+        uint32_t x = 12345;
+        for (int i = 0; i < o->prompt_tokens; i++) {
+            x = x * 1664525u + 1013904223u;
+            ids[i] = (int32_t)((x >> 8) % (uint32_t)info.vocab_size);
+        }
+        n_prompt = o->prompt_tokens;
+    } else {
+        ids = (int32_t *)malloc(sizeof(int32_t) * (plen + 1));
+        if (!ids) return fail("out of memory");
+        ob_status st = ob_tokenize(m, o->prompt, plen, ids, (int)plen + 1, &n_prompt);
+        if (st) {
+            free(ids);
+            return fail("prompt: %s", ob_model_error(m));
+        }
+    }
+    if (n_prompt < 1) {
+        free(ids);
+        return fail("the prompt is empty: generation needs at least one token");
+    }
+    int n_ctx = ob_session_n_ctx(s);
+    if ((long long)n_prompt + o->n > n_ctx) {
+        free(ids);
+        return fail("prompt (%d tokens) + %d new tokens exceeds the context of %d tokens", n_prompt, o->n, n_ctx);
+    }
+    if (!o->prompt_tokens) {
+        fwrite(o->prompt, 1, plen, stdout);
+        fflush(stdout);
+    }
+    ob_status st = ob_session_set_sampler(s, &o->sp);
+    double t0 = now_s(), t1 = t0, t2 = t0;
+    int made = 0;
+    if (!st && o->n > 0) {
+        st = ob_session_eval(s, ids, n_prompt, NULL, 0); /* prefill */
+        t1 = now_s();
+        for (int i = 0; !st; i++) {
+            int32_t tok;
+            st = ob_session_sample(s, &tok);
+            if (st) break;
+            const uint8_t *b;
+            size_t len;
+            ob_token_bytes(m, tok, &b, &len);
+            emit_token(NULL, tok, b, len);
+            made++;
+            if (made == o->n) break;
+            st = ob_session_eval(s, &tok, 1, NULL, 0); /* decode */
+        }
+        t2 = now_s();
+    }
+    free(ids);
+    if (st) return fail("%s", ob_session_error(s));
+    double prefill = t1 - t0, decode = t2 - t1, total = t2 - t0;
+    fprintf(stderr, "\n%d prompt + %d new tokens in %.2fs (%.1f tokens/s)\n", n_prompt, made, total,
+            made / (total > 1e-9 ? total : 1e-9));
+    if (o->bench) {
+        double pf = n_prompt / (prefill > 1e-9 ? prefill : 1e-9);
+        /* every decode step but the last runs the model; count those forwards */
+        int steps = made > 1 ? made - 1 : 0;
+        double dc = steps / (decode > 1e-9 ? decode : 1e-9);
+        fprintf(stderr, "prefill: %d tokens in %.2f ms: %.1f tok/s, %.3f ms/token\n", n_prompt, prefill * 1e3, pf,
+                prefill * 1e3 / n_prompt);
+        fprintf(stderr, "decode: %d tokens in %.2f ms: %.1f tok/s, %.3f ms/token\n", steps, decode * 1e3, dc,
+                steps ? decode * 1e3 / steps : 0.0);
+        fprintf(stderr, "isa %s, kv %s, context %d\n", ob_session_isa(s), o->kv_f16 ? "f16" : "f32", n_ctx);
+        fprintf(stderr, "bench: prefill_tok_s=%.1f decode_tok_s=%.1f threads=%d\n", pf, dc, o->threads);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    if (parse_args(argc, argv, &o)) return 1;
+    ob_model *m;
+    char err[512];
+    ob_status st = ob_model_open(&m, o.model, err, sizeof err);
+    if (st) return fail("%s", err);
+    ob_session_params sp = ob_session_params_default();
+    sp.n_ctx = o.ctx;
+    sp.n_threads = o.threads;
+    sp.kv_type = o.kv_f16 ? OB_KV_F16 : OB_KV_F32;
+    sp.isa = o.isa;
+    if (o.batch) sp.n_batch = o.batch;
+    ob_session *s;
+    st = ob_session_create(&s, m, &sp, NULL, 0, err, sizeof err);
+    if (st) {
+        ob_model_free(m);
+        return fail("%s", err);
+    }
+    int rc = o.ppl_file ? run_ppl(m, s, &o) : run_generate(m, s, &o);
+    ob_session_free(s);
+    ob_model_free(m);
+    return rc;
+}
