@@ -1,34 +1,59 @@
-# onebit: `make demo` trains, exports and runs a tiny ternary model; `make test` runs every test.
+# onebit: `make demo` trains, exports and runs a tiny ternary model in C; `make test` runs every test.
 # Both build their own virtualenv in .venv on first use.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
 # The shared corpus beside a checkout, when there is one; otherwise the data code downloads it.
 ONEBIT_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
 export ONEBIT_DATA_DIR
 
-.PHONY: all venv demo test test-python clean
+DEMO   := runs/demo
+PROMPT ?= ROMEO:
 
-all: venv
+.PHONY: all venv runtime demo test test-python test-c test-arm setup-system clean
+
+all: venv runtime
 
 venv: $(VENV)/.installed
 
 # torch first and exactly pinned: left to the resolver it pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: venv
-	$(VENV)/bin/onebit-train --preset tiny --data tinyshakespeare --out runs/tiny
-	$(VENV)/bin/onebit-sample runs/tiny --prompt "ROMEO:" -n 300 --seed 1
+runtime:
+	$(MAKE) -C runtime_c
 
-test: test-python
+# train -> export -> generate in C (and the PyTorch reference beside it, for comparison)
+demo: venv runtime
+	$(BIN)/onebit-train --preset tiny --quant ternary --data tinyshakespeare --out $(DEMO)
+	$(BIN)/onebit-export $(DEMO) -o $(DEMO)/model.1bit --emit-c-header $(DEMO)/model.h
+	@echo "--- PyTorch reference (greedy)" >&2
+	$(BIN)/onebit-sample $(DEMO) --prompt "$(PROMPT)" -n 200 --temperature 0
+	@echo >&2; echo "--- C runtime (greedy)" >&2
+	runtime_c/build/onebit-run -m $(DEMO)/model.1bit -p "$(PROMPT)" -n 200 --temperature 0
+	@echo >&2; echo "--- C runtime (sampled)" >&2
+	runtime_c/build/onebit-run -m $(DEMO)/model.1bit -p "$(PROMPT)" -n 300 --temperature 0.8 --seed 1 --bench
 
-test-python: venv
+setup-system:
+	tools/setup_system.sh
+
+test: setup-system venv test-c test-python
+
+test-c:
+	$(MAKE) -C runtime_c test
+	$(MAKE) -C runtime_c test-asan
+	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then \
+	  $(MAKE) -C runtime_c test-arm; \
+	else echo "test-c: no aarch64 cross compiler or qemu; NEON tests skipped"; fi
+
+test-python: venv runtime
 	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+	$(MAKE) -C runtime_c clean
