@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from onebit.errors import OnebitError
 from onebit.format import atomic_write
 
 BYTES_PER_LINE = 16
+CHUNK_BYTES = BYTES_PER_LINE << 16  # 1 MiB of input per vectorized step
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONFIG_DEFINES = (("DIM", "dim"), ("N_LAYERS", "n_layers"), ("N_HEADS", "n_heads"),
                    ("N_KV_HEADS", "n_kv_heads"), ("HEAD_DIM", None), ("FFN_DIM", "ffn_dim"),
@@ -26,10 +28,10 @@ def check_c_name(name: str) -> None:
         raise CHeaderError(f"--c-name {name!r} is not a C identifier (letters, digits, _; at most 63)")
 
 
-def hex_body(data: bytes) -> bytes:
+def _hex_lines(data: bytes | np.ndarray) -> bytes:
     """`  0x12,0x34,...` lines of 16 bytes, built with array ops (no per-byte Python loop)."""
     digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-    raw = np.frombuffer(data, dtype=np.uint8)
+    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     cells = np.empty((raw.size, 5), dtype=np.uint8)
     cells[:, 0], cells[:, 1], cells[:, 4] = ord("0"), ord("x"), ord(",")
     cells[:, 2], cells[:, 3] = digits[raw >> 4], digits[raw & 15]
@@ -44,7 +46,18 @@ def hex_body(data: bytes) -> bytes:
     return body
 
 
-def c_header(data: bytes, config: dict, name: str = "onebit_model") -> bytes:
+def hex_chunks(data: bytes, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The array body in pieces of `chunk` input bytes, so memory stays flat for big models."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    for start in range(0, raw.size, chunk):
+        yield _hex_lines(raw[start:start + chunk])
+
+
+def hex_body(data: bytes) -> bytes:
+    return b"".join(hex_chunks(data))
+
+
+def _parts(data: bytes, config: dict, name: str = "onebit_model") -> bytes:
     """The header text: include guard, config #defines, alignment macro and the array."""
     check_c_name(name)
     prefix = name.upper()
@@ -78,9 +91,23 @@ def c_header(data: bytes, config: dict, name: str = "onebit_model") -> bytes:
 ONEBIT_ALIGN_64 static const unsigned char {name}[{prefix}_SIZE] = {{
 """
     tail = f"}};\n\n#endif /* {prefix}_H */\n"
-    return head.encode() + hex_body(data) + tail.encode()
+    return head.encode(), tail.encode()
+
+
+def c_header(data: bytes, config: dict, name: str = "onebit_model") -> bytes:
+    """The whole header as bytes."""
+    head, tail = _parts(data, config, name)
+    return head + hex_body(data) + tail
 
 
 def write_c_header(path: Path, data: bytes, config: dict, name: str = "onebit_model") -> None:
-    text = c_header(data, config, name)
-    atomic_write(path, lambda f: f.write(text))
+    """Write the header atomically, streaming the array body chunk by chunk."""
+    head, tail = _parts(data, config, name)
+
+    def write(f) -> None:
+        f.write(head)
+        for piece in hex_chunks(data):
+            f.write(piece)
+        f.write(tail)
+
+    atomic_write(path, write)
