@@ -198,8 +198,8 @@ def _export_onnx(checkpoint_dir: Path, out: Path) -> None:
 @click.argument("checkpoint_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output .1bit file (or output directory with --format onnx).")
-@click.option("--pack", type=click.Choice(PACKS), default="t2", show_default=True,
-              help="Ternary packing; binary models always pack as b1.")
+@click.option("--pack", type=click.Choice(PACKS), default=None,
+              help="Ternary packing [default: t2]; binary models always pack as b1.")
 @click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES), default="f16", show_default=True,
               help="Storage of the embedding (and untied head).")
 @click.option("--emit-c-header", "c_header", type=click.Path(path_type=Path), default=None,
@@ -207,7 +207,7 @@ def _export_onnx(checkpoint_dir: Path, out: Path) -> None:
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
 @click.option("--format", "fmt", type=click.Choice(["1bit", "onnx"]), default="1bit", show_default=True)
 @cli_errors
-def main(checkpoint_dir: Path, out: Path, pack: str, embed_dtype: str, c_header: Path | None,
+def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_header: Path | None,
          c_name: str, fmt: str) -> None:
     """Compile CHECKPOINT_DIR into a packed .1bit file (or ONNX)."""
     torch.set_num_threads(1)
@@ -219,9 +219,9 @@ def main(checkpoint_dir: Path, out: Path, pack: str, embed_dtype: str, c_header:
     for target in (out, c_header):
         if target is not None and not target.parent.is_dir():
             raise ExportError(f"output directory {target.parent} does not exist")
-    result = export_1bit(checkpoint_dir, out, ExportOptions(pack, embed_dtype), c_header, c_name)
+    result = export_1bit(checkpoint_dir, out, ExportOptions(pack or "t2", embed_dtype), c_header, c_name)
     used = result.meta["quant"]["pack"]
-    note = f" (binary model: packed as {used}, --pack {pack} ignored)" if used != pack else ""
+    note = f" (binary model: packed as {used}, --pack {pack} ignored)" if pack and used != pack else ""
     print(format_report(result.report, note), file=sys.stderr)
     print(f"wrote {out}" + (f" and {c_header}" if c_header else ""), file=sys.stderr)
 
