@@ -217,6 +217,8 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
         _export_onnx(checkpoint_dir, out)
         return
     for target in (out, c_header):
+        if target is not None and target.is_dir():
+            raise ExportError(f"output {target} is a directory; give a file name")
         if target is not None and not target.parent.is_dir():
             raise ExportError(f"output directory {target.parent} does not exist")
     result = export_1bit(checkpoint_dir, out, ExportOptions(pack or "t2", embed_dtype), c_header, c_name)

@@ -277,7 +277,7 @@ def read_1bit(path: str | Path, check: bool = True) -> OnebitFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: no such file")
+        raise FormatError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     actual = path.stat().st_size
     if actual < HEADER_SIZE:
         raise _fail(path, f"file is {actual} bytes, shorter than the {HEADER_SIZE}-byte header "

@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from onebit import export, format as fmt, quant
-from onebit.checkpoint import META_FILE, load_checkpoint
+from onebit.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from onebit.export import ExportOptions, export_1bit
 from onebit.format import read_1bit
 
@@ -99,9 +100,20 @@ def test_cli_errors_are_one_line(random_checkpoint, tmp_path):
     assert "not quantized" in _one_line_error(_invoke(unquantized, "-o", tmp_path / "m.1bit"))
     ok = random_checkpoint()
     assert "does not exist" in _one_line_error(_invoke(ok, "-o", tmp_path / "no" / "m.1bit"))
+    assert "is a directory" in _one_line_error(_invoke(ok, "-o", tmp_path))
     assert "C identifier" in _one_line_error(_invoke(ok, "-o", tmp_path / "m.1bit", "--emit-c-header",
                                                      tmp_path / "m.h", "--c-name", "1bad"))
     assert not any(p.suffix in (".1bit", ".h", ".tmp") for p in tmp_path.iterdir())
+
+
+def test_f16_overflow_is_refused(random_checkpoint, tmp_path):
+    ckpt_dir = random_checkpoint()
+    ckpt = load_checkpoint(ckpt_dir)
+    with torch.no_grad():
+        ckpt.model.embed.weight[3, 5] = 1e5
+    save_checkpoint(ckpt_dir, ckpt.model, ckpt.tokenizer, ckpt.meta)
+    assert "f16 range" in _one_line_error(_invoke(ckpt_dir, "-o", tmp_path / "m.1bit"))
+    assert _invoke(ckpt_dir, "-o", tmp_path / "m.1bit", "--embed-dtype", "i8").exit_code == 0
 
 
 def test_onnx_missing_module_is_a_clear_error(random_checkpoint, tmp_path, monkeypatch):
