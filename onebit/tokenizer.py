@@ -71,16 +71,21 @@ def _last_boundary(text: str, start: int) -> int:
     return -1
 
 
+def _next_boundary(text: str, pos: int, size: int) -> int:
+    """First safe boundary at or after pos: a newline within the next `size` characters if there
+    is one, else a space there, else whichever comes first further on; -1 when there is none."""
+    for endpos in (pos + size, len(text)):
+        for pattern in (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY):
+            if m := pattern.search(text, pos, endpos):
+                return m.start()
+    return -1
+
+
 def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
     """Cut text into pieces of about `size` characters at boundaries where BPE would split anyway."""
     pieces, start = [], 0
     while len(text) - start > size:
-        cut = -1
-        for pattern in (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY):
-            m = pattern.search(text, start + size)
-            if m:
-                cut = m.start()
-                break
+        cut = _next_boundary(text, start + size, size)
         if cut < 0:
             break
         pieces.append(text[start:cut])
@@ -158,8 +163,9 @@ class Tokenizer:
                 yield self._encode_char(text, offset)
                 offset += len(text)
                 continue
+            scanned = max(0, len(carry) - 1)  # the old tail had no boundary; its last char lacked a lookahead
             carry += text
-            cut = _last_boundary(carry, 0)
+            cut = _last_boundary(carry, scanned)
             if cut > 0:
                 yield self._encode_bpe(split_chunks(carry[:cut]))
                 carry = carry[cut:]

@@ -29,6 +29,20 @@ def bpe(shakespeare_path: Path) -> Tokenizer:
     return train_bpe_tokenizer([shakespeare_path], BPE_VOCAB)
 
 
+WS_ALPHABET = "ab1'. \n\t\u00a0é"
+
+
+@pytest.fixture(scope="module")
+def ws_bpe(tmp_path_factory) -> Tokenizer:
+    """A BPE whose merges join whitespace runs (" \n", "\t\n", ...), so a bad split changes ids."""
+    rng = random.Random(5)
+    path = tmp_path_factory.mktemp("ws") / "ws.txt"
+    path.write_text("".join(rng.choice(WS_ALPHABET) for _ in range(50_000)), encoding="utf-8")
+    tok = train_bpe_tokenizer([path], 400)
+    assert {"ĠĊ", "ĠĠ", "ĉĊ"} <= set(tok.hf.get_vocab())
+    return tok
+
+
 # ----------------------------------------------------------------------------------------------
 # char
 
@@ -158,13 +172,22 @@ def test_bpe_chunked_equals_whole_on_corpus(bpe: Tokenizer, corpus_text: str, wh
     assert streamed == whole
 
 
-@settings(max_examples=150, deadline=None)
-@given(text=st.text(alphabet="ab1'. \n\t\r\u00a0\u2028é", max_size=80), size=st.integers(1, 12))
-def test_bpe_split_points_never_change_tokens(bpe: Tokenizer, text: str, size: int) -> None:
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=WS_ALPHABET + "\r\u2028", max_size=80), size=st.integers(1, 12))
+def test_bpe_split_points_never_change_tokens(ws_bpe: Tokenizer, text: str, size: int) -> None:
     pieces = split_chunks(text, size)
     assert "".join(pieces) == text
-    chunked = [i for p in pieces for i in bpe.hf.encode(p, add_special_tokens=False).ids]
-    assert chunked == bpe.hf.encode(text, add_special_tokens=False).ids
+    chunked = [i for p in pieces for i in ws_bpe.hf.encode(p, add_special_tokens=False).ids]
+    assert chunked == ws_bpe.hf.encode(text, add_special_tokens=False).ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=WS_ALPHABET, max_size=80), cuts=st.lists(st.integers(0, 80), max_size=8))
+def test_bpe_stream_of_any_pieces_equals_whole(ws_bpe: Tokenizer, text: str, cuts: list[int]) -> None:
+    bounds = sorted({min(c, len(text)) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0] + bounds, bounds + [len(text)])]
+    streamed = [i for ids in ws_bpe.encode_stream(pieces) for i in ids]
+    assert streamed == ws_bpe.hf.encode(text, add_special_tokens=False).ids
 
 
 def test_bpe_file_round_trips_through_hf(bpe: Tokenizer, corpus_text: str, tmp_path: Path) -> None:
