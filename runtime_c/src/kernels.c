@@ -368,6 +368,15 @@ __attribute__((unused)) static void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt
 #define OB_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define OB_T256 __attribute__((target("avx2,fma,f16c")))
 #define OB_INL static inline __attribute__((always_inline))
+/* software prefetch distance (bytes ahead in each weight row) for the GEMV kernels; 0 = off */
+#ifndef OB_PF_DIST
+#define OB_PF_DIST 0
+#endif
+/* acc += dpbusd(a: u8, b: s8).  Inline asm with a read-write operand: with the intrinsic, GCC 12
+ * copies every accumulator of an unrolled tile once per iteration (and spills); this keeps each
+ * accumulator in one register. */
+#define OB_DP512(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+#define OB_DP256(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
 
 /* =================================================================== AVX-512 (F/BW/VL/VNNI)
  * T2: one 32-byte block is broadcast to both halves of a zmm.  Masking with
@@ -396,12 +405,19 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
         for (int b = 0; b < nblk; b++) {
             const __m512i x0 = _mm512_loadu_si512((const void *)(x + b * 128));
             const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
+#if OB_PF_DIST > 0
+            if ((b & 1) == 0) {
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    _mm_prefetch((const char *)(w + (size_t)r * rb + (size_t)b * 32 + OB_PF_DIST), _MM_HINT_T0);
+            }
+#endif
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 const __m512i W = _mm512_broadcast_i64x4(
                     _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32)));
-                acc0[r] = _mm512_dpbusd_epi32(acc0[r], _mm512_and_si512(W, m01), x0);
-                acc1[r] = _mm512_dpbusd_epi32(acc1[r], _mm512_and_si512(W, m23), x1);
+                OB_DP512(acc0[r], _mm512_and_si512(W, m01), x0);
+                OB_DP512(acc1[r], _mm512_and_si512(W, m23), x1);
             }
         }
 #pragma GCC unroll 8
@@ -429,8 +445,8 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
             const __m512i x1 = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + b * 128 + 64));
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                acc[r * T + t] = _mm512_dpbusd_epi32(acc[r * T + t], A[r], x0);
-                acc[r * T + t] = _mm512_dpbusd_epi32(acc[r * T + t], B[r], x1);
+                OB_DP512(acc[r * T + t], A[r], x0);
+                OB_DP512(acc[r * T + t], B[r], x1);
             }
         }
     }
@@ -469,7 +485,7 @@ OB_T512 OB_INL void ob512_t16_block(const uint8_t *w, size_t rb, const int8_t *x
             const int8_t *xp = x + (size_t)t * xs + (size_t)i * (size_t)step;
             const __m256i xv = tail ? _mm256_maskz_loadu_epi8(km, xp) : _mm256_loadu_si256((const __m256i *)xp);
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r * T + t] = _mm256_dpbusd_epi32(acc[r * T + t], tr[r], xv);
+            for (int r = 0; r < R; r++) OB_DP256(acc[r * T + t], tr[r], xv);
         }
     }
 }
@@ -514,7 +530,7 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
         for (int t = 0; t < T; t++) {
             const __m512i xv = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + (size_t)c * 64));
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r * T + t] = _mm512_dpbusd_epi32(acc[r * T + t], bits[r], xv);
+            for (int r = 0; r < R; r++) OB_DP512(acc[r * T + t], bits[r], xv);
         }
     }
 #pragma GCC unroll 16
@@ -565,26 +581,28 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
         __mmask16 kt = (__mmask16)((1u << (K & 15)) - 1);                                          \
         int kfull = K & ~15;                                                                       \
         for (; r + 4 <= r1; r += 4) {                                                              \
-            __m512 acc[4];                                                                         \
-            for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();                              \
+            const WT *p0 = w + (size_t)r * ldw, *p1 = p0 + ldw, *p2 = p1 + ldw, *p3 = p2 + ldw;      \
+            __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
             for (int k = 0; k < kfull; k += 16) {                                                  \
                 __m512 xv = _mm512_loadu_ps(x + k);                                                \
-                for (int i = 0; i < 4; i++) {                                                      \
-                    const WT *p = w + (size_t)(r + i) * ldw + k;                                   \
-                    acc[i] = _mm512_fmadd_ps(LOAD16(p), xv, acc[i]);                               \
-                }                                                                                  \
+                c0 = _mm512_fmadd_ps(LOAD16(p0 + k), xv, c0);                                      \
+                c1 = _mm512_fmadd_ps(LOAD16(p1 + k), xv, c1);                                      \
+                c2 = _mm512_fmadd_ps(LOAD16(p2 + k), xv, c2);                                      \
+                c3 = _mm512_fmadd_ps(LOAD16(p3 + k), xv, c3);                                      \
             }                                                                                      \
             if (kt) {                                                                              \
                 __m512 xv = _mm512_maskz_loadu_ps(kt, x + kfull);                                  \
-                for (int i = 0; i < 4; i++) {                                                      \
-                    const WT *p = w + (size_t)(r + i) * ldw + kfull;                               \
-                    acc[i] = _mm512_fmadd_ps(LOADM(kt, p), xv, acc[i]);                            \
-                }                                                                                  \
+                c0 = _mm512_fmadd_ps(LOADM(kt, p0 + kfull), xv, c0);                               \
+                c1 = _mm512_fmadd_ps(LOADM(kt, p1 + kfull), xv, c1);                               \
+                c2 = _mm512_fmadd_ps(LOADM(kt, p2 + kfull), xv, c2);                               \
+                c3 = _mm512_fmadd_ps(LOADM(kt, p3 + kfull), xv, c3);                               \
             }                                                                                      \
-            for (int i = 0; i < 4; i++) {                                                          \
-                float s = _mm512_reduce_add_ps(acc[i]);                                            \
-                y[r + i] = scale ? scale[r + i] * s : s;                                           \
-            }                                                                                      \
+            float s0 = _mm512_reduce_add_ps(c0), s1 = _mm512_reduce_add_ps(c1);                    \
+            float s2 = _mm512_reduce_add_ps(c2), s3 = _mm512_reduce_add_ps(c3);                    \
+            y[r] = scale ? scale[r] * s0 : s0;                                                     \
+            y[r + 1] = scale ? scale[r + 1] * s1 : s1;                                             \
+            y[r + 2] = scale ? scale[r + 2] * s2 : s2;                                             \
+            y[r + 3] = scale ? scale[r + 3] * s3 : s3;                                             \
         }                                                                                          \
         for (; r < r1; r++) {                                                                      \
             __m512 acc = _mm512_setzero_ps();                                                      \
@@ -829,17 +847,27 @@ OB_T256 OB_INL float ob256_hsum_ps(__m256 v) {
         int kfull = K & ~7;                                                                        \
         int r = r0;                                                                                \
         for (; r + 4 <= r1; r += 4) {                                                              \
-            __m256 acc[4];                                                                         \
-            for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();                              \
+            const WT *p[4];                                                                        \
+            p[0] = w + (size_t)r * ldw;                                                            \
+            p[1] = p[0] + ldw;                                                                     \
+            p[2] = p[1] + ldw;                                                                     \
+            p[3] = p[2] + ldw;                                                                     \
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
             for (int k = 0; k < kfull; k += 8) {                                                   \
                 __m256 xv = _mm256_loadu_ps(x + k);                                                \
-                for (int i = 0; i < 4; i++)                                                        \
-                    acc[i] = _mm256_fmadd_ps(LOAD8(w + (size_t)(r + i) * ldw + k), xv, acc[i]);    \
+                c0 = _mm256_fmadd_ps(LOAD8(p[0] + k), xv, c0);                                     \
+                c1 = _mm256_fmadd_ps(LOAD8(p[1] + k), xv, c1);                                     \
+                c2 = _mm256_fmadd_ps(LOAD8(p[2] + k), xv, c2);                                     \
+                c3 = _mm256_fmadd_ps(LOAD8(p[3] + k), xv, c3);                                     \
             }                                                                                      \
+            float sv[4];                                                                           \
+            sv[0] = ob256_hsum_ps(c0);                                                             \
+            sv[1] = ob256_hsum_ps(c1);                                                             \
+            sv[2] = ob256_hsum_ps(c2);                                                             \
+            sv[3] = ob256_hsum_ps(c3);                                                             \
             for (int i = 0; i < 4; i++) {                                                          \
-                const WT *wr = w + (size_t)(r + i) * ldw;                                          \
-                float s = ob256_hsum_ps(acc[i]);                                                   \
-                for (int k = kfull; k < K; k++) s += CVT1(wr[k]) * x[k];                           \
+                float s = sv[i];                                                                   \
+                for (int k = kfull; k < K; k++) s += CVT1(p[i][k]) * x[k];                         \
                 y[r + i] = scale ? scale[r + i] * s : s;                                           \
             }                                                                                      \
         }                                                                                          \
