@@ -7,6 +7,7 @@ without meta.json is a checkpoint whose save did not finish, and loading it says
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -46,10 +47,21 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
+        return _finite(value.item())
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()
+        return _finite(value.item())
     raise TypeError(f"meta value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _finite(value: Any) -> Any:
+    """meta with NaN and infinities (a diverged val_loss) replaced by null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, meta: dict,
@@ -64,7 +76,8 @@ def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, met
     if tokenizer.vocab_size != cfg.vocab_size:
         raise CheckpointError(f"tokenizer vocab size {tokenizer.vocab_size} != model vocab_size {cfg.vocab_size}")
     meta = {"onebit_version": onebit.__version__, "quant": cfg.quant, **meta}
-    meta_text = json.dumps(meta, indent=2, default=_json_default) + "\n"  # fail before touching disk
+    # fail before touching disk; strict JSON (no NaN) so that C and JavaScript can read it too
+    meta_text = json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)
 

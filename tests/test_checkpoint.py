@@ -116,6 +116,15 @@ def test_unserialisable_meta_leaves_old_checkpoint_intact(tmp_path: Path) -> Non
     assert load_checkpoint(tmp_path).meta["step"] == 1
 
 
+def test_meta_is_strict_json(tmp_path: Path) -> None:
+    model, tokenizer = _random_model()
+    save_checkpoint(tmp_path, model, tokenizer, {"val_loss": float("nan"), "history": [1.5, float("inf")],
+                                                 "lr": torch.tensor(3e-4), "out": tmp_path})
+    meta = json.loads((tmp_path / "meta.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert meta["val_loss"] is None and meta["history"] == [1.5, None]
+    assert meta["lr"] == pytest.approx(3e-4) and meta["out"] == str(tmp_path)
+
+
 def test_save_rejects_vocab_mismatch(tmp_path: Path) -> None:
     model, _ = _random_model()
     with pytest.raises(CheckpointError, match="vocab"):
