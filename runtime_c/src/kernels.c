@@ -538,7 +538,7 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
 }
 
 OB_DEF_TILES(OB_T512, ob512_t2, 8)
-OB_DEF_TILES(OB_T512, ob512_t16, 2)
+OB_DEF_TILES(OB_T512, ob512_t16, 4)
 OB_DEF_TILES(OB_T512, ob512_b1, 4)
 OB_DEF_MATMUL(ob512_t2, OB_WFMT_T2)
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
