@@ -19,6 +19,7 @@ ort.env.wasm.numThreads = crossOriginIsolated ? Math.min(4, navigator.hardwareCo
 ort.env.wasm.wasmPaths = new URL("./ort/", location.href).href;
 ort.env.logLevel = "error";
 
+const SETTINGS = ["n", "temperature", "topK", "topP", "repeatPenalty", "repeatWindow", "seed"];
 let model;
 let current = null; // { controller, done } of the generation on screen
 
@@ -28,21 +29,24 @@ function samplerSettings() {
     topK: Number($("topK").value),
     topP: Number($("topP").value),
     repeatPenalty: Number($("repeatPenalty").value),
-    repeatWindow: 64,
+    repeatWindow: Number($("repeatWindow").value),
     seed: Number($("seed").value),
   };
 }
 
+// One generation on screen at a time: a new run aborts the previous one and waits for it to stop.
+// `current` is replaced before any await, so a burst of edits cannot start two runs at once.
 async function run() {
-  if (current) {
-    current.controller.abort();
-    await current.done;
-  }
+  const previous = current;
   const controller = new AbortController();
   let finish;
   current = { controller, done: new Promise((resolve) => (finish = resolve)) };
   try {
-    await generateIntoPage(controller.signal);
+    if (previous) {
+      previous.controller.abort();
+      await previous.done;
+    }
+    if (!controller.signal.aborted) await generateIntoPage(controller.signal);
   } catch (e) {
     setStatus("error", `error: ${e.message}`);
   } finally {
@@ -95,7 +99,7 @@ function debounce(fn, ms) {
 }
 
 async function main() {
-  for (const id of ["n", "temperature", "topK", "topP", "repeatPenalty", "seed"]) {
+  for (const id of SETTINGS) {
     if (params.has(id)) $(id).value = params.get(id);
   }
   if (params.has("prompt")) $("prompt").value = params.get("prompt");
@@ -106,7 +110,7 @@ async function main() {
     `${crossOriginIsolated ? "cross-origin isolated" : "not isolated: 1 thread"})`);
   const rerun = debounce(run, 250);
   $("prompt").addEventListener("input", rerun);
-  for (const id of ["n", "temperature", "topK", "topP", "repeatPenalty", "seed"]) $(id).addEventListener("change", rerun);
+  for (const id of SETTINGS) $(id).addEventListener("change", rerun);
   window.onebitDemo = { model, run, threads: ort.env.wasm.numThreads };
   if (params.get("autorun") !== "0") await run();
 }

@@ -2,7 +2,7 @@
 // prompt, wait for the generation, print {promptIds, ids, text, ...} as JSON on stdout, save a
 // screenshot. Exit 1 on any console error, page error or error status. tests/test_web.py runs it.
 //   node browser_test.mjs --url http://127.0.0.1:8000/ --prompt "ROMEO:" --n 40 --out DIR
-//                         [--temperature 0 --top-k 0 --top-p 1 --repeat-penalty 1 --seed 0]
+//                         [--temperature 0 --top-k 0 --top-p 1 --repeat-penalty 1 --repeat-window 64 --seed 0]
 //                         [--chromium /usr/bin/chromium] [--timeout-ms 120000]
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,7 +12,7 @@ import { chromium } from "playwright-core";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const SETTINGS = { n: "n", temperature: "temperature", "top-k": "topK", "top-p": "topP",
-  "repeat-penalty": "repeatPenalty", seed: "seed" };
+  "repeat-penalty": "repeatPenalty", "repeat-window": "repeatWindow", seed: "seed" };
 
 const opts = { chromium: "/usr/bin/chromium", "timeout-ms": "120000", temperature: "0", n: "40" };
 const argv = process.argv.slice(2);
