@@ -160,8 +160,8 @@ class Trainer:
         losses = []
         for _ in range(self.cfg.eval_batches):
             x, y = self._batch("val", gen)
-            with torch.autocast(**self.autocast):
-                losses.append(self.model.loss(x, y).item())
+            # no autocast: the eval BitLinear's integer products are exact only in fp32
+            losses.append(self.model.loss(x, y).item())
         self.model.train()
         return sum(losses) / len(losses)
 
@@ -309,7 +309,11 @@ RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval")
 def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: bool, stop_after: int | None,
          model_overrides: tuple[str, ...], **flags) -> None:
     """Train a 1-bit / ternary transformer and checkpoint it into --out."""
-    torch.set_num_threads(max(1, int(os.environ.get("ONEBIT_THREADS", torch.get_num_threads()))))
+    threads = os.environ.get("ONEBIT_THREADS", "")
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise TrainConfigError(f"ONEBIT_THREADS must be a positive integer, got {threads!r}")
+        torch.set_num_threads(int(threads))
     given = {k: v for k, v in flags.items() if v is not None}
     if out is None and resume is None:
         raise TrainConfigError("--out DIR is required (or --resume DIR)")
