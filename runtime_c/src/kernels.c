@@ -336,26 +336,27 @@ __attribute__((unused)) static void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt
     }
 }
 
-#define OB_DEF_TILE(isa, fmt, R, T)                                                                \
-    isa static void ob_##fmt##_tile_##R##x##T(const uint8_t *w, size_t rb, int K, const int8_t *x, \
-                                               size_t xs, int32_t *out) {                          \
+#define OB_DEF_TILE(isa, fmt, tag, R, T)                                                           \
+    isa static void ob_##fmt##_##tag##T(const uint8_t *w, size_t rb, int K, const int8_t *x,        \
+                                        size_t xs, int32_t *out) {                                 \
         fmt##_tile(w, rb, K, x, xs, out, R, T);                                                    \
     }
-#define OB_DEF_TILES(isa, fmt, RG)                                                                 \
-    OB_DEF_TILE(isa, fmt, RG, 1)                                                                   \
-    OB_DEF_TILE(isa, fmt, 1, 1)                                                                    \
-    OB_DEF_TILE(isa, fmt, 4, 2)                                                                    \
-    OB_DEF_TILE(isa, fmt, 1, 2)                                                                    \
-    OB_DEF_TILE(isa, fmt, 4, 3)                                                                    \
-    OB_DEF_TILE(isa, fmt, 1, 3)                                                                    \
-    OB_DEF_TILE(isa, fmt, 4, 4)                                                                    \
-    OB_DEF_TILE(isa, fmt, 1, 4)                                                                    \
+/* RG: rows per tile for GEMV (T = 1); RM: rows per tile for T = 2..4 tokens. */
+#define OB_DEF_TILES(isa, fmt, RG, RM)                                                             \
+    OB_DEF_TILE(isa, fmt, big, RG, 1)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 1)                                                               \
+    OB_DEF_TILE(isa, fmt, big, RM, 2)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 2)                                                               \
+    OB_DEF_TILE(isa, fmt, big, RM, 3)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 3)                                                               \
+    OB_DEF_TILE(isa, fmt, big, RM, 4)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 4)                                                               \
     static const ob_tiles fmt##_tiles = {{{NULL, NULL},                                            \
-                                          {ob_##fmt##_tile_##RG##x1, ob_##fmt##_tile_1x1},         \
-                                          {ob_##fmt##_tile_4x2, ob_##fmt##_tile_1x2},              \
-                                          {ob_##fmt##_tile_4x3, ob_##fmt##_tile_1x3},              \
-                                          {ob_##fmt##_tile_4x4, ob_##fmt##_tile_1x4}},             \
-                                         {0, RG, 4, 4, 4}};
+                                          {ob_##fmt##_big1, ob_##fmt##_one1},                      \
+                                          {ob_##fmt##_big2, ob_##fmt##_one2},                      \
+                                          {ob_##fmt##_big3, ob_##fmt##_one3},                      \
+                                          {ob_##fmt##_big4, ob_##fmt##_one4}},                     \
+                                         {0, RG, RM, RM, RM}};
 #define OB_DEF_MATMUL(fmt, wf)                                                                     \
     static void fmt##_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs,   \
                              const float *a, const int32_t *xsum, int m, int r0, int r1, float *y, \
@@ -537,9 +538,9 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
     for (int i = 0; i < R * T; i++) out[i] = _mm512_reduce_add_epi32(acc[i]);
 }
 
-OB_DEF_TILES(OB_T512, ob512_t2, 8)
-OB_DEF_TILES(OB_T512, ob512_t16, 4)
-OB_DEF_TILES(OB_T512, ob512_b1, 4)
+OB_DEF_TILES(OB_T512, ob512_t2, 8, 4)
+OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
+OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
 OB_DEF_MATMUL(ob512_t2, OB_WFMT_T2)
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)
@@ -782,9 +783,9 @@ OB_T256 OB_INL void ob256_b1_tile(const uint8_t *w, size_t rb, int K, const int8
     for (int i = 0; i < R * T; i++) out[i] = ob256_hsum_epi32(acc[i]);
 }
 
-OB_DEF_TILES(OB_T256, ob256_t2, 4)
-OB_DEF_TILES(OB_T256, ob256_t16, 2)
-OB_DEF_TILES(OB_T256, ob256_b1, 4)
+OB_DEF_TILES(OB_T256, ob256_t2, 4, 2)
+OB_DEF_TILES(OB_T256, ob256_t16, 2, 2)
+OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 OB_DEF_MATMUL(ob256_t2, OB_WFMT_T2)
 OB_DEF_MATMUL(ob256_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob256_b1, OB_WFMT_B1)
@@ -1009,9 +1010,9 @@ OB_NINL void obn_b1_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, si
 }
 
 #define OB_NEON_ATTR
-OB_DEF_TILES(OB_NEON_ATTR, obn_t2, 4)
-OB_DEF_TILES(OB_NEON_ATTR, obn_t16, 2)
-OB_DEF_TILES(OB_NEON_ATTR, obn_b1, 4)
+OB_DEF_TILES(OB_NEON_ATTR, obn_t2, 4, 4)
+OB_DEF_TILES(OB_NEON_ATTR, obn_t16, 2, 2)
+OB_DEF_TILES(OB_NEON_ATTR, obn_b1, 4, 4)
 OB_DEF_MATMUL(obn_t2, OB_WFMT_T2)
 OB_DEF_MATMUL(obn_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(obn_b1, OB_WFMT_B1)
