@@ -50,7 +50,7 @@ class OnnxOptions:
     """Knobs of the exported graphs; the defaults are the measured best (docs/ONNX.md)."""
 
     graphs: tuple[str, ...] = ("native", "web")
-    block_size: int = 32  # MatMulNBits block length along K: 16, 32, 64 or 128
+    block_size: int = 128  # MatMulNBits block length along K: 16, 32, 64 or 128
     accuracy_level: int = 4  # MatMulNBits: 4 = int8 compute (fast path), 0 = fp32 (dequantize)
     web_matmul: str = "float"  # web graph: "float" (MatMul on integer-valued fp32) or "int8" (MatMulInteger)
 

@@ -104,6 +104,7 @@ def test_full_precision_graph_matches_pytorch_with_and_without_past(kind, overri
 # -- quantized graphs ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind, options", [("web", {}), ("web", dict(web_matmul="int8")), ("native", {}),
+                                           ("native", dict(block_size=32)),
                                            ("native", dict(accuracy_level=0, block_size=64))])
 @pytest.mark.parametrize("quant_kind", ["ternary", "binary"])
 def test_quantized_graph_logits_close_to_pytorch(kind, options, quant_kind):
@@ -126,7 +127,7 @@ def test_web_graph_stores_2bit_codes_not_floats():
     for kind in GRAPHS:
         inits = {t.name: t for t in build_onnx(model, kind).graph.initializer}
         w = inits["layers.0.mlp.up_proj.weight"]
-        assert w.data_type == 2 and list(w.dims) == [256, 2, 8]  # uint8 [N, K / 32, 32 / 4]
+        assert w.data_type == 2 and list(w.dims) == [256, 1, 32]  # uint8 [N, K_pad / 128, 128 / 4]
         assert not any(t.data_type == 1 and "proj" in t.name and t.name.endswith(".weight") for t in inits.values())
 
 
