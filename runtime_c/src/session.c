@@ -352,7 +352,7 @@ static void attention_task(void *ctx, int ith, int nth) {
     int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
     int h0, h1;
     ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
     size_t base = (size_t)t->layer * s->kv_layer;
     for (int h = h0; h < h1; h++) {
         float *sc = s->scores + (size_t)h * s->n_ctx;

@@ -1,0 +1,401 @@
+"""The C runtime (runtime_c/, through onebit.run_c and onebit-run) against the Python oracles.
+
+Logits against the NumPy reference over the same packed file; greedy and seeded sampling against
+PyTorch generation for every ISA this machine runs and 1-3 threads; the tokenizers against
+onebit.tokenizer on the whole corpus; bad files and requests give clear errors, never a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from onebit.checkpoint import load_checkpoint, save_checkpoint
+from onebit.export import ExportOptions, export_1bit
+from onebit.generate import SamplerConfig, generate
+from onebit.model import ModelConfig, Transformer
+from onebit.reference import ReferenceModel
+from onebit.run_c import CRuntimeError, Model, load_library, ppl_windows
+from onebit.tokenizer import train_bpe_tokenizer
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
+                                reason="the C runtime needs cc and make")
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME = REPO / "runtime_c"
+CLI = RUNTIME / "build" / "onebit-run"
+ISAS = ("scalar", "avx2", "avx512", "neon")
+# fp32 forward, the same op order as the reference; only reduction orders differ.
+TOL = 1e-4
+
+
+@pytest.fixture(scope="session")
+def c_runtime() -> Path:
+    done = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    load_library()
+    return CLI
+
+
+def _randomize(ckpt_dir: Path, seed: int) -> Path:
+    """Random norms and embeddings too, so that a misplaced tensor shows (as test_reference)."""
+    ckpt = load_checkpoint(ckpt_dir)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in ckpt.model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
+            elif name.startswith(("embed.", "head.", "pos_embed.")):
+                p.copy_(torch.randn(p.shape, generator=gen))
+    save_checkpoint(ckpt_dir, ckpt.model, ckpt.tokenizer, ckpt.meta)
+    return ckpt_dir
+
+
+def _export(ckpt_dir: Path, out: Path, pack: str = "t2", embed_dtype: str = "f32") -> Path:
+    export_1bit(ckpt_dir, out, ExportOptions(pack=pack, embed_dtype=embed_dtype))
+    return out
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(CLI), *args], capture_output=True)
+    if check:
+        assert done.returncode == 0, done.stderr.decode()
+    return done
+
+
+VARIANTS = [
+    dict(),  # GQA (n_kv_heads=2), relu2, gated, subln, rope, rmsnorm, tied
+    dict(n_kv_heads=1, pack="t1.6"),
+    dict(norm="layernorm", qk_norm=True, n_kv_heads=4),
+    dict(pos="learned", tie_embeddings=False, pack="t1.6"),
+    dict(activation="gelu", gated=False),
+    dict(activation="silu", subln=False, residual_scale=0.5, pack="t1.6"),
+    dict(quant="binary"),
+    dict(quant="binary", tie_embeddings=False, pos="learned", activation="silu"),
+    dict(embed_dtype="f16", tie_embeddings=False),
+    dict(embed_dtype="i8"),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()) or "default")
+def test_logits_match_numpy_reference(c_runtime, random_checkpoint, tmp_path, variant):
+    overrides = dict(variant)
+    pack, embed = overrides.pop("pack", "t2"), overrides.pop("embed_dtype", "f32")
+    seed = VARIANTS.index(variant)
+    path = _export(_randomize(random_checkpoint(**overrides), seed), tmp_path / "m.1bit", pack, embed)
+    ref = ReferenceModel.load(path)
+    tokens = np.random.default_rng(seed).integers(0, ref.cfg["vocab_size"], ref.cfg["max_seq_len"]).tolist()
+    expected = ref.forward(tokens)
+    prefill = Model(path, n_batch=8).logits(tokens)  # batched GEMM path, several chunks
+    assert prefill.shape == expected.shape
+    assert _rel(prefill, expected) < TOL
+    decode = Model(path, n_batch=1, threads=2).logits(tokens)  # m = 1 GEMV path, threaded
+    assert _rel(decode, expected) < TOL
+
+
+def _available_isas(path: Path) -> list[str]:
+    isas = []
+    for isa in ISAS:
+        try:
+            Model(path, isa=isa)
+        except CRuntimeError as e:
+            assert "not available" in str(e)
+            continue
+        isas.append(isa)
+    assert "scalar" in isas
+    return isas
+
+
+@pytest.fixture(scope="session")
+def long_model(random_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint dir, .1bit) of a randomized model with room for a prompt + 200 tokens."""
+    ckpt = _randomize(random_checkpoint(max_seq_len=256, dim=64, ffn_dim=128, tie_embeddings=False), 11)
+    return ckpt, _export(ckpt, tmp_path_factory.mktemp("long") / "m.1bit")
+
+
+def test_greedy_200_tokens_identical_everywhere(c_runtime, long_model):
+    ckpt_dir, path = long_model
+    model = load_checkpoint(ckpt_dir).model
+    prompt = [5, 17, 3, 9, 22]
+    expected = generate(model, prompt, 200, SamplerConfig(temperature=0.0))
+    assert ReferenceModel.load(path).generate_greedy(prompt, 200) == expected
+    # a random model soon repeats itself; the penalty keeps greedy decoding moving through the vocabulary
+    varied = generate(model, prompt, 200, SamplerConfig(temperature=0.0, repeat_penalty=1.5, repeat_window=32))
+    assert len(set(varied)) > 10, "degenerate oracle output makes a weak test"
+    for isa in _available_isas(path):
+        for threads in (1, 2, 3):
+            c_model = Model(path, threads=threads, isa=isa)
+            assert c_model.generate(prompt, 200, temperature=0.0) == expected, f"isa={isa} threads={threads}"
+            got = c_model.generate(prompt, 200, temperature=0.0, repeat_penalty=1.5, repeat_window=32)
+            assert got == varied, f"isa={isa} threads={threads}"
+
+
+def test_seeded_sampling_matches_torch_binding_and_cli(c_runtime, long_model):
+    ckpt_dir, path = long_model
+    ckpt = load_checkpoint(ckpt_dir)
+    settings = dict(temperature=0.9, top_k=20, top_p=0.95, repeat_penalty=1.2, repeat_window=16, seed=7)
+    prompt = "First Citizen:\n"
+    ids = ckpt.tokenizer.encode(prompt)
+    expected = generate(ckpt.model, ids, 150, SamplerConfig(**settings))
+    got = Model(path, threads=2).generate(prompt, 150, **settings)
+    assert got == expected
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    flags = [x for f in flags for x in f.split("=", 1)]
+    text = _run_cli("-m", str(path), "-p", prompt, "-n", "150", *flags).stdout
+    assert text == prompt.encode() + b"".join(ckpt.tokenizer.token_bytes(t) for t in expected)
+    sample = subprocess.run([sys.executable, "-m", "onebit.sample", str(ckpt_dir), "-p", prompt, "-n", "150",
+                             *flags], capture_output=True, check=True)
+    assert sample.stdout == text
+    binding = subprocess.run([sys.executable, "-m", "onebit.run_c", "-m", str(path), "-p", prompt, "-n", "150",
+                              *flags], capture_output=True, check=True)
+    assert binding.stdout == text
+
+
+def test_char_tokenizer_matches_python_on_the_corpus(c_runtime, random_checkpoint, tmp_path, shakespeare_path,
+                                                      char_tokenizer):
+    ckpt = load_checkpoint(random_checkpoint())
+    save_checkpoint(tmp_path / "ck", _resized(ckpt.model, char_tokenizer.vocab_size), char_tokenizer, ckpt.meta)
+    model = Model(_export(tmp_path / "ck", tmp_path / "m.1bit"))
+    text = shakespeare_path.read_text(encoding="utf-8")
+    ids = model.encode(text)
+    assert ids == char_tokenizer.encode(text)
+    assert model.decode_bytes(ids) == text.encode()
+    with pytest.raises(CRuntimeError, match="U\\+20AC"):
+        model.encode("price: €")
+
+
+def _resized(model: Transformer, vocab_size: int) -> Transformer:
+    cfg = ModelConfig(**{**model.cfg.to_dict(), "vocab_size": vocab_size})
+    torch.manual_seed(3)
+    return Transformer(cfg)
+
+
+BPE_EXTRAS = [
+    "Hello<|endoftext|>world  <|endoftext|><|endoftext|>",
+    "don't we'll I'm 'tis they're  you've she'd '''",
+    "  leading\n\n\n  spaces   \t\ttabs \n x\r\n",
+    "numbers 123 4567 ٣٤ ½ and letters ÉÀé ñ 漢字 日本語 ",
+    "emoji 🙂🙃 mixed-punct!!! ... ?!?",
+    "",
+    " ",
+    "trailing spaces   ",
+]
+
+
+def test_bpe_tokenizer_matches_python(c_runtime, random_checkpoint, tmp_path, shakespeare_path):
+    tok = train_bpe_tokenizer([shakespeare_path], 400)
+    ckpt = load_checkpoint(random_checkpoint())
+    save_checkpoint(tmp_path / "ck", _resized(ckpt.model, tok.vocab_size), tok, ckpt.meta)
+    model = Model(_export(tmp_path / "ck", tmp_path / "m.1bit"))
+    text = shakespeare_path.read_text(encoding="utf-8")
+    ids = model.encode(text)
+    assert ids == tok.encode(text)
+    assert model.decode_bytes(ids) == text.encode()
+    for extra in BPE_EXTRAS:
+        assert model.encode(extra) == tok.encode(extra), repr(extra)
+    # any id sequence decodes, including ones that split a UTF-8 character
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, tok.vocab_size, 500).tolist()
+    assert model.decode_bytes(ids) == b"".join(tok.token_bytes(i) for i in ids)
+    assert model.decode(ids) == tok.decode(ids)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad files and requests
+
+
+def _fix_crcs(data: bytearray) -> bytearray:
+    struct.pack_into("<I", data, 56, zlib.crc32(bytes(data[64:])))
+    struct.pack_into("<I", data, 60, zlib.crc32(bytes(data[:60])))
+    return data
+
+
+def _record_offset(data: bytes, name: str) -> int:
+    dir_offset, n = struct.unpack_from("<Q", data, 32)[0], struct.unpack_from("<I", data, 40)[0]
+    for i in range(n):
+        at = dir_offset + 128 * i
+        if data[at:at + 64].rstrip(b"\0") == name.encode():
+            return at
+    raise KeyError(name)
+
+
+def _corrupt(kind: str, data: bytes) -> bytes:
+    d = bytearray(data)
+    if kind == "empty":
+        return b""
+    if kind == "short":
+        return bytes(d[:10])
+    if kind == "truncated":
+        return bytes(d[:-100])
+    if kind == "magic":
+        d[0:4] = b"2BIT"
+        return bytes(d)
+    if kind == "version":
+        struct.pack_into("<H", d, 4, 2)
+        return bytes(_fix_crcs(d))
+    if kind == "header_flip":
+        d[20] ^= 0x10
+        return bytes(d)
+    if kind == "body_flip":
+        d[len(d) // 2] ^= 0x01
+        return bytes(d)
+    if kind == "forged_offset":
+        struct.pack_into("<Q", d, _record_offset(data, "norm.weight") + 104, 1 << 40)
+        return bytes(_fix_crcs(d))
+    if kind == "forged_size":
+        at = _record_offset(data, "embed.weight") + 112
+        struct.pack_into("<Q", d, at, struct.unpack_from("<Q", d, at)[0] + 64)
+        return bytes(_fix_crcs(d))
+    if kind == "forged_dtype":
+        struct.pack_into("<I", d, _record_offset(data, "layers.0.attn.q_proj.weight") + 64, 99)
+        return bytes(_fix_crcs(d))
+    if kind == "missing_tensor":
+        at = _record_offset(data, "norm.weight")
+        d[at:at + 11] = b"norm.weighx"
+        return bytes(_fix_crcs(d))
+    if kind == "bad_json":
+        d[64] = ord("[")
+        return bytes(_fix_crcs(d))
+    if kind == "wrong_shape":
+        meta = bytes(d[64:64 + struct.unpack_from("<Q", d, 24)[0]])
+        assert b'"dim":32' in meta
+        at = 64 + meta.index(b'"dim":32')
+        d[at:at + 8] = b'"dim":16'
+        return bytes(_fix_crcs(d))
+    raise ValueError(kind)
+
+
+BAD_FILES = {
+    "empty": "empty file",
+    "short": "magic|truncated",
+    "truncated": "truncated",
+    "magic": "magic",
+    "version": "newer than this reader",
+    "header_flip": "header CRC",
+    "body_flip": "body CRC",
+    "forged_offset": "beyond the end",
+    "forged_size": "size",
+    "forged_dtype": "dtype",
+    "missing_tensor": "missing",
+    "bad_json": "JSON",
+    "wrong_shape": "shape",
+}
+
+
+@pytest.fixture(scope="session")
+def small_file(random_checkpoint, tmp_path_factory) -> Path:
+    return _export(random_checkpoint(), tmp_path_factory.mktemp("small") / "m.1bit")
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_bad_files_fail_cleanly(c_runtime, small_file, tmp_path, kind):
+    bad = tmp_path / f"{kind}.1bit"
+    bad.write_bytes(_corrupt(kind, small_file.read_bytes()))
+    with pytest.raises(CRuntimeError, match=BAD_FILES[kind]):
+        Model(bad)
+    done = _run_cli("-m", str(bad), "-p", "A", "-n", "3", check=False)
+    assert done.returncode == 1
+    assert done.stdout == b""
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0]
+
+
+def test_random_corruption_never_crashes(c_runtime, small_file, tmp_path):
+    """Byte flips with recomputed CRCs reach every parser past the checksums; each must load or fail
+    with an error (a crash would take the test process down)."""
+    data = small_file.read_bytes()
+    rng = np.random.default_rng(1)
+    meta_end = 64 + struct.unpack_from("<Q", data, 24)[0]
+    data_offset = struct.unpack_from("<Q", data, 48)[0]
+    failures = 0
+    for trial in range(150):
+        d = bytearray(data)
+        lo, hi = (64, meta_end) if trial % 2 else (meta_end, data_offset)  # metadata, then directory
+        for at in rng.integers(lo, hi, 1 + trial % 4):
+            d[at] ^= 1 << int(rng.integers(0, 8))
+        path = tmp_path / "fuzz.1bit"
+        path.write_bytes(bytes(_fix_crcs(d)))
+        try:
+            Model(path).logits([1, 2, 3])
+        except CRuntimeError:
+            failures += 1
+    assert failures > 0
+
+
+def test_missing_and_directory_paths(c_runtime, tmp_path):
+    with pytest.raises(CRuntimeError, match="No such file"):
+        Model(tmp_path / "nope.1bit")
+    with pytest.raises(CRuntimeError, match="not a regular file"):
+        Model(tmp_path)
+    done = _run_cli("-m", str(tmp_path / "nope.1bit"), check=False)
+    assert done.returncode == 1 and done.stderr.decode().count("\n") == 1
+
+
+def test_context_limits_are_clear_errors(c_runtime, small_file):
+    model = Model(small_file, n_ctx=16)
+    with pytest.raises(CRuntimeError, match="exceeds the context of 16"):
+        model.generate([1] * 10, 7)
+    assert len(model.generate([1] * 10, 6, temperature=0.0)) == 6
+    with pytest.raises(CRuntimeError, match="exceed the session's context"):
+        model.logits([1] * 17)
+    with pytest.raises(CRuntimeError, match="context length 33"):
+        Model(small_file, n_ctx=33)  # max_seq_len is 32
+    with pytest.raises(CRuntimeError, match="outside the vocabulary"):
+        model.logits([0, 10_000])
+    done = _run_cli("-m", str(small_file), "-p", "First Citizen:\n" * 3, "-n", "5", check=False)
+    assert done.returncode == 1 and done.stdout == b""
+    assert b"exceeds the context of 32" in done.stderr and done.stderr.count(b"\n") == 1
+    done = _run_cli("-m", str(small_file), "-p", "Z", "-n", "5", check=False)
+    assert done.returncode == 1 and b"not in the char tokenizer" in done.stderr
+
+
+def test_perplexity_matches_torch_windows(c_runtime, random_checkpoint, tmp_path):
+    ckpt_dir = _randomize(random_checkpoint(), 5)
+    path = _export(ckpt_dir, tmp_path / "m.1bit")
+    ckpt = load_checkpoint(ckpt_dir)
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 2
+    (tmp_path / "t.txt").write_text(text)
+    ids = ckpt.tokenizer.encode(text)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start, stop in ppl_windows(len(ids), 32):
+            logits, _ = ckpt.model(torch.tensor([ids[start:stop]]))
+            targets = torch.tensor(ids[start + 1:stop + 1])
+            nll += float(torch.nn.functional.cross_entropy(logits[0].double(), targets, reduction="sum"))
+            count += len(targets)
+    assert count == len(ids) - 1
+    out = _run_cli("-m", str(path), "--ppl", str(tmp_path / "t.txt")).stdout.decode().split()
+    assert out[0] == "ppl" and int(out[5]) == count
+    assert math.isclose(float(out[1]), math.exp(nll / count), rel_tol=1e-4)
+    ppl, n = Model(path).perplexity(text)
+    assert n == count and math.isclose(ppl, float(out[1]), rel_tol=1e-6)
+
+
+def test_bench_line(c_runtime, small_file):
+    done = _run_cli("-m", str(small_file), "-n", "8", "--bench", "--prompt-tokens", "8", "--threads", "2")
+    assert b"bench:" not in done.stdout  # stats go to stderr only
+    last = done.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("bench: prefill_tok_s=") and last.endswith("threads=2")
+
+
+def test_c_unit_tests_pass(c_runtime):
+    done = subprocess.run(["make", "-C", str(RUNTIME), "tests"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mine = [p for p in (RUNTIME / "build" / "tests").glob("test_*") if p.suffix == "" and p.name != "test_kernels"]
+    assert mine
+    for binary in mine:
+        run = subprocess.run([str(binary)], cwd=RUNTIME, capture_output=True, text=True)
+        assert run.returncode == 0, f"{binary.name}: {run.stdout[-1000:]}{run.stderr[-1000:]}"
