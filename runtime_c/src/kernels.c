@@ -575,7 +575,7 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
 /* Float GEMVs: per row one 16-lane FMA accumulator over k in order, masked tail, then
  * _mm512_reduce_add_ps.  Rows are processed 4 at a time (x loaded once) with the same per-row
  * operation sequence as a lone row, so results never depend on the row range. */
-#define OB512_GEMV(name, WT, LOAD16, LOADM)                                                        \
+#define OB512_GEMV(name, WT, LOAD16, LOADM, PFD)                                                        \
     OB_T512 static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x,   \
                              int r0, int r1, float *y) {                                           \
         int r = r0;                                                                                \
@@ -586,6 +586,12 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
             __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
             for (int k = 0; k < kfull; k += 16) {                                                  \
                 __m512 xv = _mm512_loadu_ps(x + k);                                                \
+                if (PFD) {                                                                         \
+                    _mm_prefetch((const char *)(p0 + k) + PFD, _MM_HINT_T0);                       \
+                    _mm_prefetch((const char *)(p1 + k) + PFD, _MM_HINT_T0);                       \
+                    _mm_prefetch((const char *)(p2 + k) + PFD, _MM_HINT_T0);                       \
+                    _mm_prefetch((const char *)(p3 + k) + PFD, _MM_HINT_T0);                       \
+                }                                                                                  \
                 c0 = _mm512_fmadd_ps(LOAD16(p0 + k), xv, c0);                                      \
                 c1 = _mm512_fmadd_ps(LOAD16(p1 + k), xv, c1);                                      \
                 c2 = _mm512_fmadd_ps(LOAD16(p2 + k), xv, c2);                                      \
@@ -623,9 +629,10 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
 #define OB512_LDM_F16(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p))
 #define OB512_LD_Q8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
 #define OB512_LDM_Q8(k, p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)))
-OB512_GEMV(ob512_gemv_f32_s, float, OB512_LD_F32, OB512_LDM_F32)
-OB512_GEMV(ob512_gemv_f16_s, uint16_t, OB512_LD_F16, OB512_LDM_F16)
-OB512_GEMV(ob512_gemv_q8_s, int8_t, OB512_LD_Q8, OB512_LDM_Q8)
+OB512_GEMV(ob512_gemv_f32_s, float, OB512_LD_F32, OB512_LDM_F32, 0)
+OB512_GEMV(ob512_gemv_f16_s, uint16_t, OB512_LD_F16, OB512_LDM_F16, 0)
+/* int8 rows: software prefetch 2 KB ahead measured ~20% faster from DRAM (f32/f16: slower) */
+OB512_GEMV(ob512_gemv_q8_s, int8_t, OB512_LD_Q8, OB512_LDM_Q8, 2048)
 static void ob512_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     ob512_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
 }
