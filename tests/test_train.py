@@ -203,3 +203,21 @@ def test_cli_bad_flags(corpus, tmp_path):
                                                   "--set", "activation=tanh"]), "activation")
     assert_one_line_error(invoke(train_cli.main, ["--resume", str(tmp_path / "none")]))
     assert_one_line_error(invoke(plot_cli.main, [str(tmp_path)]), "metrics")
+
+
+def test_cli_stop_and_resume_matches_straight_run(corpus, tmp_path):
+    args = ["--data", str(corpus), "--max-steps", "6", "--eval-interval", "2", "--eval-batches", "1",
+            "--ckpt-interval", "100", "--batch-size", "2", "--quiet"]
+    for item in ("dim=32", "n_layers=1", "n_heads=2", "n_kv_heads=2", "ffn_dim=64", "max_seq_len=16"):
+        args += ["--set", item]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert invoke(train_cli.main, args + ["--out", str(straight)]).exit_code == 0
+    assert invoke(train_cli.main, args + ["--out", str(split), "--stop-after", "3"]).exit_code == 0
+    assert json.loads((split / "meta.json").read_text())["step"] == 3
+    resumed = invoke(train_cli.main, ["--resume", str(split), "--quiet"])
+    assert resumed.exit_code == 0, resumed.stderr
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows_a, rows_b = read_metrics(straight / "metrics.csv"), read_metrics(split / "metrics.csv")
+    assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in rows_a] == [[r[c] for c in DETERMINISTIC_COLUMNS]
+                                                                       for r in rows_b]
