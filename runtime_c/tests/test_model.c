@@ -1,0 +1,244 @@
+/* test_model.c - loader, sessions and generation on tests/data/tiny.1bit (from gen_tiny.py):
+ * caller arenas, bit-identical results for any batch size / thread count, clean errors for bad
+ * requests, and a corruption fuzz that must never crash (run under ASan by make test-asan). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/internal.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                \
+            printf(__VA_ARGS__);                                                                                       \
+            printf("\n");                                                                                              \
+            failures++;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+#define MODEL_PATH "tests/data/tiny.1bit"
+
+static uint32_t rng_state = 7;
+static uint32_t rnd(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+
+static void *aligned64(size_t n, void **raw) {
+    *raw = malloc(n + 64);
+    return (void *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
+}
+
+static uint8_t *read_model(size_t *size, void **raw) {
+    FILE *f = fopen(MODEL_PATH, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = (uint8_t *)aligned64(*size, raw);
+    if (fread(p, 1, *size, f) != *size) p = NULL;
+    fclose(f);
+    return p;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void fix_crcs(uint8_t *d, size_t size) {
+    put_u32(d + 56, ob_crc32(0, d + 64, size - 64));
+    put_u32(d + 60, ob_crc32(0, d, 60));
+}
+
+static int count_tokens(void *user, int32_t token, const uint8_t *bytes, size_t len) {
+    (void)token;
+    (void)bytes;
+    (void)len;
+    return ++*(int *)user >= 3; /* stop after the third */
+}
+
+static void test_sessions(ob_model *m) {
+    ob_model_info info;
+    CHECK(ob_model_get_info(m, &info) == OB_OK && info.vocab_size > 10 && info.qk_norm == 1, "info");
+    int V = info.vocab_size, T = 20;
+    int32_t toks[20];
+    for (int i = 0; i < T; i++) toks[i] = (int32_t)(rnd() % (uint32_t)V);
+    float *a = (float *)malloc(sizeof(float) * (size_t)V * T), *b = (float *)malloc(sizeof(float) * (size_t)V * T);
+    char err[256];
+    ob_session *s1, *s2;
+    ob_session_params p = ob_session_params_default();
+    p.n_batch = 64;
+    CHECK(ob_session_create(&s1, m, &p, NULL, 0, err, sizeof err) == OB_OK, "session: %s", err);
+    p.n_batch = 1;
+    p.n_threads = 3;
+    p.kv_type = OB_KV_F32;
+    CHECK(ob_session_create(&s2, m, &p, NULL, 0, err, sizeof err) == OB_OK, "session: %s", err);
+    CHECK(ob_session_eval(s1, toks, T, a, 1) == OB_OK, "eval: %s", ob_session_error(s1));
+    CHECK(ob_session_eval(s2, toks, T, b, 1) == OB_OK, "eval: %s", ob_session_error(s2));
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)V * T) == 0, "prefill x 1 thread != decode x 3 threads");
+    CHECK(memcmp(ob_session_logits(s1), a + (size_t)(T - 1) * V, sizeof(float) * (size_t)V) == 0, "last logits");
+    int nonzero = 0;
+    for (int i = 0; i < V * T; i++) nonzero += a[i] != 0.0f;
+    CHECK(nonzero > V * T / 2, "logits are mostly zero");
+
+    /* context: 20 + 29 > 48 fails and evaluates nothing */
+    int32_t many[29] = {0};
+    CHECK(ob_session_eval(s1, many, 29, NULL, 0) == OB_ERR_CONTEXT_FULL, "overrun accepted");
+    CHECK(ob_session_pos(s1) == T, "a failed eval moved the position");
+    CHECK(strstr(ob_session_error(s1), "context") != NULL, "message: %s", ob_session_error(s1));
+    int32_t badtok = V;
+    CHECK(ob_session_eval(s1, &badtok, 1, NULL, 0) == OB_ERR_TOKEN, "bad token accepted");
+
+    /* generation: exact count, callback stop, context check before any work */
+    ob_session_reset(s1);
+    ob_sampler_params sp = ob_sampler_params_default();
+    sp.seed = 5;
+    int32_t out1[10], out2[10];
+    int n1 = 0, n2 = 0;
+    CHECK(ob_generate(s1, toks, 5, 10, &sp, NULL, NULL, out1, &n1) == OB_OK && n1 == 10, "generate");
+    CHECK(ob_generate(s2, toks, 5, 50, &sp, NULL, NULL, out2, &n2) == OB_ERR_CONTEXT_FULL, "context not checked");
+    ob_session_reset(s2);
+    CHECK(ob_generate(s2, toks, 5, 10, &sp, NULL, NULL, out2, &n2) == OB_OK, "generate 2");
+    CHECK(memcmp(out1, out2, sizeof out1) == 0, "seeded generation differs across sessions");
+    ob_session_reset(s2);
+    int seen = 0;
+    CHECK(ob_generate(s2, toks, 5, 10, &sp, count_tokens, &seen, NULL, &n2) == OB_ERR_STOPPED && seen == 3 && n2 == 3,
+          "callback stop");
+
+    /* f16 KV-cache: close to f32 */
+    ob_session *s3;
+    p.kv_type = OB_KV_F16;
+    p.n_threads = 1;
+    p.n_ctx = 24;
+    CHECK(ob_session_create(&s3, m, &p, NULL, 0, err, sizeof err) == OB_OK, "f16 session: %s", err);
+    CHECK(ob_session_eval(s3, toks, T, b, 1) == OB_OK, "f16 eval");
+    float maxdiff = 0, maxabs = 0;
+    for (int i = 0; i < V * T; i++) {
+        float dlt = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i], ab = a[i] > 0 ? a[i] : -a[i];
+        maxdiff = dlt > maxdiff ? dlt : maxdiff;
+        maxabs = ab > maxabs ? ab : maxabs;
+    }
+    CHECK(maxdiff <= 0.05f * maxabs, "f16 cache too far from f32: %g of %g", maxdiff, maxabs);
+    p.n_ctx = 49;
+    ob_session *bad;
+    CHECK(ob_session_create(&bad, m, &p, NULL, 0, err, sizeof err) == OB_ERR_INVALID_ARG, "n_ctx > max_seq_len");
+    p.n_ctx = 0;
+    p.isa = "vax";
+    CHECK(ob_session_create(&bad, m, &p, NULL, 0, err, sizeof err) == OB_ERR_ISA, "unknown ISA accepted");
+    ob_session_free(s1);
+    ob_session_free(s2);
+    ob_session_free(s3);
+    free(a);
+    free(b);
+}
+
+static void test_tokenizer(ob_model *m) {
+    const char *text = "Speak, speak.\nAll:";
+    int32_t ids[64];
+    int n = 0;
+    CHECK(ob_tokenize(m, text, strlen(text), ids, 64, &n) == OB_OK && n == (int)strlen(text), "char encode");
+    char back[64];
+    size_t len = 0;
+    CHECK(ob_detokenize(m, ids, n, back, sizeof back, &len) == OB_OK && len == strlen(text) &&
+              memcmp(back, text, len) == 0,
+          "round trip");
+    CHECK(ob_detokenize(m, ids, n, back, 3, &len) == OB_ERR_BUFFER && len == strlen(text), "small decode buffer");
+    CHECK(ob_tokenize(m, text, strlen(text), ids, 4, &n) == OB_ERR_BUFFER, "small encode buffer");
+    CHECK(ob_tokenize(m, "Zebra", 5, ids, 64, &n) == OB_ERR_TOKEN && strstr(ob_model_error(m), "U+005A"),
+          "unknown char: %s", ob_model_error(m));
+    CHECK(ob_tokenize(m, "\xff", 1, ids, 64, &n) == OB_ERR_TOKEN, "invalid UTF-8 accepted");
+}
+
+static void test_arena(const uint8_t *data, size_t size) {
+    size_t mb = 0, sb = 0;
+    ob_session_params p = ob_session_params_default();
+    p.n_ctx = 32;
+    CHECK(ob_memory_required(data, size, &p, &mb, &sb) == OB_OK && mb > 0 && sb > 0, "memory_required");
+    void *raw1, *raw2;
+    uint8_t *ma = (uint8_t *)aligned64(mb, &raw1), *sa = (uint8_t *)aligned64(sb, &raw2);
+    ob_model *m;
+    ob_session *s;
+    char err[256];
+    CHECK(ob_model_open_memory(&m, data, size, ma, mb - 64 - 1, err, sizeof err) == OB_ERR_NOMEM, "small arena");
+    CHECK(ob_model_open_memory(&m, data, size, ma + 1, mb, err, sizeof err) == OB_OK, "model arena: %s", err);
+    CHECK(ob_session_create(&s, m, &p, sa + 3, sb - 3, err, sizeof err) == OB_ERR_NOMEM, "small session arena");
+    CHECK(ob_session_create(&s, m, &p, sa + 3, sb, err, sizeof err) == OB_OK, "session arena: %s", err);
+    int32_t prompt[3] = {1, 2, 3}, out[20];
+    int n = 0;
+    ob_sampler_params sp = ob_sampler_params_default();
+    sp.temperature = 0.0f;
+    CHECK(ob_generate(s, prompt, 3, 20, &sp, NULL, NULL, out, &n) == OB_OK && n == 20, "arena generate");
+    ob_session_free(s);
+    ob_model_free(m);
+    free(raw1);
+    free(raw2);
+}
+
+static void fuzz(const uint8_t *data, size_t size) {
+    void *raw;
+    uint8_t *d = (uint8_t *)aligned64(size, &raw);
+    uint64_t data_offset = ob_rd_u64(data + 48);
+    int opened = 0, trials = 400;
+    for (int t = 0; t < trials; t++) {
+        memcpy(d, data, size);
+        size_t len = size;
+        if (t % 10 == 0) len = rnd() % size; /* truncation */
+        int flips = 1 + (int)(rnd() % 4);
+        for (int k = 0; k < flips; k++) d[64 + rnd() % (data_offset - 64)] ^= (uint8_t)(1u << (rnd() % 8));
+        if (t % 2 && len >= 64) fix_crcs(d, len); /* get past the checksums half of the time */
+        ob_model *m;
+        char err[256];
+        if (ob_model_open_memory(&m, d, len, NULL, 0, err, sizeof err) == OB_OK) {
+            opened++;
+            ob_session *s;
+            ob_session_params p = ob_session_params_default();
+            p.n_ctx = 8;
+            if (ob_session_create(&s, m, &p, NULL, 0, err, sizeof err) == OB_OK) {
+                int32_t tok[2] = {1, 2}, ids[16];
+                int n;
+                ob_session_eval(s, tok, 2, NULL, 0);
+                ob_tokenize(m, "All:", 4, ids, 16, &n);
+                ob_session_free(s);
+            }
+            ob_model_free(m);
+        } else {
+            CHECK(err[0] != 0, "an error without a message");
+        }
+    }
+    printf("fuzz: %d of %d corrupted files still opened\n", opened, trials);
+    free(raw);
+}
+
+int main(void) {
+    void *raw;
+    size_t size;
+    uint8_t *data = read_model(&size, &raw);
+    if (!data) {
+        printf("FAIL: cannot read %s (run from runtime_c/)\n", MODEL_PATH);
+        return 1;
+    }
+    ob_model *m;
+    char err[256];
+    CHECK(ob_model_open(&m, MODEL_PATH, err, sizeof err) == OB_OK, "open: %s", err);
+    if (!failures) {
+        test_sessions(m);
+        test_tokenizer(m);
+        ob_model_free(m);
+    }
+    test_arena(data, size);
+    CHECK(ob_model_open(&m, "tests/data/missing.1bit", err, sizeof err) == OB_ERR_IO && strstr(err, "missing.1bit"),
+          "missing file: %s", err);
+    CHECK(ob_model_open_memory(&m, data, 63, NULL, 0, err, sizeof err) == OB_ERR_FORMAT && strstr(err, "truncated"),
+          "short: %s", err);
+    for (int s = 0; s <= OB_ERR_STOPPED; s++) CHECK(ob_strerror((ob_status)s)[0] != 0, "strerror %d", s);
+    fuzz(data, size);
+    free(raw);
+    if (failures) {
+        printf("%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("model: ok\n");
+    return 0;
+}
