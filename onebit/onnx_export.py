@@ -393,11 +393,13 @@ def build_onnx(model: Transformer, kind: str = "native", options: OnnxOptions | 
 def genai_config(cfg: ModelConfig, tokenizer, filename: str) -> dict:
     """onnxruntime-genai's genai_config.json for the decoder `filename` (greedy search by default)."""
     eot = tokenizer.special_tokens.get("<|endoftext|>")
-    # a char vocabulary has no special token: onnxruntime-genai then stops on max_length only
-    special = -1 if eot is None else eot
+    # A char vocabulary has no end-of-text token: an empty eos list makes onnxruntime-genai stop
+    # at max_length only, like every onebit runtime (docs/SAMPLING.md); bos/pad just need a valid id.
+    eos = [] if eot is None else [eot]
+    filler = 0 if eot is None else eot
     return {
         "model": {
-            "bos_token_id": special,
+            "bos_token_id": filler,
             "context_length": cfg.max_seq_len,
             "decoder": {
                 "session_options": {"log_id": "onebit", "provider_options": []},
@@ -420,8 +422,8 @@ def genai_config(cfg: ModelConfig, tokenizer, filename: str) -> dict:
                 "num_hidden_layers": cfg.n_layers,
                 "num_key_value_heads": cfg.n_kv_heads,
             },
-            "eos_token_id": special,
-            "pad_token_id": 0 if eot is None else eot,
+            "eos_token_id": eos,
+            "pad_token_id": filler,
             "type": "llama",
             "vocab_size": cfg.vocab_size,
         },

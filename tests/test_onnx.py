@@ -282,3 +282,31 @@ def test_run_ort_rejects_missing_and_foreign_models(tmp_path):
     (tmp_path / "m" / "model_web.onnx").write_bytes(b"\x08\x07garbage")
     result = CliRunner().invoke(run_ort_main, ["--model", str(tmp_path / "m"), "--graph", "web", "--prompt", "ab"])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "cannot load" in result.stderr
+
+
+def test_onnxruntime_genai_loads_the_export_and_agrees(tmp_path):
+    og = pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n" * 4)
+    from onebit.tokenizer import train_bpe_tokenizer
+    tokenizer = train_bpe_tokenizer([corpus], 300)
+    model = random_model(9, vocab_size=tokenizer.vocab_size, max_seq_len=48, tie_embeddings=False)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.3)
+    export_model(model, tokenizer, tmp_path / "m", OnnxOptions(graphs=("native",)))
+    genai = og.Model(str(tmp_path / "m"))
+    prompt = "All:\nSpeak, hear me!"
+    ids = [int(i) for i in og.Tokenizer(genai).encode(prompt)]
+    assert ids == tokenizer.encode(prompt)
+    params = og.GeneratorParams(genai)
+    params.set_search_options(max_length=40, do_sample=False)
+    gen = og.Generator(genai, params)
+    gen.append_tokens(ids)
+    out = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+    expected = generate_ort(OrtDecoder(tmp_path / "m", "native"), ids, 40 - len(ids), SamplerConfig(temperature=0))
+    eot = tokenizer.special_tokens["<|endoftext|>"]
+    cut = expected.index(eot) + 1 if eot in expected else len(expected)  # genai stops at <|endoftext|>
+    assert out == expected[:cut]
