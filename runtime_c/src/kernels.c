@@ -573,66 +573,66 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
 }
 
 /* Float GEMVs: per row one 16-lane FMA accumulator over k in order, masked tail, then
- * _mm512_reduce_add_ps.  Rows are processed 4 at a time (x loaded once) with the same per-row
- * operation sequence as a lone row, so results never depend on the row range. */
-#define OB512_GEMV(name, WT, LOAD16, LOADM, PFD)                                                        \
-    OB_T512 static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x,   \
+ * _mm512_reduce_add_ps.  Rows are processed OB512_GEMV_ROWS at a time (x loaded once, that many
+ * DRAM streams in flight) with the same per-row operation sequence as a lone row, so results
+ * never depend on the row range.  kind: 0 f32, 1 f16, 2 int8 (times scale[r]). */
+#ifndef OB512_GEMV_ROWS
+#define OB512_GEMV_ROWS 4
+#endif
+OB_T512 OB_INL __m512 ob512_ldw(const void *w, size_t i, const int kind) {
+    if (kind == 0) return _mm512_loadu_ps((const float *)w + i);
+    if (kind == 1) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)w + i))));
+}
+OB_T512 OB_INL __m512 ob512_ldw_m(const void *w, size_t i, __mmask16 k, const int kind) {
+    if (kind == 0) return _mm512_maskz_loadu_ps(k, (const float *)w + i);
+    if (kind == 1) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)w + i));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, (const int8_t *)w + i)));
+}
+OB_T512 OB_INL void ob512_gemv_rows(const void *w, const float *scale, size_t ldw, int K, const float *x,
+                                    int r, float *y, const int R, const int kind, const int pfd) {
+    const int esz = kind == 0 ? 4 : kind == 1 ? 2 : 1;
+    const int kfull = K & ~15;
+    const __mmask16 kt = (__mmask16)((1u << (K & 15)) - 1);
+    __m512 c[OB512_GEMV_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) c[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kfull; k += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            size_t idx = (size_t)(r + i) * ldw + (size_t)k;
+            if (pfd) _mm_prefetch((const char *)w + idx * esz + pfd, _MM_HINT_T0);
+            c[i] = _mm512_fmadd_ps(ob512_ldw(w, idx, kind), xv, c[i]);
+        }
+    }
+    if (kt) {
+        const __m512 xv = _mm512_maskz_loadu_ps(kt, x + kfull);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++)
+            c[i] = _mm512_fmadd_ps(ob512_ldw_m(w, (size_t)(r + i) * ldw + (size_t)kfull, kt, kind), xv, c[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        float sum = _mm512_reduce_add_ps(c[i]);
+        y[r + i] = kind == 2 ? scale[r + i] * sum : sum;
+    }
+}
+#define OB512_GEMV(name, kind, pfd)                                                                \
+    OB_T512 static void name(const void *w, const float *scale, size_t ldw, int K, const float *x, \
                              int r0, int r1, float *y) {                                           \
         int r = r0;                                                                                \
-        __mmask16 kt = (__mmask16)((1u << (K & 15)) - 1);                                          \
-        int kfull = K & ~15;                                                                       \
-        for (; r + 4 <= r1; r += 4) {                                                              \
-            const WT *p0 = w + (size_t)r * ldw, *p1 = p0 + ldw, *p2 = p1 + ldw, *p3 = p2 + ldw;      \
-            __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
-            for (int k = 0; k < kfull; k += 16) {                                                  \
-                __m512 xv = _mm512_loadu_ps(x + k);                                                \
-                if (PFD) {                                                                         \
-                    _mm_prefetch((const char *)(p0 + k) + PFD, _MM_HINT_T0);                       \
-                    _mm_prefetch((const char *)(p1 + k) + PFD, _MM_HINT_T0);                       \
-                    _mm_prefetch((const char *)(p2 + k) + PFD, _MM_HINT_T0);                       \
-                    _mm_prefetch((const char *)(p3 + k) + PFD, _MM_HINT_T0);                       \
-                }                                                                                  \
-                c0 = _mm512_fmadd_ps(LOAD16(p0 + k), xv, c0);                                      \
-                c1 = _mm512_fmadd_ps(LOAD16(p1 + k), xv, c1);                                      \
-                c2 = _mm512_fmadd_ps(LOAD16(p2 + k), xv, c2);                                      \
-                c3 = _mm512_fmadd_ps(LOAD16(p3 + k), xv, c3);                                      \
-            }                                                                                      \
-            if (kt) {                                                                              \
-                __m512 xv = _mm512_maskz_loadu_ps(kt, x + kfull);                                  \
-                c0 = _mm512_fmadd_ps(LOADM(kt, p0 + kfull), xv, c0);                               \
-                c1 = _mm512_fmadd_ps(LOADM(kt, p1 + kfull), xv, c1);                               \
-                c2 = _mm512_fmadd_ps(LOADM(kt, p2 + kfull), xv, c2);                               \
-                c3 = _mm512_fmadd_ps(LOADM(kt, p3 + kfull), xv, c3);                               \
-            }                                                                                      \
-            float s0 = _mm512_reduce_add_ps(c0), s1 = _mm512_reduce_add_ps(c1);                    \
-            float s2 = _mm512_reduce_add_ps(c2), s3 = _mm512_reduce_add_ps(c3);                    \
-            y[r] = scale ? scale[r] * s0 : s0;                                                     \
-            y[r + 1] = scale ? scale[r + 1] * s1 : s1;                                             \
-            y[r + 2] = scale ? scale[r + 2] * s2 : s2;                                             \
-            y[r + 3] = scale ? scale[r + 3] * s3 : s3;                                             \
-        }                                                                                          \
-        for (; r < r1; r++) {                                                                      \
-            __m512 acc = _mm512_setzero_ps();                                                      \
-            const WT *wr = w + (size_t)r * ldw;                                                    \
-            for (int k = 0; k < kfull; k += 16)                                                    \
-                acc = _mm512_fmadd_ps(LOAD16(wr + k), _mm512_loadu_ps(x + k), acc);                \
-            if (kt)                                                                                \
-                acc = _mm512_fmadd_ps(LOADM(kt, wr + kfull), _mm512_maskz_loadu_ps(kt, x + kfull), \
-                                      acc);                                                        \
-            float s = _mm512_reduce_add_ps(acc);                                                   \
-            y[r] = scale ? scale[r] * s : s;                                                       \
-        }                                                                                          \
+        for (; r + OB512_GEMV_ROWS <= r1; r += OB512_GEMV_ROWS)                                    \
+            ob512_gemv_rows(w, scale, ldw, K, x, r, y, OB512_GEMV_ROWS, kind, pfd);                \
+        for (; r < r1; r++) ob512_gemv_rows(w, scale, ldw, K, x, r, y, 1, kind, pfd);              \
     }
-#define OB512_LD_F32(p) _mm512_loadu_ps(p)
-#define OB512_LDM_F32(k, p) _mm512_maskz_loadu_ps(k, p)
-#define OB512_LD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
-#define OB512_LDM_F16(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p))
-#define OB512_LD_Q8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
-#define OB512_LDM_Q8(k, p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)))
-OB512_GEMV(ob512_gemv_f32_s, float, OB512_LD_F32, OB512_LDM_F32, 0)
-OB512_GEMV(ob512_gemv_f16_s, uint16_t, OB512_LD_F16, OB512_LDM_F16, 0)
+OB512_GEMV(ob512_gemv_f32_s, 0, 0)
+OB512_GEMV(ob512_gemv_f16_s, 1, 0)
 /* int8 rows: software prefetch 2 KB ahead measured ~20% faster from DRAM (f32/f16: slower) */
-OB512_GEMV(ob512_gemv_q8_s, int8_t, OB512_LD_Q8, OB512_LDM_Q8, 2048)
+#ifndef OB512_Q8_PF
+#define OB512_Q8_PF 2048
+#endif
+OB512_GEMV(ob512_gemv_q8_s, 2, OB512_Q8_PF)
 static void ob512_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     ob512_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
 }
