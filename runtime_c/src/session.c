@@ -60,7 +60,8 @@ ob_sampler_params ob_sampler_params_default(void) {
 static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
 /* Carve every buffer out of the arena (measure-only when arena->base is NULL). */
-static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, int n_batch, ob_kv_type kv) {
+static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, int n_batch, ob_kv_type kv,
+                   int n_threads) {
     size_t B = (size_t)n_batch, inner = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t esz = kv == OB_KV_F16 ? 2 : 4, kv_layer = (size_t)n_ctx * kvd, half = (size_t)c->head_dim / 2;
     size_t xq_stride = ob_act_stride((int)max3((size_t)c->dim, inner, (size_t)c->ffn_dim));
@@ -81,7 +82,8 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->ffn_dim);         /* up */
     p[i++] = ob_arena_alloc(ar, xq_stride * B);                      /* xq */
     p[i++] = ob_arena_alloc(ar, 8 * B);                              /* a, sum */
-    p[i++] = ob_arena_alloc(ar, 4 * (size_t)c->n_heads * (size_t)n_ctx);
+    /* scores [n_heads, n_ctx], then per-thread rows for converting f16 cache entries */
+    p[i++] = ob_arena_alloc(ar, 4 * ((size_t)c->n_heads * (size_t)n_ctx + 2 * (size_t)c->head_dim * (size_t)n_threads));
     p[i++] = ob_arena_alloc(ar, 4 * (size_t)c->vocab_size);
     p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx);
     p[i++] = ob_arena_alloc(ar, 20 * (size_t)c->vocab_size); /* sampler: 3V floats + 2V ints */
@@ -136,7 +138,7 @@ static ob_status check_params(const ob_config *c, const ob_session_params *in, o
 static size_t session_bytes(const ob_config *c, const ob_session_params *p) {
     ob_arena measure = {NULL, 0, 0};
     ob_arena_alloc(&measure, sizeof(ob_session));
-    layout(NULL, &measure, c, p->n_ctx, p->n_batch, p->kv_type);
+    layout(NULL, &measure, c, p->n_ctx, p->n_batch, p->kv_type, p->n_threads);
     return measure.used + 64; /* + room to align a caller's buffer */
 }
 
@@ -207,7 +209,7 @@ ob_status ob_session_create(ob_session **out, ob_model *m, const ob_session_para
         ar.size = need;
     }
     ob_session *s = (ob_session *)ob_arena_alloc(&ar, sizeof(ob_session));
-    layout(s, &ar, c, p.n_ctx, p.n_batch, p.kv_type);
+    layout(s, &ar, c, p.n_ctx, p.n_batch, p.kv_type, p.n_threads);
     s->alloc_base = owned;
     s->model = m;
     s->cfg = c;
@@ -327,10 +329,6 @@ static void act_rows(const ob_config *c, float *g, const float *up, size_t n) {
     }
 }
 
-static float kv_get(const ob_session *s, const void *cache, size_t i) {
-    return s->kv_type == OB_KV_F16 ? ob_f16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
-}
-
 static void kv_put(ob_session *s, void *cache, size_t i, const float *src, int n) {
     if (s->kv_type == OB_KV_F16)
         for (int j = 0; j < n; j++) ((uint16_t *)cache)[i + j] = ob_f32_to_f16(src[j]);
@@ -343,6 +341,21 @@ typedef struct {
     int layer, m, pos0;
 } attn_task;
 
+/* Dot product in 8 interleaved partial sums (a fixed order, so the compiler can vectorize it
+ * without reassociating anything and every thread count gets the same bits). */
+static float dot_f32(const float *restrict a, const float *restrict b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i & 7] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static void axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
  * query heads.  Threads take fixed ranges of heads. */
 static void attention_task(void *ctx, int ith, int nth) {
@@ -354,6 +367,7 @@ static void attention_task(void *ctx, int ith, int nth) {
     ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
     size_t base = (size_t)t->layer * s->kv_layer;
+    float *row = s->scores + (size_t)c->n_heads * s->n_ctx + (size_t)ith * 2 * hd; /* f16 cache rows */
     for (int h = h0; h < h1; h++) {
         float *sc = s->scores + (size_t)h * s->n_ctx;
         int kvh = h / group;
@@ -363,14 +377,12 @@ static void attention_task(void *ctx, int ith, int nth) {
             float mx = -INFINITY;
             for (int j = 0; j < n_keys; j++) {
                 size_t off = base + (size_t)j * kvd + (size_t)kvh * hd;
-                float dot = 0.0f;
-                if (s->kv_type == OB_KV_F32) {
-                    const float *kr = (const float *)s->key_cache + off;
-                    for (int d = 0; d < hd; d++) dot += q[d] * kr[d];
-                } else {
-                    for (int d = 0; d < hd; d++) dot += q[d] * kv_get(s, s->key_cache, off + d);
+                const float *kr = (const float *)s->key_cache + off;
+                if (s->kv_type == OB_KV_F16) {
+                    ob_row_f16_to_f32((const uint16_t *)s->key_cache + off, hd, row);
+                    kr = row;
                 }
-                sc[j] = dot * scale;
+                sc[j] = dot_f32(q, kr, hd) * scale;
                 if (sc[j] > mx) mx = sc[j];
             }
             float sum = 0.0f;
@@ -378,18 +390,16 @@ static void attention_task(void *ctx, int ith, int nth) {
                 sc[j] = expf(sc[j] - mx);
                 sum += sc[j];
             }
-            float inv = 1.0f / sum;
             float *out = s->att + ((size_t)tok * c->n_heads + h) * hd;
             for (int d = 0; d < hd; d++) out[d] = 0.0f;
             for (int j = 0; j < n_keys; j++) {
                 size_t off = base + (size_t)j * kvd + (size_t)kvh * hd;
-                float p = sc[j] * inv;
-                if (s->kv_type == OB_KV_F32) {
-                    const float *vr = (const float *)s->value_cache + off;
-                    for (int d = 0; d < hd; d++) out[d] += p * vr[d];
-                } else {
-                    for (int d = 0; d < hd; d++) out[d] += p * kv_get(s, s->value_cache, off + d);
+                const float *vr = (const float *)s->value_cache + off;
+                if (s->kv_type == OB_KV_F16) {
+                    ob_row_f16_to_f32((const uint16_t *)s->value_cache + off, hd, row);
+                    vr = row;
                 }
+                axpy_f32(out, sc[j] / sum, vr, hd);
             }
         }
     }

@@ -1,0 +1,144 @@
+"""Decode / prefill speed of the C runtime against PyTorch eager fp32 on a 125M-parameter shape.
+
+Writes a `.1bit` with random packed ternary weights straight through onebit.format (no training):
+dim 768, 12 layers, 12 heads, ffn 2048, vocab 32000 (the shape of /work/shared/ANCHORS.md), then
+times, in one run, `onebit-run --bench` and a KV-cached PyTorch decode of the same model with
+its ternary weights dequantized to fp32 (the eager baseline), each at 1 and 2 threads.
+
+    .venv/bin/python tools/bench_decode.py [--threads 1,2] [--tokens 128] [--pack t2] [--embed-dtype i8]
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from onebit import quant
+from onebit.format import TensorData, bitlinear_shapes, write_1bit
+from onebit.model import ModelConfig, Transformer
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = REPO / "runtime_c" / "build" / "onebit-run"
+SHAPE = dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12, ffn_dim=2048, max_seq_len=512,
+             activation="silu", gated=True, subln=False, tie_embeddings=False)
+
+
+@dataclass
+class Result:
+    engine: str
+    threads: int
+    prefill_tok_s: float
+    decode_tok_s: float
+
+
+def random_model(path: Path, pack: str, embed_dtype: str, seed: int = 0) -> tuple[ModelConfig, dict]:
+    """Write the .1bit; return its config and the dequantized BitLinear weights for PyTorch."""
+    cfg = ModelConfig(**SHAPE).validate()
+    rng = np.random.default_rng(seed)
+    pack_fn = quant.PACKERS[pack][0]
+    dtype = {"t2": "T2", "t1.6": "T1_6"}[pack]
+    tensors, dense = [], {}
+    for name, (n, k) in bitlinear_shapes(cfg.to_dict()).items():
+        codes = rng.integers(-1, 2, size=(n, k), dtype=np.int8)
+        scale = float(rng.uniform(0.01, 0.03))
+        tensors.append(TensorData(name, dtype, (n, k), pack_fn(codes), scale))
+        dense[name] = codes.astype(np.float32) * np.float32(scale)
+    for name in ("embed.weight", "head.weight"):
+        w = rng.standard_normal((cfg.vocab_size, cfg.dim), dtype=np.float32)
+        dense[name] = w
+        if embed_dtype == "i8":
+            q, s = quant.quantize_rows_i8(w)
+            tensors += [TensorData(name, "I8", w.shape, q), TensorData(name + ".scale", "F32", s.shape, s)]
+            dense[name] = q.astype(np.float32) * s[:, None]
+        else:
+            tensors.append(TensorData(name, embed_dtype.upper(), w.shape, w.astype(np.float16 if embed_dtype == "f16" else np.float32)))
+    ones = np.ones(cfg.dim, dtype=np.float32)
+    for i in range(cfg.n_layers):
+        for norm in ("attn_norm", "mlp_norm"):
+            tensors.append(TensorData(f"layers.{i}.{norm}.weight", "F32", (cfg.dim,), ones))
+    tensors.append(TensorData("norm.weight", "F32", (cfg.dim,), ones))
+    # a byte-level vocabulary: <|endoftext|>, the 256 bytes, then stand-in multi-byte tokens
+    pieces = [b"<|endoftext|>"] + [bytes([b]) for b in range(256)]
+    pieces += [f"t{i}".encode() for i in range(cfg.vocab_size - len(pieces))]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int32)
+    tensors += [TensorData("tokenizer.tokens", "U8", (offsets[-1],), np.frombuffer(b"".join(pieces), np.uint8)),
+                TensorData("tokenizer.offsets", "I32", offsets.shape, offsets)]
+    meta = {"config": cfg.to_dict(),
+            "quant": {"weights": "ternary", "pack": pack, "activations": "int8-absmax-per-token",
+                      "embed_dtype": embed_dtype},
+            "tokenizer": {"type": "bpe", "vocab_size": cfg.vocab_size, "pretokenizer": "gpt2-bytelevel",
+                          "special_tokens": {"<|endoftext|>": 0}},
+            "provenance": {"onebit_version": "bench", "step": 0, "val_loss": None, "source": "random"}}
+    write_1bit(path, meta, tensors)
+    return cfg, dense
+
+
+def bench_c(path: Path, threads: int, tokens: int) -> Result:
+    done = subprocess.run([str(CLI), "-m", str(path), "--bench", "--prompt-tokens", str(tokens), "-n",
+                           str(tokens + 1), "--temperature", "0", "--threads", str(threads)],
+                          capture_output=True, text=True, check=True)
+    line = done.stderr.strip().splitlines()[-1]
+    got = dict(re.findall(r"(\w+)=([\d.]+)", line))
+    return Result("onebit-run", threads, float(got["prefill_tok_s"]), float(got["decode_tok_s"]))
+
+
+@torch.no_grad()
+def bench_torch(cfg: ModelConfig, dense: dict, threads: int, tokens: int) -> Result:
+    torch.set_num_threads(threads)
+    model = Transformer(ModelConfig(**{**cfg.to_dict(), "quant": "none"})).eval()
+    params = dict(model.named_parameters())
+    for name, w in dense.items():
+        params[name].copy_(torch.from_numpy(w))
+    prompt = torch.randint(0, cfg.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    logits, past = model(prompt, None, 0)
+    t1 = time.perf_counter()
+    tok = logits[:, -1:].argmax(-1)
+    for i in range(tokens):
+        logits, past = model(tok, past, tokens + i)
+        tok = logits[:, -1:].argmax(-1)
+    t2 = time.perf_counter()
+    return Result("pytorch eager fp32", threads, tokens / (t1 - t0), tokens / (t2 - t1))
+
+
+@click.command()
+@click.option("--threads", default="1,2", show_default=True, help="comma-separated thread counts")
+@click.option("--tokens", default=128, show_default=True, help="prompt tokens and decoded tokens")
+@click.option("--pack", type=click.Choice(["t2", "t1.6"]), default="t2", show_default=True)
+@click.option("--embed-dtype", type=click.Choice(["f32", "f16", "i8"]), default="i8", show_default=True)
+def main(threads: str, tokens: int, pack: str, embed_dtype: str) -> None:
+    """Print a markdown table: C runtime vs PyTorch eager, same model, same run."""
+    subprocess.run(["make", "-C", str(REPO / "runtime_c"), "all"], check=True, capture_output=True)
+    counts = [int(t) for t in threads.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench125m.1bit"
+        cfg, dense = random_model(path, pack, embed_dtype)
+        size = path.stat().st_size
+        results = []
+        for n in counts:
+            c, t = bench_c(path, n, tokens), bench_torch(cfg, dense, n, tokens)
+            results += [c, t]
+    print(f"machine: {platform.processor() or platform.machine()}, {json.dumps(SHAPE)}")
+    print(f"file: {size / 2**20:.1f} MiB ({pack}, embed/head {embed_dtype}); {tokens}-token prompt, "
+          f"{tokens} decoded tokens, greedy")
+    print("\n| engine | threads | prefill tok/s | decode tok/s | decode vs PyTorch |")
+    print("|---|---|---|---|---|")
+    for n in counts:
+        c, t = [r for r in results if r.threads == n]
+        for r in (c, t):
+            print(f"| {r.engine} | {n} | {r.prefill_tok_s:.1f} | {r.decode_tok_s:.1f} | "
+                  f"{r.decode_tok_s / t.decode_tok_s:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
