@@ -237,14 +237,23 @@ def test_generation_matches_pytorch_on_a_trained_model(trained, char_tokenizer, 
     assert got == expected
 
 
-def test_c_runtime_generates_the_same_tokens(trained, char_tokenizer):
-    run_c = pytest.importorskip("onebit.run_c", reason="the C runtime's Python driver (onebit.run_c) is absent")
-    if not hasattr(run_c, "generate_c"):
-        pytest.skip("onebit.run_c has no generate_c(checkpoint_or_file, prompt_ids, n, sampler)")
+def test_c_runtime_generates_the_same_tokens(trained, char_tokenizer, tmp_path):
+    run_c = pytest.importorskip("onebit.run_c", reason="the C runtime's binding (onebit.run_c) is absent")
+    from onebit.export import ExportOptions, export_1bit
+
     ckpt_dir, out = trained
+    export_1bit(ckpt_dir, tmp_path / "m.1bit", ExportOptions(pack="t2", embed_dtype="f32"))
+    try:
+        c_model = run_c.Model(tmp_path / "m.1bit")
+    except OSError as e:  # no compiler or library on this machine
+        pytest.skip(f"the C runtime library is unavailable: {e}")
     prompt = char_tokenizer.encode("ROMEO:\nI")
-    sampler = SamplerConfig(temperature=0)
-    assert run_c.generate_c(ckpt_dir, prompt, 40, sampler) == generate_ort(OrtDecoder(out, "web"), prompt, 40, sampler)
+    expected = generate_ort(OrtDecoder(out, "web"), prompt, 40, GREEDY)
+    assert c_model.generate(prompt, 40, temperature=0) == expected
+    sampled = generate_ort(OrtDecoder(out, "web"), prompt, 40, SAMPLED)
+    assert c_model.generate(prompt, 40, temperature=SAMPLED.temperature, top_k=SAMPLED.top_k, top_p=SAMPLED.top_p,
+                            repeat_penalty=SAMPLED.repeat_penalty, seed=SAMPLED.seed) == sampled
+    assert c_model.encode("ROMEO:\nI") == prompt
 
 
 def test_run_ort_cli_prints_prompt_and_continuation(trained, char_tokenizer):
