@@ -93,8 +93,8 @@ def candidates(logits: np.ndarray, top_k: int) -> np.ndarray:
 
 
 def softmax_sorted(sorted_logits: np.ndarray) -> np.ndarray:
-    """fp32 softmax over logits already in descending order; exp in float64 rounded to fp32
-    (portable: float64 exp is correctly rounded to fp32 by every libm we know of)."""
+    """fp32 softmax over logits already in descending order; exp in float64 rounded to fp32,
+    because libms disagree on fp32 expf far more often than on (float)exp(double)."""
     shifted = (sorted_logits - sorted_logits[0]).astype(np.float32)
     e = np.exp(shifted.astype(np.float64)).astype(np.float32)
     total = np.cumsum(e, dtype=np.float32)[-1]  # sequential fp32 sum, in candidate order
