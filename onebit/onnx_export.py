@@ -161,7 +161,7 @@ class _DecoderGraph:
     def axes(self, *axes: int) -> str:
         return self.g.const(list(axes), np.int64)
 
-    def norm(self, x: str, name: str, size: int) -> str:
+    def norm(self, x: str, name: str) -> str:
         """RMSNorm or bias-free LayerNorm over the last axis, fp32, as model.Norm."""
         g, cfg = self.g, self.cfg
         w = self.weight(f"{name}.weight")
@@ -287,8 +287,8 @@ class _DecoderGraph:
         k = self.heads(self.bitlinear(hq, ha, f"{scope}.k_proj"), cfg.n_kv_heads, scope)
         v = self.heads(self.bitlinear(hq, ha, f"{scope}.v_proj"), cfg.n_kv_heads, scope)
         if cfg.qk_norm:
-            q = self.norm(q, f"{scope}.q_norm", cfg.head_dim)
-            k = self.norm(k, f"{scope}.k_norm", cfg.head_dim)
+            q = self.norm(q, f"{scope}.q_norm")
+            k = self.norm(k, f"{scope}.k_norm")
         if rope is not None:
             q, k = self.rope(q, *rope, scope), self.rope(k, *rope, scope)
         k = g.op("Concat", [f"past_key_values.{i}.key", k], scope, outputs=[f"present.{i}.key"], axis=2)
@@ -306,7 +306,7 @@ class _DecoderGraph:
         a = g.op("Transpose", [a], scope, perm=[0, 2, 1, 3])
         a = g.op("Reshape", [a, g.const([0, 0, cfg.n_heads * cfg.head_dim], np.int64)], scope)
         if cfg.subln:
-            a = self.norm(a, f"{scope}.sub_norm", cfg.n_heads * cfg.head_dim)
+            a = self.norm(a, f"{scope}.sub_norm")
         aq, aa = self.linear_input(a, f"{scope}.o_proj")
         return self.bitlinear(aq, aa, f"{scope}.o_proj")
 
@@ -320,7 +320,7 @@ class _DecoderGraph:
         else:
             u = self.act(up, scope)
         if cfg.subln:
-            u = self.norm(u, f"{scope}.sub_norm", cfg.ffn_dim)
+            u = self.norm(u, f"{scope}.sub_norm")
         uq, ua = self.linear_input(u, f"{scope}.down_proj")
         return self.bitlinear(uq, ua, f"{scope}.down_proj")
 
@@ -339,10 +339,10 @@ class _DecoderGraph:
                          for t in (cos_t, sin_t))
         allowed = self.attention_mask("past_key_values.0.key")
         for i in range(cfg.n_layers):
-            x = self.residual(x, self.attention(i, self.norm(x, f"layers.{i}.attn_norm", cfg.dim), allowed, rope),
+            x = self.residual(x, self.attention(i, self.norm(x, f"layers.{i}.attn_norm"), allowed, rope),
                               f"layers.{i}")
-            x = self.residual(x, self.mlp(i, self.norm(x, f"layers.{i}.mlp_norm", cfg.dim)), f"layers.{i}")
-        x = self.norm(x, "norm", cfg.dim)
+            x = self.residual(x, self.mlp(i, self.norm(x, f"layers.{i}.mlp_norm")), f"layers.{i}")
+        x = self.norm(x, "norm")
         head = "embed.weight" if cfg.tie_embeddings else self.weight("head.weight")
         head_t = g.op("Transpose", [head], "head", perm=[1, 0])  # folded once at load; the file keeps one copy
         g.op("MatMul", [x, head_t], "head", outputs=["logits"])
