@@ -12,7 +12,7 @@ export ONEBIT_DATA_DIR
 DEMO   := runs/demo
 PROMPT ?= ROMEO:
 
-.PHONY: all venv runtime demo test test-python test-c test-arm setup-system clean
+.PHONY: all venv runtime demo test test-python test-c setup-system setup-web clean
 
 all: venv runtime
 
@@ -42,7 +42,12 @@ demo: venv runtime
 setup-system:
 	tools/setup_system.sh
 
-test: setup-system venv test-c test-python
+# npm packages of the browser demo (onnxruntime-web, playwright-core), pinned by its lock file
+setup-web:
+	@if command -v npm >/dev/null; then examples/web/setup.sh; \
+	else echo "setup-web: npm not found; the browser test will skip"; [ "$$CI" != true ]; fi
+
+test: setup-system setup-web venv test-c test-python
 
 test-c:
 	$(MAKE) -C runtime_c test
