@@ -426,6 +426,32 @@ static void test_pool(void) {
         }
 }
 
+/* ---------------------------------------------------------------- strides, K = 0 */
+static void test_strides(const ob_kernels *kern) {
+    for (int K = 0; K <= 5000; K++) {
+        size_t st = ob_act_stride(K);
+        size_t t2 = (size_t)(K + 127) / 128 * 128;
+        int r = K % 160;
+        size_t t16 = (size_t)(K / 160) * 160 + (size_t)((r + 4) / 5) * 5;
+        CHECK(st >= t2 && st >= t16 && st % 64 == 0, "ob_act_stride(%d)", K);
+        CHECK(ob_row_bytes(OB_WFMT_T2, K) == (size_t)(K + 127) / 128 * 32 &&
+                  ob_row_bytes(OB_WFMT_B1, K) == (size_t)(K + 127) / 128 * 16 &&
+                  ob_row_bytes(OB_WFMT_T16, K) == (size_t)(32 * (K / 160) + (r + 4) / 5),
+              "ob_row_bytes(%d)", K);
+    }
+    /* K = 0: empty dot products give exactly 0 */
+    int8_t xq[128];
+    float a, y[3] = {1, 1, 1};
+    int32_t s;
+    float x0 = 0;
+    kern->quantize(&x0, 0, xq, &a, &s);
+    uint8_t w[1] = {0};
+    for (int f = 0; f < OB_WFMT_COUNT; f++) {
+        kern->matmul[f](w, 0, 1.0f, xq, sizeof xq, &a, &s, 1, 0, 3, y, 3);
+        CHECK(y[0] == 0 && y[1] == 0 && y[2] == 0, "%s K=0", ob_isa_name(kern->isa));
+    }
+}
+
 /* ---------------------------------------------------------------- f16, ISA selection */
 static void test_f16(void) {
     for (uint32_t h = 0; h < 65536; h++) {
@@ -492,6 +518,7 @@ int main(void) {
         test_isa_extremes(&k);
         test_isa_float(&k);
         test_threads(&k);
+        test_strides(&k);
         printf("  isa %-6s: %s\n", ob_isa_name((ob_isa)i), g_fail == before ? "ok" : "FAILED");
         strcat(ran, " ");
         strcat(ran, ob_isa_name((ob_isa)i));
