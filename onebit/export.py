@@ -184,14 +184,14 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
     return ExportResult(size_report(tensors, sizes[0]), meta, tensors)
 
 
-def _export_onnx(checkpoint_dir: Path, out: Path) -> None:
+def _export_onnx(checkpoint_dir: Path, out: Path, **options) -> None:
     try:
         from onebit.onnx_export import export_onnx
     except ModuleNotFoundError as e:
         if e.name != "onebit.onnx_export":
             raise
         raise ExportError("ONNX export is not available yet (onebit.onnx_export is missing)") from None
-    export_onnx(checkpoint_dir, out)
+    export_onnx(checkpoint_dir, out, **options)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -206,15 +206,25 @@ def _export_onnx(checkpoint_dir: Path, out: Path) -> None:
               help="Also write a C header holding the file's bytes.")
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
 @click.option("--format", "fmt", type=click.Choice(["1bit", "onnx"]), default="1bit", show_default=True)
+@click.option("--onnx-graphs", default="native,web", show_default=True,
+              help="ONNX graphs to write: native (MatMulNBits) and/or web (standard ops).")
+@click.option("--onnx-block-size", type=click.Choice(["16", "32", "64", "128"]), default="128", show_default=True,
+              help="MatMulNBits block size of the native graph.")
+@click.option("--onnx-accuracy-level", type=click.Choice(["0", "4"]), default="4", show_default=True,
+              help="MatMulNBits accuracy_level (4 = int8 activations, the fast CPU path).")
+@click.option("--onnx-web-matmul", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="Web graph matmul: fp32 MatMul on integer codes, or MatMulInteger.")
 @cli_errors
 def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_header: Path | None,
-         c_name: str, fmt: str) -> None:
+         c_name: str, fmt: str, onnx_graphs: str, onnx_block_size: str, onnx_accuracy_level: str,
+         onnx_web_matmul: str) -> None:
     """Compile CHECKPOINT_DIR into a packed .1bit file (or ONNX)."""
     torch.set_num_threads(1)
     if fmt == "onnx":
         if c_header is not None:
             raise ExportError("--emit-c-header needs --format 1bit")
-        _export_onnx(checkpoint_dir, out)
+        _export_onnx(checkpoint_dir, out, graphs=onnx_graphs, block_size=int(onnx_block_size),
+                     accuracy_level=int(onnx_accuracy_level), web_matmul=onnx_web_matmul)
         return
     for target in (out, c_header):
         if target is not None and target.is_dir():
