@@ -341,19 +341,47 @@ typedef struct {
     int layer, m, pos0;
 } attn_task;
 
-/* Dot product in 8 interleaved partial sums (a fixed order, so the compiler can vectorize it
- * without reassociating anything and every thread count gets the same bits). */
+/* Dot product in 8 interleaved partial sums (a fixed order: every thread count and every ISA gets
+ * the same bits).  With GCC / Clang the 8 partial sums are two 4-lane vectors (SSE / NEON): the
+ * same multiplies and adds in the same order as the scalar loop, so the same bits (ISO C mode, so
+ * no FMA contraction). */
+#if defined(__GNUC__)
+#define OB_VEC4 1
+typedef float ob_f4 __attribute__((vector_size(16)));
+static inline ob_f4 ob_ld4(const float *p) {
+    ob_f4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void ob_st4(float *p, ob_f4 v) { memcpy(p, &v, sizeof v); }
+#endif
+
 static float dot_f32(const float *restrict a, const float *restrict b, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
+#if defined(OB_VEC4)
+    ob_f4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
+    for (; i + 8 <= n; i += 8) {
+        lo += ob_ld4(a + i) * ob_ld4(b + i);
+        hi += ob_ld4(a + i + 4) * ob_ld4(b + i + 4);
+    }
+    ob_st4(acc, lo);
+    ob_st4(acc + 4, hi);
+#else
     for (; i + 8 <= n; i += 8)
         for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+#endif
     for (; i < n; i++) acc[i & 7] += a[i] * b[i];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 static void axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    int i = 0;
+#if defined(OB_VEC4)
+    const ob_f4 va = {a, a, a, a};
+    for (; i + 4 <= n; i += 4) ob_st4(y + i, ob_ld4(y + i) + va * ob_ld4(x + i));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
 }
 
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
