@@ -16,7 +16,8 @@ struct ob_session {
     ob_threadpool *pool;
     int n_threads, n_ctx, n_batch, pos, has_logits;
     ob_kv_type kv_type;
-    size_t kv_layer; /* elements per layer of one cache (n_ctx * kv_dim) */
+    size_t kv_layer; /* elements per layer of one cache (n_ctx * kv_dim), laid out [kv_head][pos][head_dim]
+                        so that one head's keys / values are contiguous (prefetch, TLB) */
     void *key_cache, *value_cache;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim / 2] */
     /* activations for up to n_batch tokens */
@@ -390,7 +391,7 @@ static void attention_task(void *ctx, int ith, int nth) {
     attn_task *t = (attn_task *)ctx;
     ob_session *s = t->s;
     const ob_config *c = s->cfg;
-    int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     int h0, h1;
     ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
@@ -404,7 +405,7 @@ static void attention_task(void *ctx, int ith, int nth) {
             const float *q = s->q + ((size_t)tok * c->n_heads + h) * hd;
             float mx = -INFINITY;
             for (int j = 0; j < n_keys; j++) {
-                size_t off = base + (size_t)j * kvd + (size_t)kvh * hd;
+                size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
                 const float *kr = (const float *)s->key_cache + off;
                 if (s->kv_type == OB_KV_F16) {
                     ob_row_f16_to_f32((const uint16_t *)s->key_cache + off, hd, row);
@@ -421,7 +422,7 @@ static void attention_task(void *ctx, int ith, int nth) {
             float *out = s->att + ((size_t)tok * c->n_heads + h) * hd;
             for (int d = 0; d < hd; d++) out[d] = 0.0f;
             for (int j = 0; j < n_keys; j++) {
-                size_t off = base + (size_t)j * kvd + (size_t)kvh * hd;
+                size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
                 const float *vr = (const float *)s->value_cache + off;
                 if (s->kv_type == OB_KV_F16) {
                     ob_row_f16_to_f32((const uint16_t *)s->value_cache + off, hd, row);
@@ -481,11 +482,12 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
             rope_rows(s, s->q, m, c->n_heads, pos0);
             rope_rows(s, s->kx, m, c->n_kv_heads, pos0);
         }
-        for (int t = 0; t < m; t++) { /* Attention: torch.cat((past, k)) -- the KV-cache */
-            size_t at = (size_t)l * s->kv_layer + (size_t)(pos0 + t) * kvd;
-            kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd, kvd);
-            kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd, kvd);
-        }
+        for (int t = 0; t < m; t++) /* Attention: torch.cat((past, k)) -- the KV-cache */
+            for (int kh = 0; kh < c->n_kv_heads; kh++) {
+                size_t at = (size_t)l * s->kv_layer + ((size_t)kh * s->n_ctx + (size_t)(pos0 + t)) * hd;
+                kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd + (size_t)kh * hd, hd);
+                kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd + (size_t)kh * hd, hd);
+            }
         attn_task at = {s, l, m, pos0}; /* Attention: scaled_dot_product_attention, causal */
         ob_threadpool_run(s->pool, attention_task, &at);
         if (c->subln) norm_rows(c, s->att, inner, L->attn_sub_norm, inner, m, s->att, inner); /* attn.sub_norm */
