@@ -297,6 +297,46 @@ static void linear(ob_session *s, const ob_linear *l, int m, float *y) {
                  m, y, (size_t)l->rows);
 }
 
+static void act_rows(const ob_config *c, float *g, const float *up, size_t n);
+
+/* Up to three BitLinears over the same quantized input in one thread-pool dispatch (q/k/v,
+ * gate/up): each thread takes its fixed row range of every matrix, so the results are those of
+ * separate calls.  act: also apply the MLP activation to the thread's rows (gate = act(gate) * up,
+ * or gate = act(up) when not gated) -- elementwise, so the same bits as a separate pass. */
+typedef struct {
+    ob_session *s;
+    const ob_linear *l[3];
+    float *y[3];
+    int n, m, act;
+} linear_group;
+
+static void linear_group_task(void *ctx, int ith, int nth) {
+    linear_group *g = (linear_group *)ctx;
+    ob_session *s = g->s;
+    for (int i = 0; i < g->n; i++) {
+        const ob_linear *l = g->l[i];
+        int r0, r1;
+        ob_split_rows(l->rows, ith, nth, 16, &r0, &r1);
+        if (r0 < r1)
+            s->k.matmul[l->fmt](l->w, l->cols, l->scale, s->xq, s->xq_stride, s->act_a, s->act_sum, g->m, r0, r1,
+                                g->y[i], (size_t)l->rows);
+    }
+    if (g->act) {
+        const ob_config *c = s->cfg;
+        int F = c->ffn_dim, r0, r1;
+        ob_split_rows(F, ith, nth, 16, &r0, &r1);
+        for (int t = 0; t < g->m && r0 < r1; t++) {
+            size_t o = (size_t)t * F + (size_t)r0;
+            if (c->gated) {
+                act_rows(c, s->gate + o, s->up + o, (size_t)(r1 - r0));
+            } else {
+                memcpy(s->gate + o, s->up + o, sizeof(float) * (size_t)(r1 - r0));
+                act_rows(c, s->gate + o, NULL, (size_t)(r1 - r0));
+            }
+        }
+    }
+}
+
 /* model.py apply_rope: rotate-half over each head of m rows starting at position pos0. */
 static void rope_rows(const ob_session *s, float *x, int m, int n_heads, int pos0) {
     int hd = s->cfg->head_dim, half = hd / 2;
@@ -471,9 +511,10 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
         const ob_layer *L = &mdl->layers[l];
         norm_rows(c, s->x, D, L->attn_norm, D, m, s->h, D); /* Block: self.attn_norm(x) */
         quantize_in(s, s->h, m, D);
-        linear(s, &L->q_proj, m, s->q); /* Attention: q_proj, k_proj, v_proj */
-        linear(s, &L->k_proj, m, s->kx);
-        linear(s, &L->v_proj, m, s->vx);
+        { /* Attention: q_proj, k_proj, v_proj (one dispatch) */
+            linear_group g = {s, {&L->q_proj, &L->k_proj, &L->v_proj}, {s->q, s->kx, s->vx}, 3, m, 0};
+            ob_threadpool_run(s->pool, linear_group_task, &g);
+        }
         if (c->qk_norm) { /* Attention: q_norm(q), k_norm(k) per head */
             norm_rows(c, s->q, hd, L->q_norm, hd, m * c->n_heads, s->q, hd);
             norm_rows(c, s->kx, hd, L->k_norm, hd, m * c->n_kv_heads, s->kx, hd);
@@ -496,13 +537,9 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
         for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * a */
         norm_rows(c, s->x, D, L->mlp_norm, D, m, s->h, D); /* Block: self.mlp_norm(x) */
         quantize_in(s, s->h, m, D);
-        linear(s, &L->up_proj, m, s->up); /* MLP: up_proj */
-        if (c->gated) {
-            linear(s, &L->gate_proj, m, s->gate); /* MLP: act(gate_proj(x)) * up_proj(x) */
-            act_rows(c, s->gate, s->up, (size_t)m * F);
-        } else {
-            memcpy(s->gate, s->up, sizeof(float) * (size_t)m * F); /* MLP: act(up_proj(x)) */
-            act_rows(c, s->gate, NULL, (size_t)m * F);
+        { /* MLP: act(gate_proj(x)) * up_proj(x), or act(up_proj(x)) (one dispatch) */
+            linear_group g = {s, {&L->up_proj, &L->gate_proj, NULL}, {s->up, s->gate, NULL}, c->gated ? 2 : 1, m, 1};
+            ob_threadpool_run(s->pool, linear_group_task, &g);
         }
         if (c->subln) norm_rows(c, s->gate, F, L->mlp_sub_norm, F, m, s->gate, F); /* mlp.sub_norm */
         quantize_in(s, s->gate, m, F);
