@@ -3,17 +3,8 @@
 #include <string.h>
 
 #include "../src/internal.h"
+#include "check.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (!(cond)) {                                                                                                 \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                \
-            printf(__VA_ARGS__);                                                                                       \
-            printf("\n");                                                                                              \
-            failures++;                                                                                                \
-        }                                                                                                              \
-    } while (0)
 
 static const float LOGITS[8] = {1.5f, -0.25f, 3.0f, 3.0f, 0.5f, -2.0f, 2.25f, 0.0f};
 static const int32_t CONTEXT[4] = {2, 5, 5, 7};
