@@ -14,7 +14,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import click
 import numpy as np
 
 from onebit.errors import OnebitError, cli_errors
+from onebit.generate import SamplerConfig
+from onebit.textstream import TextStream, sampler_options
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_RUNTIME = _PACKAGE_DIR.parent / "runtime_c"
@@ -267,22 +268,14 @@ def ppl_windows(n_tokens: int, ctx: int) -> list[tuple[int, int]]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-m", "--model", "model_path", type=click.Path(path_type=Path), required=True)
-@click.option("-p", "--prompt", default="\n", show_default=True)
-@click.option("-n", "--max-new-tokens", "n", type=int, default=200, show_default=True)
-@click.option("--temperature", type=float, default=0.8, show_default=True, help="0 = greedy")
-@click.option("--top-k", type=int, default=0, show_default=True)
-@click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--repeat-penalty", type=float, default=1.0, show_default=True)
-@click.option("--repeat-window", type=int, default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@sampler_options
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--ctx", type=int, default=0, help="context length (default: the model's max_seq_len)")
 @click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True)
 @click.option("--isa", default=None, help="scalar | avx2 | avx512 | neon (default: best, or $ONEBIT_ISA)")
 @click.option("--ppl", "ppl_file", type=click.Path(path_type=Path), default=None, help="perplexity of a text file")
 @cli_errors
-def main(model_path: Path, prompt: str, n: int, temperature: float, top_k: int, top_p: float,
-         repeat_penalty: float, repeat_window: int, seed: int, threads: int, ctx: int, kv: str,
+def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads: int, ctx: int, kv: str,
          isa: str | None, ppl_file: Path | None) -> None:
     """Generate text with a .1bit model through the C runtime (stdout: prompt + text)."""
     model = Model(model_path, n_ctx=ctx, threads=threads, kv=kv, isa=isa)
@@ -296,17 +289,11 @@ def main(model_path: Path, prompt: str, n: int, temperature: float, top_k: int, 
     if len(ids) + n > model.n_ctx:
         raise CRuntimeError(f"prompt ({len(ids)} tokens) + {n} new tokens exceeds the context of "
                             f"{model.n_ctx} tokens")
-    out = sys.stdout.buffer
-    out.write(prompt.encode("utf-8"))
-    out.flush()
-
-    def emit(_token: int, data: bytes) -> None:
-        out.write(data)
-        out.flush()
-
-    model.generate(ids, n, temperature=temperature, top_k=top_k, top_p=top_p, repeat_penalty=repeat_penalty,
-                   repeat_window=repeat_window, seed=seed, on_token=emit)
-    print(file=sys.stderr)
+    stream = TextStream(prompt)
+    model.generate(ids, n, temperature=sampler.temperature, top_k=sampler.top_k, top_p=sampler.top_p,
+                   repeat_penalty=sampler.repeat_penalty, repeat_window=sampler.repeat_window,
+                   seed=sampler.seed, on_token=lambda _token, data: stream.write(data))
+    stream.close(len(ids), f"C runtime, {threads} thread(s)")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ through an incremental UTF-8 decoder; statistics go to stderr.
 
 from __future__ import annotations
 
-import codecs
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,9 +18,9 @@ from onebit.errors import OnebitError, cli_errors
 from onebit.generate import Sampler, SamplerConfig, check_request
 from onebit.model import ModelConfig
 from onebit.onnx_export import GRAPH_FILES
+from onebit.textstream import TextStream, sampler_options
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-DEFAULTS = SamplerConfig()
 
 
 class OrtError(OnebitError):
@@ -106,26 +103,17 @@ def generate_ort(decoder: OrtDecoder, prompt_ids: list[int], max_new_tokens: int
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help="folder written by onebit-export --format onnx")
-@click.option("--prompt", "-p", default="\n", show_default=True, help="text to continue")
-@click.option("-n", "--max-new-tokens", "n", type=int, default=200, show_default=True)
-@click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True, help="0 = greedy")
-@click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="0 = off")
-@click.option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="1 = off")
-@click.option("--repeat-penalty", type=float, default=DEFAULTS.repeat_penalty, show_default=True)
-@click.option("--repeat-window", type=int, default=DEFAULTS.repeat_window, show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@sampler_options
 @click.option("--provider", type=click.Choice(list(PROVIDERS)), default="cpu", show_default=True)
 @click.option("--graph", type=click.Choice(list(GRAPH_FILES)), default="native", show_default=True,
               help="native = MatMulNBits (model.onnx), web = standard ops (model_web.onnx)")
 @click.option("--threads", type=int, default=1, show_default=True, help="intra-op threads, 0 = onnxruntime's choice")
 @cli_errors
-def main(model_dir: Path, prompt: str, n: int, temperature: float, top_k: int, top_p: float, repeat_penalty: float,
-         repeat_window: int, seed: int, provider: str, graph: str, threads: int) -> None:
+def main(model_dir: Path, prompt: str, n: int, sampler: SamplerConfig, provider: str, graph: str,
+         threads: int) -> None:
     """Continue PROMPT with an exported ONNX model on onnxruntime."""
     from onebit.tokenizer import Tokenizer
 
-    sampler = SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p, repeat_penalty=repeat_penalty,
-                            repeat_window=repeat_window, seed=seed).validate()
     if threads < 0:
         raise OrtError(f"threads must be >= 0, got {threads}")
     if not Path(model_dir).is_dir():
@@ -137,23 +125,9 @@ def main(model_dir: Path, prompt: str, n: int, temperature: float, top_k: int, t
     prompt_ids = tokenizer.encode(prompt)
     check_request(decoder, prompt_ids, n)  # before any output: an error leaves stdout empty
 
-    out = sys.stdout
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    out.write(prompt)
-    out.flush()
-
-    def emit(token: int) -> None:
-        out.write(utf8.decode(tokenizer.token_bytes(token)))
-        out.flush()
-
-    start = time.perf_counter()
-    tokens = generate_ort(decoder, prompt_ids, n, sampler, on_token=emit)
-    elapsed = time.perf_counter() - start
-    out.write(utf8.decode(b"", final=True))
-    out.flush()
-    print(f"\n{len(prompt_ids)} prompt + {len(tokens)} new tokens in {elapsed:.2f}s "
-          f"({len(tokens) / max(elapsed, 1e-9):.1f} tokens/s, onnxruntime {graph} graph on {provider})",
-          file=sys.stderr)
+    stream = TextStream(prompt)
+    generate_ort(decoder, prompt_ids, n, sampler, on_token=lambda t: stream.write(tokenizer.token_bytes(t)))
+    stream.close(len(prompt_ids), f"onnxruntime {graph} graph on {provider}")
 
 
 if __name__ == "__main__":

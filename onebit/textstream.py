@@ -1,0 +1,71 @@
+"""What every generator CLI shares: the sampler options and the stdout contract.
+
+stdout carries the prompt and then the generated text, streamed token by token, and nothing else,
+so the outputs of onebit-sample, run_c and run_ort compare byte for byte; statistics go to stderr.
+Token bytes pass through one incremental UTF-8 decoder: a character split across byte-level BPE
+tokens is printed once complete, and bytes that never form a character become U+FFFD.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import sys
+import time
+from typing import Callable
+
+import click
+
+from onebit.generate import SamplerConfig
+
+DEFAULTS = SamplerConfig()
+
+
+def sampler_options(fn: Callable) -> Callable:
+    """Add --prompt, -n and the sampler flags; the command receives prompt, n and sampler."""
+    options = [
+        click.option("--prompt", "-p", default="\n", show_default=True, help="text to continue"),
+        click.option("-n", "--max-new-tokens", "n", type=int, default=200, show_default=True),
+        click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True,
+                     help="0 = greedy"),
+        click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="0 = off"),
+        click.option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="1 = off"),
+        click.option("--repeat-penalty", type=float, default=DEFAULTS.repeat_penalty, show_default=True),
+        click.option("--repeat-window", type=int, default=DEFAULTS.repeat_window, show_default=True),
+        click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args, temperature, top_k, top_p, repeat_penalty, repeat_window, seed, **kwargs):
+        sampler = SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                                repeat_penalty=repeat_penalty, repeat_window=repeat_window, seed=seed)
+        return fn(*args, sampler=sampler.validate(), **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+class TextStream:
+    """Writes the prompt, then each token's bytes as text; close() reports speed on stderr."""
+
+    def __init__(self, prompt: str):
+        self._out = sys.stdout
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._start = time.perf_counter()
+        self._count = 0
+        self._out.write(prompt)
+        self._out.flush()
+
+    def write(self, token_bytes: bytes) -> None:
+        self._count += 1
+        self._out.write(self._utf8.decode(token_bytes))
+        self._out.flush()
+
+    def close(self, n_prompt: int, label: str = "") -> None:
+        self._out.write(self._utf8.decode(b"", final=True))
+        self._out.flush()
+        elapsed = time.perf_counter() - self._start
+        rate = self._count / max(elapsed, 1e-9)
+        print(f"\n{n_prompt} prompt + {self._count} new tokens in {elapsed:.2f}s ({rate:.1f} tokens/s"
+              f"{', ' + label if label else ''})", file=sys.stderr)
