@@ -108,9 +108,12 @@ PRESETS: dict[str, dict] = {
     "tiny": {
         "base": dict(tokenizer="char", model=TINY_MODEL, max_steps=2000, batch_size=12, warmup_steps=100,
                      eval_interval=250, eval_batches=20, ckpt_interval=1000),
+        # full precision: SwiGLU, no SubLN, the nanoGPT peak LR
         "none": dict(lr=4e-3, weight_decay=0.1, model=dict(activation="silu", gated=True, subln=False)),
-        "ternary": dict(lr=4e-3, weight_decay=0.1),
-        "binary": dict(lr=4e-3, weight_decay=0.1),
+        # ternary/binary: BitNet's ReLU²-GLU + SubLN, twice the FFN width (ternary weights are cheap),
+        # and the two-stage schedule (LR peak halves and weight decay goes to 0 half-way)
+        "ternary": dict(lr=6e-3, weight_decay=0.1, two_stage=True, model=dict(ffn_dim=1024)),
+        "binary": dict(lr=6e-3, weight_decay=0.1, two_stage=True, model=dict(ffn_dim=1024)),
     },
     "small": {
         "base": dict(tokenizer="bpe", vocab_size=4096, model=SMALL_MODEL, max_steps=5000, batch_size=16,

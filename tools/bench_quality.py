@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from onebit import quant  # noqa: E402
 from onebit.checkpoint import load_checkpoint  # noqa: E402
 from onebit.metrics import read_metrics  # noqa: E402
+from onebit.presets import preset_config  # noqa: E402
 
 QUANTS = ("ternary", "none", "binary")
 PACKED_FORMAT = {"ternary": "T1.6", "binary": "B1", "none": "f32"}
@@ -87,7 +88,14 @@ def measure(kind: str, out: Path, seed: int, extra: tuple[str, ...]) -> Row:
     run_dir = out / kind
     rows = read_metrics(run_dir / "metrics.csv")
     last = rows[-1]
-    model = load_checkpoint(run_dir).model
+    ckpt = load_checkpoint(run_dir)
+    if not extra:
+        # a row must be what `onebit-train --preset tiny --quant X` alone reproduces
+        expected = preset_config("tiny", kind)
+        expected.seed = seed
+        if ckpt.meta.get("train_config") != expected.to_dict():
+            raise click.ClickException(f"{run_dir} was not trained with the tiny preset's {kind} defaults")
+    model = ckpt.model
     tokens = sum(r["tokens_per_s"] for r in rows) / len(rows)
     return Row(quant=kind, command=shlex.join(command(kind, run_dir, seed, extra)), val_loss=last["val_loss"],
                wall_s=last["elapsed_s"], tokens_per_s=tokens, params=model.param_stats()["total_params"],
