@@ -5,12 +5,18 @@ dim 768, 12 layers, 12 heads, ffn 2048, vocab 32000 (the shape of /work/shared/A
 times, in one run, `onebit-run --bench` and a KV-cached PyTorch decode of the same model with
 its ternary weights dequantized to fp32 (the eager baseline), each at 1 and 2 threads.
 
-    .venv/bin/python tools/bench_decode.py [--threads 1,2] [--tokens 128] [--pack t2] [--embed-dtype i8]
+    .venv/bin/python tools/bench_decode.py [--threads 1,2] [--tokens 128] [--runs 3] [--pack t2] [--embed-dtype i8]
+
+The machine is shared, so each engine / thread count is run --runs times (interleaved) and the best
+run is kept; the load average is printed before and after.  Besides decoding after the prompt
+(positions tokens..2*tokens, the PyTorch comparison), the C runtime is also timed decoding
+`tokens` tokens from an empty context ("tg" column), which is what llama-bench's tg128 measures.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -39,6 +45,7 @@ class Result:
     threads: int
     prefill_tok_s: float
     decode_tok_s: float
+    tg_tok_s: float | None = None
 
 
 def random_model(path: Path, pack: str, embed_dtype: str, seed: int = 0) -> tuple[ModelConfig, dict]:
@@ -83,13 +90,25 @@ def random_model(path: Path, pack: str, embed_dtype: str, seed: int = 0) -> tupl
     return cfg, dense
 
 
+def run_c(path: Path, threads: int, prompt: int, n: int) -> dict:
+    done = subprocess.run([str(CLI), "-m", str(path), "--bench", "--prompt-tokens", str(prompt), "-n",
+                           str(n), "--temperature", "0", "--threads", str(threads)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+    err = done.stderr.decode("utf-8", "replace")
+    line = err.strip().splitlines()[-1]
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
+
+
 def bench_c(path: Path, threads: int, tokens: int) -> Result:
-    done = subprocess.run([str(CLI), "-m", str(path), "--bench", "--prompt-tokens", str(tokens), "-n",
-                           str(tokens + 1), "--temperature", "0", "--threads", str(threads)],
-                          capture_output=True, text=True, check=True)
-    line = done.stderr.strip().splitlines()[-1]
-    got = dict(re.findall(r"(\w+)=([\d.]+)", line))
-    return Result("onebit-run", threads, float(got["prefill_tok_s"]), float(got["decode_tok_s"]))
+    got = run_c(path, threads, tokens, tokens + 1)
+    tg = run_c(path, threads, 1, tokens + 1)  # decode from an empty context (llama-bench tg)
+    return Result("onebit-run", threads, got["prefill_tok_s"], got["decode_tok_s"], tg["decode_tok_s"])
+
+
+def best(results: list[Result]) -> Result:
+    r = results[0]
+    return Result(r.engine, r.threads, max(x.prefill_tok_s for x in results), max(x.decode_tok_s for x in results),
+                  max(x.tg_tok_s for x in results) if r.tg_tok_s is not None else None)
 
 
 @torch.no_grad()
@@ -114,9 +133,10 @@ def bench_torch(cfg: ModelConfig, dense: dict, threads: int, tokens: int) -> Res
 @click.command()
 @click.option("--threads", default="1,2", show_default=True, help="comma-separated thread counts")
 @click.option("--tokens", default=128, show_default=True, help="prompt tokens and decoded tokens")
+@click.option("--runs", default=3, show_default=True, help="runs per engine and thread count (best kept)")
 @click.option("--pack", type=click.Choice(["t2", "t1.6"]), default="t2", show_default=True)
 @click.option("--embed-dtype", type=click.Choice(["f32", "f16", "i8"]), default="i8", show_default=True)
-def main(threads: str, tokens: int, pack: str, embed_dtype: str) -> None:
+def main(threads: str, tokens: int, runs: int, pack: str, embed_dtype: str) -> None:
     """Print a markdown table: C runtime vs PyTorch eager, same model, same run."""
     subprocess.run(["make", "-C", str(REPO / "runtime_c"), "all"], check=True, capture_output=True)
     counts = [int(t) for t in threads.split(",")]
@@ -124,20 +144,28 @@ def main(threads: str, tokens: int, pack: str, embed_dtype: str) -> None:
         path = Path(tmp) / "bench125m.1bit"
         cfg, dense = random_model(path, pack, embed_dtype)
         size = path.stat().st_size
+        load0 = os.getloadavg()
         results = []
         for n in counts:
-            c, t = bench_c(path, n, tokens), bench_torch(cfg, dense, n, tokens)
-            results += [c, t]
-    print(f"machine: {platform.processor() or platform.machine()}, {json.dumps(SHAPE)}")
+            cs, ts = [], []
+            for _ in range(runs):
+                cs.append(bench_c(path, n, tokens))
+                ts.append(bench_torch(cfg, dense, n, tokens))
+            results += [best(cs), best(ts)]
+        load1 = os.getloadavg()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {json.dumps(SHAPE)}")
+    print(f"load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load0)}, "
+          f"after {' '.join(f'{x:.2f}' for x in load1)}; best of {runs} runs")
     print(f"file: {size / 2**20:.1f} MiB ({pack}, embed/head {embed_dtype}); {tokens}-token prompt, "
           f"{tokens} decoded tokens, greedy")
-    print("\n| engine | threads | prefill tok/s | decode tok/s | decode vs PyTorch |")
-    print("|---|---|---|---|---|")
+    print("\n| engine | threads | prefill tok/s | decode tok/s | decode vs PyTorch | tg tok/s (empty context) |")
+    print("|---|---|---|---|---|---|")
     for n in counts:
         c, t = [r for r in results if r.threads == n]
         for r in (c, t):
+            tg = f"{r.tg_tok_s:.1f}" if r.tg_tok_s is not None else "-"
             print(f"| {r.engine} | {n} | {r.prefill_tok_s:.1f} | {r.decode_tok_s:.1f} | "
-                  f"{r.decode_tok_s / t.decode_tok_s:.2f}x |")
+                  f"{r.decode_tok_s / t.decode_tok_s:.2f}x | {tg} |")
 
 
 if __name__ == "__main__":
