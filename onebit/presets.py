@@ -113,7 +113,7 @@ PRESETS: dict[str, dict] = {
         # ternary/binary: BitNet's ReLU²-GLU + SubLN, twice the FFN width (ternary weights are cheap),
         # and the two-stage schedule (LR peak halves and weight decay goes to 0 half-way)
         "ternary": dict(lr=4e-3, weight_decay=0.1, two_stage=True, model=dict(ffn_dim=1024)),
-        "binary": dict(lr=6e-3, weight_decay=0.1, two_stage=True, model=dict(ffn_dim=1024)),
+        "binary": dict(lr=4e-3, weight_decay=0.1, two_stage=True, model=dict(ffn_dim=1024)),
     },
     "small": {
         "base": dict(tokenizer="bpe", vocab_size=4096, model=SMALL_MODEL, max_steps=5000, batch_size=16,
