@@ -28,10 +28,15 @@ $(VENV)/.installed: pyproject.toml
 runtime:
 	$(MAKE) -C runtime_c
 
-# train -> export -> generate in C (and the PyTorch reference beside it, for comparison)
-demo: venv runtime
+# train -> export -> generate in C (and the PyTorch reference beside it, for comparison).
+# The trained model and its export are file targets: a second `make demo` only generates.
+$(DEMO)/meta.json: | venv
 	$(BIN)/onebit-train --preset tiny --quant ternary --data tinyshakespeare --out $(DEMO)
-	$(BIN)/onebit-export $(DEMO) -o $(DEMO)/model.1bit --emit-c-header $(DEMO)/model.h
+
+$(DEMO)/model.1bit: $(DEMO)/meta.json | venv
+	$(BIN)/onebit-export $(DEMO) -o $@ --emit-c-header $(DEMO)/model.h
+
+demo: venv runtime $(DEMO)/model.1bit
 	@echo "--- PyTorch reference (greedy)" >&2
 	$(BIN)/onebit-sample $(DEMO) --prompt "$(PROMPT)" -n 200 --temperature 0
 	@echo >&2; echo "--- C runtime (greedy)" >&2
