@@ -131,16 +131,22 @@ class Sampler:
         return int(ids[hit[0]] if hit.shape[0] else ids[keep - 1])
 
 
+def slide_keep(ctx: int) -> int:
+    """How many of the last tokens a slide keeps (docs/SAMPLING.md, "Beyond the context")."""
+    return max(1, ctx // 2)
+
+
 def check_request(model: Transformer, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
-    """GenerateError unless the prompt is non-empty, in the vocabulary and fits with the new tokens."""
+    """GenerateError unless the prompt is non-empty, in the vocabulary and fits in the context
+    (the new tokens may go past it: the decode loop slides, docs/SAMPLING.md)."""
     if not prompt_ids:
         raise GenerateError("the prompt is empty: generation needs at least one token")
     if max_new_tokens < 0:
         raise GenerateError(f"the number of new tokens must be >= 0, got {max_new_tokens}")
     limit = model.cfg.max_seq_len
-    if len(prompt_ids) + max_new_tokens > limit:
-        raise GenerateError(f"prompt ({len(prompt_ids)} tokens) + {max_new_tokens} new tokens exceeds "
-                            f"the model's context of {limit} tokens")
+    if len(prompt_ids) > limit:
+        raise GenerateError(f"the prompt ({len(prompt_ids)} tokens) is longer than the model's context of "
+                            f"{limit} tokens (the prompt itself must fit)")
     bad = [t for t in prompt_ids if not 0 <= t < model.cfg.vocab_size]
     if bad:
         raise GenerateError(f"token id {bad[0]} is outside the vocabulary of {model.cfg.vocab_size}")
@@ -152,6 +158,7 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sam
     """The new tokens (prompt excluded) of a KV-cached decode; on_token sees each as it arrives.
 
     No stop token: exactly max_new_tokens are produced, so every runtime produces the same count.
+    Past the context the loop slides (docs/SAMPLING.md, "Beyond the context: the sliding window").
     """
     check_request(model, prompt_ids, max_new_tokens)
     was_training = model.training
@@ -163,15 +170,23 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sam
         out: list[int] = []
         if max_new_tokens == 0:
             return out
+        ctx = model.cfg.max_seq_len
         logits, past = model(torch.tensor([context], device=device), None, 0)
+        pos = len(context)  # the position the next evaluated token takes (= tokens in the cache)
         while True:
-            tok = sample(logits[0, -1], context)
+            tok = sample(logits[0, -1], context[-ctx:])  # the penalty looks at most ctx tokens back
             context.append(tok)
             out.append(tok)
             if on_token is not None:
                 on_token(tok)
             if len(out) == max_new_tokens:
                 return out
-            logits, past = model(torch.tensor([[tok]], device=device), past, len(context) - 1)
+            if pos == ctx:  # slide: refill the cache with the last keep tokens at positions 0..keep-1
+                keep = slide_keep(ctx)
+                logits, past = model(torch.tensor([context[-keep:]], device=device), None, 0)
+                pos = keep
+            else:
+                logits, past = model(torch.tensor([[tok]], device=device), past, pos)
+                pos += 1
     finally:
         model.train(was_training)

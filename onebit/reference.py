@@ -195,21 +195,27 @@ class ReferenceModel:
         return x @ self.head.T
 
     def generate_greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """Prefill the prompt, then decode argmax tokens (ties to the lowest id) one at a time."""
+        """Prefill the prompt, then decode argmax tokens (ties to the lowest id) one at a time; past
+        the context, slide (docs/SAMPLING.md: keep the last max(1, ctx // 2) tokens, re-prefill)."""
         if not prompt:
             raise ReferenceError("empty prompt")
-        if len(prompt) > self.cfg["max_seq_len"]:
-            raise ReferenceError(f"prompt of {len(prompt)} tokens is longer than the context "
-                                 f"({self.cfg['max_seq_len']})")
+        ctx = self.cfg["max_seq_len"]
+        if len(prompt) > ctx:
+            raise ReferenceError(f"prompt of {len(prompt)} tokens is longer than the context ({ctx})")
         cache = KVCache()
         logits = self.forward(prompt, cache)[-1]
-        out: list[int] = []
+        seq, out = list(prompt), []
         while len(out) < max_new_tokens:
             token = int(np.argmax(logits))
             out.append(token)
-            if len(out) == max_new_tokens or cache.length >= self.cfg["max_seq_len"]:
+            seq.append(token)
+            if len(out) == max_new_tokens:
                 break
-            logits = self.forward([token], cache)[-1]
+            if cache.length == ctx:
+                cache = KVCache()
+                logits = self.forward(seq[-max(1, ctx // 2):], cache)[-1]
+            else:
+                logits = self.forward([token], cache)[-1]
         return out
 
     def decode(self, ids: list[int]) -> str:

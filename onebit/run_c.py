@@ -286,9 +286,9 @@ def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads:
     ids = model.encode(prompt)
     if not ids:
         raise CRuntimeError("the prompt is empty: generation needs at least one token")
-    if len(ids) + n > model.n_ctx:
-        raise CRuntimeError(f"prompt ({len(ids)} tokens) + {n} new tokens exceeds the context of "
-                            f"{model.n_ctx} tokens")
+    if len(ids) > model.n_ctx:  # the new tokens may go past the context: the C loop slides
+        raise CRuntimeError(f"the prompt ({len(ids)} tokens) is longer than the context of {model.n_ctx} "
+                            "tokens (the prompt itself must fit)")
     stream = TextStream(prompt)
     model.generate(ids, n, temperature=sampler.temperature, top_k=sampler.top_k, top_p=sampler.top_p,
                    repeat_penalty=sampler.repeat_penalty, repeat_window=sampler.repeat_window,

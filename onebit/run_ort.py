@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from onebit.errors import OnebitError, cli_errors
-from onebit.generate import Sampler, SamplerConfig, check_request
+from onebit.generate import Sampler, SamplerConfig, check_request, slide_keep
 from onebit.model import ModelConfig
 from onebit.onnx_export import GRAPH_FILES
 from onebit.textstream import TextStream, sampler_options
@@ -88,16 +88,20 @@ def generate_ort(decoder: OrtDecoder, prompt_ids: list[int], max_new_tokens: int
     context, out = list(prompt_ids), []
     if max_new_tokens == 0:
         return out
+    ctx = decoder.cfg.max_seq_len
     logits, past = decoder.forward(np.array([context], np.int64), decoder.empty_past())
     while True:
-        tok = sample(logits[0, -1], context)
+        tok = sample(logits[0, -1], context[-ctx:])
         context.append(tok)
         out.append(tok)
         if on_token is not None:
             on_token(tok)
         if len(out) == max_new_tokens:
             return out
-        logits, past = decoder.forward(np.array([[tok]], np.int64), past)
+        if past[0].shape[2] == ctx:  # the sliding window of docs/SAMPLING.md
+            logits, past = decoder.forward(np.array([context[-slide_keep(ctx):]], np.int64), decoder.empty_past())
+        else:
+            logits, past = decoder.forward(np.array([[tok]], np.int64), past)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

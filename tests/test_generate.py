@@ -149,10 +149,40 @@ def test_generate_streams_each_token(model):
 
 
 def test_generate_refuses_what_does_not_fit(model):
-    with pytest.raises(GenerateError, match="context"):
-        generate(model, [1] * 20, 5, SamplerConfig())
+    with pytest.raises(GenerateError, match="longer than the model's context"):
+        generate(model, [1] * 25, 1, SamplerConfig())
+    assert len(generate(model, [1] * 24, 5, SamplerConfig())) == 5  # the prompt fits: the new tokens slide
     with pytest.raises(GenerateError, match="empty"):
         generate(model, [], 5, SamplerConfig())
     with pytest.raises(GenerateError, match="vocabulary"):
         generate(model, [29], 1, SamplerConfig())
     assert generate(model, [1] * 20, 4, SamplerConfig()) != []
+
+
+def _sliding_oracle(model: Transformer, prompt: list[int], n: int, cfg: SamplerConfig) -> list[int]:
+    """docs/SAMPLING.md's sliding window spelled out with full forwards (no KV-cache): the logits
+    are those of the last token of the window that sits in the cache."""
+    ctx, keep = model.cfg.max_seq_len, max(1, model.cfg.max_seq_len // 2)
+    sample = Sampler(cfg)
+    seq, window = list(prompt), list(prompt)  # window: the tokens in the cache, positions 0..
+    out = []
+    with torch.no_grad():
+        while True:
+            logits, _ = model(torch.tensor([window]))
+            tok = sample(logits[0, -1], seq[-ctx:])
+            seq.append(tok)
+            out.append(tok)
+            if len(out) == n:
+                return out
+            window = seq[-keep:] if len(window) == ctx else window + [tok]
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5, 24])
+@pytest.mark.parametrize("cfg", [SamplerConfig(temperature=0),
+                                 SamplerConfig(temperature=0.9, top_k=8, repeat_penalty=1.3, repeat_window=40, seed=3)])
+def test_generate_slides_past_the_context(model, prompt_len, cfg):
+    prompt = [(7 * i + 3) % 29 for i in range(prompt_len)]
+    n = 80  # max_seq_len 24, keep 12: several slides
+    got = generate(model, prompt, n, cfg)
+    assert len(got) == n
+    assert got == _sliding_oracle(model, prompt, n, cfg)

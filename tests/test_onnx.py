@@ -236,6 +236,16 @@ def test_generation_matches_pytorch_on_a_trained_model(trained, char_tokenizer, 
     assert got == expected
 
 
+@pytest.mark.parametrize("kind, sampler", [("web", GREEDY), ("web", SAMPLED), ("native", GREEDY)])
+def test_generation_past_the_context_matches_pytorch(trained, char_tokenizer, kind, sampler):
+    """300 tokens on a 64-token context: several slides (docs/SAMPLING.md), token for token."""
+    ckpt_dir, out = trained
+    model = load_checkpoint(ckpt_dir).model
+    prompt = char_tokenizer.encode("ROMEO:\nI")
+    expected = generate(model, prompt, 300, sampler)
+    assert generate_ort(OrtDecoder(out, kind), prompt, 300, sampler) == expected
+
+
 def test_c_runtime_generates_the_same_tokens(trained, char_tokenizer, tmp_path):
     run_c = pytest.importorskip("onebit.run_c", reason="the C runtime's binding (onebit.run_c) is absent")
     from onebit.export import ExportOptions, export_1bit
@@ -253,6 +263,9 @@ def test_c_runtime_generates_the_same_tokens(trained, char_tokenizer, tmp_path):
     assert c_model.generate(prompt, 40, temperature=SAMPLED.temperature, top_k=SAMPLED.top_k, top_p=SAMPLED.top_p,
                             repeat_penalty=SAMPLED.repeat_penalty, seed=SAMPLED.seed) == sampled
     assert c_model.encode("ROMEO:\nI") == prompt
+    # past the context: the same slides in both runtimes
+    expected = generate_ort(OrtDecoder(out, "web"), prompt, 300, GREEDY)
+    assert c_model.generate(prompt, 300, temperature=0) == expected
 
 
 def test_run_ort_cli_prints_prompt_and_continuation(trained, char_tokenizer):
@@ -267,7 +280,7 @@ def test_run_ort_cli_prints_prompt_and_continuation(trained, char_tokenizer):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--prompt", "x" * 80], "exceeds the model's context"),
+    (["--prompt", "x" * 80], "longer than the model's context"),
     (["--provider", "cuda"], "CUDAExecutionProvider"),
     (["--prompt", "\u4e2d"], "not in the char tokenizer"),
 ])

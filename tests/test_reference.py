@@ -11,6 +11,7 @@ import torch
 from onebit import quant, reference
 from onebit.checkpoint import load_checkpoint, save_checkpoint
 from onebit.export import ExportOptions, export_1bit
+from onebit.generate import SamplerConfig, generate
 from onebit.reference import KVCache, ReferenceError, ReferenceModel
 
 # fp32 forward, same op order; only reduction orders differ (measured ~3e-7).
@@ -177,9 +178,12 @@ def test_greedy_generation_matches_torch(random_checkpoint, tmp_path):
             ids.append(int(logits[0, -1].argmax()))
             expected.append(ids[-1])
     assert ref.generate_greedy(prompt, 12) == expected
-    # stops at the context length
+    # past the context it slides, exactly like onebit.generate.generate (docs/SAMPLING.md)
     long_prompt = _tokens(4, model.cfg.vocab_size, model.cfg.max_seq_len - 2).tolist()
-    assert len(ref.generate_greedy(long_prompt, 10)) == 3
+    n = 3 * model.cfg.max_seq_len  # several slides
+    got = ref.generate_greedy(long_prompt, n)
+    assert len(got) == n
+    assert got == generate(model, long_prompt, n, SamplerConfig(temperature=0))
     assert isinstance(ref.decode(expected), str)
 
 

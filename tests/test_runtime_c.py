@@ -164,6 +164,54 @@ def test_seeded_sampling_matches_torch_binding_and_cli(c_runtime, long_model):
     assert binding.stdout == text
 
 
+@pytest.fixture(scope="session")
+def slide_model(random_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint dir, .1bit) of a randomized model with a 32-token context: 300 tokens slide often."""
+    ckpt = _randomize(random_checkpoint(max_seq_len=32, dim=64, ffn_dim=128, tie_embeddings=False), 12)
+    return ckpt, _export(ckpt, tmp_path_factory.mktemp("slide") / "m.1bit")
+
+
+def test_greedy_300_tokens_past_the_context_identical_everywhere(c_runtime, slide_model):
+    """docs/SAMPLING.md's sliding window: torch, NumPy and C (every ISA, 1 and 2 threads) agree."""
+    ckpt_dir, path = slide_model
+    model = load_checkpoint(ckpt_dir).model
+    prompt = [5, 17, 3, 9, 22]
+    expected = generate(model, prompt, 300, SamplerConfig(temperature=0.0))
+    assert ReferenceModel.load(path).generate_greedy(prompt, 300) == expected
+    # repeat_window 40 > the context: the penalty looks back 32 tokens, across slides
+    varied = generate(model, prompt, 300, SamplerConfig(temperature=0.0, repeat_penalty=1.5, repeat_window=40))
+    assert len(set(varied)) > 10, "degenerate oracle output makes a weak test"
+    full = [3, 1, 4, 1, 5, 9, 2, 6] * 4  # a prompt that fills the context: the first new token slides
+    expected_full = generate(model, full, 40, SamplerConfig(temperature=0.0))
+    for isa in _available_isas(path):
+        for threads in (1, 2):
+            c_model = Model(path, threads=threads, isa=isa)
+            assert c_model.generate(prompt, 300, temperature=0.0) == expected, f"isa={isa} threads={threads}"
+            got = c_model.generate(prompt, 300, temperature=0.0, repeat_penalty=1.5, repeat_window=40)
+            assert got == varied, f"isa={isa} threads={threads}"
+            assert c_model.generate(full, 40, temperature=0.0) == expected_full, f"isa={isa} threads={threads}"
+
+
+def test_seeded_sampling_past_the_context_matches_everywhere(c_runtime, slide_model):
+    ckpt_dir, path = slide_model
+    ckpt = load_checkpoint(ckpt_dir)
+    settings = dict(temperature=0.9, top_k=20, top_p=0.95, repeat_penalty=1.2, repeat_window=48, seed=5)
+    prompt = "First Citizen:\n"
+    ids = ckpt.tokenizer.encode(prompt)
+    expected = generate(ckpt.model, ids, 300, SamplerConfig(**settings))
+    assert Model(path, threads=2).generate(prompt, 300, **settings) == expected
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    flags = [x for f in flags for x in f.split("=", 1)]
+    text = _run_cli("-m", str(path), "-p", prompt, "-n", "300", *flags).stdout
+    assert text == prompt.encode() + b"".join(ckpt.tokenizer.token_bytes(t) for t in expected)
+    sample = subprocess.run([sys.executable, "-m", "onebit.sample", str(ckpt_dir), "-p", prompt, "-n", "300",
+                             *flags], capture_output=True, check=True)
+    assert sample.stdout == text
+    binding = subprocess.run([sys.executable, "-m", "onebit.run_c", "-m", str(path), "-p", prompt, "-n", "300",
+                              *flags], capture_output=True, check=True)
+    assert binding.stdout == text
+
+
 def test_char_tokenizer_matches_python_on_the_corpus(c_runtime, random_checkpoint, tmp_path, shakespeare_path,
                                                       char_tokenizer):
     ckpt = load_checkpoint(random_checkpoint())
@@ -346,9 +394,9 @@ def test_missing_and_directory_paths(c_runtime, tmp_path):
 
 def test_context_limits_are_clear_errors(c_runtime, small_file):
     model = Model(small_file, n_ctx=16)
-    with pytest.raises(CRuntimeError, match="exceeds the context of 16"):
-        model.generate([1] * 10, 7)
-    assert len(model.generate([1] * 10, 6, temperature=0.0)) == 6
+    with pytest.raises(CRuntimeError, match="longer than the context of 16"):
+        model.generate([1] * 17, 1)
+    assert len(model.generate([1] * 16, 40, temperature=0.0)) == 40  # the new tokens slide
     with pytest.raises(CRuntimeError, match="exceed the session's context"):
         model.logits([1] * 17)
     with pytest.raises(CRuntimeError, match="context length 33"):
@@ -357,7 +405,10 @@ def test_context_limits_are_clear_errors(c_runtime, small_file):
         model.logits([0, 10_000])
     done = _run_cli("-m", str(small_file), "-p", "First Citizen:\n" * 3, "-n", "5", check=False)
     assert done.returncode == 1 and done.stdout == b""
-    assert b"exceeds the context of 32" in done.stderr and done.stderr.count(b"\n") == 1
+    assert b"longer than the context of 32" in done.stderr and done.stderr.count(b"\n") == 1
+    binding = subprocess.run([sys.executable, "-m", "onebit.run_c", "-m", str(small_file), "-p", "First Citizen:\n" * 3,
+                              "-n", "5"], capture_output=True)
+    assert binding.returncode == 1 and binding.stdout == b"" and b"longer than the context of 32" in binding.stderr
     done = _run_cli("-m", str(small_file), "-p", "Z", "-n", "5", check=False)
     assert done.returncode == 1 and b"not in the char tokenizer" in done.stderr
 

@@ -40,10 +40,10 @@ def _missing() -> str | None:
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
-def export(tokenizer: Tokenizer, out: Path, seed: int) -> Path:
+def export(tokenizer: Tokenizer, out: Path, seed: int, context: int = 96) -> Path:
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=tokenizer.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128,
-                      max_seq_len=96, tie_embeddings=False)
+                      max_seq_len=context, tie_embeddings=False)
     model = Transformer(cfg)
     with torch.no_grad():  # a livelier random model than the init's: varied tokens to compare
         model.embed.weight.normal_(0, 0.3)
@@ -101,7 +101,8 @@ def check_against_native(model_dir: Path, tokenizer: Tokenizer, tmp_path: Path, 
 
 def test_browser_greedy_tokens_equal_onnxruntime_char(tmp_path):
     tokenizer = train_char_tokenizer(TEXT)
-    model_dir = export(tokenizer, tmp_path / "model", seed=1)
+    model_dir = export(tokenizer, tmp_path / "model", seed=1, context=24)
+    # 18 prompt + 48 new tokens on a 24-token context: several slides (docs/SAMPLING.md)
     # greedy (argmax, no draw); the penalty keeps a random model from repeating one token
     greedy = SamplerConfig(temperature=0, repeat_penalty=2.0, repeat_window=8)
     page = check_against_native(model_dir, tokenizer, tmp_path, "First Citizen:\nYou", 48, greedy)
@@ -112,7 +113,7 @@ def test_browser_sampled_tokens_equal_onnxruntime_bpe(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT * 3, encoding="utf-8")
     tokenizer = train_bpe_tokenizer([corpus], 300)
-    model_dir = export(tokenizer, tmp_path / "model", seed=2)
+    model_dir = export(tokenizer, tmp_path / "model", seed=2, context=40)  # the 40 new tokens slide
     prompt = f"Speak, speak!{EOT}Caf\u00e9 \u2014 you're  all resolved?"
     sampler = SamplerConfig(temperature=0.9, top_k=40, top_p=0.9, repeat_penalty=1.3, seed=7)
     check_against_native(model_dir, tokenizer, tmp_path, prompt, 40, sampler)

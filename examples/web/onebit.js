@@ -58,34 +58,44 @@ export class OnebitModel {
   checkRequest(promptIds, maxNewTokens) {
     if (promptIds.length === 0) throw new Error("the prompt is empty: generation needs at least one token");
     if (!(maxNewTokens >= 0)) throw new Error(`the number of new tokens must be >= 0, got ${maxNewTokens}`);
-    if (promptIds.length + maxNewTokens > this.context) {
-      throw new Error(`prompt (${promptIds.length} tokens) + ${maxNewTokens} new tokens exceeds ` +
-        `the model's context of ${this.context} tokens`);
+    if (promptIds.length > this.context) {
+      throw new Error(`the prompt (${promptIds.length} tokens) is longer than the model's context of ` +
+        `${this.context} tokens (the prompt itself must fit)`);
     }
   }
 
   /**
    * Yield maxNewTokens new token ids, one by one; stops early (without error) once signal aborts.
-   * Exactly onebit.generate.generate: prefill the prompt, then one token per forward.
+   * Exactly onebit.generate.generate: prefill the prompt, then one token per forward; when the
+   * context is full, slide (docs/SAMPLING.md: re-prefill the last max(1, context / 2) tokens).
    */
   async *generate(promptIds, maxNewTokens, samplerConfig, signal) {
     this.checkRequest(promptIds, maxNewTokens);
     const sampler = new Sampler(samplerConfig);
     const context = [...promptIds];
     if (maxNewTokens === 0) return;
+    const ctx = this.context;
     let out = await this.session.run(this.feeds(context, 0, null));
+    let pos = context.length; // the position of the next evaluated token
     for (let produced = 0; ;) {
       if (signal?.aborted) return;
       const logits = out.logits;
       const v = this.vocabSize;
       const last = logits.data.subarray(logits.data.length - v);
-      const tok = sampler.sample(last, context);
+      const tok = sampler.sample(last, context.slice(-ctx)); // the penalty looks at most ctx back
       context.push(tok);
       produced += 1;
       yield tok;
       if (produced === maxNewTokens || signal?.aborted) return;
       const previous = out;
-      out = await this.session.run(this.feeds([tok], context.length - 1, previous));
+      if (pos === ctx) {
+        const keep = Math.max(1, Math.floor(ctx / 2));
+        out = await this.session.run(this.feeds(context.slice(-keep), 0, null));
+        pos = keep;
+      } else {
+        out = await this.session.run(this.feeds([tok], pos, previous));
+        pos += 1;
+      }
       for (const t of Object.values(previous)) t.dispose?.();
     }
   }

@@ -151,6 +151,11 @@ const char *ob_session_isa(const ob_session *session); /* e.g. "avx512" */
  * in the session (ob_session_logits) for sampling. */
 ob_status ob_session_eval(ob_session *session, const int32_t *tokens, int n, float *logits,
                           int all);
+/* Evaluate one more token (decode).  While pos < n_ctx this is ob_session_eval(token, 1); when the
+ * context is full it slides (docs/SAMPLING.md, "Beyond the context"): the cache is dropped and the
+ * last max(1, n_ctx / 2) tokens of the sequence (token included) are prefilled at positions 0...
+ * Allocates nothing. */
+ob_status ob_session_decode(ob_session *session, int32_t token);
 /* The last evaluated token's logits (vocab_size floats), NULL before any eval. */
 const float *ob_session_logits(const ob_session *session);
 
@@ -169,15 +174,17 @@ ob_sampler_params ob_sampler_params_default(void); /* 0.8, 0, 1.0, 1.0, 64, 0 */
 
 /* Set the sampler and seed its PRNG (ob_generate does this itself). */
 ob_status ob_session_set_sampler(ob_session *session, const ob_sampler_params *params);
-/* Draw the next token from the last logits, penalising the session's recent tokens. */
+/* Draw the next token from the last logits, penalising the session's recent tokens (the last
+ * min(repeat_window, n_ctx) tokens of the sequence since the last reset, slides included). */
 ob_status ob_session_sample(ob_session *session, int32_t *token);
 
 /* Called once per generated token with its bytes; return nonzero to stop (ob_generate then
  * returns OB_ERR_STOPPED). */
 typedef int (*ob_token_fn)(void *user, int32_t token, const uint8_t *bytes, size_t len);
 
-/* Evaluate the prompt, then sample and evaluate n_new tokens.  OB_ERR_CONTEXT_FULL, before any
- * work, if pos + n_prompt + n_new > n_ctx.  out (optional, n_new ids) receives the generated
+/* Evaluate the prompt, then sample and evaluate (ob_session_decode: sliding past the context)
+ * n_new tokens.  OB_ERR_CONTEXT_FULL, before any work, if pos + n_prompt > n_ctx (the prompt
+ * itself must fit; the new tokens may go past it).  out (optional, n_new ids) receives the generated
  * tokens and *n_out how many were made.  Allocates nothing. */
 ob_status ob_generate(ob_session *session, const int32_t *prompt, int n_prompt, int n_new,
                       const ob_sampler_params *params, ob_token_fn on_token, void *user,

@@ -240,9 +240,10 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
         return fail("the prompt is empty: generation needs at least one token");
     }
     int n_ctx = ob_session_n_ctx(s);
-    if ((long long)n_prompt + o->n > n_ctx) {
+    if (n_prompt > n_ctx) { /* the new tokens may go past the context: ob_session_decode slides */
         free(ids);
-        return fail("prompt (%d tokens) + %d new tokens exceeds the context of %d tokens", n_prompt, o->n, n_ctx);
+        return fail("the prompt (%d tokens) is longer than the context of %d tokens (the prompt itself must fit)",
+                    n_prompt, n_ctx);
     }
     if (!o->prompt_tokens) {
         fwrite(o->prompt, 1, plen, stdout);
@@ -264,7 +265,7 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
             emit_token(NULL, tok, b, len);
             made++;
             if (made == o->n) break;
-            st = ob_session_eval(s, &tok, 1, NULL, 0); /* decode */
+            st = ob_session_decode(s, tok); /* decode, sliding past the context */
         }
         t2 = now_s();
     }

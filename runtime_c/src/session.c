@@ -15,6 +15,7 @@ struct ob_session {
     ob_kernels k;
     ob_threadpool *pool;
     int n_threads, n_ctx, n_batch, pos, has_logits;
+    int n_hist; /* valid tokens at the start of history */
     ob_kv_type kv_type;
     size_t kv_layer; /* elements per layer of one cache (n_ctx * kv_dim), laid out [kv_head][pos][head_dim]
                         so that one head's keys / values are contiguous (prefetch, TLB) */
@@ -28,7 +29,8 @@ struct ob_session {
     int32_t *act_sum;
     float *scores; /* [n_heads, n_ctx] */
     float *logits; /* [vocab] of the last token */
-    int32_t *history; /* [n_ctx] every evaluated token */
+    int32_t *history; /* [2 * n_ctx] the tail of the token sequence (at least its last n_ctx tokens, or all),
+                         which outlives slides: the repetition penalty looks up to n_ctx tokens back */
     float *samp_f;    /* [3 * vocab] sampler scratch */
     int32_t *samp_i;  /* [2 * vocab] */
     ob_sampler_state sampler;
@@ -86,7 +88,7 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     /* scores [n_heads, n_ctx], then per-thread rows for converting f16 cache entries */
     p[i++] = ob_arena_alloc(ar, 4 * ((size_t)c->n_heads * (size_t)n_ctx + 2 * (size_t)c->head_dim * (size_t)n_threads));
     p[i++] = ob_arena_alloc(ar, 4 * (size_t)c->vocab_size);
-    p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx);
+    p[i++] = ob_arena_alloc(ar, 8 * (size_t)n_ctx); /* history */
     p[i++] = ob_arena_alloc(ar, 20 * (size_t)c->vocab_size); /* sampler: 3V floats + 2V ints */
     if (!s) return;
     i = 0;
@@ -253,6 +255,7 @@ const char *ob_session_error(const ob_session *s) { return s ? s->error : "sessi
 void ob_session_reset(ob_session *s) {
     if (!s) return;
     s->pos = 0;
+    s->n_hist = 0;
     s->has_logits = 0;
 }
 int ob_session_pos(const ob_session *s) { return s ? s->pos : 0; }
@@ -556,6 +559,33 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
     if (logits_out && !all) memcpy(logits_out, s->logits, sizeof(float) * (size_t)c->vocab_size);
 }
 
+/* Append m <= n_ctx tokens to the history, dropping old ones (keeping the last n_ctx) when full. */
+static void record(ob_session *s, const int32_t *tokens, int m) {
+    if (s->n_hist + m > 2 * s->n_ctx) {
+        int kept = s->n_ctx - m;
+        memmove(s->history, s->history + (s->n_hist - kept), sizeof(int32_t) * (size_t)kept);
+        s->n_hist = kept;
+    }
+    memcpy(s->history + s->n_hist, tokens, sizeof(int32_t) * (size_t)m);
+    s->n_hist += m;
+}
+
+/* Evaluate n tokens in batches of n_batch at the current position; checks done by the caller. */
+static void eval_tokens(ob_session *s, const int32_t *tokens, int n, float *logits, int all, int rec) {
+    for (int done = 0; done < n;) {
+        int m = n - done < s->n_batch ? n - done : s->n_batch;
+        int last_chunk = done + m == n;
+        float *out = NULL;
+        if (logits && all) out = logits + (size_t)done * s->cfg->vocab_size;
+        else if (logits && last_chunk) out = logits;
+        forward(s, tokens + done, m, s->pos, out, all);
+        if (rec) record(s, tokens + done, m);
+        s->pos += m;
+        done += m;
+    }
+    s->has_logits = 1;
+}
+
 ob_status ob_session_eval(ob_session *s, const int32_t *tokens, int n, float *logits, int all) {
     if (!s) return OB_ERR_INVALID_ARG;
     if (!tokens || n < 1) {
@@ -573,18 +603,23 @@ ob_status ob_session_eval(ob_session *s, const int32_t *tokens, int n, float *lo
                        tokens[i], i, s->cfg->vocab_size);
             return OB_ERR_TOKEN;
         }
-    for (int done = 0; done < n;) {
-        int m = n - done < s->n_batch ? n - done : s->n_batch;
-        int last_chunk = done + m == n;
-        float *out = NULL;
-        if (logits && all) out = logits + (size_t)done * s->cfg->vocab_size;
-        else if (logits && last_chunk) out = logits;
-        forward(s, tokens + done, m, s->pos, out, all);
-        memcpy(s->history + s->pos, tokens + done, sizeof(int32_t) * (size_t)m);
-        s->pos += m;
-        done += m;
+    eval_tokens(s, tokens, n, logits, all, 1);
+    return OB_OK;
+}
+
+ob_status ob_session_decode(ob_session *s, int32_t token) {
+    if (!s) return OB_ERR_INVALID_ARG;
+    if (s->pos < s->n_ctx) return ob_session_eval(s, &token, 1, NULL, 0);
+    if (token < 0 || token >= s->cfg->vocab_size) {
+        ob_set_msg(s->error, sizeof s->error, "token id %d is outside the vocabulary of %d", token,
+                   s->cfg->vocab_size);
+        return OB_ERR_TOKEN;
     }
-    s->has_logits = 1;
+    /* the sliding window (docs/SAMPLING.md): forget the cache, prefill the last keep tokens at 0.. */
+    int keep = s->n_ctx / 2 > 1 ? s->n_ctx / 2 : 1;
+    record(s, &token, 1);
+    s->pos = 0;
+    eval_tokens(s, s->history + (s->n_hist - keep), keep, NULL, 0, 0);
     return OB_OK;
 }
 
@@ -611,7 +646,8 @@ ob_status ob_session_sample(ob_session *s, int32_t *token) {
     float *work = s->samp_f; /* the sampler edits a copy; the session's logits stay as computed */
     memcpy(work, s->logits, sizeof(float) * (size_t)V);
     /* candidates sort needs 2V keys: work holds V, the rest of samp_f and samp_i the others */
-    *token = ob_sampler_draw(&s->sampler, work, V, s->history, s->pos, work + V, s->samp_i);
+    int w = s->n_hist < s->n_ctx ? s->n_hist : s->n_ctx; /* the penalty looks at most n_ctx tokens back */
+    *token = ob_sampler_draw(&s->sampler, work, V, s->history + (s->n_hist - w), w, work + V, s->samp_i);
     return OB_OK;
 }
 
@@ -623,10 +659,10 @@ ob_status ob_generate(ob_session *s, const int32_t *prompt, int n_prompt, int n_
         ob_set_msg(s->error, sizeof s->error, "the prompt is empty: generation needs at least one token");
         return OB_ERR_INVALID_ARG;
     }
-    if ((long long)s->pos + n_prompt + n_new > s->n_ctx) {
+    if ((long long)s->pos + n_prompt > s->n_ctx) {
         ob_set_msg(s->error, sizeof s->error,
-                   "prompt (%d tokens) + %d new tokens exceeds the context of %d tokens", s->pos + n_prompt, n_new,
-                   s->n_ctx);
+                   "the prompt (%d tokens) is longer than the context of %d tokens (the prompt itself must fit)",
+                   s->pos + n_prompt, s->n_ctx);
         return OB_ERR_CONTEXT_FULL;
     }
     ob_sampler_params sp = p ? *p : ob_sampler_params_default();
@@ -650,7 +686,7 @@ ob_status ob_generate(ob_session *s, const int32_t *prompt, int n_prompt, int n_
             }
         }
         if (i + 1 == n_new) return OB_OK;
-        st = ob_session_eval(s, &tok, 1, NULL, 0);
+        st = ob_session_decode(s, tok);
         if (st) return st;
     }
 }

@@ -89,7 +89,44 @@ static void test_sessions(ob_model *m) {
     int32_t out1[10], out2[10];
     int n1 = 0, n2 = 0;
     CHECK(ob_generate(s1, toks, 5, 10, &sp, NULL, NULL, out1, &n1) == OB_OK && n1 == 10, "generate");
-    CHECK(ob_generate(s2, toks, 5, 50, &sp, NULL, NULL, out2, &n2) == OB_ERR_CONTEXT_FULL, "context not checked");
+    ob_session_reset(s2);
+    CHECK(ob_generate(s2, many, 29, 5, &sp, NULL, NULL, out2, &n2) == OB_OK && n2 == 5, "generate");
+    CHECK(ob_generate(s2, toks, 20, 1, &sp, NULL, NULL, out2, &n2) == OB_ERR_CONTEXT_FULL && n2 == 0,
+          "a prompt past the context accepted");
+    CHECK(ob_session_pos(s2) == 33, "a refused prompt moved the position");
+    CHECK(strstr(ob_session_error(s2), "prompt") != NULL, "message: %s", ob_session_error(s2));
+
+    /* the sliding window (docs/SAMPLING.md): 150 greedy tokens on a 48-token context equal a
+       from-scratch prefill of the window that sits in the cache, and the same across batch/threads */
+    {
+        enum { NP = 5, NN = 150, CTX = 48, KEEP = CTX / 2 };
+        int32_t seq[NP + NN], got1[NN], got2[NN];
+        int g1 = 0, g2 = 0, start = 0, len = NP;
+        ob_sampler_params greedy = ob_sampler_params_default();
+        greedy.temperature = 0.0f;
+        ob_session_reset(s1);
+        ob_session_reset(s2);
+        CHECK(ob_generate(s1, toks, NP, NN, &greedy, NULL, NULL, got1, &g1) == OB_OK && g1 == NN, "slide generate");
+        CHECK(ob_generate(s2, toks, NP, NN, &greedy, NULL, NULL, got2, &g2) == OB_OK && g2 == NN, "slide generate 2");
+        CHECK(memcmp(got1, got2, sizeof got1) == 0, "sliding generation differs across batch sizes / threads");
+        memcpy(seq, toks, sizeof(int32_t) * NP);
+        for (int i = 0; i < NN; i++) { /* window = seq[start .. start + len) at positions 0.. */
+            ob_session_reset(s2);
+            CHECK(ob_session_eval(s2, seq + start, len, NULL, 0) == OB_OK, "window eval");
+            const float *lg = ob_session_logits(s2);
+            int32_t best = 0;
+            for (int v = 1; v < V; v++)
+                if (lg[v] > lg[best]) best = v;
+            CHECK(best == got1[i], "token %d: %d != %d after a slide", i, (int)got1[i], (int)best);
+            seq[NP + i] = best;
+            if (len == CTX) {
+                start = NP + i + 1 - KEEP;
+                len = KEEP;
+            } else {
+                len++;
+            }
+        }
+    }
     ob_session_reset(s2);
     CHECK(ob_generate(s2, toks, 5, 10, &sp, NULL, NULL, out2, &n2) == OB_OK, "generate 2");
     CHECK(memcmp(out1, out2, sizeof out1) == 0, "seeded generation differs across sessions");
