@@ -152,41 +152,56 @@ def check_request(model: Transformer, prompt_ids: Sequence[int], max_new_tokens:
         raise GenerateError(f"token id {bad[0]} is outside the vocabulary of {model.cfg.vocab_size}")
 
 
-@torch.no_grad()
-def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sampler: SamplerConfig,
-             on_token: Callable[[int], None] | None = None) -> list[int]:
-    """The new tokens (prompt excluded) of a KV-cached decode; on_token sees each as it arrives.
+# forward(tokens, past, pos) -> (logits of the last token, new cache); past None = a fresh cache
+Forward = Callable[[list[int], object, int], tuple[object, object]]
+
+
+def decode_loop(forward: Forward, ctx: int, prompt_ids: Sequence[int], max_new_tokens: int,
+                sampler: SamplerConfig, on_token: Callable[[int], None] | None = None) -> list[int]:
+    """The decode loop every Python runtime shares: prefill, sample, step, slide past the context.
 
     No stop token: exactly max_new_tokens are produced, so every runtime produces the same count.
     Past the context the loop slides (docs/SAMPLING.md, "Beyond the context: the sliding window").
     """
+    sample = Sampler(sampler)
+    context = list(prompt_ids)
+    out: list[int] = []
+    if max_new_tokens == 0:
+        return out
+    logits, past = forward(context, None, 0)
+    pos = len(context)  # the position the next evaluated token takes (= tokens in the cache)
+    while True:
+        tok = sample(logits, context[-ctx:])  # the penalty looks at most ctx tokens back
+        context.append(tok)
+        out.append(tok)
+        if on_token is not None:
+            on_token(tok)
+        if len(out) == max_new_tokens:
+            return out
+        if pos == ctx:  # slide: refill the cache with the last keep tokens at positions 0..keep-1
+            keep = slide_keep(ctx)
+            logits, past = forward(context[-keep:], None, 0)
+            pos = keep
+        else:
+            logits, past = forward([tok], past, pos)
+            pos += 1
+
+
+@torch.no_grad()
+def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sampler: SamplerConfig,
+             on_token: Callable[[int], None] | None = None) -> list[int]:
+    """The new tokens (prompt excluded) of a KV-cached decode with the PyTorch model (the oracle);
+    on_token sees each as it arrives."""
     check_request(model, prompt_ids, max_new_tokens)
+    device = next(model.parameters()).device
+
+    def forward(tokens: list[int], past, pos: int):
+        logits, past = model(torch.tensor([tokens], device=device), past, pos)
+        return logits[0, -1], past
+
     was_training = model.training
     model.eval()
     try:
-        sample = Sampler(sampler)
-        device = next(model.parameters()).device
-        context = list(prompt_ids)
-        out: list[int] = []
-        if max_new_tokens == 0:
-            return out
-        ctx = model.cfg.max_seq_len
-        logits, past = model(torch.tensor([context], device=device), None, 0)
-        pos = len(context)  # the position the next evaluated token takes (= tokens in the cache)
-        while True:
-            tok = sample(logits[0, -1], context[-ctx:])  # the penalty looks at most ctx tokens back
-            context.append(tok)
-            out.append(tok)
-            if on_token is not None:
-                on_token(tok)
-            if len(out) == max_new_tokens:
-                return out
-            if pos == ctx:  # slide: refill the cache with the last keep tokens at positions 0..keep-1
-                keep = slide_keep(ctx)
-                logits, past = model(torch.tensor([context[-keep:]], device=device), None, 0)
-                pos = keep
-            else:
-                logits, past = model(torch.tensor([[tok]], device=device), past, pos)
-                pos += 1
+        return decode_loop(forward, model.cfg.max_seq_len, prompt_ids, max_new_tokens, sampler, on_token)
     finally:
         model.train(was_training)

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from onebit.errors import OnebitError, cli_errors
-from onebit.generate import Sampler, SamplerConfig, check_request, slide_keep
+from onebit.generate import SamplerConfig, check_request, decode_loop
 from onebit.model import ModelConfig
 from onebit.onnx_export import GRAPH_FILES
 from onebit.textstream import TextStream, sampler_options
@@ -84,24 +84,12 @@ def generate_ort(decoder: OrtDecoder, prompt_ids: list[int], max_new_tokens: int
                  on_token: Callable[[int], None] | None = None) -> list[int]:
     """onebit.generate.generate with onnxruntime as the model: same checks, loop and sampler."""
     check_request(decoder, prompt_ids, max_new_tokens)
-    sample = Sampler(sampler)
-    context, out = list(prompt_ids), []
-    if max_new_tokens == 0:
-        return out
-    ctx = decoder.cfg.max_seq_len
-    logits, past = decoder.forward(np.array([context], np.int64), decoder.empty_past())
-    while True:
-        tok = sample(logits[0, -1], context[-ctx:])
-        context.append(tok)
-        out.append(tok)
-        if on_token is not None:
-            on_token(tok)
-        if len(out) == max_new_tokens:
-            return out
-        if past[0].shape[2] == ctx:  # the sliding window of docs/SAMPLING.md
-            logits, past = decoder.forward(np.array([context[-slide_keep(ctx):]], np.int64), decoder.empty_past())
-        else:
-            logits, past = decoder.forward(np.array([[tok]], np.int64), past)
+
+    def forward(tokens: list[int], past, _pos: int):
+        logits, past = decoder.forward(np.array([tokens], np.int64), decoder.empty_past() if past is None else past)
+        return logits[0, -1], past
+
+    return decode_loop(forward, decoder.cfg.max_seq_len, prompt_ids, max_new_tokens, sampler, on_token)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
