@@ -16,6 +16,7 @@ from typing import Callable
 
 import click
 
+from onebit.errors import cli_errors
 from onebit.generate import SamplerConfig
 
 DEFAULTS = SamplerConfig()
@@ -36,6 +37,7 @@ def sampler_options(fn: Callable) -> Callable:
     ]
 
     @functools.wraps(fn)
+    @cli_errors  # a bad sampler setting is a one-line error too
     def wrapper(*args, temperature, top_k, top_p, repeat_penalty, repeat_window, seed, **kwargs):
         sampler = SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                                 repeat_penalty=repeat_penalty, repeat_window=repeat_window, seed=seed)
