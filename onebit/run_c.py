@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from onebit.errors import OnebitError, cli_errors
-from onebit.generate import SamplerConfig
+from onebit.sampling import SamplerConfig
 from onebit.textstream import TextStream, sampler_options
 
 _PACKAGE_DIR = Path(__file__).resolve().parent

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from onebit.errors import OnebitError, cli_errors
-from onebit.generate import SamplerConfig, check_request, decode_loop
+from onebit.sampling import SamplerConfig, check_request, decode_loop
 from onebit.model import ModelConfig
 from onebit.onnx_export import GRAPH_FILES
 from onebit.textstream import TextStream, sampler_options

@@ -13,7 +13,8 @@ import torch
 
 from onebit.checkpoint import load_checkpoint
 from onebit.errors import cli_errors
-from onebit.generate import SamplerConfig, check_request, generate
+from onebit.generate import generate
+from onebit.sampling import SamplerConfig, check_request
 from onebit.textstream import TextStream, sampler_options
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 import click
 
 from onebit.errors import cli_errors
-from onebit.generate import SamplerConfig
+from onebit.sampling import SamplerConfig
 
 DEFAULTS = SamplerConfig()
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from onebit.checkpoint import load_checkpoint, save_checkpoint
-from onebit.generate import SamplerConfig, generate
+from onebit.generate import generate
+from onebit.sampling import SamplerConfig
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the embedded example needs cc and make")

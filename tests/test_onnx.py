@@ -11,7 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from onebit.checkpoint import load_checkpoint, save_checkpoint
-from onebit.generate import SamplerConfig, generate
+from onebit.generate import generate
+from onebit.sampling import SamplerConfig
 from onebit.model import ModelConfig, Transformer
 from onebit.onnx_export import (GRAPH_FILES, OnnxExportError, OnnxOptions, build_onnx, export_model, export_onnx,
                                 pack_2bit_blocks, unpack_2bit_blocks)

@@ -11,7 +11,8 @@ import torch
 from onebit import quant, reference
 from onebit.checkpoint import load_checkpoint, save_checkpoint
 from onebit.export import ExportOptions, export_1bit
-from onebit.generate import SamplerConfig, generate
+from onebit.generate import generate
+from onebit.sampling import SamplerConfig
 from onebit.reference import KVCache, ReferenceError, ReferenceModel
 
 # fp32 forward, same op order; only reduction orders differ (measured ~3e-7).

@@ -21,7 +21,8 @@ import torch
 
 from onebit.checkpoint import load_checkpoint, save_checkpoint
 from onebit.export import ExportOptions, export_1bit
-from onebit.generate import SamplerConfig, generate
+from onebit.generate import generate
+from onebit.sampling import SamplerConfig
 from onebit.model import ModelConfig, Transformer
 from onebit.reference import ReferenceModel
 from onebit.run_c import CRuntimeError, Model, load_library, ppl_windows

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from onebit.generate import SamplerConfig
+from onebit.sampling import SamplerConfig
 from onebit.model import ModelConfig, Transformer
 from onebit.onnx_export import OnnxOptions, export_model
 from onebit.run_ort import OrtDecoder, generate_ort

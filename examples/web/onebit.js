@@ -1,4 +1,4 @@
-// An exported onebit model on onnxruntime-web: the KV-cached decode loop of onebit/generate.py
+// An exported onebit model on onnxruntime-web: the KV-cached decode loop of onebit/sampling.py
 // (docs/SAMPLING.md) over model_web.onnx, the standard-ops graph (docs/ONNX.md).
 import { Sampler } from "./sampler.js";
 import { Tokenizer } from "./tokenizer.js";

@@ -1,4 +1,4 @@
-// docs/SAMPLING.md in JavaScript: the same token as onebit/generate.py's Sampler for the same logits.
+// docs/SAMPLING.md in JavaScript: the same token as onebit/sampling.py's Sampler for the same logits.
 // Every fp32 step is rounded with Math.fround (one IEEE operation at a time); exp is evaluated in
 // float64 and rounded to fp32, as the spec says. PCG32 runs on BigInt (64-bit state).
 
