@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from safetensors.torch import load_file, save_file
 import onebit
 from onebit.errors import OnebitError
 from onebit.model import ConfigError, ModelConfig, Transformer
-from onebit.tokenizer import Tokenizer, TokenizerError, atomic_write_text
+from onebit.atomic import atomic_path, atomic_write_text
+from onebit.tokenizer import Tokenizer, TokenizerError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -82,25 +81,16 @@ def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, met
     (out_dir / META_FILE).unlink(missing_ok=True)
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic(out_dir / MODEL_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
     atomic_write_text(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     tokenizer.save(out_dir / TOKENIZER_FILE)
     if train_state is not None:
-        _atomic(out_dir / TRAIN_STATE_FILE, lambda tmp: torch.save(train_state, tmp))
+        with atomic_path(out_dir / TRAIN_STATE_FILE) as tmp:
+            torch.save(train_state, tmp)
     else:
         (out_dir / TRAIN_STATE_FILE).unlink(missing_ok=True)
     atomic_write_text(out_dir / META_FILE, meta_text)
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _checkpoint_dir(path: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from onebit.errors import OnebitError
-from onebit.tokenizer import EOT, Tokenizer, TokenizerError, atomic_write_text, iter_corpus_text
+from onebit.atomic import atomic_path, atomic_write_text
+from onebit.tokenizer import EOT, Tokenizer, TokenizerError, iter_corpus_text
 
 SHAKESPEARE = "tinyshakespeare"
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
@@ -86,17 +86,11 @@ def _resolve_shakespeare() -> Path:
         if path.is_file():
             _check_sha(path, SHAKESPEARE_SHA256)
             return path
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        download(SHAKESPEARE_URL, Path(tmp))
-        got = sha256_file(Path(tmp))
+    with atomic_path(cached) as tmp:
+        download(SHAKESPEARE_URL, tmp)
+        got = sha256_file(tmp)
         if got != SHAKESPEARE_SHA256:
             raise DataError(f"downloaded {SHAKESPEARE_URL} has sha256 {got}, expected {SHAKESPEARE_SHA256}")
-        os.replace(tmp, cached)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return cached
 
 
@@ -203,10 +197,9 @@ def _write_tokens(corpus: list[Path], tokenizer: Tokenizer, bin_path: Path, dtyp
     bin_path.parent.mkdir(parents=True, exist_ok=True)
     separator = [tokenizer.special_tokens[EOT]] if EOT in tokenizer.special_tokens else []
     total = sum(Path(p).stat().st_size for p in corpus)
-    fd, tmp = tempfile.mkstemp(dir=bin_path.parent, prefix=f".{bin_path.name}.", suffix=".tmp")
     n = 0
-    try:
-        with os.fdopen(fd, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
+    with atomic_path(bin_path) as tmp:
+        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
                                                  disable=None, leave=False) as bar:
             for index, path in enumerate(corpus):
                 if index and separator:
@@ -218,9 +211,6 @@ def _write_tokens(corpus: list[Path], tokenizer: Tokenizer, bin_path: Path, dtyp
                         n += len(ids)
                 except TokenizerError as e:
                     raise DataError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
-        os.replace(tmp, bin_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return n
 
 

@@ -18,7 +18,8 @@ import onebit
 from onebit import quant
 from onebit.checkpoint import Checkpoint, load_checkpoint
 from onebit.errors import OnebitError, cli_errors
-from onebit.format import EMBED_DTYPE, PACK_DTYPE, TensorData, atomic_write, bitlinear_shapes, write_stream
+from onebit.atomic import atomic_write
+from onebit.format import EMBED_DTYPE, PACK_DTYPE, TensorData, bitlinear_shapes, write_stream
 from onebit.tokenizer import Tokenizer
 
 PACKS = ("t2", "t1.6")

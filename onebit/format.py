@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from onebit import quant
+from onebit.atomic import atomic_write
 from onebit.errors import OnebitError
 from onebit.model import ConfigError, ModelConfig
 
@@ -137,29 +136,6 @@ def write_stream(f: BinaryIO, meta: dict, tensors: list[TensorData]) -> int:
     f.write(header + struct.pack("<I", zlib.crc32(header)))
     f.seek(file_size)
     return file_size
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(f) on a temp file beside `path`, then os.replace it; no partial file on failure."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_1bit(path: str | Path, meta: dict, tensors: list[TensorData]) -> int:

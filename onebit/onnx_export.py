@@ -452,7 +452,7 @@ def tokenizer_config(cfg: ModelConfig, tokenizer) -> dict:
 def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOptions | None = None,
                  provenance: dict | None = None) -> list[Path]:
     """Write the graphs, genai_config.json and the tokenizer files into out_dir; the paths written."""
-    from onebit.tokenizer import atomic_write_bytes
+    from onebit.atomic import atomic_write_bytes
 
     options = (options or OnnxOptions()).validate()
     if tokenizer.vocab_size != model.cfg.vocab_size:

@@ -8,7 +8,7 @@ import click
 
 from onebit.errors import OnebitError, cli_errors
 from onebit.metrics import read_metrics
-from onebit.tokenizer import atomic_write_bytes
+from onebit.atomic import atomic_write_bytes
 
 PLOT_FILE = "curves.png"
 

@@ -148,12 +148,6 @@ def test_write_1bit_is_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_exported_file_has_usual_permissions(random_checkpoint, tmp_path):
-    out = tmp_path / "m.1bit"
-    export_1bit(random_checkpoint(), out, ExportOptions())
-    assert out.stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
-
-
 def test_export_is_deterministic(random_checkpoint, tmp_path):
     ckpt_dir = random_checkpoint()
     export_1bit(ckpt_dir, tmp_path / "a.1bit", ExportOptions())
