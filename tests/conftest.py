@@ -47,20 +47,35 @@ def _text_with_vocab(vocab_size: int) -> str:
 
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Callable[..., Path]:
-    """make_checkpoint(**config_overrides) -> a fresh dir with a seeded random model and char tokenizer.
+    """make_checkpoint(randomize=None, **config_overrides) -> a fresh dir with a seeded random model
+    and char tokenizer.
 
     Defaults are SMALL_CONFIG; the tokenizer is trained on SMALL_TEXT unless vocab_size is given.
+    randomize=SEED also draws the norms and embeddings at random (they start as ones and small
+    values), so that a runtime that misplaces or skips one of them shows it.
     """
 
-    def make_checkpoint(**overrides) -> Path:
+    def make_checkpoint(randomize: int | None = None, **overrides) -> Path:
         vocab_size = overrides.pop("vocab_size", None)
         text = SMALL_TEXT if vocab_size is None else _text_with_vocab(vocab_size)
         tokenizer = train_char_tokenizer(text)
         config = ModelConfig(**{**SMALL_CONFIG, **overrides, "vocab_size": tokenizer.vocab_size})
         torch.manual_seed(0)
         model = Transformer(config)
+        if randomize is not None:
+            _randomize_norms_and_embeddings(model, randomize)
         out = tmp_path_factory.mktemp("checkpoint")
         save_checkpoint(out, model, tokenizer, {"step": 0, "val_loss": None})
         return out
 
     return make_checkpoint
+
+
+def _randomize_norms_and_embeddings(model: Transformer, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
+            elif name.startswith(("embed.", "head.", "pos_embed.")):
+                p.copy_(torch.randn(p.shape, generator=gen))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from onebit import quant, reference
-from onebit.checkpoint import load_checkpoint, save_checkpoint
+from onebit.checkpoint import load_checkpoint
 from onebit.export import ExportOptions, export_1bit
 from onebit.generate import generate
 from onebit.sampling import SamplerConfig
@@ -41,21 +40,6 @@ VARIANTS = [
     dict(quant="binary"),
     dict(quant="binary", tie_embeddings=False, pos="learned", activation="silu"),
 ]
-
-
-def _randomized(make_checkpoint, seed: int, **overrides) -> Path:
-    """A checkpoint whose norms and embeddings are random too, so a misplaced one shows."""
-    ckpt_dir = make_checkpoint(**overrides)
-    ckpt = load_checkpoint(ckpt_dir)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in ckpt.model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
-            elif name.startswith(("embed.", "head.", "pos_embed.")):
-                p.copy_(torch.randn(p.shape, generator=gen))
-    save_checkpoint(ckpt_dir, ckpt.model, ckpt.tokenizer, ckpt.meta)
-    return ckpt_dir
 
 
 def _torch_logits(model, tokens: np.ndarray) -> np.ndarray:
@@ -121,7 +105,7 @@ def test_reference_matches_torch(random_checkpoint, tmp_path, monkeypatch, varia
     overrides = dict(variant)
     pack = overrides.pop("pack", "t2")
     seed = VARIANTS.index(variant)
-    ckpt_dir = _randomized(random_checkpoint, seed, **overrides)
+    ckpt_dir = random_checkpoint(randomize=seed, **overrides)
     out = tmp_path / "m.1bit"
     export_1bit(ckpt_dir, out, ExportOptions(pack=pack, embed_dtype="f32"))
     ref = ReferenceModel.load(out)
@@ -142,7 +126,7 @@ def test_reference_matches_torch(random_checkpoint, tmp_path, monkeypatch, varia
 @pytest.mark.parametrize("embed_dtype", ["f16", "i8"])
 def test_reduced_precision_embeddings(random_checkpoint, tmp_path, embed_dtype):
     """Exact against a torch model holding the same rounded tables; bounded against the original."""
-    ckpt_dir = _randomized(random_checkpoint, 42, tie_embeddings=False)
+    ckpt_dir = random_checkpoint(randomize=42, tie_embeddings=False)
     out = tmp_path / "m.1bit"
     export_1bit(ckpt_dir, out, ExportOptions(embed_dtype=embed_dtype))
     ref = ReferenceModel.load(out)
@@ -165,7 +149,7 @@ def test_reduced_precision_embeddings(random_checkpoint, tmp_path, embed_dtype):
 
 
 def test_greedy_generation_matches_torch(random_checkpoint, tmp_path):
-    ckpt_dir = _randomized(random_checkpoint, 7)
+    ckpt_dir = random_checkpoint(randomize=7)
     out = tmp_path / "m.1bit"
     export_1bit(ckpt_dir, out, ExportOptions(embed_dtype="f32"))
     ref = ReferenceModel.load(out)

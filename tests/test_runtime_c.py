@@ -47,20 +47,6 @@ def c_runtime() -> Path:
     return CLI
 
 
-def _randomize(ckpt_dir: Path, seed: int) -> Path:
-    """Random norms and embeddings too, so that a misplaced tensor shows (as test_reference)."""
-    ckpt = load_checkpoint(ckpt_dir)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in ckpt.model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
-            elif name.startswith(("embed.", "head.", "pos_embed.")):
-                p.copy_(torch.randn(p.shape, generator=gen))
-    save_checkpoint(ckpt_dir, ckpt.model, ckpt.tokenizer, ckpt.meta)
-    return ckpt_dir
-
-
 def _export(ckpt_dir: Path, out: Path, pack: str = "t2", embed_dtype: str = "f32") -> Path:
     export_1bit(ckpt_dir, out, ExportOptions(pack=pack, embed_dtype=embed_dtype))
     return out
@@ -96,7 +82,7 @@ def test_logits_match_numpy_reference(c_runtime, random_checkpoint, tmp_path, va
     overrides = dict(variant)
     pack, embed = overrides.pop("pack", "t2"), overrides.pop("embed_dtype", "f32")
     seed = VARIANTS.index(variant)
-    path = _export(_randomize(random_checkpoint(**overrides), seed), tmp_path / "m.1bit", pack, embed)
+    path = _export(random_checkpoint(randomize=seed, **overrides), tmp_path / "m.1bit", pack, embed)
     ref = ReferenceModel.load(path)
     tokens = np.random.default_rng(seed).integers(0, ref.cfg["vocab_size"], ref.cfg["max_seq_len"]).tolist()
     expected = ref.forward(tokens)
@@ -123,7 +109,7 @@ def _available_isas(path: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def long_model(random_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     """(checkpoint dir, .1bit) of a randomized model with room for a prompt + 200 tokens."""
-    ckpt = _randomize(random_checkpoint(max_seq_len=256, dim=64, ffn_dim=128, tie_embeddings=False), 11)
+    ckpt = random_checkpoint(randomize=11, max_seq_len=256, dim=64, ffn_dim=128, tie_embeddings=False)
     return ckpt, _export(ckpt, tmp_path_factory.mktemp("long") / "m.1bit")
 
 
@@ -168,7 +154,7 @@ def test_seeded_sampling_matches_torch_binding_and_cli(c_runtime, long_model):
 @pytest.fixture(scope="session")
 def slide_model(random_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     """(checkpoint dir, .1bit) of a randomized model with a 32-token context: 300 tokens slide often."""
-    ckpt = _randomize(random_checkpoint(max_seq_len=32, dim=64, ffn_dim=128, tie_embeddings=False), 12)
+    ckpt = random_checkpoint(randomize=12, max_seq_len=32, dim=64, ffn_dim=128, tie_embeddings=False)
     return ckpt, _export(ckpt, tmp_path_factory.mktemp("slide") / "m.1bit")
 
 
@@ -415,7 +401,7 @@ def test_context_limits_are_clear_errors(c_runtime, small_file):
 
 
 def test_perplexity_matches_torch_windows(c_runtime, random_checkpoint, tmp_path):
-    ckpt_dir = _randomize(random_checkpoint(), 5)
+    ckpt_dir = random_checkpoint(randomize=5)
     path = _export(ckpt_dir, tmp_path / "m.1bit")
     ckpt = load_checkpoint(ckpt_dir)
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 2
