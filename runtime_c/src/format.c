@@ -47,7 +47,7 @@ ob_status ob_file_parse(ob_file *f, const void *data, size_t size, char *err, si
     }
     uint32_t hcrc = ob_rd_u32(p + 60), hgot = ob_crc32(0, p, 60);
     if (hgot != hcrc) {
-        ob_set_msg(err, err_size, "header CRC-32 mismatch (stored %08x, computed %08x): header is corrupt", hcrc, hgot);
+        ob_set_msg(err, err_size, "header CRC-32 mismatch (stored %08x, computed %08x): header is corrupt", (unsigned)hcrc, (unsigned)hgot);
         return OB_ERR_CHECKSUM;
     }
     if (ob_rd_u32(p + 44) != 0) {
@@ -72,13 +72,13 @@ ob_status ob_file_parse(ob_file *f, const void *data, size_t size, char *err, si
         return OB_ERR_FORMAT;
     }
     if (f->n_tensors < 1 || f->n_tensors > OB_MAX_TENSORS) {
-        ob_set_msg(err, err_size, "n_tensors %u is not in 1..%d", f->n_tensors, OB_MAX_TENSORS);
+        ob_set_msg(err, err_size, "n_tensors %u is not in 1..%d", (unsigned)f->n_tensors, OB_MAX_TENSORS);
         return OB_ERR_FORMAT;
     }
     if (f->dir_offset % 64 || !in_file(f->dir_offset, (uint64_t)f->n_tensors * REC_SIZE, size) ||
         f->dir_offset + (uint64_t)f->n_tensors * REC_SIZE > f->data_offset) {
         ob_set_msg(err, err_size, "tensor directory at offset %llu (%u records) is misaligned or overlaps the data",
-                   (unsigned long long)f->dir_offset, f->n_tensors);
+                   (unsigned long long)f->dir_offset, (unsigned)f->n_tensors);
         return OB_ERR_FORMAT;
     }
     if (f->data_offset % 64 || f->data_offset > size) {
@@ -88,7 +88,7 @@ ob_status ob_file_parse(ob_file *f, const void *data, size_t size, char *err, si
     }
     uint32_t bcrc = ob_rd_u32(p + 56), got = ob_crc32(0, p + HDR_SIZE, size - HDR_SIZE);
     if (got != bcrc) {
-        ob_set_msg(err, err_size, "body CRC-32 mismatch (stored %08x, computed %08x): file is corrupt", bcrc, got);
+        ob_set_msg(err, err_size, "body CRC-32 mismatch (stored %08x, computed %08x): file is corrupt", (unsigned)bcrc, (unsigned)got);
         return OB_ERR_CHECKSUM;
     }
     if (ob_json_validate((const char *)p + f->meta_offset, (size_t)f->meta_size, err, err_size)) return OB_ERR_FORMAT;
@@ -130,19 +130,19 @@ ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *r, char *e
     size_t len = 0;
     while (len < OB_NAME_MAX && p[len]) len++;
     if (len == 0 || len >= OB_NAME_MAX) {
-        ob_set_msg(err, err_size, "tensor record %u (file offset %llu): name is empty or not NUL-terminated", i,
+        ob_set_msg(err, err_size, "tensor record %u (file offset %llu): name is empty or not NUL-terminated", (unsigned)i,
                    (unsigned long long)rec_off);
         return OB_ERR_FORMAT;
     }
     for (size_t k = len; k < OB_NAME_MAX; k++)
         if (p[k]) {
-            ob_set_msg(err, err_size, "tensor record %u: name is not NUL-padded", i);
+            ob_set_msg(err, err_size, "tensor record %u: name is not NUL-padded", (unsigned)i);
             return OB_ERR_FORMAT;
         }
     for (size_t k = 0; k < len;) {
         int n = ob_utf8_len(p + k, len - k);
         if (n == 0 || p[k] < 0x20 || p[k] == 0x7f) {
-            ob_set_msg(err, err_size, "tensor record %u: name is not printable UTF-8", i);
+            ob_set_msg(err, err_size, "tensor record %u: name is not printable UTF-8", (unsigned)i);
             return OB_ERR_FORMAT;
         }
         k += (size_t)n;
@@ -155,16 +155,16 @@ ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *r, char *e
     r->size = ob_rd_u64(p + 112);
     r->scale = ob_rd_f32(p + 120);
     if (r->dtype >= OB_DT_COUNT) {
-        ob_set_msg(err, err_size, "tensor '%s': unknown dtype %u", r->name, r->dtype);
+        ob_set_msg(err, err_size, "tensor '%s': unknown dtype %u", r->name, (unsigned)r->dtype);
         return OB_ERR_FORMAT;
     }
     if (r->n_dims < 1 || r->n_dims > 4) {
-        ob_set_msg(err, err_size, "tensor '%s': n_dims %u not in 1..4", r->name, r->n_dims);
+        ob_set_msg(err, err_size, "tensor '%s': n_dims %u not in 1..4", r->name, (unsigned)r->n_dims);
         return OB_ERR_FORMAT;
     }
     for (uint32_t d = r->n_dims; d < 4; d++)
         if (r->shape[d] != 1) {
-            ob_set_msg(err, err_size, "tensor '%s': unused dim %u is %llu, not 1", r->name, d,
+            ob_set_msg(err, err_size, "tensor '%s': unused dim %u is %llu, not 1", r->name, (unsigned)d,
                        (unsigned long long)r->shape[d]);
             return OB_ERR_FORMAT;
         }

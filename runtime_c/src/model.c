@@ -4,14 +4,16 @@
 #define _GNU_SOURCE 1
 #endif
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(OB_NO_FILES)
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include "internal.h"
 
@@ -218,7 +220,7 @@ static ob_status need(const ob_file *f, const char *name, uint32_t dtype, int n_
     }
     if ((int)rec->n_dims != n_dims || rec->shape[0] != d0 || (n_dims == 2 && rec->shape[1] != d1)) {
         ob_set_msg(err, es, "tensor '%s' has shape [%llu, %llu] (%u dims), expected [%llu, %llu]", name,
-                   (unsigned long long)rec->shape[0], (unsigned long long)rec->shape[1], rec->n_dims,
+                   (unsigned long long)rec->shape[0], (unsigned long long)rec->shape[1], (unsigned)rec->n_dims,
                    (unsigned long long)d0, (unsigned long long)d1);
         return OB_ERR_FORMAT;
     }
@@ -437,6 +439,10 @@ ob_status ob_model_open(ob_model **out, const char *path, char *err, size_t err_
         return OB_ERR_INVALID_ARG;
     }
     *out = NULL;
+#if defined(OB_NO_FILES) /* bare metal: no file system; the model comes from ob_model_open_memory */
+    ob_set_msg(err, err_size, "%s: this build has no file system (use ob_model_open_memory)", path);
+    return OB_ERR_UNSUPPORTED;
+#else
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         ob_set_msg(err, err_size, "%s: %s", path, strerror(errno));
@@ -471,11 +477,14 @@ ob_status ob_model_open(ob_model **out, const char *path, char *err, size_t err_
     (*out)->mapping = map;
     (*out)->mapping_size = size;
     return OB_OK;
+#endif
 }
 
 void ob_model_free(ob_model *m) {
     if (!m) return;
+#if !defined(OB_NO_FILES)
     if (m->mapping) munmap(m->mapping, m->mapping_size);
+#endif
     if (m->alloc_base) free(m->alloc_base);
 }
 

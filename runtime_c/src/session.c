@@ -600,7 +600,7 @@ ob_status ob_session_eval(ob_session *s, const int32_t *tokens, int n, float *lo
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= s->cfg->vocab_size) {
             ob_set_msg(s->error, sizeof s->error, "token id %d at index %d is outside the vocabulary of %d",
-                       tokens[i], i, s->cfg->vocab_size);
+                       (int)tokens[i], i, s->cfg->vocab_size);
             return OB_ERR_TOKEN;
         }
     eval_tokens(s, tokens, n, logits, all, 1);
@@ -611,7 +611,7 @@ ob_status ob_session_decode(ob_session *s, int32_t token) {
     if (!s) return OB_ERR_INVALID_ARG;
     if (s->pos < s->n_ctx) return ob_session_eval(s, &token, 1, NULL, 0);
     if (token < 0 || token >= s->cfg->vocab_size) {
-        ob_set_msg(s->error, sizeof s->error, "token id %d is outside the vocabulary of %d", token,
+        ob_set_msg(s->error, sizeof s->error, "token id %d is outside the vocabulary of %d", (int)token,
                    s->cfg->vocab_size);
         return OB_ERR_TOKEN;
     }

@@ -4,6 +4,23 @@
 #endif
 #include "threadpool.h"
 
+/* OB_NO_THREADS: targets without pthreads (bare-metal MCU, wasm32-wasi) get a pool that never
+ * starts: create fails, so a session asking for n_threads > 1 reports it, and run is inline. */
+#if defined(OB_NO_THREADS)
+ob_threadpool *ob_threadpool_create(int n_threads) {
+    (void)n_threads;
+    return NULL;
+}
+void ob_threadpool_destroy(ob_threadpool *pool) { (void)pool; }
+int ob_threadpool_size(const ob_threadpool *pool) {
+    (void)pool;
+    return 1;
+}
+void ob_threadpool_run(ob_threadpool *pool, ob_task_fn fn, void *ctx) {
+    (void)pool;
+    fn(ctx, 0, 1);
+}
+#else
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -143,6 +160,8 @@ void ob_threadpool_run(ob_threadpool *p, ob_task_fn fn, void *ctx) {
         if ((++spins & 255) == 0) sched_yield();
     }
 }
+
+#endif /* OB_NO_THREADS */
 
 void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1) {
     if (align < 1) align = 1;

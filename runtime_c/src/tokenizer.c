@@ -86,7 +86,7 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
     for (int i = 1; i <= V; i++) {
         int32_t o = ob_rd_i32(t->offsets + 4 * (size_t)i);
         if (o < prev || (uint64_t)o > t->bytes_size) {
-            ob_set_msg(err, es, "tokenizer.offsets[%d] = %d is out of order or beyond tokenizer.tokens", i, o);
+            ob_set_msg(err, es, "tokenizer.offsets[%d] = %d is out of order or beyond tokenizer.tokens", i, (int)o);
             return OB_ERR_FORMAT;
         }
         prev = o;
@@ -105,7 +105,7 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
             for (int k = 0; k < 3; k++) {
                 int32_t id = merge_field(t, i, k);
                 if (id < 0 || id >= V) {
-                    ob_set_msg(err, es, "tokenizer.merges[%d] has id %d outside the vocabulary", i, id);
+                    ob_set_msg(err, es, "tokenizer.merges[%d] has id %d outside the vocabulary", i, (int)id);
                     return OB_ERR_FORMAT;
                 }
             }
@@ -332,7 +332,7 @@ ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens
             if (id < 0) {
                 ob_set_msg(m->error, sizeof m->error,
                            "character '%.*s' (U+%04X) at offset %zu is not in the char tokenizer's vocabulary", l,
-                           (const char *)s + i, decode_cp(s + i, l), i);
+                           (const char *)s + i, (unsigned)decode_cp(s + i, l), i);
                 return OB_ERR_TOKEN;
             }
             if (o.n == o.cap) {
@@ -386,7 +386,7 @@ ob_status ob_detokenize(ob_model *m, const int32_t *tokens, int n, char *buf, si
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= m->tok.vocab_size) {
             ob_set_msg(m->error, sizeof m->error, "token id %d at index %d is outside the vocabulary of %d",
-                       tokens[i], i, m->tok.vocab_size);
+                       (int)tokens[i], i, m->tok.vocab_size);
             return OB_ERR_TOKEN;
         }
         const uint8_t *b;
