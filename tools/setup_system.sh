@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# System packages that some tests need: an aarch64 cross compiler with qemu (NEON kernels) and
-# Chromium (browser demo). Idempotent; installs only what is missing. Without root or sudo it
-# says what is missing and leaves those tests to skip, except in CI, where missing is an error.
+# System packages that some tests need: an aarch64 cross compiler with qemu (NEON kernels),
+# Chromium (browser demo), an Arm bare-metal toolchain with qemu-system-arm (examples/mcu) and
+# clang with wasi-libc (make -C runtime_c wasm). Idempotent; installs only what is missing.
+# Without root or sudo it says what is missing and leaves those tests to skip, except in CI,
+# where missing is an error.
 set -euo pipefail
 
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 command -v chromium >/dev/null || need+=(chromium)
+# Cortex-M firmware under QEMU (examples/mcu) and the WebAssembly build (make -C runtime_c wasm)
+command -v arm-none-eabi-gcc >/dev/null || need+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
+command -v clang >/dev/null || need+=(clang)
+command -v wasm-ld >/dev/null || need+=(lld)
+command -v llvm-ar >/dev/null || need+=(llvm)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || need+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need+=(libclang-rt-dev-wasm32)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo -n"; else sudo=none; fi
