@@ -31,14 +31,14 @@ runtime:
 # train -> export -> generate in C (and the PyTorch reference beside it, for comparison).
 # The trained model and its export are file targets: a second `make demo` only generates.
 $(DEMO)/meta.json: | venv
-	$(BIN)/onebit-train --preset tiny --quant ternary --data tinyshakespeare --out $(DEMO)
+	$(BIN)/onebit train --preset tiny --quant ternary --data tinyshakespeare --out $(DEMO)
 
 $(DEMO)/model.1bit: $(DEMO)/meta.json | venv
-	$(BIN)/onebit-export $(DEMO) -o $@ --emit-c-header $(DEMO)/model.h
+	$(BIN)/onebit export $(DEMO) -o $@ --emit-c-header $(DEMO)/model.h
 
 demo: venv runtime $(DEMO)/model.1bit
 	@echo "--- PyTorch reference (greedy)" >&2
-	$(BIN)/onebit-sample $(DEMO) --prompt "$(PROMPT)" -n 200 --temperature 0
+	$(BIN)/onebit sample $(DEMO) --prompt "$(PROMPT)" -n 200 --temperature 0
 	@echo >&2; echo "--- C runtime (greedy)" >&2
 	runtime_c/build/onebit-run -m $(DEMO)/model.1bit -p "$(PROMPT)" -n 200 --temperature 0
 	@echo >&2; echo "--- C runtime (sampled)" >&2

@@ -1,8 +1,9 @@
-"""Builds the C runtime (runtime_c/, via make) into the package as onebit/_lib/libonebit.so.
+"""Builds the C runtime (runtime_c/, via make) into the package: onebit/_lib/libonebit.so and the
+onebit-run CLI (run through the `onebit-run` console script, onebit/run/native.py).
 
 Everything else about the package is in pyproject.toml. `pip install .` runs this build step; an
 editable install (`pip install -e .`) instead builds runtime_c/build/libonebit.so on first use
-(onebit/run_c.py runs `make -C runtime_c lib`).
+(onebit/run/c.py runs `make -C runtime_c lib`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 class BuildPyWithRuntime(build_py):
-    """build_py, then `make lib` in a scratch directory; ships the library and its header."""
+    """build_py, then `make all` in a scratch directory; ships the library, its header and the CLI."""
 
     def run(self) -> None:
         super().run()
@@ -29,8 +30,9 @@ class BuildPyWithRuntime(build_py):
         target = Path(self.build_lib) / "onebit" / "_lib"
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as scratch:
-            subprocess.run(["make", "-C", str(ROOT / "runtime_c"), "lib", f"BUILD={scratch}"], check=True)
+            subprocess.run(["make", "-C", str(ROOT / "runtime_c"), "all", f"BUILD={scratch}"], check=True)
             shutil.copy2(Path(scratch) / "libonebit.so", target / "libonebit.so")
+            shutil.copy2(Path(scratch) / "onebit-run", target / "onebit-run")
         shutil.copy2(ROOT / "runtime_c" / "include" / "onebit.h", target / "onebit.h")
 
 

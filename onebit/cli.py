@@ -1,52 +1,58 @@
-"""`onebit`: small tools around the `.1bit` format (`onebit inspect FILE`)."""
+"""`onebit`: one command for the whole pipeline, `onebit train | export | sample | inspect | run |
+run-ort | plot`.
+
+Each subcommand is the `main` of its stage's module, imported only when it runs, so that
+`onebit run` and `onebit inspect` never import torch. The older console scripts (`onebit-train`,
+`onebit-export`, ...) and `python -m onebit.run_c` point at the same functions.
+"""
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
+import importlib
 
 import click
 
-from onebit.errors import cli_errors
-from onebit.format import OnebitFile, read_1bit
+import onebit
+
+# name -> (module holding `main`, one-line summary shown by `onebit --help`), in pipeline order
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("onebit.train.trainer", "Train a model with quantization-aware training (PyTorch)."),
+    "plot": ("onebit.train.plot", "Plot a training run's loss and learning-rate curves."),
+    "sample": ("onebit.train.sample", "Generate from a checkpoint with the PyTorch model (the oracle)."),
+    "export": ("onebit.compile.export", "Compile a checkpoint into .1bit (and a C header) or ONNX."),
+    "inspect": ("onebit.describe", "Validate a .1bit file and print its header, metadata and tensors."),
+    "run": ("onebit.run.c", "Generate or score text with a .1bit model on the C runtime."),
+    "run-ort": ("onebit.run.ort", "Generate with an exported ONNX model on onnxruntime."),
+}
 
 
-def describe(f: OnebitFile) -> str:
-    """Header, metadata, tensor table and size totals, as `onebit inspect` prints them."""
-    lines = [f"file: {f.path}", "header:"]
-    lines += [f"  {key:<13}{value}" for key, value in f.header.items()]
-    lines.append("metadata:")
-    lines += ["  " + line for line in json.dumps(f.meta, indent=2).splitlines()]
-    lines.append(f"tensors ({len(f.tensors)}):")
-    lines.append(f"  {'name':<36}{'dtype':<6}{'shape':<14}{'file_off':>10}{'bytes':>10}  scale")
-    by_dtype: dict[str, tuple[int, int]] = {}
-    for t in f.tensors.values():
-        shape = "x".join(str(d) for d in t.shape)
-        scale = f"{t.scale:.6g}" if t.dtype in ("T2", "T1_6", "B1") else "-"
-        lines.append(f"  {t.name:<36}{t.dtype:<6}{shape:<14}{t.offset:>10}{t.size:>10}  {scale}")
-        n, size = by_dtype.get(t.dtype, (0, 0))
-        by_dtype[t.dtype] = (n + math.prod(t.shape), size + t.size)
-    lines.append("sizes:")
-    for dtype, (n, size) in sorted(by_dtype.items()):
-        lines.append(f"  {dtype:<6}{n:>12,} elements {size:>12,} bytes  {8 * size / n:6.3f} bits each")
-    data = sum(t.size for t in f.tensors.values())
-    lines.append(f"  tensor data {data:,} bytes; header, metadata, directory and padding "
-                 f"{int(f.header['file_size']) - data:,} bytes; file {int(f.header['file_size']):,} bytes")
-    return "\n".join(lines)
+class PipelineGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        command = importlib.import_module(COMMANDS[name][0]).main
+        command.short_help = COMMANDS[name][1]
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the summaries come from COMMANDS: listing them must not import every stage
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(onebit.__version__, "--version", prog_name="onebit", message="%(prog)s %(version)s")
 def main() -> None:
-    """onebit tools."""
+    """Train, compile and run 1-bit and ternary language models.
 
-
-@main.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@cli_errors
-def inspect(path: Path) -> None:
-    """Validate a .1bit file and print its header, metadata and tensors."""
-    click.echo(describe(read_1bit(path)))
+    The pipeline: `onebit train` -> `onebit export` -> `onebit run` (C runtime) or `onebit run-ort`
+    (onnxruntime). `onebit COMMAND --help` describes each command's options and their defaults.
+    """
 
 
 if __name__ == "__main__":

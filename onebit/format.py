@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from onebit import quant
+from onebit import packing
 from onebit.atomic import atomic_write
+from onebit.config import ConfigError, ModelConfig
 from onebit.errors import OnebitError
-from onebit.model import ConfigError, ModelConfig
 
 MAGIC = b"1BIT"
 VERSION = (1, 0)
@@ -49,7 +49,7 @@ def align_up(n: int, a: int = ALIGN) -> int:
 
 def row_stride(dtype: str, k: int) -> int:
     """Bytes per row of K elements; packed strides come from quant.py, the packing reference."""
-    strides = {"T2": quant.t2_row_stride, "T1_6": quant.t16_row_stride, "B1": quant.b1_row_stride}
+    strides = {"T2": packing.t2_row_stride, "T1_6": packing.t16_row_stride, "B1": packing.b1_row_stride}
     if dtype in strides:
         return strides[dtype](k)
     return _ELEMENT[dtype].itemsize * k

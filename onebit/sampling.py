@@ -1,8 +1,8 @@
 """The sampler and the decode loop that every runtime reproduces (docs/SAMPLING.md's executable form).
 
 NumPy only: the sampler works on fp32 arrays with a portable PRNG (PCG32) instead of torch's RNG, so
-that C and JavaScript reproduce every draw exactly, and the runtimes' Python front ends (run_c,
-run_ort) share it without importing PyTorch. onebit/generate.py drives it with the PyTorch model.
+that C and JavaScript reproduce every draw exactly, and the runtimes' Python front ends (onebit/run/)
+share it without importing PyTorch. onebit/train/sample.py drives it with the PyTorch model.
 """
 
 from __future__ import annotations

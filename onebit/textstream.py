@@ -25,15 +25,21 @@ DEFAULTS = SamplerConfig()
 def sampler_options(fn: Callable) -> Callable:
     """Add --prompt, -n and the sampler flags; the command receives prompt, n and sampler."""
     options = [
-        click.option("--prompt", "-p", default="\n", show_default=True, help="text to continue"),
-        click.option("-n", "--max-new-tokens", "n", type=int, default=200, show_default=True),
+        click.option("--prompt", "-p", default="\n", show_default=True, help="Text to continue."),
+        click.option("-n", "--max-new-tokens", "n", type=int, default=200, show_default=True,
+                     help="Tokens to generate (past the context, the window slides: docs/SAMPLING.md)."),
         click.option("--temperature", type=float, default=DEFAULTS.temperature, show_default=True,
-                     help="0 = greedy"),
-        click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="0 = off"),
-        click.option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="1 = off"),
-        click.option("--repeat-penalty", type=float, default=DEFAULTS.repeat_penalty, show_default=True),
-        click.option("--repeat-window", type=int, default=DEFAULTS.repeat_window, show_default=True),
-        click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+                     help="Softmax temperature; 0 = greedy."),
+        click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True,
+                     help="Sample among the k most likely tokens; 0 = off."),
+        click.option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True,
+                     help="Nucleus sampling: the smallest set with this much probability; 1 = off."),
+        click.option("--repeat-penalty", type=float, default=DEFAULTS.repeat_penalty, show_default=True,
+                     help="Penalize the recent tokens (CTRL rule: positive logits divided, negative multiplied); 1 = off."),
+        click.option("--repeat-window", type=int, default=DEFAULTS.repeat_window, show_default=True,
+                     help="How many recent tokens the repeat penalty looks at."),
+        click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
+                     help="Sampler seed: the same seed gives the same text in every runtime."),
     ]
 
     @functools.wraps(fn)

@@ -9,9 +9,10 @@ from typing import Callable
 import pytest
 import torch
 
-from onebit.checkpoint import save_checkpoint
-from onebit.model import ModelConfig, Transformer
+from onebit.config import ModelConfig
 from onebit.tokenizer import Tokenizer, train_char_tokenizer
+from onebit.train.checkpoint import save_checkpoint
+from onebit.train.model import Transformer
 
 # The machine is shared by several people on two cores.
 torch.set_num_threads(1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onebit.cheader import CHeaderError, c_header, check_c_name, hex_body
-from onebit.export import ExportOptions, export_1bit
+from onebit.compile.cheader import CHeaderError, c_header, check_c_name, hex_body
+from onebit.compile.export import ExportOptions, export_1bit
 from onebit.format import read_1bit
 
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")

@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import onebit
-from onebit.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint
-from onebit.model import ModelConfig, Transformer
+from onebit.config import ModelConfig
 from onebit.tokenizer import Tokenizer, train_char_tokenizer
+from onebit.train.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint
+from onebit.train.model import Transformer
 
 MakeCheckpoint = Callable[..., Path]
 

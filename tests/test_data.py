@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from onebit import data
-from onebit.data import DataError, TokenData, prepare_tokens, resolve_corpus, token_dtype
 from onebit.tokenizer import Tokenizer, train_bpe_tokenizer, train_char_tokenizer
+from onebit.train import data
+from onebit.train.data import DataError, TokenData, prepare_tokens, resolve_corpus, token_dtype
 
 FAKE_CORPUS = b"To be, or not to be, that is the question.\n"
 

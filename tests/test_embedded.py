@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from onebit.checkpoint import load_checkpoint, save_checkpoint
-from onebit.generate import generate
 from onebit.sampling import SamplerConfig
+from onebit.train.checkpoint import load_checkpoint, save_checkpoint
+from onebit.train.sample import generate
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the embedded example needs cc and make")
@@ -27,7 +27,7 @@ def test_embedded_example_matches_the_oracle_without_malloc(random_checkpoint, t
         ckpt.model.head.weight.normal_(generator=torch.Generator().manual_seed(2))
     save_checkpoint(ckpt_dir, ckpt.model, ckpt.tokenizer, ckpt.meta)
     header = tmp_path / "model.h"
-    subprocess.run([sys.executable, "-m", "onebit.export", str(ckpt_dir), "-o", str(tmp_path / "m.1bit"),
+    subprocess.run([sys.executable, "-m", "onebit.compile.export", str(ckpt_dir), "-o", str(tmp_path / "m.1bit"),
                     "--emit-c-header", str(header), "--embed-dtype", "f32"],  # f32: token-exact past 40 tokens
                    check=True, capture_output=True)
     build = tmp_path / "build"

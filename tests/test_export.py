@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from onebit import export, format as fmt, quant
-from onebit.checkpoint import META_FILE, load_checkpoint, save_checkpoint
-from onebit.export import ExportOptions, export_1bit
+from onebit import format as fmt
+from onebit import packing
+from onebit.compile import export
+from onebit.compile.export import ExportOptions, export_1bit
 from onebit.format import read_1bit
+from onebit.train import quant
+from onebit.train.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 
 TINY_SHAPE = dict(dim=128, ffn_dim=512, n_heads=4, n_kv_heads=4, n_layers=1, max_seq_len=16)
 
@@ -39,7 +40,7 @@ def test_folding_matches_quantize_weight(random_checkpoint, tmp_path):
         codes, scale = quant.quantize_weight(module.weight, "ternary")
         info = f.tensors[name + ".weight"]
         assert info.dtype == "T1_6" and np.float32(info.scale) == np.float32(scale.item())
-        unpacked = quant.unpack_t16(f.array(info.name), info.shape[1])
+        unpacked = packing.unpack_t16(f.array(info.name), info.shape[1])
         np.testing.assert_array_equal(unpacked, codes.detach().numpy().astype(np.int8))
         assert (unpacked != 0).any() and (unpacked == 0).any()
 
@@ -114,12 +115,6 @@ def test_f16_overflow_is_refused(random_checkpoint, tmp_path):
     save_checkpoint(ckpt_dir, ckpt.model, ckpt.tokenizer, ckpt.meta)
     assert "f16 range" in _one_line_error(_invoke(ckpt_dir, "-o", tmp_path / "m.1bit"))
     assert _invoke(ckpt_dir, "-o", tmp_path / "m.1bit", "--embed-dtype", "i8").exit_code == 0
-
-
-def test_onnx_missing_module_is_a_clear_error(random_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onebit.onnx_export", None)
-    err = _one_line_error(_invoke(random_checkpoint(), "-o", tmp_path / "onnx", "--format", "onnx"))
-    assert "ONNX export is not available yet" in err
 
 
 def test_atomic_write_leaves_nothing_on_failure(random_checkpoint, tmp_path, monkeypatch):

@@ -11,10 +11,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from onebit import cli, quant
-from onebit.export import ExportOptions, export_1bit
-from onebit.format import (ALIGN, DTYPES, HEADER_SIZE, RECORD_SIZE, FormatError, TensorData, read_1bit,
-                           tensor_nbytes, write_1bit)
+from onebit import cli, packing
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.format import (
+    ALIGN,
+    DTYPES,
+    HEADER_SIZE,
+    RECORD_SIZE,
+    FormatError,
+    TensorData,
+    read_1bit,
+    tensor_nbytes,
+    write_1bit,
+)
 
 
 def _random_tensors(seed: int) -> list[TensorData]:
@@ -25,9 +34,9 @@ def _random_tensors(seed: int) -> list[TensorData]:
         TensorData("a.f32", "F32", (3, 7), rng.normal(size=(3, 7))),
         TensorData("b.f16", "F16", (2, 2, 5), rng.normal(size=(2, 2, 5)).astype(np.float16)),
         TensorData("c.i8", "I8", (4, 9), rng.integers(-127, 128, (4, 9))),
-        TensorData("d.t2", "T2", ternary.shape, quant.pack_t2(ternary), 0.25),
-        TensorData("e.t16", "T1_6", ternary.shape, quant.pack_t16(ternary), 0.5),
-        TensorData("f.b1", "B1", binary.shape, quant.pack_b1(binary), 0.125),
+        TensorData("d.t2", "T2", ternary.shape, packing.pack_t2(ternary), 0.25),
+        TensorData("e.t16", "T1_6", ternary.shape, packing.pack_t16(ternary), 0.5),
+        TensorData("f.b1", "B1", binary.shape, packing.pack_b1(binary), 0.125),
         TensorData("g.u8", "U8", (11,), rng.integers(0, 256, 11)),
         TensorData("h.i32", "I32", (2, 3, 1, 2), rng.integers(-2**31, 2**31, (2, 3, 1, 2))),
     ]
@@ -58,7 +67,7 @@ def test_round_trip_every_dtype(raw_file):
         assert np.float32(info.scale) == np.float32(t.scale)
         got = f.array(t.name)
         assert got.tobytes() == t.data.tobytes()
-    np.testing.assert_array_equal(quant.unpack_t16(f.array("e.t16"), 161), quant.unpack_t16(tensors[4].data, 161))
+    np.testing.assert_array_equal(packing.unpack_t16(f.array("e.t16"), 161), packing.unpack_t16(tensors[4].data, 161))
 
 
 def test_layout_matches_spec(raw_file):

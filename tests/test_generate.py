@@ -1,4 +1,4 @@
-"""The sampler of docs/SAMPLING.md (onebit/sampling.py) and reference generation (onebit/generate.py)."""
+"""The sampler of docs/SAMPLING.md (onebit/sampling.py) and reference generation (onebit/train/sample.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from onebit.generate import generate
-from onebit.sampling import (GenerateError, Pcg32, Sampler, SamplerConfig, apply_repeat_penalty, candidates,
-                             softmax_sorted)
-from onebit.model import ModelConfig, Transformer
+from onebit.config import ModelConfig
+from onebit.sampling import (
+    GenerateError,
+    Pcg32,
+    Sampler,
+    SamplerConfig,
+    apply_repeat_penalty,
+    candidates,
+    softmax_sorted,
+)
+from onebit.train.model import Transformer
+from onebit.train.sample import generate
 
 DOC_LOGITS = np.array([1.5, -0.25, 3.0, 3.0, 0.5, -2.0, 2.25, 0.0], dtype=np.float32)
 DOC_CONTEXT = [2, 5, 5, 7]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from onebit.model import ConfigError, ModelConfig, Transformer
+from onebit.config import ConfigError, ModelConfig
+from onebit.train.model import Transformer
 
 MICRO = dict(vocab_size=37, dim=32, n_layers=2, n_heads=4, n_kv_heads=4, ffn_dim=64, max_seq_len=16)
 

@@ -1,4 +1,4 @@
-"""ONNX export (onebit/onnx_export.py) and the onnxruntime runner (onebit/run_ort.py) against PyTorch."""
+"""ONNX export (onebit/compile/onnx_export.py) and the onnxruntime runner (onebit/run/ort.py) against PyTorch."""
 
 from __future__ import annotations
 
@@ -10,14 +10,24 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from onebit.checkpoint import load_checkpoint, save_checkpoint
-from onebit.generate import generate
+from onebit.compile.onnx_export import (
+    GRAPH_FILES,
+    OnnxExportError,
+    OnnxOptions,
+    build_onnx,
+    export_model,
+    export_onnx,
+    pack_2bit_blocks,
+    unpack_2bit_blocks,
+)
+from onebit.config import ModelConfig
+from onebit.run.ort import OrtDecoder, generate_ort
+from onebit.run.ort import main as run_ort_main
 from onebit.sampling import SamplerConfig
-from onebit.model import ModelConfig, Transformer
-from onebit.onnx_export import (GRAPH_FILES, OnnxExportError, OnnxOptions, build_onnx, export_model, export_onnx,
-                                pack_2bit_blocks, unpack_2bit_blocks)
-from onebit.run_ort import OrtDecoder, generate_ort, main as run_ort_main
 from onebit.tokenizer import train_char_tokenizer
+from onebit.train.checkpoint import load_checkpoint, save_checkpoint
+from onebit.train.model import Transformer
+from onebit.train.sample import generate
 
 GRAPHS = list(GRAPH_FILES)
 BASE = dict(vocab_size=53, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
@@ -248,15 +258,12 @@ def test_generation_past_the_context_matches_pytorch(trained, char_tokenizer, ki
 
 
 def test_c_runtime_generates_the_same_tokens(trained, char_tokenizer, tmp_path):
-    run_c = pytest.importorskip("onebit.run_c", reason="the C runtime's binding (onebit.run_c) is absent")
-    from onebit.export import ExportOptions, export_1bit
+    from onebit.compile.export import ExportOptions, export_1bit
+    from onebit.run import c as run_c
 
     ckpt_dir, out = trained
     export_1bit(ckpt_dir, tmp_path / "m.1bit", ExportOptions(pack="t2", embed_dtype="f32"))
-    try:
-        c_model = run_c.Model(tmp_path / "m.1bit")
-    except OSError as e:  # no compiler or library on this machine
-        pytest.skip(f"the C runtime library is unavailable: {e}")
+    c_model = run_c.Model(tmp_path / "m.1bit")
     prompt = char_tokenizer.encode("ROMEO:\nI")
     expected = generate_ort(OrtDecoder(out, "web"), prompt, 40, GREEDY)
     assert c_model.generate(prompt, 40, temperature=0) == expected

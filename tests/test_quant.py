@@ -1,12 +1,13 @@
-"""Quantizer properties (onebit/quant.py) and BitLinear's training vs eval forward."""
+"""Quantizer properties (onebit/train/quant.py) and BitLinear's training vs eval forward."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from onebit import quant
-from onebit.model import BitLinear
+from onebit import packing
+from onebit.train import quant
+from onebit.train.model import BitLinear
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def test_ternary_codes_and_scale(gen):
 
 def test_ternary_scale_floor_for_zero_weights():
     codes, scale = quant.quantize_weight(torch.zeros(4, 8), "ternary")
-    assert scale == torch.tensor(quant.EPS) and torch.all(codes == 0)
+    assert scale == torch.tensor(packing.EPS) and torch.all(codes == 0)
 
 
 def test_binary_codes_are_signs_around_the_mean(gen):

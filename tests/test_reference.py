@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from onebit import quant, reference
-from onebit.checkpoint import load_checkpoint
-from onebit.export import ExportOptions, export_1bit
-from onebit.generate import generate
+from onebit import packing
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.run import reference
+from onebit.run.reference import KVCache, ReferenceError, ReferenceModel
 from onebit.sampling import SamplerConfig
-from onebit.reference import KVCache, ReferenceError, ReferenceModel
+from onebit.train.checkpoint import load_checkpoint
+from onebit.train.sample import generate
 
 # fp32 forward, same op order; only reduction orders differ (measured ~3e-7).
 TOL_F32 = 1e-4
@@ -54,7 +54,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def _scaled(x: np.ndarray) -> np.ndarray:
     """x * a of DESIGN.md's activation quantizer, before rounding."""
-    return x * (np.float32(127.0) / np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(quant.EPS)))
+    return x * (np.float32(127.0) / np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(packing.EPS)))
 
 
 def _first_code_mismatch(model, ref: ReferenceModel, tokens: np.ndarray, monkeypatch) -> tuple | None:
@@ -139,7 +139,7 @@ def test_reduced_precision_embeddings(random_checkpoint, tmp_path, embed_dtype):
             if embed_dtype == "f16":
                 rounded = w.astype(np.float16).astype(np.float32)
             else:
-                q, scale = quant.quantize_rows_i8(w)
+                q, scale = packing.quantize_rows_i8(w)
                 rounded = q.astype(np.float32) * scale[:, None]
             table.copy_(torch.from_numpy(rounded))
     got = ref.forward(tokens)
@@ -163,7 +163,7 @@ def test_greedy_generation_matches_torch(random_checkpoint, tmp_path):
             ids.append(int(logits[0, -1].argmax()))
             expected.append(ids[-1])
     assert ref.generate_greedy(prompt, 12) == expected
-    # past the context it slides, exactly like onebit.generate.generate (docs/SAMPLING.md)
+    # past the context it slides, exactly like onebit.train.sample.generate (docs/SAMPLING.md)
     long_prompt = _tokens(4, model.cfg.vocab_size, model.cfg.max_seq_len - 2).tolist()
     n = 3 * model.cfg.max_seq_len  # several slides
     got = ref.generate_greedy(long_prompt, n)

@@ -1,4 +1,4 @@
-"""The C runtime (runtime_c/, through onebit.run_c and onebit-run) against the Python oracles.
+"""The C runtime (runtime_c/, through onebit.run.c and onebit-run) against the Python oracles.
 
 Logits against the NumPy reference over the same packed file; greedy and seeded sampling against
 PyTorch generation for every ISA this machine runs and 1-3 threads; the tokenizers against
@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 import torch
 
-from onebit.checkpoint import load_checkpoint, save_checkpoint
-from onebit.export import ExportOptions, export_1bit
-from onebit.generate import generate
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.config import ModelConfig
+from onebit.run.c import CRuntimeError, Model, load_library, ppl_windows
+from onebit.run.reference import ReferenceModel
 from onebit.sampling import SamplerConfig
-from onebit.model import ModelConfig, Transformer
-from onebit.reference import ReferenceModel
-from onebit.run_c import CRuntimeError, Model, load_library, ppl_windows
 from onebit.tokenizer import train_bpe_tokenizer
+from onebit.train.checkpoint import load_checkpoint, save_checkpoint
+from onebit.train.model import Transformer
+from onebit.train.sample import generate
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the C runtime needs cc and make")
@@ -143,10 +144,10 @@ def test_seeded_sampling_matches_torch_binding_and_cli(c_runtime, long_model):
     flags = [x for f in flags for x in f.split("=", 1)]
     text = _run_cli("-m", str(path), "-p", prompt, "-n", "150", *flags).stdout
     assert text == prompt.encode() + b"".join(ckpt.tokenizer.token_bytes(t) for t in expected)
-    sample = subprocess.run([sys.executable, "-m", "onebit.sample", str(ckpt_dir), "-p", prompt, "-n", "150",
+    sample = subprocess.run([sys.executable, "-m", "onebit.train.sample", str(ckpt_dir), "-p", prompt, "-n", "150",
                              *flags], capture_output=True, check=True)
     assert sample.stdout == text
-    binding = subprocess.run([sys.executable, "-m", "onebit.run_c", "-m", str(path), "-p", prompt, "-n", "150",
+    binding = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(path), "-p", prompt, "-n", "150",
                               *flags], capture_output=True, check=True)
     assert binding.stdout == text
 
@@ -191,10 +192,10 @@ def test_seeded_sampling_past_the_context_matches_everywhere(c_runtime, slide_mo
     flags = [x for f in flags for x in f.split("=", 1)]
     text = _run_cli("-m", str(path), "-p", prompt, "-n", "300", *flags).stdout
     assert text == prompt.encode() + b"".join(ckpt.tokenizer.token_bytes(t) for t in expected)
-    sample = subprocess.run([sys.executable, "-m", "onebit.sample", str(ckpt_dir), "-p", prompt, "-n", "300",
+    sample = subprocess.run([sys.executable, "-m", "onebit.train.sample", str(ckpt_dir), "-p", prompt, "-n", "300",
                              *flags], capture_output=True, check=True)
     assert sample.stdout == text
-    binding = subprocess.run([sys.executable, "-m", "onebit.run_c", "-m", str(path), "-p", prompt, "-n", "300",
+    binding = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(path), "-p", prompt, "-n", "300",
                               *flags], capture_output=True, check=True)
     assert binding.stdout == text
 
@@ -393,7 +394,7 @@ def test_context_limits_are_clear_errors(c_runtime, small_file):
     done = _run_cli("-m", str(small_file), "-p", "First Citizen:\n" * 3, "-n", "5", check=False)
     assert done.returncode == 1 and done.stdout == b""
     assert b"longer than the context of 32" in done.stderr and done.stderr.count(b"\n") == 1
-    binding = subprocess.run([sys.executable, "-m", "onebit.run_c", "-m", str(small_file), "-p", "First Citizen:\n" * 3,
+    binding = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(small_file), "-p", "First Citizen:\n" * 3,
                               "-n", "5"], capture_output=True)
     assert binding.returncode == 1 and binding.stdout == b"" and b"longer than the context of 32" in binding.stderr
     done = _run_cli("-m", str(small_file), "-p", "Z", "-n", "5", check=False)

@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 
-from onebit.tokenizer import (EOT, Tokenizer, TokenizerError, iter_corpus_text, make_tokenizer, split_chunks,
-                              train_bpe_tokenizer, train_char_tokenizer)
+from onebit.tokenizer import (
+    EOT,
+    Tokenizer,
+    TokenizerError,
+    iter_corpus_text,
+    make_tokenizer,
+    split_chunks,
+    train_bpe_tokenizer,
+    train_char_tokenizer,
+)
 
 BPE_VOCAB = 400
 unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)

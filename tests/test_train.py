@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from onebit import plot as plot_cli
-from onebit import sample as sample_cli
-from onebit import train as train_cli
-from onebit.metrics import DETERMINISTIC_COLUMNS, read_metrics
-from onebit.presets import TrainConfig, preset_config
-from onebit.schedule import anneal_alpha, learning_rate, weight_decay
-from onebit.train import train
+from onebit.train import plot as plot_cli
+from onebit.train import sample as sample_cli
+from onebit.train import trainer as train_cli
+from onebit.train.metrics import DETERMINISTIC_COLUMNS, read_metrics
+from onebit.train.presets import TrainConfig, preset_config
+from onebit.train.schedule import anneal_alpha, learning_rate, weight_decay
+from onebit.train.trainer import train
 
 MICRO_MODEL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=16)
 

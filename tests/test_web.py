@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from onebit.compile.onnx_export import OnnxOptions, export_model
+from onebit.config import ModelConfig
+from onebit.run.ort import OrtDecoder, generate_ort
 from onebit.sampling import SamplerConfig
-from onebit.model import ModelConfig, Transformer
-from onebit.onnx_export import OnnxOptions, export_model
-from onebit.run_ort import OrtDecoder, generate_ort
 from onebit.tokenizer import EOT, Tokenizer, train_bpe_tokenizer, train_char_tokenizer
+from onebit.train.model import Transformer
 
 WEB = Path(__file__).resolve().parent.parent / "examples" / "web"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,7 +1,7 @@
 """Decode / prefill speed of the C runtime against PyTorch eager fp32 on a 125M-parameter shape.
 
 Writes a `.1bit` with random packed ternary weights straight through onebit.format (no training):
-dim 768, 12 layers, 12 heads, ffn 2048, vocab 32000 (the shape of /work/shared/ANCHORS.md), then
+dim 768, 12 layers, 12 heads, ffn 2048, vocab 32000 (the 134M llama shape of ../shared/ANCHORS.md), then
 times, in one run, `onebit-run --bench` and a KV-cached PyTorch decode of the same model with
 its ternary weights dequantized to fp32 (the eager baseline), each at 1 and 2 threads.
 
@@ -29,9 +29,10 @@ import click
 import numpy as np
 import torch
 
-from onebit import quant
+from onebit import packing
+from onebit.config import ModelConfig
 from onebit.format import TensorData, bitlinear_shapes, write_1bit
-from onebit.model import ModelConfig, Transformer
+from onebit.train.model import Transformer
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = REPO / "runtime_c" / "build" / "onebit-run"
@@ -52,7 +53,7 @@ def random_model(path: Path, pack: str, embed_dtype: str, seed: int = 0) -> tupl
     """Write the .1bit; return its config and the dequantized BitLinear weights for PyTorch."""
     cfg = ModelConfig(**SHAPE).validate()
     rng = np.random.default_rng(seed)
-    pack_fn = quant.PACKERS[pack][0]
+    pack_fn = packing.PACKERS[pack][0]
     dtype = {"t2": "T2", "t1.6": "T1_6"}[pack]
     tensors, dense = [], {}
     for name, (n, k) in bitlinear_shapes(cfg.to_dict()).items():
@@ -64,7 +65,7 @@ def random_model(path: Path, pack: str, embed_dtype: str, seed: int = 0) -> tupl
         w = rng.standard_normal((cfg.vocab_size, cfg.dim), dtype=np.float32)
         dense[name] = w
         if embed_dtype == "i8":
-            q, s = quant.quantize_rows_i8(w)
+            q, s = packing.quantize_rows_i8(w)
             tensors += [TensorData(name, "I8", w.shape, q), TensorData(name + ".scale", "F32", s.shape, s)]
             dense[name] = q.astype(np.float32) * s[:, None]
         else:

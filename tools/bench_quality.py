@@ -3,7 +3,7 @@
 Each row is `onebit-train --preset tiny --quant X` with nothing else, so the preset's per-quant
 defaults are what is measured. Prints a markdown table for docs/BENCHMARKS.md (## Training quality).
 
-    ONEBIT_DATA_DIR=/work/shared/data .venv/bin/python tools/bench_quality.py --out runs/bench
+    ONEBIT_DATA_DIR=../shared/data .venv/bin/python tools/bench_quality.py --out runs/bench
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onebit import quant  # noqa: E402
-from onebit.checkpoint import load_checkpoint  # noqa: E402
-from onebit.metrics import read_metrics  # noqa: E402
-from onebit.presets import preset_config  # noqa: E402
+from onebit import packing  # noqa: E402
+from onebit.train.checkpoint import load_checkpoint  # noqa: E402
+from onebit.train.metrics import read_metrics  # noqa: E402
+from onebit.train.presets import preset_config  # noqa: E402
 
 QUANTS = ("ternary", "none", "binary")
 PACKED_FORMAT = {"ternary": "T1.6", "binary": "B1", "none": "f32"}
@@ -61,9 +61,9 @@ def quantized_bytes(run_dir: Path) -> int:
     for m in model.bitlinears():
         rows, k = m.weight.shape
         if m.quant == "ternary":
-            total += rows * quant.t16_row_stride(k)
+            total += rows * packing.t16_row_stride(k)
         elif m.quant == "binary":
-            total += rows * quant.b1_row_stride(k)
+            total += rows * packing.b1_row_stride(k)
         else:
             total += rows * k * 4
     return total

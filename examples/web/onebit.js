@@ -54,7 +54,7 @@ export class OnebitModel {
     return f;
   }
 
-  /** The same checks as onebit.generate.check_request. */
+  /** The same checks as onebit.sampling.check_request. */
   checkRequest(promptIds, maxNewTokens) {
     if (promptIds.length === 0) throw new Error("the prompt is empty: generation needs at least one token");
     if (!(maxNewTokens >= 0)) throw new Error(`the number of new tokens must be >= 0, got ${maxNewTokens}`);
@@ -66,7 +66,7 @@ export class OnebitModel {
 
   /**
    * Yield maxNewTokens new token ids, one by one; stops early (without error) once signal aborts.
-   * Exactly onebit.generate.generate: prefill the prompt, then one token per forward; when the
+   * Exactly onebit.train.sample.generate: prefill the prompt, then one token per forward; when the
    * context is full, slide (docs/SAMPLING.md: re-prefill the last max(1, context / 2) tokens).
    */
   async *generate(promptIds, maxNewTokens, samplerConfig, signal) {

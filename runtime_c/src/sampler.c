@@ -1,4 +1,4 @@
-/* sampler.c - docs/SAMPLING.md step by step (its Python twin: onebit/generate.py Sampler).
+/* sampler.c - docs/SAMPLING.md step by step (its Python twin: onebit/sampling.py Sampler).
  * fp32 one operation at a time (this file must not be compiled with -ffast-math; FMA contraction
  * does not arise: no expression here has a multiply feeding an add), exp in float64. */
 #include <math.h>

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from onebit.checkpoint import save_checkpoint
-from onebit.export import ExportOptions, export_1bit
-from onebit.model import ModelConfig, Transformer
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.config import ModelConfig
 from onebit.tokenizer import train_char_tokenizer
+from onebit.train.checkpoint import save_checkpoint
+from onebit.train.model import Transformer
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from onebit.config import ModelConfig
 from onebit.errors import OnebitError
-from onebit.model import ModelConfig
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
@@ -123,6 +123,8 @@ PRESETS: dict[str, dict] = {
         "binary": dict(lr=3e-3),
     },
 }
+
+DEFAULT_PRESET = "tiny"
 
 
 def preset_config(name: str, quant: str) -> TrainConfig:

@@ -7,26 +7,30 @@ changes from step to step goes into train_state.pt, so `--resume` continues bit 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import click
 import torch
 from tqdm import tqdm
 
 import onebit
-from onebit.checkpoint import load_checkpoint, load_train_state, save_checkpoint
-from onebit.data import TokenData, default_cache_dir, prepare_tokens, resolve_corpus
+from onebit.config import QUANT_KINDS, ModelConfig
 from onebit.errors import cli_errors
-from onebit.metrics import MetricsLog, perplexity
-from onebit.model import Transformer
-from onebit.presets import PRESETS, TrainConfig, TrainConfigError, preset_config
-from onebit.schedule import anneal_alpha, learning_rate, weight_decay
+from onebit.progress import progress_bar
 from onebit.tokenizer import Tokenizer, make_tokenizer
+from onebit.train.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from onebit.train.data import TokenData, default_cache_dir, prepare_tokens, resolve_corpus
+from onebit.train.metrics import MetricsLog, perplexity
+from onebit.train.model import Transformer
+from onebit.train.presets import DEFAULT_PRESET, PRESETS, TrainConfig, TrainConfigError, preset_config
+from onebit.train.schedule import anneal_alpha, learning_rate, weight_decay
 
 EVAL_SEED = 0x5EED  # the fixed validation batches: the same windows at every evaluation
 TRAIN_CONFIG_KEY = "train_config"
@@ -171,8 +175,8 @@ class Trainer:
         """Train to max_steps, or checkpoint and stop at step stop_after (as if interrupted there)."""
         cfg, p = self.cfg, self.progress
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.seq_len
-        bar = tqdm(total=cfg.max_steps, initial=p.step, desc="train", unit="step", file=sys.stderr,
-                   disable=not show_progress, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.max_steps, initial=p.step, desc="train", unit="step",
+                           disable=not show_progress, dynamic_ncols=True)
         window_start, window_steps = time.perf_counter(), 0
         while p.step < cfg.max_steps:
             t0 = time.perf_counter()
@@ -267,47 +271,82 @@ def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, resume_ov
 RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True)
-@click.option("--data", default=None, help="tinyshakespeare, a text file or a folder of .txt files")
-@click.option("--tokenizer", default=None, help="char, bpe or a tokenizer.json")
-@click.option("--vocab-size", type=int, default=None, help="bpe vocabulary size")
-@click.option("--quant", type=click.Choice(["ternary", "binary", "none"]), default=None,
-              help="[default: ternary]")
-@click.option("--max-steps", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
-@click.option("--resume", "resume", type=click.Path(path_type=Path), default=None,
-              help="continue the run checkpointed in this directory")
+def preset_default(field_name: str, preset: str = DEFAULT_PRESET) -> str:
+    """How --help shows a setting that the preset decides: its value per quant kind in `preset`."""
+    values = {quant: getattr(preset_config(preset, quant), field_name) for quant in QUANT_KINDS}
+    shown = {quant: "off" if v is None else v for quant, v in values.items()}
+    if len(set(map(str, shown.values()))) == 1:
+        return f"[default: the preset's; {preset}: {shown['ternary']}]"
+    return f"[default: the preset's; {preset}: " + ", ".join(f"{q} {v}" for q, v in shown.items()) + "]"
+
+
+def preset_option(flag: str, field_name: str, help_text: str, **kwargs) -> Callable:
+    """A training flag whose default comes from the preset (None here means "not given")."""
+    return click.option(flag, field_name, default=None, help=f"{help_text} {preset_default(field_name)}", **kwargs)
+
+
+TRAIN_FLAGS = [
+    preset_option("--data", "data", "tinyshakespeare, a text file or a folder of .txt files."),
+    preset_option("--tokenizer", "tokenizer", "char, bpe, or the path of a tokenizer.json."),
+    preset_option("--vocab-size", "vocab_size", "BPE vocabulary size (char: the corpus' characters).", type=int),
+    click.option("--quant", type=click.Choice(QUANT_KINDS), default=None,
+                 help="Weights of every BitLinear: ternary, binary, or none (full precision). [default: ternary]"),
+    preset_option("--max-steps", "max_steps", "Optimizer steps in all.", type=int),
+    preset_option("--seed", "seed", "Seed of the weights, the batches and dropout.", type=int),
+    preset_option("--device", "device", "Where to train (cuda has not been run in this project's tests).",
+                  type=click.Choice(["cpu", "cuda"])),
+    preset_option("--lr", "lr", "Peak learning rate.", type=float),
+    preset_option("--min-lr-ratio", "min_lr_ratio", "Final learning rate as a fraction of --lr.", type=float),
+    preset_option("--warmup-steps", "warmup_steps", "Linear warmup steps.", type=int),
+    preset_option("--schedule", "schedule", "Learning-rate schedule after warmup.",
+                  type=click.Choice(["cosine", "linear", "constant", "wsd"])),
+    click.option("--two-stage/--no-two-stage", "two_stage", default=None,
+                 help=f"BitNet b1.58 two-stage schedule: the LR peak drops and weight decay goes to 0 mid-run. "
+                      f"{preset_default('two_stage')}"),
+    preset_option("--weight-decay", "weight_decay", "AdamW weight decay of the matrices.", type=float),
+    preset_option("--beta2", "beta2", "AdamW beta2.", type=float),
+    preset_option("--batch-size", "batch_size", "Sequences per optimizer step.", type=int),
+    preset_option("--grad-accum", "grad_accum", "Micro-batches per step (the batch is split into these).", type=int),
+    preset_option("--grad-clip", "grad_clip", "Clip the gradient norm to this; 0 = off.", type=float),
+    preset_option("--label-smoothing", "label_smoothing", "Cross-entropy label smoothing.", type=float),
+    click.option("--bf16/--no-bf16", "bf16", default=None,
+                 help=f"bf16 autocast (not run in this project's tests). {preset_default('bf16')}"),
+    preset_option("--grad-scale", "grad_scale", "Multiplier on BitLinear's straight-through gradient.", type=float),
+    preset_option("--anneal-frac", "anneal_frac",
+                  "Anneal a soft quantizer into the hard one over this fraction of the run; 0 = hard throughout.",
+                  type=float),
+    preset_option("--latent-clamp", "latent_clamp", "Clamp latent weights to +-N*mean|W|; 0 = off.", type=float),
+    preset_option("--eval-interval", "eval_interval", "Steps between validation evaluations.", type=int),
+    preset_option("--eval-batches", "eval_batches", "Batches per validation evaluation.", type=int),
+    preset_option("--ckpt-interval", "ckpt_interval", "Steps between checkpoints (one is also written at the end).",
+                  type=int),
+]
+
+
+def train_flags(fn: Callable) -> Callable:
+    for option in reversed(TRAIN_FLAGS):
+        fn = option(fn)
+    return fn
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+              help="Named model shape and training recipe; every [default: the preset's] below comes from it.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="run directory (checkpoint, metrics.csv); defaults to --resume's")
-@click.option("--lr", type=float, default=None, help="peak learning rate")
-@click.option("--min-lr-ratio", type=float, default=None)
-@click.option("--warmup-steps", type=int, default=None)
-@click.option("--schedule", type=click.Choice(["cosine", "linear", "constant", "wsd"]), default=None)
-@click.option("--two-stage/--no-two-stage", default=None, help="BitNet b1.58 two-stage LR and weight decay")
-@click.option("--weight-decay", type=float, default=None)
-@click.option("--beta2", type=float, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--grad-accum", type=int, default=None)
-@click.option("--grad-clip", type=float, default=None, help="0 = off")
-@click.option("--label-smoothing", type=float, default=None)
-@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast")
-@click.option("--grad-scale", type=float, default=None, help="BitLinear STE gradient scale")
-@click.option("--anneal-frac", type=float, default=None, help="soft-to-hard quantizer over this fraction")
-@click.option("--latent-clamp", type=float, default=None, help="clamp latent weights to +-N*mean|W|")
-@click.option("--eval-interval", type=int, default=None)
-@click.option("--eval-batches", type=int, default=None)
-@click.option("--ckpt-interval", type=int, default=None)
+              help="Run directory (checkpoint, metrics.csv).  [default: --resume's directory; one of the two is required]")
+@click.option("--resume", "resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run checkpointed in this directory.  [default: a new run]")
+@train_flags
 @click.option("--set", "model_overrides", multiple=True, metavar="FIELD=VALUE",
-              help="model config override, e.g. --set ffn_dim=384 --set activation=silu")
+              help="Model config override, e.g. --set ffn_dim=384 --set activation=silu (fields: docs/DESIGN.md).  [default: none]")
 @click.option("--stop-after", type=int, default=None,
-              help="checkpoint and stop at this step; --resume continues exactly as if never stopped")
-@click.option("--plot", is_flag=True, help="also write curves.png next to metrics.csv")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+              help="Checkpoint and stop at this step; --resume continues exactly as if never stopped.  [default: off]")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration as JSON and exit.")
+@click.option("--plot", is_flag=True, help="Also write curves.png next to metrics.csv.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: bool, stop_after: int | None,
-         model_overrides: tuple[str, ...], **flags) -> None:
+         model_overrides: tuple[str, ...], print_config: bool, **flags) -> None:
     """Train a 1-bit / ternary transformer and checkpoint it into --out."""
     threads = os.environ.get("ONEBIT_THREADS", "")
     if threads:
@@ -315,7 +354,9 @@ def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: 
             raise TrainConfigError(f"ONEBIT_THREADS must be a positive integer, got {threads!r}")
         torch.set_num_threads(int(threads))
     given = {k: v for k, v in flags.items() if v is not None}
-    if out is None and resume is None:
+    if print_config and resume is not None:
+        raise TrainConfigError("--print-config shows a new run's configuration; a resumed run's is in its meta.json")
+    if out is None and resume is None and not print_config:
         raise TrainConfigError("--out DIR is required (or --resume DIR)")
     out = out if out is not None else resume
     if resume is not None:
@@ -326,23 +367,39 @@ def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: 
         progress = train(TrainConfig(), out, resume=resume, resume_overrides=given, show_progress=not quiet,
                          stop_after=stop_after)
     else:
-        cfg = preset_config(preset, given.pop("quant", "ternary"))
-        for key, value in given.items():
-            setattr(cfg, key, value)
-        cfg.model = {**cfg.model, **parse_overrides(model_overrides)}
+        cfg = resolve_config(preset, given, model_overrides)
+        if print_config:
+            click.echo(json.dumps(printable_config(cfg), indent=2))
+            return
         # a vocabulary size next to a finished tokenizer is a claim about it: check it
         expect = given.get("vocab_size") if cfg.tokenizer not in ("char", "bpe") else None
         progress = train(cfg, out, show_progress=not quiet, expect_vocab=expect, stop_after=stop_after)
     log(f"done: step {progress.step}, val loss {progress.val_loss:.4f} -> {out}")
     if plot:
-        from onebit.plot import plot_metrics
+        from onebit.train.plot import plot_metrics
         log(f"wrote {plot_metrics(out)}")
+
+
+def resolve_config(preset: str, given: dict, model_overrides: tuple[str, ...]) -> TrainConfig:
+    """The preset's settings for the quant kind, then the flags given, then --set on the model."""
+    cfg = preset_config(preset, given.pop("quant", "ternary"))
+    for key, value in given.items():
+        setattr(cfg, key, value)
+    cfg.model = {**cfg.model, **parse_overrides(model_overrides)}
+    return cfg.validate()
+
+
+def printable_config(cfg: TrainConfig) -> dict:
+    """The training settings with the model's every field filled in (vocab_size: from the tokenizer)."""
+    out = cfg.to_dict()
+    model = {**ModelConfig().to_dict(), **cfg.model, "quant": cfg.quant}
+    model["vocab_size"] = "from the tokenizer" if cfg.tokenizer == "char" else cfg.vocab_size
+    out["model"] = model
+    return out
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict:
     """FIELD=VALUE pairs with JSON-ish values (numbers, true/false, strings)."""
-    import json
-
     result = {}
     for item in items:
         key, sep, raw = item.partition("=")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onebit.errors import OnebitError
 from onebit.atomic import atomic_write
+from onebit.errors import OnebitError
 
 BYTES_PER_LINE = 16
 CHUNK_BYTES = BYTES_PER_LINE << 16  # 1 MiB of input per vectorized step

@@ -17,10 +17,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import onebit
-from onebit.errors import OnebitError
-from onebit.model import ConfigError, ModelConfig, Transformer
 from onebit.atomic import atomic_path, atomic_write_text
+from onebit.config import ConfigError, ModelConfig
+from onebit.errors import OnebitError
 from onebit.tokenizer import Tokenizer, TokenizerError
+from onebit.train.model import Transformer
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

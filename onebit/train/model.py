@@ -7,104 +7,14 @@ after this one.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from onebit import quant
-from onebit.errors import OnebitError
-
-NORMS = ("rmsnorm", "layernorm")
-POSITIONS = ("rope", "learned")
-ACTIVATIONS = ("silu", "relu2", "gelu")
-
-
-class ConfigError(OnebitError):
-    """A model configuration that cannot describe a model."""
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 65
-    dim: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int = 4
-    ffn_dim: int = 512
-    max_seq_len: int = 64
-    norm: str = "rmsnorm"
-    norm_eps: float = 1e-5
-    pos: str = "rope"
-    rope_theta: float = 10000.0
-    activation: str = "relu2"
-    gated: bool = True
-    qk_norm: bool = False
-    subln: bool = True
-    residual_scale: float = 1.0
-    tie_embeddings: bool = True
-    quant: str = "ternary"
-    dropout: float = 0.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    def validate(self) -> "ModelConfig":
-        positive = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.dim % self.n_heads:
-            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ConfigError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
-        if self.pos == "rope" and self.head_dim % 2:
-            raise ConfigError(f"RoPE needs an even head_dim, got {self.head_dim}")
-        for name, allowed in (("norm", NORMS), ("pos", POSITIONS), ("activation", ACTIVATIONS),
-                              ("quant", quant.QUANT_KINDS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.norm_eps <= 0:
-            raise ConfigError(f"norm_eps must be positive, got {self.norm_eps}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        if not isinstance(data, dict):
-            raise ConfigError("config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**data).validate()
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        try:
-            return cls.from_dict(data)
-        except TypeError as e:
-            raise ConfigError(f"{path}: {e}") from None
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
-
+from onebit.config import ModelConfig
+from onebit.train import quant
 
 # ----------------------------------------------------------------------------------------------
 # BitLinear

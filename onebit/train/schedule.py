@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from onebit.presets import TrainConfig
+from onebit.train.presets import TrainConfig
 
 
 def _decay_shape(cfg: TrainConfig, progress: float) -> float:

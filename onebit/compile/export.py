@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 import onebit
-from onebit import quant
-from onebit.checkpoint import Checkpoint, load_checkpoint
-from onebit.errors import OnebitError, cli_errors
+from onebit import packing
 from onebit.atomic import atomic_write
+from onebit.errors import OnebitError, cli_errors
 from onebit.format import EMBED_DTYPE, PACK_DTYPE, TensorData, bitlinear_shapes, write_stream
 from onebit.tokenizer import Tokenizer
+from onebit.train import quant
+from onebit.train.checkpoint import Checkpoint, load_checkpoint
 
 PACKS = ("t2", "t1.6")
 EMBED_DTYPES = ("f32", "f16", "i8")
@@ -53,7 +54,7 @@ def _float_tensor(name: str, w: np.ndarray, dtype: str) -> list[TensorData]:
         if np.abs(w).max() > F16_MAX:
             raise ExportError(f"{name} has values beyond the f16 range; export with --embed-dtype f32 or i8")
         return [TensorData(name, "F16", w.shape, w.astype(np.float16))]
-    q, scale = quant.quantize_rows_i8(w)
+    q, scale = packing.quantize_rows_i8(w)
     return [TensorData(name, "I8", w.shape, q), TensorData(name + ".scale", "F32", scale.shape, scale)]
 
 
@@ -85,7 +86,7 @@ def model_tensors(ckpt: Checkpoint, opts: ExportOptions) -> list[TensorData]:
         if name in bitlinears:
             codes, scale = quant.quantize_weight(w, cfg.quant)
             codes_np = _numpy(codes).astype(np.int8)
-            packer = quant.PACKERS[pack][0]
+            packer = packing.PACKERS[pack][0]
             out.append(TensorData(name, PACK_DTYPE[pack], codes_np.shape, packer(codes_np), float(scale)))
         elif name in ("embed.weight", "head.weight"):
             out += _float_tensor(name, _numpy(w), embed_dtype)
@@ -165,7 +166,7 @@ class ExportResult:
 def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: Path | None = None,
                 c_name: str = "onebit_model") -> ExportResult:
     """Write `out` (and the C header) atomically; returns the size report, metadata and tensors."""
-    from onebit.cheader import check_c_name, write_c_header
+    from onebit.compile.cheader import check_c_name, write_c_header
 
     if opts.pack not in PACKS or opts.embed_dtype not in EMBED_DTYPES:
         raise ExportError(f"unknown --pack {opts.pack!r} or --embed-dtype {opts.embed_dtype!r}")
@@ -185,28 +186,19 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
     return ExportResult(size_report(tensors, sizes[0]), meta, tensors)
 
 
-def _export_onnx(checkpoint_dir: Path, out: Path, **options) -> None:
-    try:
-        from onebit.onnx_export import export_onnx
-    except ModuleNotFoundError as e:
-        if e.name != "onebit.onnx_export":
-            raise
-        raise ExportError("ONNX export is not available yet (onebit.onnx_export is missing)") from None
-    export_onnx(checkpoint_dir, out, **options)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output .1bit file (or output directory with --format onnx).")
 @click.option("--pack", type=click.Choice(PACKS), default=None,
-              help="Ternary packing [default: t2]; binary models always pack as b1.")
+              help="Ternary packing: t2 (2 bits, fastest) or t1.6 (5 weights a byte); binary models always pack as b1.  [default: t2]")
 @click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES), default="f16", show_default=True,
               help="Storage of the embedding (and untied head).")
 @click.option("--emit-c-header", "c_header", type=click.Path(path_type=Path), default=None,
-              help="Also write a C header holding the file's bytes.")
+              help="Also write a C header holding the file's bytes.  [default: none]")
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
-@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx"]), default="1bit", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx"]), default="1bit", show_default=True,
+              help="Output format: one .1bit file, or a folder of ONNX graphs (docs/ONNX.md).")
 @click.option("--onnx-graphs", default="native,web", show_default=True,
               help="ONNX graphs to write: native (MatMulNBits) and/or web (standard ops).")
 @click.option("--onnx-block-size", type=click.Choice(["16", "32", "64", "128"]), default="128", show_default=True,
@@ -224,7 +216,9 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
     if fmt == "onnx":
         if c_header is not None:
             raise ExportError("--emit-c-header needs --format 1bit")
-        _export_onnx(checkpoint_dir, out, graphs=onnx_graphs, block_size=int(onnx_block_size),
+        from onebit.compile.onnx_export import export_onnx  # onnx is a heavy import: only when asked
+
+        export_onnx(checkpoint_dir, out, graphs=onnx_graphs, block_size=int(onnx_block_size),
                      accuracy_level=int(onnx_accuracy_level), web_matmul=onnx_web_matmul)
         return
     for target in (out, c_header):

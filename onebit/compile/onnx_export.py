@@ -29,13 +29,15 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from onebit import quant
+from onebit import packing
+from onebit.config import ModelConfig
 from onebit.errors import OnebitError
-from onebit.model import ModelConfig, Transformer
+from onebit.onnx_files import CONFIG_PROP, GRAPH_FILES, GRAPH_PROP, TOKENIZER_FILE
+from onebit.train import quant
+from onebit.train.model import Transformer
 
 OPSET = 18  # BitwiseAnd (the web graph's unpacking) needs 18; onnxruntime-web runs it
 MS_DOMAIN = "com.microsoft"
-GRAPH_FILES = {"native": "model.onnx", "web": "model_web.onnx"}
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit on one self-contained file
 # A masked score: finite so that a row with every key masked (a padding query) stays NaN-free.
 MASKED_SCORE = -1e30
@@ -146,7 +148,7 @@ class _Builder:
 
 
 class _DecoderGraph:
-    """Emits the forward of docs/DESIGN.md, step by step, named after onebit/model.py."""
+    """Emits the forward of docs/DESIGN.md, step by step, named after onebit/train/model.py."""
 
     def __init__(self, model: Transformer, kind: str, options: OnnxOptions):
         self.model, self.cfg, self.kind, self.opt = model, model.cfg, kind, options
@@ -175,7 +177,7 @@ class _DecoderGraph:
         """Per-token absmax int8 (quant.quantize_activation): codes as fp32 and the scale a."""
         g = self.g
         amax = g.op("ReduceMax", [g.op("Abs", [x], scope), self.axes(-1)], scope, keepdims=1)
-        a = g.op("Div", [g.const(127.0), g.op("Max", [amax, g.const(quant.EPS)], scope)], scope)
+        a = g.op("Div", [g.const(127.0), g.op("Max", [amax, g.const(packing.EPS)], scope)], scope)
         xq = g.op("Clip", [g.op("Round", [g.op("Mul", [x, a], scope)], scope), g.const(-128.0), g.const(127.0)], scope)
         return xq, a
 
@@ -369,7 +371,7 @@ class _DecoderGraph:
             opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
         proto = helper.make_model(graph, opset_imports=opsets, producer_name="onebit")
         proto.ir_version = 8  # onnxruntime-web 1.30 and older runtimes read IR 8
-        helper.set_model_props(proto, {"onebit.config": json.dumps(cfg.to_dict()), "onebit.graph": self.kind})
+        helper.set_model_props(proto, {CONFIG_PROP: json.dumps(cfg.to_dict()), GRAPH_PROP: self.kind})
         return proto
 
 
@@ -470,8 +472,8 @@ def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOpti
                                            "onebit.provenance": json.dumps(provenance, default=str)})
         written.append(out_dir / GRAPH_FILES[kind])
         atomic_write_bytes(written[-1], proto.SerializeToString())
-    tokenizer.save(out_dir / "tokenizer.json")
-    written.append(out_dir / "tokenizer.json")
+    tokenizer.save(out_dir / TOKENIZER_FILE)
+    written.append(out_dir / TOKENIZER_FILE)
     main = GRAPH_FILES["native" if "native" in options.graphs else "web"]
     for name, data in (("tokenizer_config.json", tokenizer_config(model.cfg, tokenizer)),
                        ("genai_config.json", genai_config(model.cfg, tokenizer, main))):
@@ -482,7 +484,7 @@ def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOpti
 
 def export_onnx(checkpoint_dir: Path, out_dir: Path, **options) -> None:
     """`onebit-export CHECKPOINT_DIR --format onnx -o OUT`: options are OnnxOptions' fields."""
-    from onebit.checkpoint import load_checkpoint
+    from onebit.train.checkpoint import load_checkpoint
 
     try:
         opts = OnnxOptions(**options)

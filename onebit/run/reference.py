@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from onebit import quant
+from onebit import packing
 from onebit.errors import OnebitError
 from onebit.format import OnebitFile, bitlinear_shapes, check_model, read_1bit
 
 F32 = np.float32
-EPS = F32(quant.EPS)
+EPS = F32(packing.EPS)
 # Integer sums of K products |x| <= 128 with |q| <= 1 stay exact in fp32 below 2^24.
 MAX_EXACT_K = (1 << 24) // 128
 
@@ -108,7 +108,7 @@ class ReferenceModel:
         self.cfg = check_model(f)
         cfg = self.cfg
         self.head_dim = cfg["dim"] // cfg["n_heads"]
-        unpack = quant.PACKERS[f.meta["quant"]["pack"]][1]
+        unpack = packing.PACKERS[f.meta["quant"]["pack"]][1]
         self.linears: dict[str, BitLinearWeights] = {}
         for name, (_, k) in bitlinear_shapes(cfg).items():
             if k > MAX_EXACT_K:

@@ -1,112 +1,16 @@
-"""The one reference for quantization: trainer, exporter, runtimes and tests all use this file.
+"""The NumPy half of the quantization reference: `.1bit` weight layouts and the int8 row quantizer.
 
-The math is in docs/DESIGN.md. Everything runs in fp32 with EPS = 1e-5, and rounding is
-round-half-to-even (torch.round, np.rint, C nearbyintf) so that every runtime agrees bit for bit.
+Packers take integer codes shaped [rows, K] (ternary in {-1, 0, +1}, binary in {-1, +1}) and return
+uint8 [rows, row_stride]; unpackers invert them exactly and return int8 [rows, K]. The layouts are
+specified in docs/DESIGN.md and docs/FORMAT.md; onebit/train/quant.py is the PyTorch half (the
+quantizers that produce the codes). Nothing here imports torch, so every runtime can use it.
 """
 
 from __future__ import annotations
 
-import math
+import numpy as np
 
-import torch
-
-EPS = 1e-5
-QUANT_KINDS = ("ternary", "binary", "none")
-
-
-# ----------------------------------------------------------------------------------------------
-# Weights
-
-
-def weight_scale(w: torch.Tensor) -> torch.Tensor:
-    """Per-tensor scale mean(|W|) shared by ternary and binary (a 0-d fp32 tensor)."""
-    return w.float().abs().mean().clamp(min=EPS)
-
-
-def ternary_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Round-clip W / scale to {-1, 0, +1} (as fp32 values)."""
-    return (w.float() / scale).round().clamp(-1, 1)
-
-
-def binary_codes(w: torch.Tensor) -> torch.Tensor:
-    """sign(W - mean W) with sign(0) = +1, so every weight is -1 or +1."""
-    w = w.float()
-    return torch.where(w - w.mean() >= 0, 1.0, -1.0)
-
-
-def quantize_weight(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer-valued codes Q and the fp32 scale s, with W ~ Q * s."""
-    scale = weight_scale(w)
-    if kind == "ternary":
-        return ternary_codes(w, scale), scale
-    if kind == "binary":
-        return binary_codes(w), scale
-    raise ValueError(f"cannot quantize weights as {kind!r}")
-
-
-def soft_codes(w: torch.Tensor, scale: torch.Tensor, kind: str, alpha: float) -> torch.Tensor:
-    """A differentiable stand-in for the codes that becomes the hard quantizer as alpha grows.
-
-    Ternary: a sum of two tanh steps at +-0.5 (round-clip in the limit); binary: tanh.
-    """
-    u = w.float() / scale
-    if kind == "ternary":
-        return 0.5 * (torch.tanh(alpha * (u - 0.5)) + torch.tanh(alpha * (u + 0.5)))
-    return torch.tanh(alpha * (w.float() - w.float().mean()) / scale)
-
-
-# ----------------------------------------------------------------------------------------------
-# Activations
-
-
-def activation_scale(x: torch.Tensor) -> torch.Tensor:
-    """Per-token absmax scale a = 127 / max|x| (shape [..., 1])."""
-    return 127.0 / x.float().abs().amax(dim=-1, keepdim=True).clamp(min=EPS)
-
-
-def quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token int8 codes (as fp32 values in [-128, 127]) and their scale a, x ~ xq / a."""
-    a = activation_scale(x)
-    return (x.float() * a).round().clamp(-128, 127), a
-
-
-# ----------------------------------------------------------------------------------------------
-# Straight-through estimator
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by a constant on the way back."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return grad * ctx.factor, None
-
-
-def ste(x: torch.Tensor, x_quant: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
-    """Forward the quantized value, backward the identity (times grad_scale)."""
-    out = x + (x_quant - x).detach()
-    if grad_scale != 1.0:
-        out = _ScaleGrad.apply(out, grad_scale)
-    return out
-
-
-def bits_per_weight(kind: str) -> float:
-    """Information content of one quantized weight (packing overhead not included)."""
-    return {"ternary": math.log2(3), "binary": 1.0, "none": 32.0}[kind]
-
-
-# ----------------------------------------------------------------------------------------------
-# Packing (NumPy): the `.1bit` weight layouts of docs/DESIGN.md and docs/FORMAT.md.
-#
-# Packers take integer codes shaped [rows, K] (ternary in {-1, 0, +1}, binary in {-1, +1}) and
-# return uint8 [rows, row_stride]; unpackers invert them exactly and return int8 [rows, K].
-
-import numpy as np  # noqa: E402  (the packing section is NumPy-only; kept apart from the torch code)
+EPS = 1e-5  # every quantizer's floor on a scale, in torch, NumPy and C alike
 
 T2_BLOCK = 128
 T16_BLOCK = 160

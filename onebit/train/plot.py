@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from onebit.errors import OnebitError, cli_errors
-from onebit.metrics import read_metrics
 from onebit.atomic import atomic_write_bytes
+from onebit.errors import OnebitError, cli_errors
+from onebit.train.metrics import read_metrics
 
 PLOT_FILE = "curves.png"
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from onebit.errors import OnebitError
 from onebit.atomic import atomic_path, atomic_write_text
+from onebit.errors import OnebitError
+from onebit.progress import progress_bar
 from onebit.tokenizer import EOT, Tokenizer, TokenizerError, iter_corpus_text
 
 SHAKESPEARE = "tinyshakespeare"
@@ -199,8 +200,8 @@ def _write_tokens(corpus: list[Path], tokenizer: Tokenizer, bin_path: Path, dtyp
     total = sum(Path(p).stat().st_size for p in corpus)
     n = 0
     with atomic_path(bin_path) as tmp:
-        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
-                                                 disable=None, leave=False) as bar:
+        with open(tmp, "wb") as out, progress_bar(total=total, unit="B", unit_scale=True, desc="tokenizing",
+                                                         leave=False) as bar:
             for index, path in enumerate(corpus):
                 if index and separator:
                     out.write(np.asarray(separator, dtype=dtype).tobytes())

@@ -1,0 +1,345 @@
+"""Python binding of the C runtime (cffi, ABI mode): `Model(path).generate(...)`, `.logits(...)`.
+
+The declarations come from `runtime_c/include/onebit.h` itself (preprocessor lines stripped), never
+a hand-copied cdef. The shared library is looked up in this order: `$ONEBIT_LIB`, the copy that
+`pip install .` ships in `onebit/_lib/`, then `runtime_c/build/libonebit.so` of a source checkout,
+which is (re)built with `make -C runtime_c lib` when missing or older than its sources.
+
+    onebit run --model model.1bit --prompt "ROMEO:" -n 200 --temperature 0
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import click
+import numpy as np
+
+from onebit.errors import OnebitError, cli_errors
+from onebit.sampling import SamplerConfig
+from onebit.textstream import TextStream, sampler_options
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # onebit/
+_REPO_RUNTIME = _PACKAGE_DIR.parent / "runtime_c"  # present in a source checkout only
+_LIB_NAME = "libonebit.so"
+
+
+class CRuntimeError(OnebitError):
+    """An error reported by the C runtime (its status name and message)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading the library
+
+
+def cdef_from_header(text: str) -> str:
+    """The header's declarations for cffi: preprocessor lines and the C++ guard dropped, integer
+    #defines kept (cffi understands `#define NAME 123`)."""
+    out, skip = [], 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#ifdef __cplusplus"):
+            skip = 1
+            continue
+        if skip:
+            if stripped.startswith("#endif"):
+                skip = 0
+            continue
+        if stripped.startswith("#"):
+            if re.fullmatch(r"#define\s+\w+\s+-?\d+", stripped.split("/*")[0].strip()):
+                out.append(stripped.split("/*")[0].strip())
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def _sources_newer(lib: Path) -> bool:
+    built = lib.stat().st_mtime
+    sources = list((_REPO_RUNTIME / "src").glob("*.[ch]")) + list((_REPO_RUNTIME / "include").glob("*.h"))
+    return any(p.stat().st_mtime > built for p in sources)
+
+
+def _locate() -> tuple[Path, Path]:
+    """(shared library, header) to load."""
+    env = os.environ.get("ONEBIT_LIB")
+    if env:
+        lib = Path(env)
+        if not lib.is_file():
+            raise CRuntimeError(f"ONEBIT_LIB={env} does not exist")
+        header = _PACKAGE_DIR / "_lib" / "onebit.h"
+        return lib, header if header.is_file() else _REPO_RUNTIME / "include" / "onebit.h"
+    shipped = _PACKAGE_DIR / "_lib" / _LIB_NAME
+    if shipped.is_file() and not (_REPO_RUNTIME / "Makefile").is_file():
+        return shipped, _PACKAGE_DIR / "_lib" / "onebit.h"
+    if (_REPO_RUNTIME / "Makefile").is_file():
+        lib = _REPO_RUNTIME / "build" / _LIB_NAME
+        if not lib.is_file() or _sources_newer(lib):
+            done = subprocess.run(["make", "-C", str(_REPO_RUNTIME), "lib"], capture_output=True, text=True)
+            if done.returncode != 0 or not lib.is_file():
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise CRuntimeError(f"building the C runtime with make -C {_REPO_RUNTIME} lib failed: {tail[0]}")
+        return lib, _REPO_RUNTIME / "include" / "onebit.h"
+    if shipped.is_file():
+        return shipped, _PACKAGE_DIR / "_lib" / "onebit.h"
+    raise CRuntimeError("the C runtime library is not installed: reinstall onebit (pip install .) or set ONEBIT_LIB")
+
+
+_LOCK = threading.Lock()
+_FFI_LIB: tuple | None = None
+
+
+def load_library():
+    """(ffi, lib), loaded once per process."""
+    global _FFI_LIB
+    with _LOCK:
+        if _FFI_LIB is None:
+            from cffi import FFI
+
+            lib_path, header = _locate()
+            ffi = FFI()
+            ffi.cdef(cdef_from_header(header.read_text()))
+            _FFI_LIB = (ffi, ffi.dlopen(str(lib_path)))
+        return _FFI_LIB
+
+
+def _check(status: int, message: str) -> None:
+    if status != 0:
+        ffi, lib = load_library()
+        name = ffi.string(lib.ob_strerror(status)).decode()
+        raise CRuntimeError(message or name)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+class Model:
+    """A `.1bit` model and one inference session over it (KV-cache sized to `n_ctx`)."""
+
+    def __init__(self, path: str | Path, n_ctx: int = 0, threads: int = 1, kv: str = "f32",
+                 isa: str | None = None, n_batch: int = 32):
+        self.ffi, self.lib = load_library()
+        ffi, lib = self.ffi, self.lib
+        self.path = Path(path)
+        if kv not in ("f32", "f16"):
+            raise CRuntimeError(f"kv must be f32 or f16, got {kv!r}")
+        err = ffi.new("char[512]")
+        model_p = ffi.new("ob_model **")
+        status = lib.ob_model_open(model_p, str(path).encode(), err, 512)
+        _check(status, ffi.string(err).decode("utf-8", "replace"))
+        self._model = ffi.gc(model_p[0], lib.ob_model_free)
+        params = lib.ob_session_params_default()
+        params.n_ctx, params.n_threads, params.n_batch = n_ctx, threads, n_batch
+        params.kv_type = lib.OB_KV_F16 if kv == "f16" else lib.OB_KV_F32
+        self._isa = ffi.new("char[]", isa.encode()) if isa else ffi.NULL  # kept alive with self
+        params.isa = self._isa
+        sess_p = ffi.new("ob_session **")
+        status = lib.ob_session_create(sess_p, self._model, ffi.new("ob_session_params *", params), ffi.NULL, 0,
+                                       err, 512)
+        _check(status, ffi.string(err).decode("utf-8", "replace"))
+        self._session = ffi.gc(sess_p[0], lib.ob_session_free)
+        info = ffi.new("ob_model_info *")
+        lib.ob_model_get_info(self._model, info)
+        self.vocab_size: int = info.vocab_size
+        self.max_seq_len: int = info.max_seq_len
+        self.n_ctx: int = lib.ob_session_n_ctx(self._session)
+        self.isa: str = ffi.string(lib.ob_session_isa(self._session)).decode()
+        self.tokenizer_kind: str = ffi.string(info.tokenizer).decode()
+
+    def _model_error(self) -> str:
+        return self.ffi.string(self.lib.ob_model_error(self._model)).decode("utf-8", "replace")
+
+    def _session_error(self) -> str:
+        return self.ffi.string(self.lib.ob_session_error(self._session)).decode("utf-8", "replace")
+
+    # -- tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 1
+        buf = self.ffi.new("int32_t[]", cap)
+        n = self.ffi.new("int *")
+        _check(self.lib.ob_tokenize(self._model, data, len(data), buf, cap, n), self._model_error())
+        return list(buf[0:n[0]])
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        arr = self.ffi.new("int32_t[]", [int(i) for i in ids])
+        need = self.ffi.new("size_t *")
+        status = self.lib.ob_detokenize(self._model, arr, len(ids), self.ffi.NULL, 0, need)
+        if status not in (0, self.lib.OB_ERR_BUFFER):
+            _check(status, self._model_error())
+        out = self.ffi.new("char[]", max(need[0], 1))
+        _check(self.lib.ob_detokenize(self._model, arr, len(ids), out, need[0], need), self._model_error())
+        return self.ffi.unpack(out, need[0])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token bytes as text; invalid UTF-8 becomes U+FFFD (as onebit.tokenizer.Tokenizer.decode)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # -- evaluation
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """[len(tokens), vocab] fp32 logits of a fresh context (one prefill)."""
+        n = len(tokens)
+        if n == 0:
+            raise CRuntimeError("logits needs at least one token")
+        out = np.empty((n, self.vocab_size), dtype=np.float32)
+        ids = self.ffi.new("int32_t[]", [int(t) for t in tokens])
+        self.lib.ob_session_reset(self._session)
+        status = self.lib.ob_session_eval(self._session, ids, n, self.ffi.cast("float *", out.ctypes.data), 1)
+        _check(status, self._session_error())
+        return out
+
+    def generate(self, prompt: str | Sequence[int], n: int, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, repeat_penalty: float = 1.0, repeat_window: int = 64, seed: int = 0,
+                 on_token: Callable[[int, bytes], None] | None = None) -> list[int]:
+        """The n new token ids after `prompt` (text or ids), from a fresh context; on_token(id, bytes)
+        sees each as it arrives. Same rules as onebit.train.sample.generate (docs/SAMPLING.md)."""
+        ffi, lib = self.ffi, self.lib
+        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise CRuntimeError("the prompt is empty: generation needs at least one token")
+        sp = ffi.new("ob_sampler_params *")
+        sp.temperature, sp.top_k, sp.top_p = temperature, top_k, top_p
+        sp.repeat_penalty, sp.repeat_window, sp.seed = repeat_penalty, repeat_window, seed % (1 << 64)
+        out = ffi.new("int32_t[]", max(n, 1))
+        n_out = ffi.new("int *")
+        errors: list[BaseException] = []
+
+        @ffi.callback("int(void *, int32_t, const uint8_t *, size_t)")
+        def relay(_user, token, data, length):
+            try:
+                on_token(int(token), ffi.unpack(ffi.cast("char *", data), length))
+                return 0
+            except BaseException as e:  # stop the C loop; re-raised below
+                errors.append(e)
+                return 1
+
+        lib.ob_session_reset(self._session)
+        status = lib.ob_generate(self._session, ffi.new("int32_t[]", ids), len(ids), n, sp,
+                                 relay if on_token else ffi.NULL, ffi.NULL, out, n_out)
+        if errors:
+            raise errors[0]
+        _check(status, self._session_error())
+        return list(out[0:n_out[0]])
+
+    def perplexity(self, text: str) -> tuple[float, int]:
+        """(perplexity, scored tokens) over `ppl_windows` of the session's context, as onebit-run --ppl."""
+        ids = self.encode(text)
+        nll, count = 0.0, 0
+        for start, stop in ppl_windows(len(ids), self.n_ctx):
+            logits = self.logits(ids[start:stop]).astype(np.float64)
+            targets = np.array(ids[start + 1:stop + 1])
+            mx = logits.max(axis=1)
+            lse = np.log(np.exp(logits - mx[:, None]).sum(axis=1)) + mx
+            nll += float((lse - logits[np.arange(len(targets)), targets]).sum())
+            count += len(targets)
+        if count == 0:
+            raise CRuntimeError("perplexity needs at least 2 tokens")
+        return math.exp(nll / count), count
+
+
+def ppl_windows(n_tokens: int, ctx: int) -> list[tuple[int, int]]:
+    """Non-overlapping windows [start, stop) of inputs: tokens start+1 .. stop are predicted from a
+    fresh cache; stop - start <= ctx; the last window may be shorter. Shared by onebit-run --ppl."""
+    return [(s, min(s + ctx, n_tokens - 1)) for s in range(0, max(n_tokens - 1, 0), ctx)]
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: `onebit run`, the same options as the C `onebit-run`
+
+
+def bench_prompt(n_tokens: int, vocab_size: int) -> list[int]:
+    """The benchmark prompt of `onebit-run --prompt-tokens N`: the same LCG ids, so both measure the
+    same work."""
+    ids, x = [], 12345
+    for _ in range(n_tokens):
+        x = (x * 1664525 + 1013904223) & 0xFFFFFFFF
+        ids.append((x >> 8) % vocab_size)
+    return ids
+
+
+@dataclass
+class TokenClock:
+    """Times of the prefill and of each new token, as `onebit-run --bench` reports them."""
+    start: float
+    first: float = 0.0
+    last: float = 0.0
+    count: int = 0
+
+    def tick(self) -> None:
+        self.last = time.perf_counter()
+        if self.count == 0:
+            self.first = self.last
+        self.count += 1
+
+    def report(self, n_prompt: int, threads: int, isa: str, kv: str, n_ctx: int) -> str:
+        # the first token's time is prefill plus one sample; the decode rate counts the forwards after it
+        prefill = max(self.first - self.start, 1e-9)
+        steps = max(self.count - 1, 0)
+        decode = max(self.last - self.first, 1e-9)
+        return (f"prefill: {n_prompt} tokens in {prefill * 1e3:.2f} ms: {n_prompt / prefill:.1f} tok/s\n"
+                f"decode: {steps} tokens in {decode * 1e3:.2f} ms: {steps / decode:.1f} tok/s\n"
+                f"isa {isa}, kv {kv}, context {n_ctx}\n"
+                f"bench: prefill_tok_s={n_prompt / prefill:.1f} decode_tok_s={steps / decode:.1f} threads={threads}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="The .1bit file to run.")
+@sampler_options
+@click.option("--threads", "-t", type=int, default=1, show_default=True, help="Worker threads of the session.")
+@click.option("--ctx", type=int, default=0, help="Context length.  [default: the model's max_seq_len]")
+@click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
+              help="KV-cache element type.")
+@click.option("--isa", default=None,
+              help="Kernel set: scalar, avx2, avx512 or neon.  [default: $ONEBIT_ISA, else the best this CPU has]")
+@click.option("--batch", type=int, default=32, show_default=True, help="Tokens per prefill batch (the GEMM width).")
+@click.option("--bench", is_flag=True, help="Report prefill and decode speed on stderr, as onebit-run --bench.")
+@click.option("--prompt-tokens", type=int, default=0,
+              help="Benchmark with N pseudo-random prompt tokens instead of --prompt (nothing is printed).  "
+                   "[default: off]")
+@click.option("--ppl", "ppl_file", type=click.Path(path_type=Path), default=None,
+              help="Print the perplexity of this text file instead of generating.  [default: generate]")
+@cli_errors
+def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads: int, ctx: int, kv: str,
+         isa: str | None, batch: int, bench: bool, prompt_tokens: int, ppl_file: Path | None) -> None:
+    """Generate text with a .1bit model through the C runtime (stdout: prompt + text)."""
+    if batch < 1 or prompt_tokens < 0 or threads < 1 or ctx < 0 or n < 0:
+        raise CRuntimeError("--batch and --threads must be >= 1; --ctx, -n and --prompt-tokens >= 0")
+    model = Model(model_path, n_ctx=ctx, threads=threads, kv=kv, isa=isa, n_batch=batch)
+    if ppl_file is not None:
+        ppl, count = model.perplexity(ppl_file.read_text(encoding="utf-8"))
+        click.echo(f"ppl {ppl:.6f} tokens {count}")
+        return
+    ids = bench_prompt(prompt_tokens, model.vocab_size) if prompt_tokens else model.encode(prompt)
+    if not ids:
+        raise CRuntimeError("the prompt is empty: generation needs at least one token")
+    if len(ids) > model.n_ctx:  # the new tokens may go past the context: the C loop slides
+        raise CRuntimeError(f"the prompt ({len(ids)} tokens) is longer than the context of {model.n_ctx} "
+                            "tokens (the prompt itself must fit)")
+    stream = TextStream("" if prompt_tokens else prompt)
+    clock = TokenClock(time.perf_counter())
+
+    def on_token(_token: int, data: bytes) -> None:
+        clock.tick()
+        stream.write(data)
+
+    model.generate(ids, n, temperature=sampler.temperature, top_k=sampler.top_k, top_p=sampler.top_p,
+                   repeat_penalty=sampler.repeat_penalty, repeat_window=sampler.repeat_window,
+                   seed=sampler.seed, on_token=on_token)
+    stream.close(len(ids), f"C runtime, {threads} thread(s)")
+    if bench:
+        click.echo(clock.report(len(ids), threads, model.isa, kv, model.n_ctx), err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The one reference for quantization in PyTorch: the trainer and the exporter use this file.
+
+The math is in docs/DESIGN.md. Everything runs in fp32 with EPS = 1e-5, and rounding is
+round-half-to-even (torch.round, np.rint, C nearbyintf) so that every runtime agrees bit for bit.
+onebit/packing.py is the NumPy half (the packed layouts), shared with the runtimes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from onebit.packing import EPS
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+
+
+def weight_scale(w: torch.Tensor) -> torch.Tensor:
+    """Per-tensor scale mean(|W|) shared by ternary and binary (a 0-d fp32 tensor)."""
+    return w.float().abs().mean().clamp(min=EPS)
+
+
+def ternary_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Round-clip W / scale to {-1, 0, +1} (as fp32 values)."""
+    return (w.float() / scale).round().clamp(-1, 1)
+
+
+def binary_codes(w: torch.Tensor) -> torch.Tensor:
+    """sign(W - mean W) with sign(0) = +1, so every weight is -1 or +1."""
+    w = w.float()
+    return torch.where(w - w.mean() >= 0, 1.0, -1.0)
+
+
+def quantize_weight(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer-valued codes Q and the fp32 scale s, with W ~ Q * s."""
+    scale = weight_scale(w)
+    if kind == "ternary":
+        return ternary_codes(w, scale), scale
+    if kind == "binary":
+        return binary_codes(w), scale
+    raise ValueError(f"cannot quantize weights as {kind!r}")
+
+
+def soft_codes(w: torch.Tensor, scale: torch.Tensor, kind: str, alpha: float) -> torch.Tensor:
+    """A differentiable stand-in for the codes that becomes the hard quantizer as alpha grows.
+
+    Ternary: a sum of two tanh steps at +-0.5 (round-clip in the limit); binary: tanh.
+    """
+    u = w.float() / scale
+    if kind == "ternary":
+        return 0.5 * (torch.tanh(alpha * (u - 0.5)) + torch.tanh(alpha * (u + 0.5)))
+    return torch.tanh(alpha * (w.float() - w.float().mean()) / scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations
+
+
+def activation_scale(x: torch.Tensor) -> torch.Tensor:
+    """Per-token absmax scale a = 127 / max|x| (shape [..., 1])."""
+    return 127.0 / x.float().abs().amax(dim=-1, keepdim=True).clamp(min=EPS)
+
+
+def quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token int8 codes (as fp32 values in [-128, 127]) and their scale a, x ~ xq / a."""
+    a = activation_scale(x)
+    return (x.float() * a).round().clamp(-128, 127), a
+
+
+# ----------------------------------------------------------------------------------------------
+# Straight-through estimator
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by a constant on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad * ctx.factor, None
+
+
+def ste(x: torch.Tensor, x_quant: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
+    """Forward the quantized value, backward the identity (times grad_scale)."""
+    out = x + (x_quant - x).detach()
+    if grad_scale != 1.0:
+        out = _ScaleGrad.apply(out, grad_scale)
+    return out
+
+
+def bits_per_weight(kind: str) -> float:
+    """Information content of one quantized weight (packing overhead not included)."""
+    return {"ternary": math.log2(3), "binary": 1.0, "none": 32.0}[kind]
