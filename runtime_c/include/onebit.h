@@ -100,7 +100,14 @@ const char *ob_model_metadata(const ob_model *model, size_t *size);
 /* Encode UTF-8 text (len bytes; invalid UTF-8 is an error) exactly as onebit/tokenizer.py does.
  * Writes at most cap ids; *n_tokens receives the number of ids the text needs.  If cap is too
  * small returns OB_ERR_BUFFER (call again with cap >= *n_tokens).  Encoding needs up to one id
- * slot per byte of the longest pre-token as scratch, so cap >= len always suffices. */
+ * slot per byte of the longest pre-token as scratch, so cap >= len always suffices.  BPE merging
+ * is O(n log n) in a pre-token's length; a pre-token longer than 64 bytes takes about 36 bytes
+ * of scratch per byte from malloc, freed before returning (OB_ERR_NOMEM if that fails).
+ * Reads the model only; the message of a failure goes to err (err_size bytes; may be NULL). */
+ob_status ob_tokenize_ex(const ob_model *model, const char *text, size_t len, int32_t *tokens, int cap,
+                         int *n_tokens, char *err, size_t err_size);
+/* The same, recording the message of a failure in the model (ob_model_error) instead: that one
+ * write makes concurrent failing calls on a shared model race; threads use ob_tokenize_ex. */
 ob_status ob_tokenize(ob_model *model, const char *text, size_t len, int32_t *tokens, int cap,
                       int *n_tokens);
 
@@ -108,7 +115,11 @@ ob_status ob_tokenize(ob_model *model, const char *text, size_t len, int32_t *to
 ob_status ob_token_bytes(const ob_model *model, int32_t token, const uint8_t **bytes, size_t *len);
 
 /* Concatenate the bytes of n tokens into buf (cap bytes); *len receives the bytes needed.
- * OB_ERR_BUFFER if cap is too small.  Invalid UTF-8 is passed through as raw bytes. */
+ * OB_ERR_BUFFER if cap is too small.  Invalid UTF-8 is passed through as raw bytes.  Reads the
+ * model only; the message of a failure goes to err (may be NULL). */
+ob_status ob_detokenize_ex(const ob_model *model, const int32_t *tokens, int n, char *buf, size_t cap,
+                           size_t *len, char *err, size_t err_size);
+/* The same, recording a failure's message in the model (as ob_tokenize). */
 ob_status ob_detokenize(ob_model *model, const int32_t *tokens, int n, char *buf, size_t cap,
                         size_t *len);
 
@@ -116,12 +127,18 @@ ob_status ob_detokenize(ob_model *model, const int32_t *tokens, int n, char *buf
 
 typedef enum ob_kv_type { OB_KV_F32 = 0, OB_KV_F16 = 1 } ob_kv_type;
 
+#define OB_DEFAULT_CTX 4096 /* n_ctx = 0 means min(max_seq_len, this) */
+
 typedef struct ob_session_params {
-    int n_ctx;           /* context length in tokens, 1..max_seq_len; 0 = max_seq_len */
+    int n_ctx;           /* context length in tokens, 1..max_seq_len; 0 = min(max_seq_len, 4096) */
     int n_threads;       /* >= 1; results are identical for every count */
     int n_batch;         /* tokens per prefill GEMM, >= 1 (default 32) */
     ob_kv_type kv_type;  /* KV-cache element type */
     const char *isa;     /* NULL / "" = ONEBIT_ISA or the best this CPU has; else "scalar", ... */
+    /* Memory budget in bytes, 0 = none: the session (KV-cache and buffers) plus the model it runs
+     * (its file, read through the mapping, and its bookkeeping).  Over budget, ob_session_create
+     * fails with OB_ERR_NOMEM and a message saying how much was needed, before allocating. */
+    uint64_t max_memory;
 } ob_session_params;
 
 ob_session_params ob_session_params_default(void);

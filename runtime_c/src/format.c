@@ -95,32 +95,37 @@ ob_status ob_file_parse(ob_file *f, const void *data, size_t size, char *err, si
     return OB_OK;
 }
 
-static uint64_t expected_size(const ob_tensor_rec *r, int *ok) {
+/* Bytes that dtype and shape imply, or 0 (with *why set) when a dimension is out of range or the
+ * element count passes 2^40.  Everything stays in uint64_t and every product is checked before
+ * it is formed, so no field can wrap a size or reach an int cast. */
+static uint64_t expected_size(const ob_tensor_rec *r, const char **why) {
+    const uint64_t max_elems = (uint64_t)1 << 40;
     uint64_t n = 1;
-    *ok = 1;
+    *why = NULL;
     for (uint32_t d = 0; d < r->n_dims; d++) {
-        if (r->shape[d] == 0 || r->shape[d] > ((uint64_t)1 << 31)) {
-            *ok = 0;
+        if (r->shape[d] == 0 || r->shape[d] > UINT32_MAX) {
+            *why = "a dimension is not in [1, 2^32)";
+            return 0;
+        }
+        if (r->shape[d] > max_elems / n) {
+            *why = "more than 2^40 elements";
             return 0;
         }
         n *= r->shape[d];
-        if (n > ((uint64_t)1 << 40)) {
-            *ok = 0;
-            return 0;
-        }
     }
+    uint64_t K = r->shape[r->n_dims - 1], rows = n / K, row_bytes;
     switch (r->dtype) {
     case OB_DT_F32:
     case OB_DT_I32: return n * 4;
     case OB_DT_F16: return n * 2;
     case OB_DT_I8:
     case OB_DT_U8: return n;
-    default: {
-        uint64_t K = r->shape[r->n_dims - 1], rows = n / K;
-        ob_wfmt fmt = r->dtype == OB_DT_T2 ? OB_WFMT_T2 : r->dtype == OB_DT_T16 ? OB_WFMT_T16 : OB_WFMT_B1;
-        return rows * ob_row_bytes(fmt, (int)K);
+    /* docs/FORMAT.md's row strides, here in 64 bits: ob_row_bytes takes an int */
+    case OB_DT_T2: row_bytes = (K + 127) / 128 * 32; break;
+    case OB_DT_B1: row_bytes = (K + 127) / 128 * 16; break;
+    default: row_bytes = 32 * (K / 160) + (K % 160 + 4) / 5; break;
     }
-    }
+    return rows * row_bytes; /* <= 2^40 * 8 / 5 + rows: no wrap */
 }
 
 ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *r, char *err, size_t err_size) {
@@ -172,10 +177,12 @@ ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *r, char *e
         ob_set_msg(err, err_size, "tensor '%s': reserved field is not zero", r->name);
         return OB_ERR_FORMAT;
     }
-    int ok;
-    uint64_t want = expected_size(r, &ok);
-    if (!ok) {
-        ob_set_msg(err, err_size, "tensor '%s': bad shape", r->name);
+    const char *why;
+    uint64_t want = expected_size(r, &why);
+    if (why) {
+        ob_set_msg(err, err_size, "tensor '%s': bad shape [%llu, %llu, %llu, %llu]: %s", r->name,
+                   (unsigned long long)r->shape[0], (unsigned long long)r->shape[1],
+                   (unsigned long long)r->shape[2], (unsigned long long)r->shape[3], why);
         return OB_ERR_FORMAT;
     }
     if (r->size != want) {
@@ -196,17 +203,108 @@ ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *r, char *e
     return OB_OK;
 }
 
+/* ---------------------------------------------------------------- directory checks */
+
+static const uint8_t *rec_at(const ob_file *f, uint32_t i) { return f->data + f->dir_offset + (uint64_t)i * REC_SIZE; }
+
+/* Record order for the sorts: by data offset (key 0) or by the 64 NUL-padded name bytes (key 1);
+ * ties by record number, so the order is total and the same on every platform. */
+static int rec_less(const ob_file *f, int key, uint32_t a, uint32_t b) {
+    int c;
+    if (key == 0) {
+        uint64_t oa = ob_rd_u64(rec_at(f, a) + 104), ob = ob_rd_u64(rec_at(f, b) + 104);
+        c = oa < ob ? -1 : oa > ob;
+    } else {
+        c = memcmp(rec_at(f, a), rec_at(f, b), OB_NAME_MAX);
+    }
+    return c < 0 || (c == 0 && a < b);
+}
+
+/* Heapsort: n log n in the worst case and no memory beyond the index itself. */
+static void sift_down(const ob_file *f, int key, uint32_t *ix, size_t root, size_t n) {
+    for (;;) {
+        size_t child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && rec_less(f, key, ix[child], ix[child + 1])) child++;
+        if (!rec_less(f, key, ix[root], ix[child])) return;
+        uint32_t t = ix[root];
+        ix[root] = ix[child];
+        ix[child] = t;
+        root = child;
+    }
+}
+
+static void sort_records(const ob_file *f, int key, uint32_t *ix, size_t n) {
+    for (size_t i = n / 2; i-- > 0;) sift_down(f, key, ix, i, n);
+    for (size_t end = n; end-- > 1;) {
+        uint32_t t = ix[0];
+        ix[0] = ix[end];
+        ix[end] = t;
+        sift_down(f, key, ix, 0, end);
+    }
+}
+
+ob_status ob_file_check_directory(ob_file *f, uint32_t *index, char *err, size_t err_size) {
+    ob_tensor_rec r;
+    uint32_t n = f->n_tensors;
+    f->by_name = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        ob_status st = ob_file_tensor(f, i, &r, err, err_size);
+        if (st != OB_OK) return st;
+        index[i] = i;
+    }
+    /* sorted by start, a tensor overlaps an earlier one iff it starts before the furthest end so far */
+    sort_records(f, 0, index, n);
+    uint64_t max_end = 0;
+    uint32_t max_rec = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const uint8_t *p = rec_at(f, index[k]);
+        uint64_t off = ob_rd_u64(p + 104), end = off + ob_rd_u64(p + 112); /* checked in ob_file_tensor */
+        if (k > 0 && off < max_end) {
+            ob_set_msg(err, err_size, "tensors '%s' and '%s' overlap", (const char *)rec_at(f, max_rec), (const char *)p);
+            return OB_ERR_FORMAT;
+        }
+        if (end > max_end) {
+            max_end = end;
+            max_rec = index[k];
+        }
+    }
+    /* duplicate names would make lookups ambiguous; sorted by name, duplicates are neighbours */
+    sort_records(f, 1, index, n);
+    for (uint32_t k = 1; k < n; k++)
+        if (memcmp(rec_at(f, index[k - 1]), rec_at(f, index[k]), OB_NAME_MAX) == 0) {
+            ob_set_msg(err, err_size, "tensor '%s' appears twice in the directory", (const char *)rec_at(f, index[k]));
+            return OB_ERR_FORMAT;
+        }
+    f->by_name = index;
+    return OB_OK;
+}
+
 int ob_file_find(const ob_file *f, const char *name, ob_tensor_rec *rec, char *err, size_t err_size) {
     size_t len = strlen(name);
     if (len >= OB_NAME_MAX) return -1;
-    for (uint32_t i = 0; i < f->n_tensors; i++) {
-        const uint8_t *p = f->data + f->dir_offset + (uint64_t)i * REC_SIZE;
-        if (memcmp(p, name, len) == 0 && p[len] == 0) {
-            ob_status st = ob_file_tensor(f, i, rec, err, err_size);
-            return st == OB_OK ? 0 : (int)st;
+    uint8_t key[OB_NAME_MAX] = {0};
+    memcpy(key, name, len);
+    int64_t found = -1;
+    if (f->by_name) {
+        size_t lo = 0, hi = f->n_tensors;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = memcmp(rec_at(f, f->by_name[mid]), key, OB_NAME_MAX);
+            if (c == 0) {
+                found = f->by_name[mid];
+                break;
+            }
+            if (c < 0) lo = mid + 1;
+            else hi = mid;
         }
+    } else {
+        for (uint32_t i = 0; i < f->n_tensors && found < 0; i++)
+            if (memcmp(rec_at(f, i), key, OB_NAME_MAX) == 0) found = i;
     }
-    return -1;
+    if (found < 0) return -1;
+    ob_status st = ob_file_tensor(f, (uint32_t)found, rec, err, err_size);
+    return st == OB_OK ? 0 : (int)st;
 }
 
 const uint8_t *ob_file_tensor_data(const ob_file *f, const ob_tensor_rec *rec) {

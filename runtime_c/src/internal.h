@@ -37,13 +37,17 @@ int ob_utf8_len(const unsigned char *s, size_t n);
 /* CRC-32 (ISO-HDLC / zlib): crc = ob_crc32(0, data, n) for a whole buffer. */
 uint32_t ob_crc32(uint32_t crc, const uint8_t *data, size_t n);
 
-/* Bump allocator over one block; measure-only when base is NULL. */
+/* Bump allocator over one block; measure-only when base is NULL.  Requests are 64-bit so that a
+ * size computed from a hostile file cannot wrap a 32-bit size_t on the way in: a request or a
+ * total beyond SIZE_MAX sets `overflow` (and returns NULL) instead. */
 typedef struct ob_arena {
     uint8_t *base;
     size_t size, used;
+    int overflow;
 } ob_arena;
-void *ob_arena_alloc(ob_arena *a, size_t bytes); /* 64-byte aligned, zeroed; NULL if full */
-size_t ob_arena_round(size_t bytes);             /* bytes as ob_arena_alloc will count them */
+void *ob_arena_alloc(ob_arena *a, uint64_t bytes);     /* 64-byte aligned, zeroed; NULL if full */
+void *ob_arena_alloc_raw(ob_arena *a, uint64_t bytes); /* same, not zeroed (written before read) */
+size_t ob_arena_round(size_t bytes);                   /* bytes as ob_arena_alloc will count them */
 
 /* ---------------------------------------------------------------- JSON (json.c) */
 
@@ -92,6 +96,7 @@ typedef struct ob_file {
     uint16_t version_major, version_minor;
     uint64_t meta_offset, meta_size, dir_offset, data_offset;
     uint32_t n_tensors;
+    const uint32_t *by_name; /* record numbers sorted by name (binary search), or NULL (linear scan) */
 } ob_file;
 
 /* Header, CRCs, directory and metadata JSON syntax.  No allocation. */
@@ -99,6 +104,10 @@ ob_status ob_file_parse(ob_file *f, const void *data, size_t size, char *err, si
 /* Directory record i (parsed and checked against the file). */
 ob_status ob_file_tensor(const ob_file *f, uint32_t i, ob_tensor_rec *rec, char *err,
                          size_t err_size);
+/* Check every record, then that no two tensors overlap and no name repeats: sort-then-scan over
+ * index (n_tensors entries of caller scratch, n log n, no allocation).  On success index holds
+ * the records sorted by name and f->by_name points at it. */
+ob_status ob_file_check_directory(ob_file *f, uint32_t *index, char *err, size_t err_size);
 /* Find a tensor by name: 0 found, -1 missing, or an ob_status > 0 on a bad record. */
 int ob_file_find(const ob_file *f, const char *name, ob_tensor_rec *rec, char *err,
                  size_t err_size);
@@ -170,6 +179,7 @@ struct ob_model {
     void *mapping; /* mmap base (munmap on free) or NULL */
     size_t mapping_size;
     void *alloc_base; /* malloc'd block holding this struct, or NULL (caller's arena) */
+    size_t plan_bytes; /* bookkeeping bytes (ob_model_plan_bytes), for memory budgets */
     char pack_name[8], embed_name[8];
     char error[OB_ERRMSG];
 };
@@ -190,6 +200,10 @@ size_t ob_model_plan_bytes(const ob_model_plan *plan);
 ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size_t merge_cap,
                             char *err, size_t err_size);
 int ob_tok_len(const ob_tokenizer *t, int32_t id, const uint8_t **bytes);
+/* BPE merges over one pre-token's byte tokens w[0..n), in place; the new length (-1: no memory).
+ * The rescan (short words) and the heap (long ones) give identical results (tests compare them). */
+int ob_bpe_merge_small(const ob_tokenizer *t, int32_t *w, int n);
+int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n);
 
 /* sampler.c */
 typedef struct ob_sampler_state {

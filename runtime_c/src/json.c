@@ -1,9 +1,7 @@
 /* json.c - a small strict JSON reader for the .1bit metadata: validate once, then look values up
  * in place.  No allocation; recursion bounded by OB_JSON_DEPTH; every read is bounds-checked, so
  * it is safe on hostile input (fuzzed by tests/test_json.c). */
-#include <errno.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -334,27 +332,91 @@ int ob_json_string(ob_json v, char *buf, size_t cap, size_t *len) {
     return 0;
 }
 
+/* Numbers are parsed here rather than with strtod, which reads the decimal separator from the
+ * process's LC_NUMERIC: a host program that calls setlocale(LC_ALL, "de_DE") would otherwise see
+ * "1e-05" read fine and "0.5" stop at the '.'.  The result is correctly rounded whenever the
+ * significand has at most 19 digits and fits in 53 bits with |exponent| <= 22 (Clinger's fast
+ * path: one exact operation), which covers what Python's json writes for the config's values;
+ * beyond that it is within a few units in the last place of a double, and the config keeps floats. */
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 int ob_json_number(ob_json v, double *out) {
-    char buf[64];
-    if (v.n == 0 || v.n >= sizeof buf) return -1;
-    if (!(v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9'))) return -1;
-    memcpy(buf, v.p, v.n);
-    buf[v.n] = 0;
-    char *end;
-    errno = 0;
-    double d = strtod(buf, &end);
-    if (*end != 0 || !isfinite(d)) return -1;
-    *out = d;
+    const char *s = v.p;
+    size_t n = v.n, i = 0;
+    int neg = 0, digits = 0, any = 0;
+    uint64_t mant = 0;
+    long exp10 = 0; /* value = mant * 10^exp10 */
+    if (n == 0) return -1;
+    if (s[0] == '-') neg = 1, i = 1;
+    if (i >= n || s[i] < '0' || s[i] > '9') return -1;
+    for (int frac = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '.' && !frac) {
+            frac = 1;
+            any = 0; /* a fraction needs a digit */
+            continue;
+        }
+        if (c < '0' || c > '9') break;
+        any = 1;
+        if (mant == 0 && c == '0') {
+            if (frac) exp10--; /* leading zeros of a fraction only shift the exponent */
+            continue;
+        }
+        if (digits < 19) {
+            mant = mant * 10 + (uint64_t)(c - '0');
+            digits++;
+            if (frac) exp10--;
+        } else if (!frac) {
+            exp10++; /* digits past 19 are dropped: the 19 kept carry more than a double holds */
+        }
+    }
+    if (!any) return -1;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        int eneg = 0;
+        long e = 0;
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) eneg = s[i++] == '-';
+        if (i >= n || s[i] < '0' || s[i] > '9') return -1;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            if (e < 100000) e = e * 10 + (s[i] - '0'); /* saturate: past 1e100000 everything is 0 or inf */
+        exp10 += eneg ? -e : e;
+    }
+    if (i != n) return -1;
+    double d;
+    if (mant == 0) {
+        d = 0.0;
+    } else if (mant <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
+        d = exp10 >= 0 ? (double)mant * pow10_exact[exp10] : (double)mant / pow10_exact[-exp10];
+    } else if (exp10 + digits > 310) {
+        return -1; /* beyond DBL_MAX */
+    } else if (exp10 + digits < -330) {
+        d = 0.0; /* below the smallest subnormal */
+    } else {
+        d = (double)mant;
+        long e = exp10;
+        for (; e > 22; e -= 22) d *= 1e22;
+        for (; e < -22; e += 22) d /= 1e22;
+        d = e >= 0 ? d * pow10_exact[e] : d / pow10_exact[-e];
+    }
+    if (!isfinite(d)) return -1;
+    *out = neg ? -d : d;
     return 0;
 }
 
+/* Integers digit by digit (exact; no float on the way): -?[0-9]+ with |value| <= 9e15. */
 int ob_json_int(ob_json v, long long *out) {
-    double d;
-    if (ob_json_number(v, &d)) return -1;
-    for (size_t k = 0; k < v.n; k++)
-        if (v.p[k] == '.' || v.p[k] == 'e' || v.p[k] == 'E') return -1;
-    if (d < -9.0e15 || d > 9.0e15) return -1;
-    *out = (long long)d;
+    size_t i = 0;
+    int neg = 0;
+    long long x = 0;
+    if (v.n > 0 && v.p[0] == '-') neg = 1, i = 1;
+    if (i >= v.n) return -1;
+    for (; i < v.n; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9') return -1;
+        x = x * 10 + (v.p[i] - '0');
+        if (x > 9000000000000000LL) return -1;
+    }
+    *out = neg ? -x : x;
     return 0;
 }
 

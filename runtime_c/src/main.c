@@ -23,6 +23,7 @@
 typedef struct {
     const char *model, *prompt, *ppl_file, *isa;
     int n, threads, ctx, batch, bench, prompt_tokens, kv_f16;
+    uint64_t max_memory;
     ob_sampler_params sp;
 } options;
 
@@ -69,6 +70,25 @@ static int parse_float(const char *flag, const char *s, float *out) {
     return 0;
 }
 
+/* A byte count with an optional K, M or G suffix (powers of 1024, "B" or "iB" may follow): "512M", "2GiB". */
+static int parse_bytes(const char *flag, const char *s, uint64_t *out) {
+    static const char units[] = "KMG";
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    const char *u = *end ? strchr(units, *end & ~0x20) : NULL;
+    if (u) {
+        shift = 10 * (int)(u - units + 1);
+        end++;
+        if (!strcmp(end, "B") || !strcmp(end, "iB")) end += strlen(end);
+    }
+    if (errno || end == s || *end || s[0] == '-' || v == 0 || v > (UINT64_MAX >> shift))
+        return fail("%s needs a positive byte count such as 512M or 2G, got '%s'", flag, s);
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->prompt = "\n";
@@ -97,6 +117,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--ctx")) r = parse_int(a, v, 1, 1 << 24, &o->ctx);
         else if (!strcmp(a, "--batch")) r = parse_int(a, v, 1, 1 << 16, &o->batch);
         else if (!strcmp(a, "--prompt-tokens")) r = parse_int(a, v, 1, 1 << 24, &o->prompt_tokens);
+        else if (!strcmp(a, "--max-memory")) r = parse_bytes(a, v, &o->max_memory);
         else if (!strcmp(a, "--top-k")) r = parse_int(a, v, 0, 1 << 30, &o->sp.top_k);
         else if (!strcmp(a, "--repeat-window")) r = parse_int(a, v, 0, 1 << 30, &o->sp.repeat_window);
         else if (!strcmp(a, "--temperature")) r = parse_float(a, v, &o->sp.temperature);
@@ -158,11 +179,17 @@ static int run_ppl(ob_model *m, ob_session *s, const options *o) {
     if (!text) return fail("%s: %s", o->ppl_file, strerror(errno ? errno : EIO));
     int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (len + 1));
     int n = 0;
-    ob_status st = ids ? ob_tokenize(m, text, len, ids, (int)(len + 1), &n) : OB_ERR_NOMEM;
+    char err[256] = "out of memory";
+    if (len >= 0x7fffffff) {
+        free(text);
+        free(ids);
+        return fail("%s: %zu bytes is more than perplexity reads (2 GiB)", o->ppl_file, len);
+    }
+    ob_status st = ids ? ob_tokenize_ex(m, text, len, ids, (int)(len + 1), &n, err, sizeof err) : OB_ERR_NOMEM;
     free(text);
     if (st) {
         free(ids);
-        return fail("%s: %s", o->ppl_file, st == OB_ERR_NOMEM ? "out of memory" : ob_model_error(m));
+        return fail("%s: %s", o->ppl_file, err);
     }
     if (n < 2) {
         free(ids);
@@ -229,10 +256,11 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
     } else {
         ids = (int32_t *)malloc(sizeof(int32_t) * (plen + 1));
         if (!ids) return fail("out of memory");
-        ob_status st = ob_tokenize(m, o->prompt, plen, ids, (int)plen + 1, &n_prompt);
+        char err[256];
+        ob_status st = ob_tokenize_ex(m, o->prompt, plen, ids, (int)plen + 1, &n_prompt, err, sizeof err);
         if (st) {
             free(ids);
-            return fail("prompt: %s", ob_model_error(m));
+            return fail("prompt: %s", err);
         }
     }
     if (n_prompt < 1) {
@@ -302,6 +330,7 @@ int main(int argc, char **argv) {
     sp.kv_type = o.kv_f16 ? OB_KV_F16 : OB_KV_F32;
     sp.isa = o.isa;
     if (o.batch) sp.n_batch = o.batch;
+    sp.max_memory = o.max_memory;
     ob_session *s;
     st = ob_session_create(&s, m, &sp, NULL, 0, err, sizeof err);
     if (st) {

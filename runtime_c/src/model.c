@@ -227,38 +227,6 @@ static ob_status need(const ob_file *f, const char *name, uint32_t dtype, int n_
     return OB_OK;
 }
 
-static ob_status check_directory(const ob_file *f, char *err, size_t es) {
-    ob_tensor_rec r, q;
-    uint64_t prev_end = 0;
-    int sorted = 1;
-    for (uint32_t i = 0; i < f->n_tensors; i++) {
-        TRY(ob_file_tensor(f, i, &r, err, es));
-        if (r.offset < prev_end) sorted = 0;
-        prev_end = r.offset + r.size;
-    }
-    /* overlapping tensors: linear when stored in order (as the writer does), else pairwise */
-    for (uint32_t i = 0; !sorted && i < f->n_tensors; i++) {
-        ob_file_tensor(f, i, &r, NULL, 0);
-        for (uint32_t j = i + 1; j < f->n_tensors; j++) {
-            ob_file_tensor(f, j, &q, NULL, 0);
-            if (r.offset < q.offset + q.size && q.offset < r.offset + r.size) {
-                ob_set_msg(err, es, "tensors '%s' and '%s' overlap", r.name, q.name);
-                return OB_ERR_FORMAT;
-            }
-        }
-    }
-    /* duplicate names would make lookups ambiguous */
-    for (uint32_t i = 0; i < f->n_tensors; i++) {
-        const uint8_t *a = f->data + f->dir_offset + (uint64_t)i * 128;
-        for (uint32_t j = i + 1; j < f->n_tensors; j++)
-            if (memcmp(a, f->data + f->dir_offset + (uint64_t)j * 128, OB_NAME_MAX) == 0) {
-                ob_set_msg(err, es, "tensor '%s' appears twice in the directory", (const char *)a);
-                return OB_ERR_FORMAT;
-            }
-    }
-    return OB_OK;
-}
-
 static ob_status bind_float(const ob_file *f, ob_fmatrix *m, const char *name, const ob_config *c, int rows,
                             char *err, size_t es) {
     ob_tensor_rec rec, sc;
@@ -353,7 +321,6 @@ ob_status ob_model_plan_file(ob_model_plan *plan, const void *data, size_t size,
         return OB_ERR_INVALID_ARG;
     }
     TRY(ob_file_parse(&plan->file, data, size, err, es));
-    TRY(check_directory(&plan->file, err, es));
     TRY(parse_config(&plan->cfg, &plan->file, err, es));
     ob_tensor_rec rec;
     int r = ob_file_find(&plan->file, "tokenizer.merges", &rec, err, es);
@@ -374,9 +341,12 @@ ob_status ob_model_plan_file(ob_model_plan *plan, const void *data, size_t size,
     return OB_OK;
 }
 
+/* The limits above bound every term (n_layers <= 2^10, hash tables <= 2^26 entries, n_tensors
+ * <= 2^16), so the sum fits a 32-bit size_t. */
 size_t ob_model_plan_bytes(const ob_model_plan *plan) {
     return 64 + ob_arena_round(sizeof(ob_model)) + ob_arena_round(sizeof(ob_layer) * (size_t)plan->cfg.n_layers) +
-           ob_arena_round(4 * plan->vocab_hash_cap) + ob_arena_round(4 * plan->merge_hash_cap);
+           ob_arena_round(4 * (size_t)plan->file.n_tensors) + ob_arena_round(4 * plan->vocab_hash_cap) +
+           ob_arena_round(4 * plan->merge_hash_cap);
 }
 
 static ob_status model_init(ob_model **out, const void *data, size_t size, void *arena_buf, size_t arena_size,
@@ -384,7 +354,7 @@ static ob_status model_init(ob_model **out, const void *data, size_t size, void 
     ob_model_plan plan;
     TRY(ob_model_plan_file(&plan, data, size, err, es));
     size_t need_bytes = ob_model_plan_bytes(&plan);
-    ob_arena arena = {NULL, 0, 0};
+    ob_arena arena = {NULL, 0, 0, 0};
     int owned = 0;
     if (arena_buf) {
         if (arena_size < need_bytes) {
@@ -404,14 +374,17 @@ static ob_status model_init(ob_model **out, const void *data, size_t size, void 
     }
     ob_model *m = (ob_model *)ob_arena_alloc(&arena, sizeof(ob_model));
     m->alloc_base = owned ? arena.base : NULL;
+    m->plan_bytes = need_bytes;
     m->file = plan.file;
     m->cfg = plan.cfg;
     m->layers = (ob_layer *)ob_arena_alloc(&arena, sizeof(ob_layer) * (size_t)m->cfg.n_layers);
+    uint32_t *index = (uint32_t *)ob_arena_alloc_raw(&arena, 4 * (uint64_t)m->file.n_tensors);
     static const char *const packs[] = {"?", "?", "?", "t2", "t1.6", "b1"};
     static const char *const embeds[] = {"f32", "f16", "i8"};
     snprintf(m->pack_name, sizeof m->pack_name, "%s", packs[m->cfg.wdtype]);
     snprintf(m->embed_name, sizeof m->embed_name, "%s", embeds[m->cfg.embed_dtype]);
-    ob_status st = bind_weights(m, err, es);
+    ob_status st = ob_file_check_directory(&m->file, index, err, es);
+    if (st == OB_OK) st = bind_weights(m, err, es);
     if (st == OB_OK) st = ob_tokenizer_init(m, &arena, plan.vocab_hash_cap, plan.merge_hash_cap, err, es);
     if (st != OB_OK) {
         if (owned) free(arena.base);

@@ -62,34 +62,40 @@ ob_sampler_params ob_sampler_params_default(void) {
 
 static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
-/* Carve every buffer out of the arena (measure-only when arena->base is NULL). */
+/* Carve every buffer out of the arena (measure-only when arena->base is NULL).  Sizes are 64-bit:
+ * the config limits (model.c: dim <= 2^16, ffn <= 2^18, vocab <= 2^24, layers <= 2^10, n_ctx <=
+ * 2^20, threads <= 256) keep every product below 2^50, and the arena flags any request or total
+ * that a 32-bit size_t cannot hold.  The KV-cache is not zeroed: every position is written before
+ * attention reads it, so its pages stay untouched (and, from malloc, uncommitted) until used. */
 static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, int n_batch, ob_kv_type kv,
                    int n_threads) {
-    size_t B = (size_t)n_batch, inner = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t esz = kv == OB_KV_F16 ? 2 : 4, kv_layer = (size_t)n_ctx * kvd, half = (size_t)c->head_dim / 2;
-    size_t xq_stride = ob_act_stride((int)max3((size_t)c->dim, inner, (size_t)c->ffn_dim));
+    uint64_t B = (uint64_t)n_batch, T = (uint64_t)n_ctx, inner = (uint64_t)c->n_heads * (uint64_t)c->head_dim;
+    uint64_t kvd = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim, D = (uint64_t)c->dim, F = (uint64_t)c->ffn_dim;
+    uint64_t V = (uint64_t)c->vocab_size, hd = (uint64_t)c->head_dim;
+    uint64_t esz = kv == OB_KV_F16 ? 2 : 4, kv_layer = T * kvd, half = hd / 2;
+    size_t xq_stride = ob_act_stride((int)max3((size_t)c->dim, (size_t)inner, (size_t)c->ffn_dim));
     void *p[19];
     int i = 0;
-    p[i++] = ob_arena_alloc(ar, esz * kv_layer * (size_t)c->n_layers);
-    p[i++] = ob_arena_alloc(ar, esz * kv_layer * (size_t)c->n_layers);
-    p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx * (half ? half : 1));
-    p[i++] = ob_arena_alloc(ar, 4 * (size_t)n_ctx * (half ? half : 1));
-    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->dim);             /* x */
-    p[i++] = ob_arena_alloc(ar, 4 * B * max3((size_t)c->dim, inner, 1)); /* h */
-    p[i++] = ob_arena_alloc(ar, 4 * B * inner);                      /* q */
-    p[i++] = ob_arena_alloc(ar, 4 * B * kvd);                        /* k */
-    p[i++] = ob_arena_alloc(ar, 4 * B * kvd);                        /* v */
-    p[i++] = ob_arena_alloc(ar, 4 * B * inner);                      /* att */
-    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->dim);             /* o */
-    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->ffn_dim);         /* gate */
-    p[i++] = ob_arena_alloc(ar, 4 * B * (size_t)c->ffn_dim);         /* up */
-    p[i++] = ob_arena_alloc(ar, xq_stride * B);                      /* xq */
-    p[i++] = ob_arena_alloc(ar, 8 * B);                              /* a, sum */
+    p[i++] = ob_arena_alloc_raw(ar, esz * kv_layer * (uint64_t)c->n_layers);
+    p[i++] = ob_arena_alloc_raw(ar, esz * kv_layer * (uint64_t)c->n_layers);
+    p[i++] = ob_arena_alloc(ar, 4 * T * (half ? half : 1));
+    p[i++] = ob_arena_alloc(ar, 4 * T * (half ? half : 1));
+    p[i++] = ob_arena_alloc(ar, 4 * B * D);                           /* x */
+    p[i++] = ob_arena_alloc(ar, 4 * B * (D > inner ? D : inner));     /* h */
+    p[i++] = ob_arena_alloc(ar, 4 * B * inner);                       /* q */
+    p[i++] = ob_arena_alloc(ar, 4 * B * kvd);                         /* k */
+    p[i++] = ob_arena_alloc(ar, 4 * B * kvd);                         /* v */
+    p[i++] = ob_arena_alloc(ar, 4 * B * inner);                       /* att */
+    p[i++] = ob_arena_alloc(ar, 4 * B * D);                           /* o */
+    p[i++] = ob_arena_alloc(ar, 4 * B * F);                           /* gate */
+    p[i++] = ob_arena_alloc(ar, 4 * B * F);                           /* up */
+    p[i++] = ob_arena_alloc(ar, (uint64_t)xq_stride * B);             /* xq */
+    p[i++] = ob_arena_alloc(ar, 8 * B);                               /* a, sum */
     /* scores [n_heads, n_ctx], then per-thread rows for converting f16 cache entries */
-    p[i++] = ob_arena_alloc(ar, 4 * ((size_t)c->n_heads * (size_t)n_ctx + 2 * (size_t)c->head_dim * (size_t)n_threads));
-    p[i++] = ob_arena_alloc(ar, 4 * (size_t)c->vocab_size);
-    p[i++] = ob_arena_alloc(ar, 8 * (size_t)n_ctx); /* history */
-    p[i++] = ob_arena_alloc(ar, 20 * (size_t)c->vocab_size); /* sampler: 3V floats + 2V ints */
+    p[i++] = ob_arena_alloc(ar, 4 * ((uint64_t)c->n_heads * T + 2 * hd * (uint64_t)n_threads));
+    p[i++] = ob_arena_alloc(ar, 4 * V);
+    p[i++] = ob_arena_alloc(ar, 8 * T);  /* history */
+    p[i++] = ob_arena_alloc(ar, 20 * V); /* sampler: 3V floats + 2V ints */
     if (!s) return;
     i = 0;
     s->key_cache = p[i++];
@@ -114,13 +120,14 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     s->samp_f = (float *)p[i];
     s->samp_i = (int32_t *)p[i++] + 3 * (size_t)c->vocab_size;
     s->xq_stride = xq_stride;
-    s->kv_layer = kv_layer;
+    s->kv_layer = (size_t)kv_layer;
 }
 
 static ob_status check_params(const ob_config *c, const ob_session_params *in, ob_session_params *out, char *err,
                               size_t es) {
     *out = in ? *in : ob_session_params_default();
-    if (out->n_ctx == 0) out->n_ctx = c->max_seq_len;
+    /* not max_seq_len itself: a file may claim up to 2^20 positions, and the cache grows with it */
+    if (out->n_ctx == 0) out->n_ctx = c->max_seq_len < OB_DEFAULT_CTX ? c->max_seq_len : OB_DEFAULT_CTX;
     if (out->n_ctx < 1 || out->n_ctx > c->max_seq_len) {
         ob_set_msg(err, es, "context length %d is not in 1..%d (the model's max_seq_len)", out->n_ctx, c->max_seq_len);
         return OB_ERR_INVALID_ARG;
@@ -138,23 +145,63 @@ static ob_status check_params(const ob_config *c, const ob_session_params *in, o
     return OB_OK;
 }
 
+/* Bytes of one session's block, or 0 when it would not fit in a size_t. */
 static size_t session_bytes(const ob_config *c, const ob_session_params *p) {
-    ob_arena measure = {NULL, 0, 0};
+    ob_arena measure = {NULL, 0, 0, 0};
     ob_arena_alloc(&measure, sizeof(ob_session));
     layout(NULL, &measure, c, p->n_ctx, p->n_batch, p->kv_type, p->n_threads);
-    return measure.used + 64; /* + room to align a caller's buffer */
+    ob_arena_alloc(&measure, 64); /* + room to align a caller's buffer */
+    return measure.overflow ? 0 : measure.used;
+}
+
+/* "12.3 MiB"-style sizes for messages (buf: 16 bytes). */
+static const char *human(uint64_t b, char *buf) {
+    static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024.0 && u < 5) v /= 1024.0, u++;
+    snprintf(buf, 16, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+    return buf;
+}
+
+/* The session's size, checked against the address space and the caller's budget before anything
+ * is allocated.  model_bytes: the model's file and bookkeeping (what the budget also covers). */
+static ob_status plan_session(const ob_config *c, const ob_session_params *p, uint64_t model_bytes, size_t *need,
+                              char *err, size_t es) {
+    char b1[16], b2[16], b3[16], b4[16], b5[16];
+    *need = session_bytes(c, p);
+    uint64_t kv = 2 * (uint64_t)(p->kv_type == OB_KV_F16 ? 2 : 4) * (uint64_t)p->n_ctx * (uint64_t)c->n_kv_heads *
+                  (uint64_t)c->head_dim * (uint64_t)c->n_layers;
+    if (*need == 0) {
+        ob_set_msg(err, es, "a session of %d tokens needs more memory than this machine can address (KV-cache %s)",
+                   p->n_ctx, human(kv, b1));
+        return OB_ERR_NOMEM;
+    }
+    if (p->max_memory && (uint64_t)*need + model_bytes > p->max_memory) {
+        ob_set_msg(err, es,
+                   "needs %s (a session of %d tokens: %s, of which KV-cache %s; the model: %s), over the memory "
+                   "budget of %s: lower the context or use an f16 KV-cache",
+                   human(*need + model_bytes, b1), p->n_ctx, human(*need, b2), human(kv, b3), human(model_bytes, b4),
+                   human(p->max_memory, b5));
+        return OB_ERR_NOMEM;
+    }
+    return OB_OK;
 }
 
 ob_status ob_memory_required(const void *data, size_t size, const ob_session_params *params, size_t *model_bytes,
                              size_t *session_bytes_out) {
     ob_model_plan plan;
     ob_session_params p;
+    size_t need;
     ob_status st = ob_model_plan_file(&plan, data, size, NULL, 0);
     if (st) return st;
     st = check_params(&plan.cfg, params, &p, NULL, 0);
     if (st) return st;
-    if (model_bytes) *model_bytes = ob_model_plan_bytes(&plan);
-    if (session_bytes_out) *session_bytes_out = session_bytes(&plan.cfg, &p);
+    size_t mb = ob_model_plan_bytes(&plan);
+    st = plan_session(&plan.cfg, &p, (uint64_t)size + mb, &need, NULL, 0);
+    if (st) return st;
+    if (model_bytes) *model_bytes = mb;
+    if (session_bytes_out) *session_bytes_out = need;
     return OB_OK;
 }
 
@@ -192,8 +239,10 @@ ob_status ob_session_create(ob_session **out, ob_model *m, const ob_session_para
             return OB_ERR_ISA;
         }
     }
-    size_t need = session_bytes(c, &p);
-    ob_arena ar = {NULL, 0, 0};
+    size_t need;
+    st = plan_session(c, &p, m->file.size + m->plan_bytes, &need, err, es);
+    if (st) return st;
+    ob_arena ar = {NULL, 0, 0, 0};
     void *owned = NULL;
     if (arena_buf) {
         if (arena_size < need) {

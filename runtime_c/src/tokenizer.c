@@ -1,8 +1,10 @@
 /* tokenizer.c - the char and byte-level BPE tokenizers of onebit/tokenizer.py, read in place from
  * the tokenizer.* tensors.  Encoding matches HF tokenizers byte for byte: special tokens are split
  * out first, then (BPE) the GPT-2 regex pre-tokenizer, then merges by rank inside each pre-token.
- * Allocation-free: the lookup tables live in the model's arena, scratch in the caller's output. */
+ * The lookup tables live in the model's arena and scratch in the caller's output, except for a
+ * pre-token longer than BPE_SMALL bytes, whose linear-ish merge takes scratch from malloc. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -258,13 +260,13 @@ typedef struct {
     int cap, n;
 } tok_out;
 
+/* Pre-tokens up to this many bytes merge in place by rescanning (quadratic, but no memory and the
+ * fastest way for the short words of ordinary text); longer ones use the heap below. */
+#define BPE_SMALL 64
+
 /* BPE over one pre-token: byte tokens, then repeatedly merge the lowest-ranked adjacent pair
- * (leftmost on ties), as HF's word merge does.  Works in place in the output buffer. */
-static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok_out *o) {
-    if ((size_t)(o->cap - o->n) < n) return OB_ERR_BUFFER;
-    int32_t *w = o->out + o->n;
-    int len = (int)n;
-    for (int i = 0; i < len; i++) w[i] = t->byte_token[s[i]];
+ * (leftmost on ties), as HF's word merge does.  In place in w[0..n); returns the new length. */
+int ob_bpe_merge_small(const ob_tokenizer *t, int32_t *w, int len) {
     while (len > 1) {
         int32_t best = -1;
         int at = -1;
@@ -280,6 +282,89 @@ static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok
         memmove(w + at + 1, w + at + 2, sizeof(int32_t) * (size_t)(len - at - 2));
         len--;
     }
+    return len;
+}
+
+/* A candidate merge: the pair starting at symbol pos (its first byte's index) has this rank. */
+typedef struct {
+    int32_t rank, pos;
+} bpe_cand;
+
+static int cand_less(bpe_cand a, bpe_cand b) { return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos); }
+
+static void heap_push(bpe_cand *h, int *n, bpe_cand c) {
+    int i = (*n)++;
+    while (i > 0 && cand_less(c, h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = c;
+}
+
+static bpe_cand heap_pop(bpe_cand *h, int *n) {
+    bpe_cand top = h[0], last = h[--*n];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && cand_less(h[c + 1], h[c])) c++;
+        if (!cand_less(h[c], last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n > 0) h[i] = last;
+    return top;
+}
+
+/* The same merges in O(n log n): the symbols form a linked list (a merge unlinks the right one)
+ * and a min-heap orders the candidate pairs by (rank, position), the order the rescan above
+ * picks them in.  Entries go stale when a neighbour merges; a popped entry is used only if its
+ * pair still exists with that rank.  Each merge pushes at most two entries, so the heap never
+ * holds more than 3n.  Scratch (3 ints + 3 heap entries per byte) from malloc, freed here. */
+int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n) {
+    if (n < 2) return n;
+    size_t per = 3 * sizeof(int32_t) + 3 * sizeof(bpe_cand);
+    if ((size_t)n > SIZE_MAX / per) return -1;
+    int32_t *id = (int32_t *)malloc(per * (size_t)n);
+    if (!id) return -1;
+    int32_t *prev = id + n, *next = prev + n;
+    bpe_cand *heap = (bpe_cand *)(next + n);
+    int hn = 0;
+    for (int i = 0; i < n; i++) {
+        id[i] = w[i];
+        prev[i] = i - 1;
+        next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    for (int i = 0; i + 1 < n; i++) {
+        int32_t r = merge_find(t, id[i], id[i + 1]);
+        if (r >= 0) heap_push(heap, &hn, (bpe_cand){r, i});
+    }
+    while (hn > 0) {
+        bpe_cand c = heap_pop(heap, &hn);
+        int i = c.pos, j = next[i];
+        if (id[i] < 0 || j < 0 || merge_find(t, id[i], id[j]) != c.rank) continue; /* stale */
+        id[i] = merge_field(t, c.rank, 2);
+        id[j] = -1;
+        next[i] = next[j];
+        if (next[j] >= 0) prev[next[j]] = i;
+        int32_t r;
+        if (prev[i] >= 0 && (r = merge_find(t, id[prev[i]], id[i])) >= 0) heap_push(heap, &hn, (bpe_cand){r, prev[i]});
+        if (next[i] >= 0 && (r = merge_find(t, id[i], id[next[i]])) >= 0) heap_push(heap, &hn, (bpe_cand){r, i});
+    }
+    int len = 0;
+    for (int i = 0; i >= 0; i = next[i]) w[len++] = id[i]; /* symbol 0 is always the head */
+    free(id);
+    return len;
+}
+
+/* One pre-token: byte tokens into the output (n slots of scratch), then merged. */
+static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok_out *o) {
+    if ((size_t)(o->cap - o->n) < n) return OB_ERR_BUFFER;
+    int32_t *w = o->out + o->n;
+    int len = (int)n;
+    for (int i = 0; i < len; i++) w[i] = t->byte_token[s[i]];
+    len = len <= BPE_SMALL ? ob_bpe_merge_small(t, w, len) : ob_bpe_merge_heap(t, w, len);
+    if (len < 0) return OB_ERR_NOMEM;
     o->n += len;
     return OB_OK;
 }
@@ -310,15 +395,20 @@ static int32_t special_at(const ob_tokenizer *t, const uint8_t *s, size_t n, siz
     return best;
 }
 
-ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens) {
-    if (!m || (!text && len) || (!tokens && cap) || cap < 0 || !n_tokens) return OB_ERR_INVALID_ARG;
+ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens,
+                         char *err, size_t es) {
+    if (err && es) err[0] = 0;
+    if (!m || (!text && len) || (!tokens && cap) || cap < 0 || !n_tokens) {
+        ob_set_msg(err, es, "invalid argument (NULL model, text, tokens or n_tokens, or a negative cap)");
+        return OB_ERR_INVALID_ARG;
+    }
     const ob_tokenizer *t = &m->tok;
     const uint8_t *s = (const uint8_t *)text;
     *n_tokens = 0;
     for (size_t i = 0; i < len;) {
         int l = ob_utf8_len(s + i, len - i);
         if (!l) {
-            ob_set_msg(m->error, sizeof m->error, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
+            ob_set_msg(err, es, "text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
             return OB_ERR_TOKEN;
         }
         i += (size_t)l;
@@ -330,9 +420,8 @@ ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens
             int l = ob_utf8_len(s + i, len - i);
             int32_t id = vocab_find(t, s + i, (size_t)l);
             if (id < 0) {
-                ob_set_msg(m->error, sizeof m->error,
-                           "character '%.*s' (U+%04X) at offset %zu is not in the char tokenizer's vocabulary", l,
-                           (const char *)s + i, (unsigned)decode_cp(s + i, l), i);
+                ob_set_msg(err, es, "character '%.*s' (U+%04X) at offset %zu is not in the char tokenizer's vocabulary",
+                           l, (const char *)s + i, decode_cp(s + i, l), i);
                 return OB_ERR_TOKEN;
             }
             if (o.n == o.cap) {
@@ -362,13 +451,21 @@ ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens
             start = i;
         }
     }
+    if (st == OB_ERR_NOMEM) {
+        ob_set_msg(err, es, "cannot allocate the merge scratch for a pre-token in %zu bytes of text", len);
+        return st;
+    }
     if (st == OB_ERR_BUFFER) {
         *n_tokens = (int)(len < (size_t)0x7fffffff ? len : 0x7fffffff);
-        ob_set_msg(m->error, sizeof m->error, "token buffer of %d ids is too small (%zu always suffices)", cap, len);
+        ob_set_msg(err, es, "token buffer of %d ids is too small (%zu always suffices)", cap, len);
         return st;
     }
     *n_tokens = o.n;
     return OB_OK;
+}
+
+ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens) {
+    return ob_tokenize_ex(m, text, len, tokens, cap, n_tokens, m ? m->error : NULL, m ? sizeof m->error : 0);
 }
 
 /* ---------------------------------------------------------------- decoding */
@@ -380,24 +477,37 @@ ob_status ob_token_bytes(const ob_model *m, int32_t token, const uint8_t **bytes
     return OB_OK;
 }
 
-ob_status ob_detokenize(ob_model *m, const int32_t *tokens, int n, char *buf, size_t cap, size_t *len) {
-    if (!m || (!tokens && n) || n < 0 || !len || (!buf && cap)) return OB_ERR_INVALID_ARG;
+ob_status ob_detokenize_ex(const ob_model *m, const int32_t *tokens, int n, char *buf, size_t cap, size_t *len,
+                           char *err, size_t es) {
+    if (err && es) err[0] = 0;
+    if (!m || (!tokens && n) || n < 0 || !len || (!buf && cap)) {
+        ob_set_msg(err, es, "invalid argument (NULL model, tokens, buf or len, or a negative count)");
+        return OB_ERR_INVALID_ARG;
+    }
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= m->tok.vocab_size) {
-            ob_set_msg(m->error, sizeof m->error, "token id %d at index %d is outside the vocabulary of %d",
-                       (int)tokens[i], i, m->tok.vocab_size);
+            ob_set_msg(err, es, "token id %d at index %d is outside the vocabulary of %d", tokens[i], i,
+                       m->tok.vocab_size);
             return OB_ERR_TOKEN;
         }
         const uint8_t *b;
         size_t l = (size_t)ob_tok_len(&m->tok, tokens[i], &b);
+        if (l > SIZE_MAX - total) { /* only reachable with a 32-bit size_t */
+            ob_set_msg(err, es, "the text of %d tokens is larger than the address space", n);
+            return OB_ERR_BUFFER;
+        }
         if (total + l <= cap) memcpy(buf + total, b, l);
         total += l;
     }
     *len = total;
     if (total > cap) {
-        ob_set_msg(m->error, sizeof m->error, "output buffer of %zu bytes is too small (%zu needed)", cap, total);
+        ob_set_msg(err, es, "output buffer of %zu bytes is too small (%zu needed)", cap, total);
         return OB_ERR_BUFFER;
     }
     return OB_OK;
+}
+
+ob_status ob_detokenize(ob_model *m, const int32_t *tokens, int n, char *buf, size_t cap, size_t *len) {
+    return ob_detokenize_ex(m, tokens, n, buf, cap, len, m ? m->error : NULL, m ? sizeof m->error : 0);
 }

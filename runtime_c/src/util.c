@@ -54,17 +54,27 @@ uint32_t ob_crc32(uint32_t crc, const uint8_t *p, size_t n) {
 
 size_t ob_arena_round(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
-void *ob_arena_alloc(ob_arena *a, size_t bytes) {
-    size_t need = ob_arena_round(bytes);
+void *ob_arena_alloc_raw(ob_arena *a, uint64_t bytes) {
+    if (bytes > (uint64_t)(SIZE_MAX - 63) || a->overflow) {
+        a->overflow = 1;
+        return NULL;
+    }
+    size_t need = ob_arena_round((size_t)bytes);
     if (a->base == NULL) { /* measuring */
-        a->used += need;
+        if (need > SIZE_MAX - 64 - a->used) a->overflow = 1;
+        else a->used += need;
         return NULL;
     }
     size_t start = ob_arena_round((size_t)(uintptr_t)(a->base + a->used)) - (size_t)(uintptr_t)a->base;
     if (start > a->size || need > a->size - start) return NULL;
     a->used = start + need;
-    memset(a->base + start, 0, need);
     return a->base + start;
+}
+
+void *ob_arena_alloc(ob_arena *a, uint64_t bytes) {
+    uint8_t *p = (uint8_t *)ob_arena_alloc_raw(a, bytes);
+    if (p) memset(p, 0, ob_arena_round((size_t)bytes));
+    return p;
 }
 
 const char *ob_strerror(ob_status s) {

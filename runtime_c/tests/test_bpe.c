@@ -1,0 +1,133 @@
+/* test_bpe.c - BPE merging: the heap merge (long pre-tokens) against the rescan (short ones, the
+ * simple reference) on random words and random merge tables, whole-text tokenization through
+ * both paths, and 1 MB of one letter (a single pre-token) in linear-ish time. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "fixture.h"
+
+static uint32_t rng_state = 11;
+static uint32_t rnd(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+
+static double now_s(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+/* A BPE model over the given merges (rows whose merged id is 256 + row). */
+static uint8_t *bpe_model(const int32_t (*merges)[3], int n_merges, ob_model **m, size_t *size, void **raw) {
+    fx_config c = fx_default_config();
+    c.bpe = 1;
+    c.vocab_size = 256 + n_merges;
+    c.merges = merges;
+    c.n_merges = n_merges;
+    fx f;
+    fx_init(&f, &c);
+    fx_model(&f);
+    uint8_t *d = fx_write(&f, size, raw);
+    fx_free(&f);
+    char err[256];
+    CHECK(ob_model_open_memory(m, d, *size, NULL, 0, err, sizeof err) == OB_OK, "open BPE: %s", err);
+    return d;
+}
+
+/* Random merges over the letters a, b, c and the tokens merged so far: many ranks compete, and
+ * the same pair can appear at several ranks (the lowest wins in both merges). */
+static void test_heap_matches_rescan(void) {
+    enum { N_MERGES = 300 };
+    static int32_t merges[N_MERGES][3];
+    for (int k = 0; k < N_MERGES; k++) {
+        int pool = 3 + k;
+        int32_t pick[2];
+        for (int j = 0; j < 2; j++) {
+            int r = (int)(rnd() % (uint32_t)pool);
+            pick[j] = r < 3 ? 'a' + r : 256 + (r - 3);
+        }
+        merges[k][0] = pick[0];
+        merges[k][1] = pick[1];
+        merges[k][2] = 256 + k;
+    }
+    ob_model *m;
+    size_t size;
+    void *raw;
+    bpe_model((const int32_t(*)[3])merges, N_MERGES, &m, &size, &raw);
+    if (failures) return;
+    int32_t *a = (int32_t *)malloc(sizeof(int32_t) * 2000), *b = (int32_t *)malloc(sizeof(int32_t) * 2000);
+    for (int trial = 0; trial < 3000; trial++) {
+        int n = 1 + (int)(rnd() % (trial < 2000 ? 40u : 2000u));
+        int alphabet = 1 + (int)(rnd() % 3);
+        for (int i = 0; i < n; i++) a[i] = b[i] = 'a' + (int32_t)(rnd() % (uint32_t)alphabet);
+        int na = ob_bpe_merge_small(&m->tok, a, n), nb = ob_bpe_merge_heap(&m->tok, b, n);
+        CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0, "trial %d (n %d): %d vs %d tokens", trial,
+              n, na, nb);
+        if (failures) break;
+    }
+    /* whole texts: the short and the long path meet inside one call */
+    char text[3000];
+    int32_t ids[3000];
+    char back[3000];
+    for (int trial = 0; trial < 200 && !failures; trial++) {
+        size_t len = 0, want = rnd() % 2900;
+        while (len < want) text[len++] = "abc abc\n"[rnd() % 8];
+        int n;
+        char err[256];
+        size_t blen;
+        CHECK(ob_tokenize_ex(m, text, len, ids, (int)len, &n, err, sizeof err) == OB_OK, "tokenize: %s", err);
+        CHECK(ob_detokenize_ex(m, ids, n, back, sizeof back, &blen, err, sizeof err) == OB_OK && blen == len &&
+                  memcmp(back, text, len) == 0,
+              "round trip of %zu bytes", len);
+    }
+    free(a);
+    free(b);
+    ob_model_free(m);
+    free(raw);
+}
+
+/* 1 MB of 'a' is one pre-token; with merges a+a, aa+aa, ... it needs ~2^20 merges, each of which
+ * the old rescan paid for with a pass over the whole word (hours).  The heap does it in well
+ * under a second; the bound below is 10 s because ASan, UBSan and qemu slow it several-fold and
+ * a test must not flake on a loaded machine: what it guards against is a quadratic, not a 2x. */
+static void test_one_megabyte(void) {
+    enum { N_MERGES = 12 };
+    int32_t merges[N_MERGES][3];
+    for (int k = 0; k < N_MERGES; k++) {
+        merges[k][0] = merges[k][1] = k == 0 ? 'a' : 256 + k - 1;
+        merges[k][2] = 256 + k;
+    }
+    ob_model *m;
+    size_t size;
+    void *raw;
+    bpe_model((const int32_t(*)[3])merges, N_MERGES, &m, &size, &raw);
+    if (failures) return;
+    size_t len = (size_t)1 << 20;
+    char *text = (char *)malloc(len);
+    memset(text, 'a', len);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * len);
+    int n = 0;
+    char err[256];
+    double t0 = now_s();
+    ob_status st = ob_tokenize_ex(m, text, len, ids, (int)len, &n, err, sizeof err);
+    double dt = now_s() - t0;
+    /* 2^20 = 256 tokens of 2^12 letters (the longest merge) */
+    CHECK(st == OB_OK && n == 256 && ids[0] == 256 + N_MERGES - 1 && ids[255] == ids[0], "1 MB: %s, %d tokens", err, n);
+    CHECK(dt < 10.0, "1 MB of one letter took %.1f s", dt);
+    printf("1 MB of one letter: %d tokens in %.3f s (CPU)\n", n, dt);
+    free(text);
+    free(ids);
+    ob_model_free(m);
+    free(raw);
+}
+
+int main(void) {
+    test_heap_matches_rescan();
+    test_one_megabyte();
+    if (failures) {
+        printf("%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("bpe: ok\n");
+    return 0;
+}
