@@ -17,6 +17,16 @@
  * No malloc at all: ob_memory_required() says how many bytes a model and a session need; pass
  * caller-owned buffers to ob_model_open_memory() and ob_session_create() (with n_threads = 1,
  * since worker threads need the C library's own allocations).
+ *
+ * Threads.  An ob_model is immutable once open: any number of sessions, on any threads, may share
+ * it, and every function taking a `const ob_model *` (info, metadata, ob_token_bytes,
+ * ob_tokenize_ex, ob_detokenize_ex, ob_session_create) may be called on it from any thread at
+ * once.  The two exceptions write the model's last-error message: ob_tokenize and ob_detokenize
+ * when they fail (use the _ex forms from threads).  An ob_session belongs to one thread at a time
+ * (calls on one session must not overlap; handing it to another thread between calls is fine);
+ * its own worker threads (n_threads > 1) are internal.  Free sessions before their model.  There
+ * is no global state: results never depend on what other threads do (tests/test_threads.c, run
+ * under ThreadSanitizer by `make -C runtime_c test-tsan`).
  */
 #ifndef ONEBIT_H
 #define ONEBIT_H
@@ -72,7 +82,7 @@ ob_status ob_model_open_memory(ob_model **out, const void *data, size_t size, vo
 
 void ob_model_free(ob_model *model); /* NULL is fine; never frees a caller's arena */
 
-/* The last error recorded on this model ("" if none). */
+/* The last error recorded on this model ("" if none): by ob_tokenize / ob_detokenize. */
 const char *ob_model_error(const ob_model *model);
 
 typedef struct ob_model_info {
@@ -150,7 +160,7 @@ ob_status ob_memory_required(const void *data, size_t size, const ob_session_par
 
 /* A session: KV-cache and buffers sized for params->n_ctx.  arena as for ob_model_open_memory
  * (at least session_bytes).  The model must outlive the session. */
-ob_status ob_session_create(ob_session **out, ob_model *model, const ob_session_params *params,
+ob_status ob_session_create(ob_session **out, const ob_model *model, const ob_session_params *params,
                             void *arena, size_t arena_size, char *err, size_t err_size);
 void ob_session_free(ob_session *session);
 const char *ob_session_error(const ob_session *session);

@@ -10,7 +10,7 @@
 #include "internal.h"
 
 struct ob_session {
-    ob_model *model;
+    const ob_model *model;
     const ob_config *cfg;
     ob_kernels k;
     ob_threadpool *pool;
@@ -205,7 +205,7 @@ ob_status ob_memory_required(const void *data, size_t size, const ob_session_par
     return OB_OK;
 }
 
-ob_status ob_session_create(ob_session **out, ob_model *m, const ob_session_params *params, void *arena_buf,
+ob_status ob_session_create(ob_session **out, const ob_model *m, const ob_session_params *params, void *arena_buf,
                             size_t arena_size, char *err, size_t es) {
     if (err && es) err[0] = 0;
     if (!out || !m) {
