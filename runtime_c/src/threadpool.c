@@ -4,21 +4,26 @@
 #endif
 #include "threadpool.h"
 
-/* OB_NO_THREADS: targets without pthreads (bare-metal MCU, wasm32-wasi) get a pool that never
- * starts: create fails, so a session asking for n_threads > 1 reports it, and run is inline. */
+/* OB_NO_THREADS: targets without pthreads (bare-metal MCU, wasm32-wasi).  A pool of n runs its
+ * n parts one after another on the calling thread: the same results (they never depend on the
+ * split), no speed-up. */
 #if defined(OB_NO_THREADS)
+#include <stdlib.h>
+
+struct ob_threadpool {
+    int n;
+};
+
 ob_threadpool *ob_threadpool_create(int n_threads) {
-    (void)n_threads;
-    return NULL;
+    ob_threadpool *p = (ob_threadpool *)malloc(sizeof *p);
+    if (p) p->n = n_threads < 1 ? 1 : n_threads;
+    return p;
 }
-void ob_threadpool_destroy(ob_threadpool *pool) { (void)pool; }
-int ob_threadpool_size(const ob_threadpool *pool) {
-    (void)pool;
-    return 1;
-}
-void ob_threadpool_run(ob_threadpool *pool, ob_task_fn fn, void *ctx) {
-    (void)pool;
-    fn(ctx, 0, 1);
+void ob_threadpool_destroy(ob_threadpool *p) { free(p); }
+int ob_threadpool_size(const ob_threadpool *p) { return p ? p->n : 1; }
+void ob_threadpool_run(ob_threadpool *p, ob_task_fn fn, void *ctx) {
+    int n = p ? p->n : 1;
+    for (int i = 0; i < n; i++) fn(ctx, i, n);
 }
 #else
 #include <pthread.h>
