@@ -60,6 +60,12 @@ test-c:
 	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then \
 	  $(MAKE) -C runtime_c test-arm; \
 	else echo "test-c: no aarch64 cross compiler or qemu; NEON tests skipped"; fi
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
+	  $(MAKE) -C examples/mcu test; \
+	else echo "test-c: no arm-none-eabi-gcc or qemu-system-arm; Cortex-M firmware test skipped"; fi
+	@if command -v clang >/dev/null && command -v wasm-ld >/dev/null && [ -f /usr/lib/wasm32-wasi/libc.a ]; then \
+	  $(MAKE) -C runtime_c test-wasm; \
+	else echo "test-c: no clang, wasm-ld or wasi-libc; WebAssembly tests skipped"; fi
 
 test-python: venv runtime
 	$(PY) -m pytest -q
