@@ -1,5 +1,5 @@
 """`onebit`: one command for the whole pipeline, `onebit train | export | sample | inspect | run |
-run-ort | plot`.
+run-ort | chat | serve | plot`.
 
 Each subcommand is the `main` of its stage's module, imported only when it runs, so that
 `onebit run` and `onebit inspect` never import torch. The older console scripts (`onebit-train`,
@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("onebit.describe", "Validate a .1bit file and print its header, metadata and tensors."),
     "run": ("onebit.run.c", "Generate or score text with a .1bit model on the C runtime."),
     "run-ort": ("onebit.run.ort", "Generate with an exported ONNX model on onnxruntime."),
+    "chat": ("onebit.run.chat", "Chat with a .1bit model in the terminal (C runtime)."),
+    "serve": ("onebit.run.serve", "Serve a .1bit model: OpenAI-compatible API and a chat page (C runtime)."),
 }
 
 

@@ -1,4 +1,5 @@
-"""Python binding of the C runtime (cffi, ABI mode): `Model(path).generate(...)`, `.logits(...)`.
+"""Python binding of the C runtime (cffi, ABI mode): `Model(path).generate(...)`, `.logits(...)`;
+`SharedModel` (one opened file) with a `Session` per thread for servers.
 
 The declarations come from `runtime_c/include/onebit.h` itself (preprocessor lines stripped), never
 a hand-copied cdef. The shared library is looked up in this order: `$ONEBIT_LIB`, the copy that
@@ -10,6 +11,7 @@ which is (re)built with `make -C runtime_c lib` when missing or older than its s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -18,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import click
 import numpy as np
@@ -118,98 +120,213 @@ def _check(status: int, message: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The model
+# The model, its sessions, and the one-session `Model` of the original API
 
 
-class Model:
-    """A `.1bit` model and one inference session over it (KV-cache sized to `n_ctx`)."""
+def _params(lib, ffi, n_ctx: int, threads: int, kv: str, isa_buf, n_batch: int, max_memory: int):
+    if kv not in ("f32", "f16"):
+        raise CRuntimeError(f"kv must be f32 or f16, got {kv!r}")
+    params = lib.ob_session_params_default()
+    params.n_ctx, params.n_threads, params.n_batch = n_ctx, threads, n_batch
+    params.kv_type = lib.OB_KV_F16 if kv == "f16" else lib.OB_KV_F32
+    params.isa = isa_buf
+    if max_memory:  # a field of the newer header only; 0 (no budget) needs no field
+        params.max_memory = max_memory
+    return ffi.new("ob_session_params *", params)
 
-    def __init__(self, path: str | Path, n_ctx: int = 0, threads: int = 1, kv: str = "f32",
-                 isa: str | None = None, n_batch: int = 32):
+
+class SharedModel:
+    """An opened `.1bit` file: immutable after opening, so any number of `Session`s on any threads
+    may share it (the thread contract of runtime_c/include/onebit.h). Tokenizing and detokenizing
+    write no shared state: their errors come back to the caller."""
+
+    def __init__(self, path: str | Path):
         self.ffi, self.lib = load_library()
         ffi, lib = self.ffi, self.lib
         self.path = Path(path)
-        if kv not in ("f32", "f16"):
-            raise CRuntimeError(f"kv must be f32 or f16, got {kv!r}")
         err = ffi.new("char[512]")
         model_p = ffi.new("ob_model **")
-        status = lib.ob_model_open(model_p, str(path).encode(), err, 512)
-        _check(status, ffi.string(err).decode("utf-8", "replace"))
+        _check(lib.ob_model_open(model_p, str(path).encode(), err, 512), ffi.string(err).decode("utf-8", "replace"))
         self._model = ffi.gc(model_p[0], lib.ob_model_free)
-        params = lib.ob_session_params_default()
-        params.n_ctx, params.n_threads, params.n_batch = n_ctx, threads, n_batch
-        params.kv_type = lib.OB_KV_F16 if kv == "f16" else lib.OB_KV_F32
-        self._isa = ffi.new("char[]", isa.encode()) if isa else ffi.NULL  # kept alive with self
-        params.isa = self._isa
-        sess_p = ffi.new("ob_session **")
-        status = lib.ob_session_create(sess_p, self._model, ffi.new("ob_session_params *", params), ffi.NULL, 0,
-                                       err, 512)
-        _check(status, ffi.string(err).decode("utf-8", "replace"))
-        self._session = ffi.gc(sess_p[0], lib.ob_session_free)
         info = ffi.new("ob_model_info *")
         lib.ob_model_get_info(self._model, info)
         self.vocab_size: int = info.vocab_size
         self.max_seq_len: int = info.max_seq_len
-        self.n_ctx: int = lib.ob_session_n_ctx(self._session)
-        self.isa: str = ffi.string(lib.ob_session_isa(self._session)).decode()
         self.tokenizer_kind: str = ffi.string(info.tokenizer).decode()
+        self.eot_token: int = info.eot_token  # -1 when the vocabulary has no <|endoftext|>
+        # a header without the *_ex calls records errors in the model: serialize them then
+        self._tokenize_ex = getattr(lib, "ob_tokenize_ex", None)
+        self._detokenize_ex = getattr(lib, "ob_detokenize_ex", None)
+        self._legacy_lock = threading.Lock()
 
-    def _model_error(self) -> str:
-        return self.ffi.string(self.lib.ob_model_error(self._model)).decode("utf-8", "replace")
+    def metadata(self) -> dict:
+        """The metadata JSON stored in the file (docs/FORMAT.md)."""
+        size = self.ffi.new("size_t *")
+        data = self.lib.ob_model_metadata(self._model, size)
+        return json.loads(self.ffi.unpack(data, size[0]).decode("utf-8"))
 
-    def _session_error(self) -> str:
-        return self.ffi.string(self.lib.ob_session_error(self._session)).decode("utf-8", "replace")
+    def session(self, n_ctx: int = 0, threads: int = 1, kv: str = "f32", isa: str | None = None,
+                n_batch: int = 32, max_memory: int = 0) -> "Session":
+        """A new session (its own KV-cache) over this model."""
+        return Session(self, n_ctx=n_ctx, threads=threads, kv=kv, isa=isa, n_batch=n_batch, max_memory=max_memory)
 
     # -- tokenizer
 
+    def _legacy_error(self) -> str:
+        return self.ffi.string(self.lib.ob_model_error(self._model)).decode("utf-8", "replace")
+
     def encode(self, text: str) -> list[int]:
+        ffi, lib = self.ffi, self.lib
         data = text.encode("utf-8")
         cap = len(data) + 1
-        buf = self.ffi.new("int32_t[]", cap)
-        n = self.ffi.new("int *")
-        _check(self.lib.ob_tokenize(self._model, data, len(data), buf, cap, n), self._model_error())
+        buf = ffi.new("int32_t[]", cap)
+        n = ffi.new("int *")
+        if self._tokenize_ex is not None:
+            err = ffi.new("char[256]")
+            _check(self._tokenize_ex(self._model, data, len(data), buf, cap, n, err, 256),
+                   ffi.string(err).decode("utf-8", "replace"))
+        else:
+            with self._legacy_lock:
+                _check(lib.ob_tokenize(self._model, data, len(data), buf, cap, n), self._legacy_error())
         return list(buf[0:n[0]])
 
+    def _detokenize(self, arr, n: int, out, cap: int, need, size_query: bool = False) -> None:
+        ffi, lib = self.ffi, self.lib
+        if self._detokenize_ex is not None:
+            err = ffi.new("char[256]")
+            status = self._detokenize_ex(self._model, arr, n, out, cap, need, err, 256)
+            message = ffi.string(err).decode("utf-8", "replace")
+        else:
+            with self._legacy_lock:
+                status = lib.ob_detokenize(self._model, arr, n, out, cap, need)
+                message = self._legacy_error()
+        if not (size_query and status == lib.OB_ERR_BUFFER):
+            _check(status, message)
+
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
-        arr = self.ffi.new("int32_t[]", [int(i) for i in ids])
-        need = self.ffi.new("size_t *")
-        status = self.lib.ob_detokenize(self._model, arr, len(ids), self.ffi.NULL, 0, need)
-        if status not in (0, self.lib.OB_ERR_BUFFER):
-            _check(status, self._model_error())
-        out = self.ffi.new("char[]", max(need[0], 1))
-        _check(self.lib.ob_detokenize(self._model, arr, len(ids), out, need[0], need), self._model_error())
-        return self.ffi.unpack(out, need[0])
+        ffi = self.ffi
+        arr = ffi.new("int32_t[]", [int(i) for i in ids])
+        need = ffi.new("size_t *")
+        self._detokenize(arr, len(ids), ffi.NULL, 0, need, size_query=True)
+        out = ffi.new("char[]", max(need[0], 1))
+        self._detokenize(arr, len(ids), out, need[0], need)
+        return ffi.unpack(out, need[0])
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token bytes as text; invalid UTF-8 becomes U+FFFD (as onebit.tokenizer.Tokenizer.decode)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    # -- evaluation
+    def token_bytes(self, token: int) -> bytes:
+        ffi = self.ffi
+        data, length = ffi.new("const uint8_t **"), ffi.new("size_t *")
+        status = self.lib.ob_token_bytes(self._model, token, data, length)
+        if status:
+            raise CRuntimeError(f"token id {token} is outside the vocabulary of {self.vocab_size}")
+        return ffi.unpack(ffi.cast("char *", data[0]), length[0])
+
+
+def _sampler_struct(ffi, temperature: float, top_k: int, top_p: float, repeat_penalty: float,
+                    repeat_window: int, seed: int):
+    sp = ffi.new("ob_sampler_params *")
+    sp.temperature, sp.top_k, sp.top_p = temperature, top_k, top_p
+    sp.repeat_penalty, sp.repeat_window, sp.seed = repeat_penalty, repeat_window, seed % (1 << 64)
+    return sp
+
+
+class Session:
+    """A KV-cache over a `SharedModel`, used by one thread at a time (the C contract): a lock
+    held for every call makes a second thread wait instead of corrupting the cache. The GIL is
+    released inside every C call (cffi does it), so sessions on different threads run in parallel."""
+
+    def __init__(self, model: SharedModel, n_ctx: int = 0, threads: int = 1, kv: str = "f32",
+                 isa: str | None = None, n_batch: int = 32, max_memory: int = 0):
+        self.model = model
+        self.ffi, self.lib = ffi, lib = model.ffi, model.lib
+        self._isa = ffi.new("char[]", isa.encode()) if isa else ffi.NULL  # kept alive with self
+        params = _params(lib, ffi, n_ctx, threads, kv, self._isa, n_batch, max_memory)
+        err = ffi.new("char[512]")
+        sess_p = ffi.new("ob_session **")
+        _check(lib.ob_session_create(sess_p, model._model, params, ffi.NULL, 0, err, 512),
+               ffi.string(err).decode("utf-8", "replace"))
+        self._session = ffi.gc(sess_p[0], lib.ob_session_free)
+        self.n_ctx: int = lib.ob_session_n_ctx(self._session)
+        self.isa: str = ffi.string(lib.ob_session_isa(self._session)).decode()
+        self.lock = threading.RLock()
+
+    def _error(self) -> str:
+        return self.ffi.string(self.lib.ob_session_error(self._session)).decode("utf-8", "replace")
+
+    @property
+    def pos(self) -> int:
+        """Tokens in the KV-cache."""
+        return self.lib.ob_session_pos(self._session)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.lib.ob_session_reset(self._session)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Evaluate tokens at the current position (they must fit: pos + len <= n_ctx)."""
+        with self.lock:
+            ids = self.ffi.new("int32_t[]", [int(t) for t in tokens])
+            _check(self.lib.ob_session_eval(self._session, ids, len(tokens), self.ffi.NULL, 0), self._error())
+
+    def decode(self, token: int) -> None:
+        """Evaluate one more token, sliding past the context (docs/SAMPLING.md)."""
+        with self.lock:
+            _check(self.lib.ob_session_decode(self._session, token), self._error())
+
+    def set_sampler(self, sampler: SamplerConfig) -> None:
+        with self.lock:
+            sp = _sampler_struct(self.ffi, sampler.temperature, sampler.top_k, sampler.top_p,
+                                 sampler.repeat_penalty, sampler.repeat_window, sampler.seed)
+            _check(self.lib.ob_session_set_sampler(self._session, sp), self._error())
+
+    def sample(self) -> int:
+        """The next token from the last logits and the sampler set by set_sampler."""
+        with self.lock:
+            token = self.ffi.new("int32_t *")
+            _check(self.lib.ob_session_sample(self._session, token), self._error())
+            return int(token[0])
+
+    def stream(self, prompt: Sequence[int], max_tokens: int, sampler: SamplerConfig) -> Iterator[int]:
+        """Evaluate `prompt` at the current position, then yield up to max_tokens sampled ids, one
+        C call at a time so that the consumer can stop between any two (stop strings, a closed
+        connection, Ctrl-C). The decode loop of docs/SAMPLING.md: the same tokens as `generate`.
+        The last id yielded is never evaluated: a caller that continues the sequence feeds it first."""
+        self.set_sampler(sampler)
+        if prompt:
+            self.eval(prompt)
+        for i in range(max_tokens):
+            token = self.sample()
+            yield token
+            if i + 1 < max_tokens:
+                self.decode(token)
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """[len(tokens), vocab] fp32 logits of a fresh context (one prefill)."""
         n = len(tokens)
         if n == 0:
             raise CRuntimeError("logits needs at least one token")
-        out = np.empty((n, self.vocab_size), dtype=np.float32)
+        out = np.empty((n, self.model.vocab_size), dtype=np.float32)
         ids = self.ffi.new("int32_t[]", [int(t) for t in tokens])
-        self.lib.ob_session_reset(self._session)
-        status = self.lib.ob_session_eval(self._session, ids, n, self.ffi.cast("float *", out.ctypes.data), 1)
-        _check(status, self._session_error())
+        with self.lock:
+            self.lib.ob_session_reset(self._session)
+            status = self.lib.ob_session_eval(self._session, ids, n, self.ffi.cast("float *", out.ctypes.data), 1)
+            _check(status, self._error())
         return out
 
     def generate(self, prompt: str | Sequence[int], n: int, temperature: float = 0.8, top_k: int = 0,
                  top_p: float = 1.0, repeat_penalty: float = 1.0, repeat_window: int = 64, seed: int = 0,
                  on_token: Callable[[int, bytes], None] | None = None) -> list[int]:
-        """The n new token ids after `prompt` (text or ids), from a fresh context; on_token(id, bytes)
-        sees each as it arrives. Same rules as onebit.train.sample.generate (docs/SAMPLING.md)."""
+        """The n new token ids after `prompt` (text or ids), from a fresh context, in one C call
+        (ob_generate); on_token(id, bytes) sees each as it arrives. Same rules as
+        onebit.train.sample.generate (docs/SAMPLING.md)."""
         ffi, lib = self.ffi, self.lib
-        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        ids = self.model.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise CRuntimeError("the prompt is empty: generation needs at least one token")
-        sp = ffi.new("ob_sampler_params *")
-        sp.temperature, sp.top_k, sp.top_p = temperature, top_k, top_p
-        sp.repeat_penalty, sp.repeat_window, sp.seed = repeat_penalty, repeat_window, seed % (1 << 64)
+        sp = _sampler_struct(ffi, temperature, top_k, top_p, repeat_penalty, repeat_window, seed)
         out = ffi.new("int32_t[]", max(n, 1))
         n_out = ffi.new("int *")
         errors: list[BaseException] = []
@@ -223,13 +340,56 @@ class Model:
                 errors.append(e)
                 return 1
 
-        lib.ob_session_reset(self._session)
-        status = lib.ob_generate(self._session, ffi.new("int32_t[]", ids), len(ids), n, sp,
-                                 relay if on_token else ffi.NULL, ffi.NULL, out, n_out)
-        if errors:
-            raise errors[0]
-        _check(status, self._session_error())
-        return list(out[0:n_out[0]])
+        with self.lock:
+            lib.ob_session_reset(self._session)
+            status = lib.ob_generate(self._session, ffi.new("int32_t[]", ids), len(ids), n, sp,
+                                     relay if on_token else ffi.NULL, ffi.NULL, out, n_out)
+            if errors:
+                raise errors[0]
+            _check(status, self._error())
+            return list(out[0:n_out[0]])
+
+
+class Model:
+    """A `.1bit` model and one inference session over it (KV-cache sized to `n_ctx`). Safe to call
+    from several Python threads: calls take turns on the one session (its lock); use
+    `SharedModel` with a `Session` per thread to run them in parallel."""
+
+    def __init__(self, path: str | Path, n_ctx: int = 0, threads: int = 1, kv: str = "f32",
+                 isa: str | None = None, n_batch: int = 32, max_memory: int = 0):
+        self.shared = SharedModel(path)
+        self.session = self.shared.session(n_ctx=n_ctx, threads=threads, kv=kv, isa=isa, n_batch=n_batch,
+                                           max_memory=max_memory)
+        self.path = self.shared.path
+        self.ffi, self.lib = self.shared.ffi, self.shared.lib
+        self.vocab_size: int = self.shared.vocab_size
+        self.max_seq_len: int = self.shared.max_seq_len
+        self.tokenizer_kind: str = self.shared.tokenizer_kind
+        self.n_ctx: int = self.session.n_ctx
+        self.isa: str = self.session.isa
+
+    def encode(self, text: str) -> list[int]:
+        return self.shared.encode(text)
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        return self.shared.decode_bytes(ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token bytes as text; invalid UTF-8 becomes U+FFFD (as onebit.tokenizer.Tokenizer.decode)."""
+        return self.shared.decode(ids)
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """[len(tokens), vocab] fp32 logits of a fresh context (one prefill)."""
+        return self.session.logits(tokens)
+
+    def generate(self, prompt: str | Sequence[int], n: int, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, repeat_penalty: float = 1.0, repeat_window: int = 64, seed: int = 0,
+                 on_token: Callable[[int, bytes], None] | None = None) -> list[int]:
+        """The n new token ids after `prompt` (text or ids), from a fresh context; on_token(id, bytes)
+        sees each as it arrives. Same rules as onebit.train.sample.generate (docs/SAMPLING.md)."""
+        return self.session.generate(prompt, n, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     repeat_penalty=repeat_penalty, repeat_window=repeat_window, seed=seed,
+                                     on_token=on_token)
 
     def perplexity(self, text: str) -> tuple[float, int]:
         """(perplexity, scored tokens) over `ppl_windows` of the session's context, as onebit-run --ppl."""

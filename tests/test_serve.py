@@ -1,0 +1,282 @@
+"""`onebit serve` through the official `openai` client, and the C binding under threads.
+
+A server process per configuration on a free port of 127.0.0.1; the answers are compared with the
+C runtime called directly (`onebit-run` and `onebit.run.c`): greedy text identical, seeded sampling
+reproducible, concurrent streams identical to the same requests alone, bad requests a 4xx with the
+API's error body, a full queue a 503, a dropped stream freeing its session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+
+from onebit.compile.export import ExportOptions, export_1bit  # noqa: E402
+from onebit.run.c import Model, SharedModel  # noqa: E402
+from onebit.run.chat_template import ChatTemplate  # noqa: E402
+from onebit.sampling import SamplerConfig  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
+                                reason="the C runtime needs cc and make")
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = REPO / "runtime_c" / "build" / "onebit-run"
+
+
+@pytest.fixture(scope="module")
+def model_path(random_checkpoint, tmp_path_factory) -> Path:
+    # printable ASCII, so that any text of the tests encodes; random norms and embeddings give varied text
+    ckpt = random_checkpoint(randomize=3, vocab_size=96, max_seq_len=128, dim=64, ffn_dim=128,
+                             tie_embeddings=False)
+    out = tmp_path_factory.mktemp("serve") / "tiny.1bit"
+    export_1bit(ckpt, out, ExportOptions())
+    return out
+
+
+class Server:
+    """`python -m onebit.run.serve` on a free port; `url` is its address."""
+
+    def __init__(self, model: Path, *args: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "onebit.run.serve", "--model", str(model), "--port", "0",
+                                      *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("serving "):
+            self.close()
+            raise RuntimeError(f"server did not start: {line}{self.proc.stderr.read()}")
+        self.url = line.split()[3]
+
+    def client(self, **kw) -> "openai.OpenAI":
+        return openai.OpenAI(base_url=self.url + "v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+    def post(self, path: str, body: bytes | dict, headers: dict | None = None) -> tuple[int, dict]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path.lstrip("/"), data=data, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    s = Server(model_path, "--parallel", "2", "--max-tokens", "300")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def onebit_run() -> Path:
+    done = subprocess.run(["make", "-C", str(REPO / "runtime_c"), "all"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return CLI
+
+
+def test_models_lists_the_file(server):
+    models = server.client().models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+
+
+def test_greedy_completion_equals_onebit_run(server, model_path, onebit_run):
+    prompt = "ROMEO: What light"
+    done = subprocess.run([str(onebit_run), "-m", str(model_path), "-p", prompt, "-n", "60", "--temperature", "0"],
+                          capture_output=True, check=True)
+    expected = done.stdout.decode()[len(prompt):]
+    client = server.client()
+    got = client.completions.create(model="tiny", prompt=prompt, max_tokens=60, temperature=0)
+    assert got.choices[0].text == expected
+    assert got.choices[0].finish_reason == "length"
+    assert got.usage.prompt_tokens == len(prompt) and got.usage.completion_tokens == 60
+    pieces, finish = [], None
+    for chunk in client.completions.create(model="tiny", prompt=prompt, max_tokens=60, temperature=0, stream=True):
+        pieces.append(chunk.choices[0].text)
+        finish = chunk.choices[0].finish_reason or finish
+    assert "".join(pieces) == expected and len(pieces) > 10 and finish == "length"
+
+
+def test_seeded_sampling_is_reproducible_and_matches_the_binding(server, model_path):
+    client = server.client()
+    ask = dict(model="tiny", prompt="Once", max_tokens=50, temperature=0.9, top_p=0.95, seed=7)
+    a = client.completions.create(**ask).choices[0].text
+    assert client.completions.create(**ask).choices[0].text == a
+    model = Model(model_path)
+    assert a == model.decode(model.generate("Once", 50, temperature=0.9, top_p=0.95, seed=7))
+    # n choices: choice i is the request with seed + i
+    two = client.completions.create(**{**ask, "n": 2})
+    assert [c.index for c in two.choices] == [0, 1]
+    assert two.choices[0].text == a
+    assert two.choices[1].text == client.completions.create(**{**ask, "seed": 8}).choices[0].text != a
+
+
+def test_stop_strings_cut_the_text(server):
+    client = server.client()
+    full = client.completions.create(model="tiny", prompt="Hello", max_tokens=60, temperature=0).choices[0].text
+    stop = full[20:23]
+    cut = full.index(stop)
+    got = client.completions.create(model="tiny", prompt="Hello", max_tokens=60, temperature=0, stop=[stop, "\x7f"])
+    assert got.choices[0].text == full[:cut] and got.choices[0].finish_reason == "stop"
+    streamed = client.completions.create(model="tiny", prompt="Hello", max_tokens=60, temperature=0, stop=stop,
+                                         stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == full[:cut]
+
+
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
+
+
+def test_chat_uses_the_template_and_streams_the_same_text(server, model_path):
+    client = server.client()
+    got = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=40, temperature=0)
+    prompt = ChatTemplate().render(MESSAGES)
+    model = Model(model_path)
+    expected = model.decode(model.generate(prompt, 40, temperature=0))
+    cut = expected.find("\nUser:")  # the plain template's stop string
+    assert got.choices[0].message.content == (expected if cut < 0 else expected[:cut])
+    assert got.choices[0].message.role == "assistant"
+    assert got.usage.prompt_tokens == len(model.encode(prompt))
+    chunks = list(client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=40, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == got.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == got.usage.completion_tokens
+
+
+def test_eight_concurrent_streams_equal_each_alone(server):
+    client = server.client()
+
+    def ask(seed: int) -> str:
+        stream = client.completions.create(model="tiny", prompt=f"Client {seed}:", max_tokens=80, temperature=0.8,
+                                           seed=seed, stream=True)
+        return "".join(c.choices[0].text for c in stream)
+
+    alone = [ask(seed) for seed in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, range(8)))
+    assert together == alone
+    assert len(set(alone)) == 8
+
+
+BAD = [
+    (b"{not json", 400, None),
+    ({"model": "tiny", "prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
+    ({"model": "tiny", "prompt": "x", "max_tokens": 301}, 400, "max_tokens"),  # over --max-tokens
+    ({"model": "tiny", "prompt": "x", "frobnicate": 1}, 400, "frobnicate"),
+    ({"model": "tiny", "prompt": "x", "temperature": "hot"}, 400, "temperature"),
+    ({"model": "tiny", "prompt": "x", "logprobs": 3}, 400, "logprobs"),
+    ({"model": "tiny", "prompt": "x" * 129}, 400, "prompt"),  # the context is 128
+    ({"model": "tiny", "prompt": "caf\u00e9"}, 400, "prompt"),  # not in the vocabulary
+    ({"model": "tiny", "prompt": ""}, 400, "prompt"),
+    ({"model": "tiny"}, 400, "prompt"),
+    ({"model": "gpt-4", "prompt": "x"}, 404, "model"),
+    ({"prompt": "x"}, 400, "model"),
+    ([1, 2], 400, None),
+]
+BAD_CHAT = [
+    ({"model": "tiny", "messages": []}, 400, "messages"),
+    ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": 3}]}, 400, "messages"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, 400, "tools"),
+]
+
+
+@pytest.mark.parametrize("path,cases", [("v1/completions", BAD), ("v1/chat/completions", BAD_CHAT)])
+def test_bad_requests_get_the_api_error(server, path, cases):
+    for body, status, param in cases:
+        got_status, got = server.post(path, body)
+        assert got_status == status, (body, got)
+        assert set(got["error"]) == {"message", "type", "param", "code"} and got["error"]["message"]
+        assert got["error"]["param"] == param, (body, got)
+    status, got = server.post("v1/nowhere", {})
+    assert status == 404 and "error" in got
+    # and the server still answers
+    assert server.client().completions.create(model="tiny", prompt="x", max_tokens=2).choices[0].text
+
+
+def test_full_queue_is_503_and_a_dropped_stream_frees_its_session(model_path):
+    server = Server(model_path, "--parallel", "1", "--queue", "0", "--max-tokens", "1000000", "--api-key", "sekrit")
+    try:
+        assert server.post("v1/completions", {"model": "tiny", "prompt": "x"})[0] == 401
+        client = server.client(api_key="sekrit")
+        with client.completions.create(model="tiny", prompt="Long:", max_tokens=1000000, temperature=0,
+                                       stream=True) as stream:
+            next(iter(stream))  # generating: the one session is taken
+            with pytest.raises(openai.APIStatusError) as busy:
+                client.completions.create(model="tiny", prompt="x", max_tokens=2)
+            assert busy.value.status_code == 503
+        # the stream is closed: its session comes back long before a million tokens
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                got = client.completions.create(model="tiny", prompt="x", max_tokens=2)
+                break
+            except openai.APIStatusError as e:
+                assert e.status_code == 503 and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert got.choices[0].finish_reason == "length"
+    finally:
+        server.close()
+
+
+def test_public_address_needs_an_api_key(model_path):
+    done = subprocess.run([sys.executable, "-m", "onebit.run.serve", "-m", str(model_path), "--host", "0.0.0.0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "--api-key" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_binding_threads_share_one_model_and_release_the_gil(model_path):
+    """Sessions over one SharedModel on several threads give what each gives alone; a C call lets
+    other Python threads run (cffi drops the GIL), and a Model shared by threads takes turns."""
+    shared = SharedModel(model_path)
+    settings = [SamplerConfig(temperature=0.8, seed=s) for s in range(4)]
+    prompt = shared.encode("Threads:")
+
+    def run(sampler: SamplerConfig) -> list[int]:
+        return list(shared.session().stream(prompt, 200, sampler))
+
+    alone = [run(s) for s in settings]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(run, settings)) == alone
+    model = Model(model_path)
+    with ThreadPoolExecutor(4) as pool:  # one session: the lock serializes the calls
+        got = list(pool.map(lambda s: model.generate(prompt, 200, temperature=0.8, seed=s.seed), settings))
+    assert got == alone
+
+    # the GIL: while one thread is inside one long C call, another keeps running Python
+    session = shared.session()
+    ticks: list[float] = []
+    inside = threading.Event()
+
+    def spin() -> None:
+        inside.wait()
+        while inside.is_set():
+            ticks.append(time.perf_counter())
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    inside.set()
+    start = time.perf_counter()
+    session.generate(prompt, 20000, temperature=0)  # one ob_generate, no callback
+    end = time.perf_counter()
+    inside.clear()
+    spinner.join()
+    middle = [t for t in ticks if start + 0.25 * (end - start) < t < start + 0.75 * (end - start)]
+    assert middle, f"no Python ran during a {end - start:.2f} s C call: the GIL was held"
