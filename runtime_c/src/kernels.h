@@ -7,9 +7,22 @@
  * weights.  Ternary kernels compute acc = sum(c * xq) - sum(xq) with c = w + 1 the stored code.
  *
  * Every kernel has a scalar reference and SIMD twins (AVX2, AVX-512 VNNI on x86-64, NEON on
- * aarch64) in kernels.c.  One x86-64 binary runs everywhere: the SIMD functions are compiled with
+ * aarch64).  One x86-64 binary runs everywhere: the SIMD functions are compiled with
  * function-level target attributes and chosen once at run time (CPUID + XGETBV), or forced with
  * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon.
+ *
+ * Files (one job each, as in ggml):
+ *   kernels_ref.c       scalar references, packed-format helpers, f16 conversion
+ *   kernels_<isa>.c     one file per ISA: kernels_avx2.c, kernels_avx512.c, kernels_neon.c
+ *   kernels_dispatch.c  CPU detection, ONEBIT_ISA, ob_kernels_init
+ *   kernels_impl.h      what they share: the output step ob_out, the row x token tiling driver
+ * To add an ISA "foo": add OB_ISA_FOO before OB_ISA_COUNT below and its name in ob_isa_name
+ * (kernels_dispatch.c); write kernels_foo.c with its body inside #if <the compiler's macro for
+ * foo> ... #else a typedef #endif, ending in ob_kernels_fill_foo(ob_kernels *k) that sets the
+ * entries it accelerates (the others stay the scalar references); declare that function in
+ * kernels_impl.h; add the case to ob_simd_fill, ob_isa_supported and ob_isa_detect.  The Makefile
+ * compiles every src/ file by itself, and tests/test_kernels.c checks every supported ISA against the
+ * references.
  *
  * No globals: ob_kernels_init() fills an ob_kernels table of function pointers that the runtime
  * keeps and passes around.

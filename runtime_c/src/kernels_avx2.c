@@ -1,0 +1,314 @@
+/* kernels_avx2.c - x86-64 AVX2 + FMA + F16C kernels (function-level target attributes). */
+#include "kernels_impl.h"
+
+#if defined(OB_HAVE_X86)
+#include <immintrin.h>
+
+#define OB_T256 __attribute__((target("avx2,fma,f16c")))
+
+/* =================================================================== AVX2 (+FMA, F16C)
+ * T2: a 32-byte block gives weights 0..31 (W & 0x03), 32..63 (W & 0x0C, scale 4), 64..95
+ * ((W >> 4) & 0x03) and 96..127 ((W >> 4) & 0x0C, scale 4).  vpmaddubsw (u8 x s8 -> pairs summed
+ * to s16) cannot saturate: |pair| <= 2 * 12 * 128.  The scale-1 half is shifted left by 2, added
+ * to the scale-4 half in 16 bits (|.| <= 12288), widened with vpmaddwd and the final sum shifted
+ * right by 2 (exact). */
+
+OB_T256 OB_INL int32_t ob256_hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+OB_T256 OB_INL void ob256_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int nblk = (K + 127) / 128;
+    const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_si256();
+    for (int b = 0; b < nblk; b++) {
+        __m256i A0[4], A1[4], A2[4], A3[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32));
+            const __m256i Wh = _mm256_srli_epi16(W, 4);
+            A0[r] = _mm256_and_si256(W, m03);
+            A1[r] = _mm256_and_si256(W, m0c);
+            A2[r] = _mm256_and_si256(Wh, m03);
+            A3[r] = _mm256_and_si256(Wh, m0c);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const int8_t *xp = x + (size_t)t * xs + (size_t)b * 128;
+            const __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
+            const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
+            const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xp + 64));
+            const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xp + 96));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(A0[r], x0), _mm256_maddubs_epi16(A2[r], x2));
+                __m256i s4 = _mm256_add_epi16(_mm256_maddubs_epi16(A1[r], x1), _mm256_maddubs_epi16(A3[r], x3));
+                __m256i s = _mm256_add_epi16(_mm256_slli_epi16(s1, 2), s4);
+                acc[r * T + t] = _mm256_add_epi32(acc[r * T + t], _mm256_madd_epi16(s, ones16));
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = ob256_hsum_epi32(acc[i]) >> 2;
+}
+
+/* T1.6: q = b * 3^i (mod 256) by byte additions; trit = min(q -sat 85, 1) + min(q -sat 170, 1)
+ * = (q * 3) >> 8.  Five vpmaddubsw per block summed in 16 bits (|.| <= 2560), then widened.  The
+ * tail block is copied into zero-padded local buffers and run through the same code. */
+OB_T256 OB_INL void ob256_t16_block(const uint8_t *w, size_t rb, const int8_t *x, size_t xs,
+                                    size_t step, __m256i *acc, const int R, const int T) {
+    const __m256i one8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const __m256i c85 = _mm256_set1_epi8(85), c170 = _mm256_set1_epi8((char)170);
+    __m256i q[4], s[4 * 4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) q[r] = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb));
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) s[i] = _mm256_setzero_si256();
+#pragma GCC unroll 5
+    for (int i = 0; i < 5; i++) {
+        __m256i tr[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            if (i) q[r] = _mm256_add_epi8(q[r], _mm256_add_epi8(q[r], q[r]));
+            tr[r] = _mm256_add_epi8(_mm256_min_epu8(_mm256_subs_epu8(q[r], c85), one8),
+                                    _mm256_min_epu8(_mm256_subs_epu8(q[r], c170), one8));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + (size_t)t * xs + (size_t)i * step));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) s[r * T + t] = _mm256_add_epi16(s[r * T + t], _mm256_maddubs_epi16(tr[r], xv));
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(s[i], ones16));
+}
+
+OB_T256 OB_INL void ob256_t16_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                   int32_t *out, const int R, const int T) {
+    const int nfull = K / 160, rem = K % 160, L = (rem + 4) / 5;
+    __m256i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_si256();
+    for (int b = 0; b < nfull; b++)
+        ob256_t16_block(w + (size_t)b * 32, rb, x + (size_t)b * 160, xs, 32, acc, R, T);
+    if (rem) {
+        uint8_t wt[4 * 32];
+        int8_t xt[4 * 160];
+        memset(wt, 0, sizeof(wt));
+        memset(xt, 0, sizeof(xt));
+        for (int r = 0; r < R; r++) memcpy(wt + r * 32, w + (size_t)r * rb + (size_t)nfull * 32, (size_t)L);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < 5; i++)
+                memcpy(xt + t * 160 + i * 32, x + (size_t)t * xs + (size_t)nfull * 160 + (size_t)(i * L), (size_t)L);
+        ob256_t16_block(wt, 32, xt, 160, 32, acc, R, T);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = ob256_hsum_epi32(acc[i]);
+}
+
+/* B1: 4 bytes -> 32 bytes of 0/1 (byte shuffle, bit test), vpmaddubsw with the activations. */
+OB_T256 OB_INL void ob256_b1_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int nblk = (K + 127) / 128;
+    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bm = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i one8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_si256();
+    for (int b = 0; b < nblk; b++) {
+        __m256i s[4 * 4];
+#pragma GCC unroll 16
+        for (int i = 0; i < R * T; i++) s[i] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i bits[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t v;
+                memcpy(&v, w + (size_t)r * rb + (size_t)b * 16 + (size_t)c * 4, 4);
+                __m256i e = _mm256_shuffle_epi8(_mm256_set1_epi32(v), idx);
+                bits[r] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(e, bm), bm), one8);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + (size_t)t * xs + (size_t)b * 128 + (size_t)c * 32));
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) s[r * T + t] = _mm256_add_epi16(s[r * T + t], _mm256_maddubs_epi16(bits[r], xv));
+            }
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < R * T; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(s[i], ones16));
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = ob256_hsum_epi32(acc[i]);
+}
+
+OB_DEF_TILES(OB_T256, ob256_t2, 4, 2)
+OB_DEF_TILES(OB_T256, ob256_t16, 2, 2)
+OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
+OB_DEF_MATMUL(ob256_t2, OB_WFMT_T2)
+OB_DEF_MATMUL(ob256_t16, OB_WFMT_T16)
+OB_DEF_MATMUL(ob256_b1, OB_WFMT_B1)
+
+OB_T256 static void ob256_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 mx = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) mx = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), absm), mx);
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    float amax = _mm_cvtss_f32(m4);
+    for (; k < K; k++) {
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    float a = 127.0f / fmaxf(amax, 1e-5f);
+    const __m256 va = _mm256_set1_ps(a), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i s = _mm256_setzero_si256();
+    for (k = 0; k + 32 <= K; k += 32) {
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * i), va);
+            v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+            q[i] = _mm256_cvttps_epi32(v);
+            s = _mm256_add_epi32(s, q[i]);
+        }
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(xq + k), _mm256_permutevar8x32_epi32(p, perm));
+    }
+    int32_t sum = ob256_hsum_epi32(s);
+    for (; k < K; k++) {
+        float v = nearbyintf(x[k] * a);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        xq[k] = (int8_t)v;
+        sum += xq[k];
+    }
+    size_t st = ob_act_stride(K);
+    memset(xq + K, 0, st - (size_t)K);
+    *a_out = a;
+    *sum_out = sum;
+}
+
+OB_T256 OB_INL float ob256_hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* Float GEMVs: per row one 8-lane FMA accumulator over the first K & ~7 columns, horizontal sum,
+ * then the last K % 8 products added in order in scalar.  Same sequence for every row. */
+#define OB256_GEMV(name, WT, LOAD8, CVT1)                                                          \
+    OB_T256 static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x,   \
+                             int r0, int r1, float *y) {                                           \
+        int kfull = K & ~7;                                                                        \
+        int r = r0;                                                                                \
+        for (; r + 4 <= r1; r += 4) {                                                              \
+            const WT *p[4];                                                                        \
+            p[0] = w + (size_t)r * ldw;                                                            \
+            p[1] = p[0] + ldw;                                                                     \
+            p[2] = p[1] + ldw;                                                                     \
+            p[3] = p[2] + ldw;                                                                     \
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
+            for (int k = 0; k < kfull; k += 8) {                                                   \
+                __m256 xv = _mm256_loadu_ps(x + k);                                                \
+                c0 = _mm256_fmadd_ps(LOAD8(p[0] + k), xv, c0);                                     \
+                c1 = _mm256_fmadd_ps(LOAD8(p[1] + k), xv, c1);                                     \
+                c2 = _mm256_fmadd_ps(LOAD8(p[2] + k), xv, c2);                                     \
+                c3 = _mm256_fmadd_ps(LOAD8(p[3] + k), xv, c3);                                     \
+            }                                                                                      \
+            float sv[4];                                                                           \
+            sv[0] = ob256_hsum_ps(c0);                                                             \
+            sv[1] = ob256_hsum_ps(c1);                                                             \
+            sv[2] = ob256_hsum_ps(c2);                                                             \
+            sv[3] = ob256_hsum_ps(c3);                                                             \
+            for (int i = 0; i < 4; i++) {                                                          \
+                float s = sv[i];                                                                   \
+                for (int k = kfull; k < K; k++) s += CVT1(p[i][k]) * x[k];                         \
+                y[r + i] = scale ? scale[r + i] * s : s;                                           \
+            }                                                                                      \
+        }                                                                                          \
+        for (; r < r1; r++) {                                                                      \
+            const WT *wr = w + (size_t)r * ldw;                                                    \
+            __m256 acc = _mm256_setzero_ps();                                                      \
+            for (int k = 0; k < kfull; k += 8)                                                     \
+                acc = _mm256_fmadd_ps(LOAD8(wr + k), _mm256_loadu_ps(x + k), acc);                 \
+            float s = ob256_hsum_ps(acc);                                                          \
+            for (int k = kfull; k < K; k++) s += CVT1(wr[k]) * x[k];                               \
+            y[r] = scale ? scale[r] * s : s;                                                       \
+        }                                                                                          \
+    }
+#define OB256_LD_F32(p) _mm256_loadu_ps(p)
+#define OB256_LD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define OB256_LD_Q8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
+OB256_GEMV(ob256_gemv_f32_s, float, OB256_LD_F32, OB_CVT_F32)
+OB256_GEMV(ob256_gemv_f16_s, uint16_t, OB256_LD_F16, OB_CVT_F16)
+/* int8 GEMV: one row at a time (one sequential weight stream, see ob512_q8_rows), four 8-lane
+ * accumulators over k in blocks of 32 (chunk j into accumulator j), remaining 8-chunks into
+ * c0, c1, c2, then ((c0 + c1) + (c2 + c3)), horizontal sum, last K % 8 products in order. */
+OB_T256 static void ob256_gemv_q8_s(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
+                                    int r0, int r1, float *y) {
+    const int k32 = K & ~31, kfull = K & ~7;
+    for (int r = r0; r < r1; r++) {
+        const int8_t *wr = w + (size_t)r * ldw;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        int k = 0;
+        for (; k < k32; k += 32) {
+            c0 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c0);
+            c1 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k + 8), _mm256_loadu_ps(x + k + 8), c1);
+            c2 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k + 16), _mm256_loadu_ps(x + k + 16), c2);
+            c3 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k + 24), _mm256_loadu_ps(x + k + 24), c3);
+        }
+        if (k < kfull) {
+            c0 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c0);
+            k += 8;
+        }
+        if (k < kfull) {
+            c1 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c1);
+            k += 8;
+        }
+        if (k < kfull) {
+            c2 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c2);
+            k += 8;
+        }
+        float s = ob256_hsum_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
+        for (k = kfull; k < K; k++) s += (float)wr[k] * x[k];
+        y[r] = scale[r] * s;
+    }
+}
+static void ob256_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    ob256_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void ob256_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    ob256_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void ob256_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
+                          int r1, float *y) {
+    ob256_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+}
+
+void ob_kernels_fill_avx2(ob_kernels *k) {
+    k->quantize = ob256_quantize;
+    k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
+    k->matmul[OB_WFMT_T16] = ob256_t16_matmul;
+    k->matmul[OB_WFMT_B1] = ob256_b1_matmul;
+    k->gemv_f32 = ob256_gemv_f32;
+    k->gemv_f16 = ob256_gemv_f16;
+    k->gemv_q8 = ob256_gemv_q8;
+}
+#else
+typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */
+#endif /* OB_HAVE_X86 */

@@ -1,0 +1,363 @@
+/* kernels_avx512.c - x86-64 AVX-512 F/BW/VL/VNNI kernels.  Compiled with function-level target
+ * attributes, so one binary still runs on CPUs without AVX-512 (the dispatch never calls these). */
+#include "kernels_impl.h"
+
+#if defined(OB_HAVE_X86)
+#include <immintrin.h>
+
+#define OB_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#ifndef OB_PF_DIST
+#define OB_PF_DIST 0
+#endif
+/* acc += dpbusd(a: u8, b: s8).  Inline asm with a read-write operand: with the intrinsic, GCC 12
+ * copies every accumulator of an unrolled tile once per iteration (and spills); this keeps each
+ * accumulator in one register. */
+#define OB_DP512(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+#define OB_DP256(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+
+/* =================================================================== AVX-512 (F/BW/VL/VNNI)
+ * T2: one 32-byte block is broadcast to both halves of a zmm.  Masking with
+ * [0x03 x32 | 0x0C x32] yields the codes of weights 0..31 (scale 1) and 32..63 (scale 4, the
+ * codes sit in bits 2-3) lined up with activations x[0..63] in natural order; masking with
+ * [0x30 | 0xC0] (or shifting right by 4 and masking again) gives weights 64..127 against x[64..127].
+ * vpdpbusd (u8 codes x s8 activations -> i32) sums four byte products per lane with no
+ * saturation; each i32 lane only ever sees one scale, so the scale is removed exactly by an
+ * arithmetic shift per lane before the horizontal sum. */
+
+OB_T512 OB_INL int32_t ob512_hsum_shift(__m512i v, __m512i sh) {
+    return _mm512_reduce_add_epi32(_mm512_srav_epi32(v, sh));
+}
+
+OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int nblk = (K + 127) / 128;
+    const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
+    const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
+    if (T == 1) { /* GEMV: two accumulators per row (scales 1|4 and 16|64), no shifts */
+        __m512i acc0[8], acc1[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_si512();
+        for (int b = 0; b < nblk; b++) {
+            const __m512i x0 = _mm512_loadu_si512((const void *)(x + b * 128));
+            const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
+#if OB_PF_DIST > 0
+            if ((b & 1) == 0) {
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    _mm_prefetch((const char *)(w + (size_t)r * rb + (size_t)b * 32 + OB_PF_DIST), _MM_HINT_T0);
+            }
+#endif
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m512i W = _mm512_broadcast_i64x4(
+                    _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32)));
+                OB_DP512(acc0[r], _mm512_and_si512(W, m01), x0);
+                OB_DP512(acc1[r], _mm512_and_si512(W, m23), x1);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            out[r] = _mm512_reduce_add_epi32(
+                _mm512_add_epi32(_mm512_srav_epi32(acc0[r], sh01), _mm512_srav_epi32(acc1[r], sh23)));
+        return;
+    }
+    /* GEMM: one accumulator per (row, token): codes of 64..127 shifted down into bits 0-3 */
+    __m512i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_si512();
+    for (int b = 0; b < nblk; b++) {
+        __m512i A[4], B[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m512i W = _mm512_broadcast_i64x4(
+                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32)));
+            A[r] = _mm512_and_si512(W, m01);
+            B[r] = _mm512_and_si512(_mm512_srli_epi16(W, 4), m01);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512i x0 = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + b * 128));
+            const __m512i x1 = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + b * 128 + 64));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                OB_DP512(acc[r * T + t], A[r], x0);
+                OB_DP512(acc[r * T + t], B[r], x1);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = ob512_hsum_shift(acc[i], sh01);
+}
+
+/* T1.6 (ymm, AVX512VL): q = b * 3^i (mod 256) by byte additions, trit = (q >= 86) + (q >= 171)
+ * which equals (q * 3) >> 8 for every byte value; the tail block uses masked loads. */
+OB_T512 OB_INL __m256i ob512_trit(__m256i q, __m256i ones) {
+    __mmask32 k1 = _mm256_cmpge_epu8_mask(q, _mm256_set1_epi8(86));
+    __mmask32 k2 = _mm256_cmpge_epu8_mask(q, _mm256_set1_epi8((char)171));
+    __m256i t = _mm256_maskz_mov_epi8(k1, ones);
+    return _mm256_mask_add_epi8(t, k2, t, ones);
+}
+
+OB_T512 OB_INL void ob512_t16_block(const uint8_t *w, size_t rb, const int8_t *x, size_t xs,
+                                     __m256i *acc, const int R, const int T, const int tail,
+                                     __mmask32 km, int step) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    __m256i q[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+        q[r] = tail ? _mm256_maskz_loadu_epi8(km, w + (size_t)r * rb)
+                    : _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb));
+#pragma GCC unroll 5
+    for (int i = 0; i < 5; i++) {
+        __m256i tr[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            if (i) q[r] = _mm256_add_epi8(q[r], _mm256_add_epi8(q[r], q[r]));
+            tr[r] = ob512_trit(q[r], ones);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const int8_t *xp = x + (size_t)t * xs + (size_t)i * (size_t)step;
+            const __m256i xv = tail ? _mm256_maskz_loadu_epi8(km, xp) : _mm256_loadu_si256((const __m256i *)xp);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) OB_DP256(acc[r * T + t], tr[r], xv);
+        }
+    }
+}
+
+OB_T512 OB_INL void ob512_t16_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                   int32_t *out, const int R, const int T) {
+    const int nfull = K / 160, rem = K % 160, L = (rem + 4) / 5;
+    __m256i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_si256();
+    for (int b = 0; b < nfull; b++)
+        ob512_t16_block(w + (size_t)b * 32, rb, x + (size_t)b * 160, xs, acc, R, T, 0, 0, 32);
+    if (rem)
+        ob512_t16_block(w + (size_t)nfull * 32, rb, x + (size_t)nfull * 160, xs, acc, R, T, 1,
+                        (__mmask32)(((uint64_t)1 << L) - 1), L);
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) {
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc[i]), _mm256_extracti128_si256(acc[i], 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+        out[i] = _mm_cvtsi128_si32(s);
+    }
+}
+
+/* B1: 64 bits -> mask register -> 0/1 bytes -> vpdpbusd with the activations = sum over set bits. */
+OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int n64 = (K + 127) / 128 * 2;
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_si512();
+    for (int c = 0; c < n64; c++) {
+        __m512i bits[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            uint64_t v;
+            memcpy(&v, w + (size_t)r * rb + (size_t)c * 8, 8);
+            bits[r] = _mm512_maskz_mov_epi8(_cvtu64_mask64(v), ones);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512i xv = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + (size_t)c * 64));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) OB_DP512(acc[r * T + t], bits[r], xv);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = _mm512_reduce_add_epi32(acc[i]);
+}
+
+OB_DEF_TILES(OB_T512, ob512_t2, 8, 4)
+OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
+OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
+OB_DEF_MATMUL(ob512_t2, OB_WFMT_T2)
+OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
+OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)
+
+OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
+    __m512 mx = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) mx = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + k)), mx);
+    if (k < K) {
+        __mmask16 km = (__mmask16)((1u << (K - k)) - 1);
+        mx = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(km, x + k)), mx);
+    }
+    float amax = _mm512_reduce_max_ps(mx);
+    float a = 127.0f / fmaxf(amax, 1e-5f);
+    const __m512 va = _mm512_set1_ps(a), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+    __m512i s = _mm512_setzero_si512();
+    for (k = 0; k < K; k += 16) {
+        __mmask16 km = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(km, x + k), va);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+        __m512i q = _mm512_cvttps_epi32(v);
+        s = _mm512_add_epi32(s, q);
+        _mm_mask_storeu_epi8(xq + k, km, _mm512_cvtepi32_epi8(q));
+    }
+    size_t st = ob_act_stride(K);
+    memset(xq + K, 0, st - (size_t)K);
+    *a_out = a;
+    *sum_out = _mm512_reduce_add_epi32(s);
+}
+
+/* Float GEMVs: per row one 16-lane FMA accumulator over k in order, masked tail, then
+ * _mm512_reduce_add_ps.  Rows are processed OB512_GEMV_ROWS at a time (x loaded once, that many
+ * DRAM streams in flight) with the same per-row operation sequence as a lone row, so results
+ * never depend on the row range.  kind: 0 f32, 1 f16, 2 int8 (times scale[r]). */
+#ifndef OB512_GEMV_ROWS
+#define OB512_GEMV_ROWS 4
+#endif
+OB_T512 OB_INL __m512 ob512_ldw(const void *w, size_t i, const int kind) {
+    if (kind == 0) return _mm512_loadu_ps((const float *)w + i);
+    if (kind == 1) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)w + i))));
+}
+OB_T512 OB_INL __m512 ob512_ldw_m(const void *w, size_t i, __mmask16 k, const int kind) {
+    if (kind == 0) return _mm512_maskz_loadu_ps(k, (const float *)w + i);
+    if (kind == 1) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)w + i));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, (const int8_t *)w + i)));
+}
+OB_T512 OB_INL void ob512_gemv_rows(const void *w, const float *scale, size_t ldw, int K, const float *x,
+                                    int r, float *y, const int R, const int kind, const int pfd) {
+    const int esz = kind == 0 ? 4 : kind == 1 ? 2 : 1;
+    const int kfull = K & ~15;
+    const __mmask16 kt = (__mmask16)((1u << (K & 15)) - 1);
+    __m512 c[OB512_GEMV_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) c[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kfull; k += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            size_t idx = (size_t)(r + i) * ldw + (size_t)k;
+            if (pfd) _mm_prefetch((const char *)w + idx * esz + pfd, _MM_HINT_T0);
+            c[i] = _mm512_fmadd_ps(ob512_ldw(w, idx, kind), xv, c[i]);
+        }
+    }
+    if (kt) {
+        const __m512 xv = _mm512_maskz_loadu_ps(kt, x + kfull);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++)
+            c[i] = _mm512_fmadd_ps(ob512_ldw_m(w, (size_t)(r + i) * ldw + (size_t)kfull, kt, kind), xv, c[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        float sum = _mm512_reduce_add_ps(c[i]);
+        y[r + i] = kind == 2 ? scale[r + i] * sum : sum;
+    }
+}
+#define OB512_GEMV(name, kind, pfd)                                                                \
+    OB_T512 static void name(const void *w, const float *scale, size_t ldw, int K, const float *x, \
+                             int r0, int r1, float *y) {                                           \
+        int r = r0;                                                                                \
+        for (; r + OB512_GEMV_ROWS <= r1; r += OB512_GEMV_ROWS)                                    \
+            ob512_gemv_rows(w, scale, ldw, K, x, r, y, OB512_GEMV_ROWS, kind, pfd);                \
+        for (; r < r1; r++) ob512_gemv_rows(w, scale, ldw, K, x, r, y, 1, kind, pfd);              \
+    }
+OB512_GEMV(ob512_gemv_f32_s, 0, 0)
+OB512_GEMV(ob512_gemv_f16_s, 1, 0)
+/* int8 GEMV, its own loop: per row OB512_Q8_NA (2) 16-lane FMA accumulators, k in blocks of
+ * 16 * NA (chunk j of a block into accumulator j), the remaining 16-chunks and the masked tail
+ * continuing the j sequence, then a pairwise tree over the accumulators and _mm512_reduce_add_ps.
+ * The per-row sequence does not depend on OB512_Q8_ROWS (rows sharing the x loads), so results
+ * never depend on the row range.  Measured on Zen 4 (32000 x 2048, 64-byte aligned x, from DRAM):
+ * one row at a time (a single sequential weight stream), 2 accumulators and no software prefetch
+ * ~26 GB/s against a ~32 GB/s plain read; 2 or 4 interleaved rows 7-11 GB/s whatever the prefetch
+ * distance (0.5-4 KB); 4 accumulators ~12 GB/s and 8 erratic (12-26) with aligned x.  In L2 the
+ * loop is compute-bound at ~25-30 GB/s (vpmovsxbd + vcvtdq2ps + FMA per 16 weights). */
+#ifndef OB512_Q8_ROWS
+#define OB512_Q8_ROWS 1
+#endif
+#ifndef OB512_Q8_PF
+#define OB512_Q8_PF 0
+#endif
+#ifndef OB512_Q8_NA
+#define OB512_Q8_NA 2
+#endif
+#define OB512_CVT8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
+OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
+                                  int r, float *y, const int R) {
+    enum { NA = OB512_Q8_NA };
+    const int kb = K - K % (16 * NA);
+    __m512 a[OB512_Q8_ROWS][NA];
+    const int8_t *wr[OB512_Q8_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+#pragma GCC unroll 8
+        for (int j = 0; j < NA; j++) a[i][j] = _mm512_setzero_ps();
+        wr[i] = w + (size_t)(r + i) * ldw;
+    }
+    int k = 0;
+    for (; k < kb; k += 16 * NA) {
+        __m512 xv[NA];
+#pragma GCC unroll 8
+        for (int j = 0; j < NA; j++) xv[j] = _mm512_loadu_ps(x + k + 16 * j);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const int8_t *p = wr[i] + k;
+            if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, _MM_HINT_T0);
+#pragma GCC unroll 8
+            for (int j = 0; j < NA; j++) a[i][j] = _mm512_fmadd_ps(OB512_CVT8(p + 16 * j), xv[j], a[i][j]);
+        }
+    }
+    /* remainder (< 16 * NA): 16-chunks into a[0], a[1], ..., then the masked tail into the next */
+    int j = 0;
+    for (; k + 16 <= K; k += 16, j++) {
+        const __m512 xv = _mm512_loadu_ps(x + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) a[i][j] = _mm512_fmadd_ps(OB512_CVT8(wr[i] + k), xv, a[i][j]);
+    }
+    if (k < K) {
+        const __mmask16 kt = (__mmask16)((1u << (K - k)) - 1);
+        const __m512 xv = _mm512_maskz_loadu_ps(kt, x + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++)
+            a[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(kt, wr[i] + k))), xv,
+                                      a[i][j]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+#pragma GCC unroll 8
+        for (int h = NA / 2; h >= 1; h /= 2)
+#pragma GCC unroll 8
+            for (int t = 0; t < h; t++) a[i][t] = _mm512_add_ps(a[i][t], a[i][t + h]);
+        y[r + i] = scale[r + i] * _mm512_reduce_add_ps(a[i][0]);
+    }
+}
+OB_T512 static void ob512_gemv_q8_s(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
+                                    int r0, int r1, float *y) {
+    int r = r0;
+    for (; r + OB512_Q8_ROWS <= r1; r += OB512_Q8_ROWS) ob512_q8_rows(w, scale, ldw, K, x, r, y, OB512_Q8_ROWS);
+    for (; r < r1; r++) ob512_q8_rows(w, scale, ldw, K, x, r, y, 1);
+}
+static void ob512_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    ob512_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void ob512_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    ob512_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void ob512_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
+                          int r1, float *y) {
+    ob512_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+}
+
+void ob_kernels_fill_avx512(ob_kernels *k) {
+    k->quantize = ob512_quantize;
+    k->matmul[OB_WFMT_T2] = ob512_t2_matmul;
+    k->matmul[OB_WFMT_T16] = ob512_t16_matmul;
+    k->matmul[OB_WFMT_B1] = ob512_b1_matmul;
+    k->gemv_f32 = ob512_gemv_f32;
+    k->gemv_f16 = ob512_gemv_f16;
+    k->gemv_q8 = ob512_gemv_q8;
+}
+#else
+typedef int ob_kernels_avx512_empty; /* ISO C wants a non-empty translation unit */
+#endif /* OB_HAVE_X86 */

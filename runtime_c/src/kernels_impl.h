@@ -1,0 +1,111 @@
+/* kernels_impl.h - what the kernel files share (internal; see kernels.h for the contract and for
+ * how to add an ISA).  Included by kernels_ref.c, kernels_dispatch.c and every kernels_<isa>.c. */
+#ifndef ONEBIT_KERNELS_IMPL_H
+#define ONEBIT_KERNELS_IMPL_H
+
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define OB_HAVE_X86 1
+#endif
+#if defined(__aarch64__)
+#define OB_HAVE_NEON 1
+#endif
+
+#define OB_CVT_F32(v) (v)
+#define OB_CVT_F16(v) ob_f16_to_f32(v)
+#define OB_INL static inline __attribute__((always_inline))
+
+/* The output step of every packed matmul, shared so SIMD and scalar results are bit-identical. */
+static inline float ob_out(int32_t acc, float wscale, float a) {
+    float f = wscale / a;
+    return (float)acc * f;
+}
+
+/* Each ISA file fills the entries it accelerates (the rest keep the scalar references). */
+#if defined(OB_HAVE_X86)
+void ob_kernels_fill_avx2(ob_kernels *k);
+void ob_kernels_fill_avx512(ob_kernels *k);
+#endif
+#if defined(OB_HAVE_NEON)
+void ob_kernels_fill_neon(ob_kernels *k);
+#endif
+
+/* ----------------------------------------------------------------- shared tiling driver
+ * A packed matmul is run as tiles of R rows x T tokens; a tile decodes each weight block once
+ * and multiplies it with T tokens' activations.  Rows are visited in chunks of about 64 KB of
+ * weights; inside a chunk, token tiles are the outer loop (their activations stay in L1) and row
+ * tiles the inner loop (the chunk's weights stay in L2).  The int32 results are exact, so the
+ * tile shape never changes a result. */
+typedef void (*ob_tile_fn)(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                           int32_t *out /* [R][T], row-major, T = the tile's token count */);
+
+typedef struct {
+    ob_tile_fn fn[5][2]; /* [T 1..4][0: R = rbig(T), 1: R = 1] */
+    int rbig[5];
+} ob_tiles;
+
+static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *w, int K, float wscale,
+                         const int8_t *xq, size_t xs, const float *a, const int32_t *xsum, int m,
+                         int r0, int r1, float *y, size_t ldy) {
+    size_t rb = ob_row_bytes(fmt, K);
+    int chunk = (int)(65536 / (rb ? rb : 1));
+    if (chunk < 8) chunk = 8;
+    chunk = chunk / 8 * 8;
+    int32_t out[8 * 4];
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        for (int t0 = 0; t0 < m; t0 += 4) {
+            int T = m - t0 < 4 ? m - t0 : 4;
+            int R = tl->rbig[T];
+            const int8_t *x = xq + (size_t)t0 * xs;
+            for (int r = c0; r < c1;) {
+                int big = c1 - r >= R;
+                int nr = big ? R : 1;
+                tl->fn[T][big ? 0 : 1](w + (size_t)r * rb, rb, K, x, xs, out);
+                for (int i = 0; i < nr; i++)
+                    for (int t = 0; t < T; t++) {
+                        int32_t acc = out[i * T + t];
+                        if (fmt == OB_WFMT_B1) acc = 2 * acc - xsum[t0 + t];
+                        else acc -= xsum[t0 + t];
+                        y[(size_t)(t0 + t) * ldy + r + i] = ob_out(acc, wscale, a[t0 + t]);
+                    }
+                r += nr;
+            }
+        }
+    }
+}
+
+#define OB_DEF_TILE(isa, fmt, tag, R, T)                                                           \
+    isa static void ob_##fmt##_##tag##T(const uint8_t *w, size_t rb, int K, const int8_t *x,        \
+                                        size_t xs, int32_t *out) {                                 \
+        fmt##_tile(w, rb, K, x, xs, out, R, T);                                                    \
+    }
+/* RG: rows per tile for GEMV (T = 1); RM: rows per tile for T = 2..4 tokens. */
+#define OB_DEF_TILES(isa, fmt, RG, RM)                                                             \
+    OB_DEF_TILE(isa, fmt, big, RG, 1)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 1)                                                               \
+    OB_DEF_TILE(isa, fmt, big, RM, 2)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 2)                                                               \
+    OB_DEF_TILE(isa, fmt, big, RM, 3)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 3)                                                               \
+    OB_DEF_TILE(isa, fmt, big, RM, 4)                                                              \
+    OB_DEF_TILE(isa, fmt, one, 1, 4)                                                               \
+    static const ob_tiles fmt##_tiles = {{{NULL, NULL},                                            \
+                                          {ob_##fmt##_big1, ob_##fmt##_one1},                      \
+                                          {ob_##fmt##_big2, ob_##fmt##_one2},                      \
+                                          {ob_##fmt##_big3, ob_##fmt##_one3},                      \
+                                          {ob_##fmt##_big4, ob_##fmt##_one4}},                     \
+                                         {0, RG, RM, RM, RM}};
+#define OB_DEF_MATMUL(fmt, wf)                                                                     \
+    static void fmt##_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs,   \
+                             const float *a, const int32_t *xsum, int m, int r0, int r1, float *y, \
+                             size_t ldy) {                                                         \
+        ob_run_tiles(&fmt##_tiles, wf, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);          \
+    }
+
+#endif /* ONEBIT_KERNELS_IMPL_H */

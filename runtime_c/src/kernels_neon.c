@@ -1,0 +1,203 @@
+/* kernels_neon.c - aarch64 Advanced SIMD kernels (+ dotprod when compiled with it). */
+#include "kernels_impl.h"
+
+#if defined(OB_HAVE_NEON)
+#include <arm_neon.h>
+/* =================================================================== NEON (aarch64)
+ * Codes are decoded with byte shifts / masks (T2), byte multiplies + a widening multiply by 3
+ * (T1.6), or bit tests (B1).  Dot products use vdotq_s32 when compiled with dotprod
+ * (__ARM_FEATURE_DOTPROD), else vmull_s8 / vmlal_high_s8 (|pair| <= 2 * 3 * 128) + vpadalq_s16. */
+#define OB_NINL static inline __attribute__((always_inline))
+
+OB_NINL int32x4_t obn_dot(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    p = vmlal_high_s8(p, a, b);
+    return vpadalq_s16(acc, p);
+#endif
+}
+
+OB_NINL void obn_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                         int32_t *out, const int R, const int T) {
+    const int nblk = (K + 127) / 128;
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    int32x4_t acc[4 * 4];
+    for (int i = 0; i < R * T; i++) acc[i] = vdupq_n_s32(0);
+    for (int b = 0; b < nblk; b++)
+        for (int h = 0; h < 2; h++) { /* bytes 16h .. 16h+15 of the block */
+            int8x16_t c[4][4];
+            for (int r = 0; r < R; r++) {
+                uint8x16_t W = vld1q_u8(w + (size_t)r * rb + (size_t)b * 32 + 16 * h);
+                c[r][0] = vreinterpretq_s8_u8(vandq_u8(W, m3));
+                c[r][1] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(W, 2), m3));
+                c[r][2] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(W, 4), m3));
+                c[r][3] = vreinterpretq_s8_u8(vshrq_n_u8(W, 6));
+            }
+            for (int t = 0; t < T; t++) {
+                const int8_t *xp = x + (size_t)t * xs + (size_t)b * 128 + 16 * h;
+                for (int i = 0; i < 4; i++) {
+                    int8x16_t xv = vld1q_s8(xp + 32 * i);
+                    for (int r = 0; r < R; r++) acc[r * T + t] = obn_dot(acc[r * T + t], c[r][i], xv);
+                }
+            }
+        }
+    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+}
+
+OB_NINL void obn_t16_block(const uint8_t *w, size_t rb, const int8_t *x, size_t xs,
+                           int32x4_t *acc, const int R, const int T) {
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    for (int h = 0; h < 2; h++) {
+        uint8x16_t B[4];
+        for (int r = 0; r < R; r++) B[r] = vld1q_u8(w + (size_t)r * rb + 16 * h);
+        for (int i = 0; i < 5; i++) {
+            int8x16_t tr[4];
+            for (int r = 0; r < R; r++) {
+                uint8x16_t q = vmulq_u8(B[r], vdupq_n_u8(pow3[i]));
+                uint8x8_t lo = vshrn_n_u16(vmull_u8(vget_low_u8(q), vdup_n_u8(3)), 8);
+                uint8x8_t hi = vshrn_n_u16(vmull_high_u8(q, vdupq_n_u8(3)), 8);
+                tr[r] = vreinterpretq_s8_u8(vcombine_u8(lo, hi));
+            }
+            for (int t = 0; t < T; t++) {
+                int8x16_t xv = vld1q_s8(x + (size_t)t * xs + 32 * i + 16 * h);
+                for (int r = 0; r < R; r++) acc[r * T + t] = obn_dot(acc[r * T + t], tr[r], xv);
+            }
+        }
+    }
+}
+
+OB_NINL void obn_t16_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                          int32_t *out, const int R, const int T) {
+    const int nfull = K / 160, rem = K % 160, L = (rem + 4) / 5;
+    int32x4_t acc[4 * 4];
+    for (int i = 0; i < R * T; i++) acc[i] = vdupq_n_s32(0);
+    for (int b = 0; b < nfull; b++) obn_t16_block(w + (size_t)b * 32, rb, x + (size_t)b * 160, xs, acc, R, T);
+    if (rem) {
+        uint8_t wt[4 * 32];
+        int8_t xt[4 * 160];
+        memset(wt, 0, sizeof(wt));
+        memset(xt, 0, sizeof(xt));
+        for (int r = 0; r < R; r++) memcpy(wt + r * 32, w + (size_t)r * rb + (size_t)nfull * 32, (size_t)L);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < 5; i++)
+                memcpy(xt + t * 160 + i * 32, x + (size_t)t * xs + (size_t)nfull * 160 + (size_t)(i * L), (size_t)L);
+        obn_t16_block(wt, 32, xt, 160, acc, R, T);
+    }
+    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+}
+
+OB_NINL void obn_b1_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                         int32_t *out, const int R, const int T) {
+    const int n16 = (K + 127) / 128 * 8;
+    static const uint8_t bmv[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t bm = vld1q_u8(bmv), one8 = vdupq_n_u8(1);
+    int32x4_t acc[4 * 4];
+    for (int i = 0; i < R * T; i++) acc[i] = vdupq_n_s32(0);
+    for (int c = 0; c < n16; c++) {
+        int8x16_t bits[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = w + (size_t)r * rb + (size_t)c * 2;
+            uint8x16_t e = vcombine_u8(vdup_n_u8(p[0]), vdup_n_u8(p[1]));
+            bits[r] = vreinterpretq_s8_u8(vandq_u8(vtstq_u8(e, bm), one8));
+        }
+        for (int t = 0; t < T; t++) {
+            int8x16_t xv = vld1q_s8(x + (size_t)t * xs + (size_t)c * 16);
+            for (int r = 0; r < R; r++) acc[r * T + t] = obn_dot(acc[r * T + t], bits[r], xv);
+        }
+    }
+    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+}
+
+#define OB_NEON_ATTR
+OB_DEF_TILES(OB_NEON_ATTR, obn_t2, 4, 4)
+OB_DEF_TILES(OB_NEON_ATTR, obn_t16, 2, 2)
+OB_DEF_TILES(OB_NEON_ATTR, obn_b1, 4, 4)
+OB_DEF_MATMUL(obn_t2, OB_WFMT_T2)
+OB_DEF_MATMUL(obn_t16, OB_WFMT_T16)
+OB_DEF_MATMUL(obn_b1, OB_WFMT_B1)
+
+static void obn_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
+    float32x4_t mx = vdupq_n_f32(0.0f);
+    int k = 0;
+    for (; k + 4 <= K; k += 4) mx = vmaxnmq_f32(mx, vabsq_f32(vld1q_f32(x + k)));
+    float amax = vmaxnmvq_f32(mx);
+    for (; k < K; k++) {
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    float a = 127.0f / fmaxf(amax, 1e-5f);
+    const float32x4_t va = vdupq_n_f32(a), lo = vdupq_n_f32(-128.0f), hi = vdupq_n_f32(127.0f);
+    int32x4_t s = vdupq_n_s32(0);
+    for (k = 0; k + 8 <= K; k += 8) {
+        float32x4_t v0 = vminq_f32(vmaxq_f32(vrndnq_f32(vmulq_f32(vld1q_f32(x + k), va)), lo), hi);
+        float32x4_t v1 = vminq_f32(vmaxq_f32(vrndnq_f32(vmulq_f32(vld1q_f32(x + k + 4), va)), lo), hi);
+        int32x4_t q0 = vcvtq_s32_f32(v0), q1 = vcvtq_s32_f32(v1);
+        s = vaddq_s32(s, vaddq_s32(q0, q1));
+        int16x8_t q16 = vcombine_s16(vmovn_s32(q0), vmovn_s32(q1));
+        vst1_s8(xq + k, vmovn_s16(q16));
+    }
+    int32_t sum = vaddvq_s32(s);
+    for (; k < K; k++) {
+        float v = nearbyintf(x[k] * a);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        xq[k] = (int8_t)v;
+        sum += xq[k];
+    }
+    size_t st = ob_act_stride(K);
+    memset(xq + K, 0, st - (size_t)K);
+    *a_out = a;
+    *sum_out = sum;
+}
+
+/* Float GEMVs: one 4-lane FMA accumulator per row over K & ~3 columns, vaddvq, then the last
+ * K % 4 products in order in scalar. */
+OB_NINL float32x4_t obn_ld_f32(const float *p) { return vld1q_f32(p); }
+OB_NINL float32x4_t obn_ld_f16(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+OB_NINL float32x4_t obn_ld_q8(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    int8x8_t b = vreinterpret_s8_s32(vdup_n_s32(v));
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))));
+}
+#define OBN_GEMV(name, WT, LOAD4, CVT1)                                                            \
+    static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x, int r0,   \
+                     int r1, float *y) {                                                           \
+        int kfull = K & ~3;                                                                        \
+        for (int r = r0; r < r1; r++) {                                                            \
+            const WT *wr = w + (size_t)r * ldw;                                                    \
+            float32x4_t acc = vdupq_n_f32(0.0f);                                                   \
+            for (int k = 0; k < kfull; k += 4) acc = vfmaq_f32(acc, LOAD4(wr + k), vld1q_f32(x + k)); \
+            float s = vaddvq_f32(acc);                                                             \
+            for (int k = kfull; k < K; k++) s += CVT1(wr[k]) * x[k];                               \
+            y[r] = scale ? scale[r] * s : s;                                                       \
+        }                                                                                          \
+    }
+OBN_GEMV(obn_gemv_f32_s, float, obn_ld_f32, OB_CVT_F32)
+OBN_GEMV(obn_gemv_f16_s, uint16_t, obn_ld_f16, ob_f16_to_f32)
+OBN_GEMV(obn_gemv_q8_s, int8_t, obn_ld_q8, (float))
+static void obn_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    obn_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void obn_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    obn_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void obn_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
+                        int r1, float *y) {
+    obn_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+}
+
+void ob_kernels_fill_neon(ob_kernels *k) {
+    k->quantize = obn_quantize;
+    k->matmul[OB_WFMT_T2] = obn_t2_matmul;
+    k->matmul[OB_WFMT_T16] = obn_t16_matmul;
+    k->matmul[OB_WFMT_B1] = obn_b1_matmul;
+    k->gemv_f32 = obn_gemv_f32;
+    k->gemv_f16 = obn_gemv_f16;
+    k->gemv_q8 = obn_gemv_q8;
+}
+#else
+typedef int ob_kernels_neon_empty; /* ISO C wants a non-empty translation unit */
+#endif /* OB_HAVE_NEON */

@@ -1,0 +1,263 @@
+/* kernels_ref.c - the scalar references every SIMD kernel is tested against, the packed-format
+ * helpers (row sizes, f16 conversion, the reference packer).  Portable C99, no intrinsics. */
+#include "kernels_impl.h"
+
+/* ================================================================= small helpers */
+
+size_t ob_row_bytes(ob_wfmt fmt, int K) {
+    if (K < 0) return 0;
+    switch (fmt) {
+    case OB_WFMT_T2: return (size_t)((K + 127) / 128) * 32;
+    case OB_WFMT_T16: {
+        int r = K % 160;
+        return (size_t)(K / 160) * 32 + (size_t)((r + 4) / 5);
+    }
+    case OB_WFMT_B1: return (size_t)((K + 127) / 128) * 16;
+    default: return 0;
+    }
+}
+
+/* Covers T2 / B1 (K rounded up to 128) and T1.6 (its tail reads up to 160*(K/160) + 5*L <= K+4).
+ * SIMD kernels may read any byte below the stride. */
+size_t ob_act_stride(int K) {
+    if (K < 0) K = 0;
+    return (size_t)((K + 4 + 127) / 128) * 128;
+}
+
+float ob_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalize */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400u) == 0);
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13); /* inf / nan (payload kept) */
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t ob_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
+    if (ax < 0x38800000u) {                                 /* result subnormal or zero */
+        if (ax < 0x33000000u) return (uint16_t)sign;        /* < 2^-25: rounds to 0 */
+        uint32_t e = ax >> 23;                      /* 102..112 */
+        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+        uint32_t s = 126u - e; /* value / 2^-24 = m * 2^(e-126): drop s = 14..24 bits */
+        uint32_t q = m >> s;
+        uint32_t rem = m & ((1u << s) - 1u);
+        uint32_t half = 1u << (s - 1);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t e = (ax >> 23) - 127 + 15;
+    uint32_t m = ax & 0x7fffffu;
+    uint32_t q = (e << 10) | (m >> 13);
+    uint32_t rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++; /* may carry into exp: correct */
+    return (uint16_t)(sign | q);
+}
+
+void ob_row_f16_to_f32(const uint16_t *src, int K, float *dst) {
+    for (int k = 0; k < K; k++) dst[k] = ob_f16_to_f32(src[k]);
+}
+
+void ob_row_q8_to_f32(const int8_t *src, float scale, int K, float *dst) {
+    for (int k = 0; k < K; k++) dst[k] = scale * (float)src[k];
+}
+
+/* ----- T1.6 byte encoding (DESIGN.md) */
+static uint8_t t16_encode(const int t[5]) {
+    int v = t[0] * 81 + t[1] * 27 + t[2] * 9 + t[3] * 3 + t[4];
+    return (uint8_t)((v * 256 + 242) / 243);
+}
+static int t16_decode(uint8_t b, int slot) {
+    static const int pow3[5] = {1, 3, 9, 27, 81};
+    unsigned q = ((unsigned)b * (unsigned)pow3[slot]) & 255u;
+    return (int)((q * 3u) >> 8);
+}
+
+int ob_pack_row_ref(ob_wfmt fmt, const int8_t *q, int K, uint8_t *out) {
+    size_t nb = ob_row_bytes(fmt, K);
+    if (fmt == OB_WFMT_T2) {
+        for (int k = 0; k < K; k++)
+            if (q[k] < -1 || q[k] > 1) return -1;
+        memset(out, 0x55, nb); /* code 1 everywhere (padding = 0) */
+        for (int k = 0; k < K; k++) {
+            int blk = k / 128, i = (k % 128) / 32, j = k % 32;
+            uint8_t *p = out + blk * 32 + j;
+            *p = (uint8_t)((*p & ~(3u << (2 * i))) | ((unsigned)(q[k] + 1) << (2 * i)));
+        }
+        return 0;
+    }
+    if (fmt == OB_WFMT_T16) {
+        for (int k = 0; k < K; k++)
+            if (q[k] < -1 || q[k] > 1) return -1;
+        int nfull = K / 160, r = K % 160;
+        for (int blk = 0; blk < nfull; blk++)
+            for (int j = 0; j < 32; j++) {
+                int t[5];
+                for (int i = 0; i < 5; i++) t[i] = q[blk * 160 + j + 32 * i] + 1;
+                out[blk * 32 + j] = t16_encode(t);
+            }
+        if (r > 0) {
+            int L = (r + 4) / 5;
+            for (int j = 0; j < L; j++) {
+                int t[5];
+                for (int i = 0; i < 5; i++) {
+                    int idx = j + L * i;
+                    t[i] = idx < r ? q[nfull * 160 + idx] + 1 : 1;
+                }
+                out[nfull * 32 + j] = t16_encode(t);
+            }
+        }
+        return 0;
+    }
+    if (fmt == OB_WFMT_B1) {
+        memset(out, 0, nb);
+        for (int k = 0; k < K; k++)
+            if (q[k] > 0) out[k / 8] |= (uint8_t)(1u << (k % 8));
+        return 0;
+    }
+    return -1;
+}
+
+/* ================================================================= scalar references */
+
+void ob_quantize_ref(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++) {
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    float a = 127.0f / fmaxf(amax, 1e-5f);
+    int32_t s = 0;
+    for (int k = 0; k < K; k++) {
+        float v = nearbyintf(x[k] * a);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        xq[k] = (int8_t)v;
+        s += xq[k];
+    }
+    size_t st = ob_act_stride(K);
+    memset(xq + K, 0, st - (size_t)K);
+    *a_out = a;
+    *sum_out = s;
+}
+
+
+void ob_matmul_t2_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy) {
+    size_t rb = ob_row_bytes(OB_WFMT_T2, K);
+    int nblk = (K + 127) / 128;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = w + (size_t)r * rb;
+        for (int t = 0; t < m; t++) {
+            const int8_t *x = xq + (size_t)t * xq_stride;
+            int32_t acc = 0;
+            for (int b = 0; b < nblk; b++) {
+                const uint8_t *wb = wr + b * 32;
+                const int8_t *xb = x + b * 128;
+                for (int j = 0; j < 32; j++) {
+                    unsigned v = wb[j];
+                    acc += (int32_t)(v & 3u) * xb[j] + (int32_t)((v >> 2) & 3u) * xb[32 + j] +
+                           (int32_t)((v >> 4) & 3u) * xb[64 + j] + (int32_t)(v >> 6) * xb[96 + j];
+                }
+            }
+            y[(size_t)t * ldy + r] = ob_out(acc - xsum[t], wscale, a[t]);
+        }
+    }
+}
+
+void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                       size_t ldy) {
+    size_t rb = ob_row_bytes(OB_WFMT_T16, K);
+    int nfull = K / 160, rem = K % 160, L = (rem + 4) / 5;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = w + (size_t)r * rb;
+        for (int t = 0; t < m; t++) {
+            const int8_t *x = xq + (size_t)t * xq_stride;
+            int32_t acc = 0;
+            for (int b = 0; b < nfull; b++) {
+                const uint8_t *wb = wr + b * 32;
+                const int8_t *xb = x + b * 160;
+                for (int j = 0; j < 32; j++)
+                    for (int i = 0; i < 5; i++) acc += t16_decode(wb[j], i) * xb[j + 32 * i];
+            }
+            if (rem) {
+                const uint8_t *wb = wr + nfull * 32;
+                const int8_t *xb = x + nfull * 160;
+                for (int j = 0; j < L; j++)
+                    for (int i = 0; i < 5; i++) acc += t16_decode(wb[j], i) * xb[j + L * i];
+            }
+            y[(size_t)t * ldy + r] = ob_out(acc - xsum[t], wscale, a[t]);
+        }
+    }
+}
+
+void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy) {
+    size_t rb = ob_row_bytes(OB_WFMT_B1, K);
+    int kp = (K + 127) / 128 * 128;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = w + (size_t)r * rb;
+        for (int t = 0; t < m; t++) {
+            const int8_t *x = xq + (size_t)t * xq_stride;
+            int32_t s = 0; /* sum of x where the bit is set */
+            for (int k = 0; k < kp; k++)
+                if ((wr[k >> 3] >> (k & 7)) & 1) s += x[k];
+            y[(size_t)t * ldy + r] = ob_out(2 * s - xsum[t], wscale, a[t]);
+        }
+    }
+}
+
+void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    for (int r = r0; r < r1; r++) {
+        const float *wr = w + (size_t)r * ldw;
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += wr[k] * x[k];
+        y[r] = s;
+    }
+}
+
+void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1,
+                     float *y) {
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * ldw;
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += ob_f16_to_f32(wr[k]) * x[k];
+        y[r] = s;
+    }
+}
+
+void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
+                    int r1, float *y) {
+    for (int r = r0; r < r1; r++) {
+        const int8_t *wr = w + (size_t)r * ldw;
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += (float)wr[k] * x[k];
+        y[r] = scale[r] * s;
+    }
+}
