@@ -1,0 +1,178 @@
+"""`onebit chat`: the conversation keeps its history in the KV-cache, answers what the server's
+chat API answers for the same messages, and the terminal program works through a pseudo-terminal
+(two turns, /save, /system, Ctrl-C stopping an answer but not the program)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.errors import OnebitError
+from onebit.run.c import Model, SharedModel
+from onebit.run.chat import Conversation
+from onebit.run.chat_template import PLAIN, ChatTemplate, ChatTemplateError, template_for
+from onebit.run.textgen import TextGeneration
+from onebit.sampling import SamplerConfig
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
+                                reason="the C runtime needs cc and make")
+
+# a template of the Llama-3 kind, written with plain-text markers (the test vocabulary has no specials)
+TAGGED = ("{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def model_path(random_checkpoint, tmp_path_factory) -> Path:
+    ckpt = random_checkpoint(randomize=3, vocab_size=96, max_seq_len=256, dim=64, ffn_dim=128,
+                             tie_embeddings=False)
+    out = tmp_path_factory.mktemp("chat") / "tiny.1bit"
+    export_1bit(ckpt, out, ExportOptions())
+    return out
+
+
+def api_answer(model_path: Path, template: ChatTemplate, messages: list[dict], n: int, sampler: SamplerConfig) -> str:
+    """What the server computes for a chat request: the whole prompt from an empty context."""
+    model = SharedModel(model_path)
+    session = model.session()
+    tokens = session.stream(model.encode(template.render(messages)), n, sampler)
+    gen = TextGeneration(model, tokens, n, template.stop, template.stop_tokens)
+    return "".join(gen)
+
+
+class CountingSession:
+    """A session that counts the prompt tokens it is asked to evaluate."""
+
+    def __init__(self, session):
+        self._s, self.prefilled = session, 0
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def stream(self, prompt, max_tokens, sampler):
+        self.prefilled += len(prompt)
+        return self._s.stream(prompt, max_tokens, sampler)
+
+
+@pytest.mark.parametrize("template", [ChatTemplate(), ChatTemplate(source=TAGGED, stop=("<|end|>",), bos_token="~")],
+                         ids=["plain", "tagged"])
+def test_turns_continue_the_cache_and_equal_the_api(model_path, template):
+    model = SharedModel(model_path)
+    session = CountingSession(model.session())
+    chat = Conversation(session, template, system="Be brief.")
+    sampler = SamplerConfig(temperature=0.8, seed=5)
+    history = [{"role": "system", "content": "Be brief."}]
+    for turn, text in enumerate(["Hello there.", "And then?", "Bye."]):
+        before = session.prefilled
+        answer = "".join(chat.reply(text, 30, sampler))
+        history.append({"role": "user", "content": text})
+        assert answer == api_answer(model_path, template, history, 30, sampler), turn
+        history.append({"role": "assistant", "content": answer})
+        assert chat.messages == history
+        if turn:  # only the new message's text (and the last answer's last token) went through the model
+            prompt_tokens = len(model.encode(template.render(history[:-1])))
+            assert session.prefilled - before < prompt_tokens // 2
+
+
+def test_history_past_the_context_slides(model_path):
+    model = SharedModel(model_path)
+    chat = Conversation(model.session(n_ctx=48), ChatTemplate())  # the model's context is 256
+    for i in range(6):  # about 6 x 40 tokens through a 48-token context
+        answer = "".join(chat.reply(f"Turn {i}.", 25, SamplerConfig(temperature=0)))
+        assert chat.messages[-1] == {"role": "assistant", "content": answer}
+    assert chat.session.pos <= 48
+    with pytest.raises(OnebitError, match="longer than the context"):
+        list(chat.reply("x" * 60, 5, SamplerConfig()))
+
+
+def test_stop_strings_are_held_back_until_they_cannot_match(model_path):
+    model = SharedModel(model_path)
+    ids = model.encode("abc<|en|>def<|end|>ghi")
+    gen = TextGeneration(model, iter(ids), 100, stop=["<|end|>"])
+    pieces = list(gen)
+    assert "".join(pieces) == gen.text == "abc<|en|>def" and gen.finish_reason == "stop"
+    assert pieces[:4] == ["a", "b", "c", "<|en|"]  # "<", "<|", "<|e", "<|en" might have begun "<|end|>"
+    assert gen.tokens == ids[:len("abc<|en|>def<|end|>")]
+    gen = TextGeneration(model, iter(ids[:5]), 5, stop=["c<|x"])
+    assert "".join(gen) == "abc<|" and gen.finish_reason == "length"  # the held-back tail comes out at the end
+    gen = TextGeneration(model, iter(ids), 100, stop_tokens=[ids[3]])
+    assert "".join(gen) == "abc" and gen.finish_reason == "stop"
+
+
+def test_templates_from_metadata():
+    assert template_for({"tokenizer": {"type": "char"}}).source == PLAIN
+    t = template_for({"tokenizer": {"chat_template": TAGGED, "special_tokens": {"<|endoftext|>": 7},
+                                    "bos_token": "~"}, "chat_stop": ["<|end|>"]})
+    assert t.stop == ("<|end|>",) and t.stop_tokens == {7}
+    assert t.render([{"role": "user", "content": "hi"}]) == "~<|user|>\nhi<|end|>\n<|assistant|>\n"
+    assert template_for({"chat_template": TAGGED}).render([], add_generation_prompt=False) == ""
+    with pytest.raises(ChatTemplateError, match="template failed: Expected an expression"):
+        ChatTemplate(source="{% for %}").render([])
+    with pytest.raises(ChatTemplateError, match="no"):
+        ChatTemplate(source="{{ raise_exception('no system messages') }}").render([])
+    with pytest.raises(ChatTemplateError, match="role"):
+        ChatTemplate().render([{"role": "robot", "content": "x"}])
+    # the sandbox: no reaching Python internals from a model's template
+    with pytest.raises(ChatTemplateError):
+        ChatTemplate(source="{{ messages.__class__.__mro__[1].__subclasses__() }}").render([])
+
+
+def test_terminal_chat_two_turns_save_and_ctrl_c(model_path, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    sampler = SamplerConfig(temperature=0.8, seed=11)
+    first = api_answer(model_path, ChatTemplate(), [{"role": "user", "content": "Hello there."}], 40, sampler)
+    second = api_answer(model_path, ChatTemplate(), [
+        {"role": "user", "content": "Hello there."}, {"role": "assistant", "content": first},
+        {"role": "user", "content": "And then?"}], 40, SamplerConfig(temperature=0.8, seed=12))
+    child = pexpect.spawn(sys.executable, ["-m", "onebit.run.chat", str(model_path), "-n", "40", "--seed", "11"],
+                          encoding="utf-8", timeout=60, dimensions=(50, 500))
+    try:
+        child.expect_exact("> ")
+        for text, answer in [("Hello there.", first), ("And then?", second)]:
+            child.sendline(text)
+            child.expect_exact(text + "\r\n")  # the terminal's echo
+            child.expect_exact(answer.replace("\n", "\r\n") + "\r\n> ")
+        saved = tmp_path / "chat.json"
+        child.sendline(f"/save {saved}")
+        child.expect_exact("(saved to")
+        child.expect_exact("> ")
+        assert json.loads(saved.read_text())["messages"][-1] == {"role": "assistant", "content": second}
+        child.sendline("/system You speak in verse.")
+        child.expect_exact("conversation reset)\r\n> ")
+        # a long answer, stopped by Ctrl-C: the program stays and the next turn is answered
+        child.sendline("/bogus")
+        child.expect_exact("unknown command /bogus")
+        child.expect_exact("> ")
+        child.close(force=True)
+        child = pexpect.spawn(sys.executable, ["-m", "onebit.run.chat", str(model_path), "-n", "100000000"],
+                              encoding="utf-8", timeout=60)
+        child.expect_exact("> ")
+        child.sendline("Go on forever.")
+        child.expect_exact("Go on forever.\r\n")
+        child.expect(r"\S")  # the answer is being written
+        child.sendintr()
+        child.expect_exact("(stopped)\r\n> ")
+        child.sendline("/reset")
+        child.expect_exact("(conversation reset)\r\n> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        child.close(force=True)
+
+
+def test_chat_cli_bad_input_is_one_line(model_path, tmp_path):
+    import subprocess
+
+    for args in (["nope.1bit"], [str(model_path), "--temperature", "-1"], [str(model_path), "--max-tokens", "0"]):
+        done = subprocess.run([sys.executable, "-m", "onebit.run.chat", *args], capture_output=True, text=True,
+                              input="", timeout=60)
+        assert done.returncode != 0 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, args
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    Model(model_path)  # the file itself is fine
