@@ -125,8 +125,13 @@ class TokenData:
     val: np.ndarray
     path: Path | None = field(default=None, compare=False)
 
-    def batch(self, split: str, batch_size: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch_size random windows: x = tokens[i : i + seq_len], y = tokens[i + 1 : i + seq_len + 1]."""
+    def batch(self, split: str, batch_size: int, seq_len: int, gen: torch.Generator,
+              rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch_size random windows: x = tokens[i : i + seq_len], y = tokens[i + 1 : i + seq_len + 1].
+
+        rows: this rank's share of the windows. Every rank draws the whole batch from the same
+        generator and keeps its rows, so the data order is the same for any number of processes.
+        """
         if split not in ("train", "val"):
             raise DataError(f"split must be 'train' or 'val', got {split!r}")
         data = self.train if split == "train" else self.val
@@ -134,6 +139,8 @@ class TokenData:
         if starts <= 0:
             raise DataError(f"the {split} split has {len(data)} tokens, too few for windows of {seq_len} + 1")
         ix = torch.randint(starts, (batch_size,), generator=gen).numpy()
+        if rows is not None:
+            ix = ix[rows]
         # fancy indexing a memmap reads only the requested windows
         windows = torch.from_numpy(data[ix[:, None] + np.arange(seq_len + 1)].astype(np.int64))
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()

@@ -60,6 +60,14 @@ class TrainConfig:
     eval_interval: int = 250
     eval_batches: int = 20
     ckpt_interval: int = 1000
+    # many processes (torchrun); none of these changes what is computed, only where
+    fsdp: bool = False  # shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+    sharded_checkpoint: bool = False  # FSDP: every rank writes its shard (torch.distributed.checkpoint)
+    dist_timeout: float = 600.0  # seconds a collective may wait for a peer before the run stops
+    # distillation: loss = CE + kd_weight * T^2 * KL(teacher || student) at temperature T
+    teacher: str | None = None
+    kd_weight: float = 1.0  # used only with a teacher
+    kd_temperature: float = 1.0
 
     def validate(self) -> "TrainConfig":
         positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "ckpt_interval")
@@ -82,6 +90,13 @@ class TrainConfig:
             raise TrainConfigError(f"device must be cpu or cuda, got {self.device!r}")
         if self.seed < 0:
             raise TrainConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.dist_timeout <= 0:
+            raise TrainConfigError(f"dist_timeout must be positive, got {self.dist_timeout}")
+        if self.sharded_checkpoint and not self.fsdp:
+            raise TrainConfigError("sharded_checkpoint needs fsdp (DDP and single runs write full checkpoints)")
+        if self.kd_weight < 0 or self.kd_temperature <= 0:
+            raise TrainConfigError(f"kd_weight must be >= 0 and kd_temperature > 0, got {self.kd_weight}, "
+                                   f"{self.kd_temperature}")
         return self
 
     def model_config(self, vocab_size: int) -> ModelConfig:

@@ -26,9 +26,12 @@ from onebit.errors import cli_errors
 from onebit.progress import progress_bar
 from onebit.tokenizer import Tokenizer, make_tokenizer
 from onebit.train.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from onebit.train import distributed
 from onebit.train.data import TokenData, default_cache_dir, prepare_tokens, resolve_corpus
+from onebit.train.distributed import DistributedError, World
 from onebit.train.metrics import MetricsLog, perplexity
 from onebit.train.model import Transformer
+from onebit.train.parallel import Parallel, TrainLoss
 from onebit.train.presets import DEFAULT_PRESET, PRESETS, TrainConfig, TrainConfigError, preset_config
 from onebit.train.schedule import anneal_alpha, learning_rate, weight_decay
 
@@ -36,13 +39,20 @@ EVAL_SEED = 0x5EED  # the fixed validation batches: the same windows at every ev
 TRAIN_CONFIG_KEY = "train_config"
 
 
+_WORLD = World()  # this process' rank: only rank 0 logs
+
+
 def log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    if _WORLD.is_main:
+        tqdm.write(message, file=sys.stderr)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, world: World = World()) -> torch.device:
+    """cpu, or cuda (one GPU per process: the launcher's LOCAL_RANK picks it)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainConfigError("--device cuda: no CUDA device is available")
+    if name == "cuda" and world.size > 1:
+        return torch.device("cuda", world.local_rank)
     return torch.device(name)
 
 
@@ -78,10 +88,18 @@ class Progress:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: Transformer, tokenizer: Tokenizer, data: TokenData,
-                 out_dir: Path, device: torch.device):
+                 out_dir: Path, device: torch.device, world: World = World(),
+                 teacher: Transformer | None = None):
         self.cfg, self.model, self.tokenizer, self.data = cfg, model, tokenizer, data
-        self.out_dir, self.device = out_dir, device
+        self.out_dir, self.device, self.world, self.teacher = out_dir, device, world, teacher
         self.seq_len = model.cfg.max_seq_len
+        if cfg.batch_size % world.size:
+            raise DistributedError(f"--batch-size {cfg.batch_size} does not divide evenly among {world.size} "
+                                   "processes (it is the global batch)")
+        self.rows = distributed.rank_slice(cfg.batch_size, world) if world.size > 1 else None
+        loss = TrainLoss(model, cfg.label_smoothing, cfg.kd_weight, cfg.kd_temperature)
+        # wrapped (or sharded) before the optimizer sees the parameters: FSDP replaces them
+        self.parallel = Parallel(model, loss, world, cfg.fsdp, device)
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                            eps=1e-8)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -96,7 +114,7 @@ class Trainer:
         return {
             "step": self.progress.step,
             "progress": vars(self.progress).copy(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.parallel.full_optimizer_state(self.optimizer),
             "scheduler": {"kind": self.cfg.schedule, "step": self.progress.step},  # schedules are f(step)
             "data_generator": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -106,7 +124,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
             self.gen.set_state(state["data_generator"])
             torch.set_rng_state(state["torch_rng"])
             if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -116,16 +134,34 @@ class Trainer:
             raise TrainConfigError(f"train_state.pt does not fit this run ({type(e).__name__}: {e})") from None
 
     def save(self) -> None:
+        """Rank 0 writes the checkpoint; under FSDP every rank first takes part in gathering it."""
         meta = {"step": self.progress.step, "val_loss": self.progress.val_loss,
                 "onebit_version": onebit.__version__, "quant": self.cfg.quant,
                 TRAIN_CONFIG_KEY: self.cfg.to_dict()}
-        save_checkpoint(self.out_dir, self.model, self.tokenizer, meta, self.state_dict())
+        if self.parallel.mode == "single":
+            save_checkpoint(self.out_dir, self.model, self.tokenizer, meta, self.state_dict())
+            return
+        if self.cfg.sharded_checkpoint:
+            from onebit.train.dist_checkpoint import save_sharded
+
+            save_sharded(self, meta)
+        else:
+            weights, state = self.parallel.full_model_state(), self.state_dict()
+            if self.world.is_main:
+                save_checkpoint(self.out_dir, full_model(self.model.cfg, weights), self.tokenizer, meta, state)
+        distributed.barrier(self.world)  # nobody runs ahead into a checkpoint that is still being written
 
     # -- steps ---------------------------------------------------------------------------------
 
     def _batch(self, split: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.data.batch(split, self.cfg.batch_size, self.seq_len, gen)
+        x, y = self.data.batch(split, self.cfg.batch_size, self.seq_len, gen, rows=self.rows)
         return x.to(self.device), y.to(self.device)
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.teacher is None:
+            return None
+        with torch.no_grad(), torch.autocast(**self.autocast):
+            return self.teacher(x)[0]
 
     def train_step(self) -> float:
         cfg, step = self.cfg, self.progress.step
@@ -137,12 +173,16 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(cfg.grad_accum):
+        for micro in range(cfg.grad_accum):
             x, y = self._batch("train", self.gen)
-            with torch.autocast(**self.autocast):
-                loss = self.model.loss(x, y, label_smoothing=cfg.label_smoothing)
-            (loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
+            teacher_logits = self._teacher_logits(x)
+            # accumulation: one gradient reduction per step, on the last micro-batch
+            with self.parallel.sync(micro == cfg.grad_accum - 1):
+                with torch.autocast(**self.autocast):
+                    loss, ce = self.parallel.module(x, y, teacher_logits)
+                (loss / cfg.grad_accum).backward()
+            total += ce.item() / cfg.grad_accum
+        total = distributed.mean_across(self.world, [total])[0]  # every rank logs and checks the same loss
         if not math.isfinite(total):
             raise TrainConfigError(f"the loss diverged at step {step} (lr {lr:g}); try a lower --lr")
         if cfg.grad_clip > 0:
@@ -167,16 +207,20 @@ class Trainer:
             # no autocast: the eval BitLinear's integer products are exact only in fp32
             losses.append(self.model.loss(x, y).item())
         self.model.train()
+        losses = distributed.mean_across(self.world, losses)  # each rank saw its rows of every batch
         return sum(losses) / len(losses)
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, metrics: MetricsLog, show_progress: bool = True, stop_after: int | None = None) -> Progress:
-        """Train to max_steps, or checkpoint and stop at step stop_after (as if interrupted there)."""
+    def run(self, metrics: MetricsLog | None, show_progress: bool = True, stop_after: int | None = None) -> Progress:
+        """Train to max_steps, or checkpoint and stop at step stop_after (as if interrupted there).
+
+        metrics is None on every rank but 0.
+        """
         cfg, p = self.cfg, self.progress
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.seq_len
         bar = progress_bar(total=cfg.max_steps, initial=p.step, desc="train", unit="step",
-                           disable=not show_progress, dynamic_ncols=True)
+                           disable=not (show_progress and self.world.is_main), dynamic_ncols=True)
         window_start, window_steps = time.perf_counter(), 0
         while p.step < cfg.max_steps:
             t0 = time.perf_counter()
@@ -190,10 +234,11 @@ class Trainer:
             last = p.step == cfg.max_steps
             if p.step % cfg.eval_interval == 0 or last:
                 p.val_loss = self.evaluate()
-                metrics.append({"step": p.step, "train_loss": p.loss_sum / max(p.loss_count, 1),
-                                "val_loss": p.val_loss, "val_ppl": perplexity(p.val_loss),
-                                "lr": learning_rate(cfg, p.step - 1), "tokens_per_s": tokens_per_s,
-                                "elapsed_s": p.elapsed_s})
+                if metrics is not None:
+                    metrics.append({"step": p.step, "train_loss": p.loss_sum / max(p.loss_count, 1),
+                                    "val_loss": p.val_loss, "val_ppl": perplexity(p.val_loss),
+                                    "lr": learning_rate(cfg, p.step - 1), "tokens_per_s": tokens_per_s,
+                                    "elapsed_s": p.elapsed_s})
                 log(f"step {p.step}: train loss {p.loss_sum / max(p.loss_count, 1):.4f}, "
                     f"val loss {p.val_loss:.4f}, val ppl {perplexity(p.val_loss):.2f}")
                 p.loss_sum, p.loss_count = 0.0, 0
@@ -211,56 +256,123 @@ class Trainer:
 # Building a run
 
 
-def _load_data(cfg: TrainConfig, tokenizer: Tokenizer) -> TokenData:
-    corpus = resolve_corpus(cfg.data)
-    return prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
+def full_model(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> Transformer:
+    """A plain CPU Transformer holding gathered weights (what rank 0 saves under FSDP)."""
+    model = Transformer(cfg)
+    model.load_state_dict(weights)
+    return model
 
 
-def new_run(cfg: TrainConfig, out_dir: Path, expect_vocab: int | None = None) -> Trainer:
-    device = resolve_device(cfg.device)
+def _load_data(cfg: TrainConfig, tokenizer: Tokenizer, world: World) -> TokenData:
+    """Tokenize once: the first process on each machine fills the cache, the others then read it."""
     corpus = resolve_corpus(cfg.data)
-    tokenizer = make_tokenizer(cfg.tokenizer, corpus, cfg.vocab_size)
-    if expect_vocab is not None and tokenizer.vocab_size != expect_vocab:
-        raise TrainConfigError(f"--vocab-size {expect_vocab} does not match the tokenizer's "
-                               f"{tokenizer.vocab_size} tokens ({cfg.tokenizer})")
-    data = prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
-    torch.manual_seed(cfg.seed)
+    data = None
+    if world.local_rank == 0:
+        data = prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
+    distributed.barrier(world)
+    if data is None:
+        data = prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
+    return data
+
+
+def _tokenizer(cfg: TrainConfig, world: World, expect_vocab: int | None) -> Tokenizer:
+    """Rank 0 builds (or trains) the tokenizer; every other rank receives the very same one."""
+    text = None
+    if world.is_main:
+        tokenizer = make_tokenizer(cfg.tokenizer, resolve_corpus(cfg.data), cfg.vocab_size)
+        if expect_vocab is not None and tokenizer.vocab_size != expect_vocab:
+            raise TrainConfigError(f"--vocab-size {expect_vocab} does not match the tokenizer's "
+                                   f"{tokenizer.vocab_size} tokens ({cfg.tokenizer})")
+        text = tokenizer.to_str()
+    text = distributed.broadcast_object(world, text)
+    if world.is_main:
+        return tokenizer
+    from tokenizers import Tokenizer as HFTokenizer
+
+    return Tokenizer(HFTokenizer.from_str(text))
+
+
+def new_run(cfg: TrainConfig, out_dir: Path, expect_vocab: int | None = None, world: World = World()) -> Trainer:
+    device = resolve_device(cfg.device, world)
+    tokenizer = _tokenizer(cfg, world, expect_vocab)
+    data = _load_data(cfg, tokenizer, world)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = Transformer(cfg.model_config(tokenizer.vocab_size)).to(device)
-    return Trainer(cfg, model, tokenizer, data, out_dir, device)
+    return Trainer(cfg, model, tokenizer, data, out_dir, device, world, _teacher(cfg, tokenizer, device))
 
 
-def resume_run(resume_dir: Path, out_dir: Path, overrides: dict) -> Trainer:
-    """Rebuild a run from a checkpoint; only settings that don't change the past may be overridden."""
+def resume_config(resume_dir: Path, overrides: dict) -> tuple[TrainConfig, dict]:
+    """The checkpointed run's configuration and state; only settings that don't change the past may be overridden."""
     state = load_train_state(resume_dir)
     if state is None:
         raise TrainConfigError(f"{resume_dir}: no train_state.pt to resume from")
     if TRAIN_CONFIG_KEY not in state:
         raise TrainConfigError(f"{resume_dir}/train_state.pt: no training configuration inside")
-    cfg = TrainConfig.from_dict({**state[TRAIN_CONFIG_KEY], **overrides})
-    device = resolve_device(cfg.device)
+    return TrainConfig.from_dict({**state[TRAIN_CONFIG_KEY], **overrides}), state
+
+
+def resume_run(resume_dir: Path, out_dir: Path, cfg: TrainConfig, state: dict, world: World = World()) -> Trainer:
+    """Rebuild a run from a checkpoint, on this world size (which may differ from the saving run's)."""
+    device = resolve_device(cfg.device, world)
     ckpt = load_checkpoint(resume_dir, device=str(device))
-    data = _load_data(cfg, ckpt.tokenizer)
-    trainer = Trainer(cfg, ckpt.model, ckpt.tokenizer, data, out_dir, device)
+    data = _load_data(cfg, ckpt.tokenizer, world)
+    trainer = Trainer(cfg, ckpt.model, ckpt.tokenizer, data, out_dir, device, world,
+                      _teacher(cfg, ckpt.tokenizer, device))
     trainer.load_state_dict(state)
     return trainer
 
 
+def _teacher(cfg: TrainConfig, tokenizer: Tokenizer, device: torch.device) -> Transformer | None:
+    if not cfg.teacher:
+        return None
+    from onebit.train.distill import load_teacher
+
+    return load_teacher(cfg.teacher, tokenizer, device, cfg.model_config(tokenizer.vocab_size).max_seq_len)
+
+
 def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, resume_overrides: dict | None = None,
           show_progress: bool = True, expect_vocab: int | None = None, stop_after: int | None = None) -> Progress:
-    """Train (or continue) a run into out_dir; returns the final progress (step, val loss)."""
-    cfg.validate()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train (or continue) a run into out_dir; returns the final progress (step, val loss).
+
+    Launched by torchrun, this is one rank of a data-parallel run (docs/TRAINING.md); otherwise
+    it is the whole run in this process.
+    """
+    global _WORLD
+    state = None
     if resume is not None:
-        trainer = resume_run(resume, out_dir, resume_overrides or {})
+        cfg, state = resume_config(resume, resume_overrides or {})
+    cfg.validate()
+    world = distributed.start(cfg.device, cfg.dist_timeout)
+    _WORLD = world
+    try:
+        with distributed.peer_failures(world):
+            return _train(cfg, world, out_dir, resume, state, show_progress, expect_vocab, stop_after)
+    finally:
+        distributed.stop(world)
+        _WORLD = World()
+
+
+def _train(cfg: TrainConfig, world: World, out_dir: Path, resume: Path | None, state: dict | None,
+           show_progress: bool, expect_vocab: int | None, stop_after: int | None) -> Progress:
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if resume is not None:
+        trainer = resume_run(resume, out_dir, cfg, state or {}, world)
         log(f"resuming {resume} at step {trainer.progress.step} of {trainer.cfg.max_steps}")
     else:
-        trainer = new_run(cfg, out_dir, expect_vocab)
+        trainer = new_run(cfg, out_dir, expect_vocab, world)
     log(format_stats(trainer.model.param_stats()))
     log(f"tokenizer {trainer.tokenizer.kind}, vocab {trainer.tokenizer.vocab_size}; "
         f"{trainer.data.train.shape[0]:,} train / {trainer.data.val.shape[0]:,} val tokens")
-    start = trainer.progress.step if resume is not None else None
-    source = resume / "metrics.csv" if resume is not None else None
-    metrics = MetricsLog(out_dir / "metrics.csv", resume_step=start, source=source)
+    if world.size > 1:
+        c = trainer.cfg
+        log(f"{world.size} processes ({trainer.parallel.mode}): global batch {c.batch_size} x {c.grad_accum} "
+            f"micro-batch(es) per step; {c.batch_size // world.size} sequences per rank per micro-batch")
+    metrics = None
+    if world.is_main:
+        start = trainer.progress.step if resume is not None else None
+        source = resume / "metrics.csv" if resume is not None else None
+        metrics = MetricsLog(out_dir / "metrics.csv", resume_step=start, source=source)
     return trainer.run(metrics, show_progress, stop_after)
 
 
@@ -268,7 +380,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, resume_ov
 # CLI
 
 # flags that a resumed run may change: they don't alter what has been trained so far
-RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval")
+RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval", "fsdp", "sharded_checkpoint", "dist_timeout")
 
 
 def preset_default(field_name: str, preset: str = DEFAULT_PRESET) -> str:
@@ -305,8 +417,11 @@ TRAIN_FLAGS = [
                       f"{preset_default('two_stage')}"),
     preset_option("--weight-decay", "weight_decay", "AdamW weight decay of the matrices.", type=float),
     preset_option("--beta2", "beta2", "AdamW beta2.", type=float),
-    preset_option("--batch-size", "batch_size", "Sequences per optimizer step.", type=int),
-    preset_option("--grad-accum", "grad_accum", "Micro-batches per step (the batch is split into these).", type=int),
+    preset_option("--batch-size", "batch_size",
+                  "Sequences per micro-batch, across all processes (each of N torchrun processes takes 1/N).",
+                  type=int),
+    preset_option("--grad-accum", "grad_accum", "Micro-batches per optimizer step, each of --batch-size sequences.",
+                  type=int),
     preset_option("--grad-clip", "grad_clip", "Clip the gradient norm to this; 0 = off.", type=float),
     preset_option("--label-smoothing", "label_smoothing", "Cross-entropy label smoothing.", type=float),
     click.option("--bf16/--no-bf16", "bf16", default=None,
@@ -320,6 +435,20 @@ TRAIN_FLAGS = [
     preset_option("--eval-batches", "eval_batches", "Batches per validation evaluation.", type=int),
     preset_option("--ckpt-interval", "ckpt_interval", "Steps between checkpoints (one is also written at the end).",
                   type=int),
+    click.option("--fsdp/--no-fsdp", "fsdp", default=None,
+                 help="Under torchrun: shard parameters, gradients and optimizer state across the processes "
+                      "(FSDP2) instead of replicating them (DDP); tested on CPU with gloo, not run on GPUs. "
+                      f"{preset_default('fsdp')}"),
+    click.option("--sharded-checkpoint/--full-checkpoint", "sharded_checkpoint", default=None,
+                 help="With --fsdp: every process writes its shard (torch.distributed.checkpoint) instead of "
+                      f"rank 0 gathering the full model; onebit export reads both. {preset_default('sharded_checkpoint')}"),
+    preset_option("--dist-timeout", "dist_timeout",
+                  "Seconds a process waits for the others before the run stops with an error.", type=float),
+    preset_option("--teacher", "teacher",
+                  "Distil from this onebit checkpoint (same tokenizer), e.g. a full-precision run."),
+    preset_option("--kd-weight", "kd_weight", "Distillation: weight of the KL(teacher || student) term.", type=float),
+    preset_option("--kd-temperature", "kd_temperature", "Distillation: softmax temperature of both models.",
+                  type=float),
 ]
 
 
