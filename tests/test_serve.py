@@ -280,3 +280,36 @@ def test_binding_threads_share_one_model_and_release_the_gil(model_path):
     spinner.join()
     middle = [t for t in ticks if start + 0.25 * (end - start) < t < start + 0.75 * (end - start)]
     assert middle, f"no Python ran during a {end - start:.2f} s C call: the GIL was held"
+
+
+def _page_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium is absent (tools/setup_system.sh installs it)"
+    if not (REPO / "examples" / "web" / "node_modules" / "playwright-core").is_dir():
+        return "examples/web/node_modules/playwright-core is absent (run examples/web/setup.sh)"
+    return None
+
+
+@pytest.mark.skipif(_page_missing() is not None, reason=_page_missing() or "")
+def test_chat_page_in_headless_chromium(server, tmp_path):
+    """The page at / streams two answers in a real browser: the same text as the API for the same
+    messages (the page's settings from its URL: greedy, 30 tokens)."""
+    done = subprocess.run(["node", str(REPO / "tests" / "serve_page.mjs"),
+                           server.url + "?temperature=0&max_tokens=30&seed=0", str(tmp_path), "Hello.", "Why?"],
+                          capture_output=True, text=True, timeout=180)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and not result["problems"], result
+    client = server.client()
+    messages = [{"role": "user", "content": "Hello."}]
+    expected = []
+    for follow_up in ("Why?", None):
+        answer = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, temperature=0,
+                                                seed=0).choices[0].message.content
+        expected.append(answer)
+        messages += [{"role": "assistant", "content": answer}] + ([{"role": "user", "content": follow_up}]
+                                                                  if follow_up else [])
+    assert result["answers"] == expected
+    assert result["states"] == ["done", "done"] and result["speed"].endswith("tokens/s")
+    assert (tmp_path / "chat_page.png").stat().st_size > 0

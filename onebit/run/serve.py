@@ -166,7 +166,7 @@ def build_app(engine: Engine):
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     config = engine.config
@@ -179,6 +179,9 @@ def build_app(engine: Engine):
 
     async def page(_request: Request):
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    async def no_icon(_request: Request):
+        return Response(status_code=204)
 
     async def health(_request: Request):
         return JSONResponse({"status": "ok"})
@@ -255,7 +258,7 @@ def build_app(engine: Engine):
     async def bad_method(request: Request, _exc):
         return _error_response(ApiError(405, f"{request.method} is not allowed on {request.url.path}"))
 
-    routes = [Route("/", page), Route("/health", health), Route("/v1/models", models),
+    routes = [Route("/", page), Route("/favicon.ico", no_icon), Route("/health", health), Route("/v1/models", models),
               Route("/v1/completions", completions, methods=["POST"]),
               Route("/v1/chat/completions", chat_completions, methods=["POST"])]
     middleware: list[Middleware] = []
