@@ -17,6 +17,7 @@ import onebit
 # name -> (module holding `main`, one-line summary shown by `onebit --help`), in pipeline order
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("onebit.train.trainer", "Train a model with quantization-aware training (PyTorch)."),
+    "import": ("onebit.train.hf_import", "Import a Hugging Face BitNetForCausalLM folder as a checkpoint."),
     "plot": ("onebit.train.plot", "Plot a training run's loss and learning-rate curves."),
     "sample": ("onebit.train.sample", "Generate from a checkpoint with the PyTorch model (the oracle)."),
     "export": ("onebit.compile.export", "Compile a checkpoint into .1bit (and a C header) or ONNX."),
