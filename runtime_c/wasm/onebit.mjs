@@ -120,33 +120,48 @@ export class Onebit {
     return this.u8().slice(p, p + len);
   }
 
-  /**
-   * Continue prompt by nNew tokens (docs/SAMPLING.md; temperature 0 = greedy).  onToken(bytes, id)
-   * is called per token; returning true stops.  Returns { ids, bytes, prefillMs, decodeMs }
-   * (bytes: the generated text's UTF-8, without the prompt).
-   */
-  generate(prompt, nNew, { temperature = 0.8, topK = 0, topP = 1, repeatPenalty = 1, repeatWindow = 64,
-    seed = 0 } = {}, onToken = null) {
-    const ids = this.tokenize(prompt);
-    if (ids.length === 0) throw new Error('onebit: the prompt must hold at least one token');
-    this.check(this.x.obw_set_sampler(this.h, temperature, topK, topP, repeatPenalty, repeatWindow, BigInt(seed)));
+  /** Forget the context and evaluate the token ids (an array or Int32Array). */
+  prefill(ids) {
     const p = this.x.obw_alloc(4 * ids.length);
-    const t0 = performance.now();
     try {
       new Int32Array(this.x.memory.buffer, p, ids.length).set(ids);
       this.check(this.x.obw_prefill(this.h, p, ids.length));
     } finally {
       this.x.obw_free(p);
     }
+  }
+
+  /** Set the sampler (docs/SAMPLING.md; temperature 0 = greedy) and seed its generator. */
+  setSampler({ temperature = 0.8, topK = 0, topP = 1, repeatPenalty = 1, repeatWindow = 64, seed = 0 } = {}) {
+    this.check(this.x.obw_set_sampler(this.h, temperature, topK, topP, repeatPenalty, repeatWindow, BigInt(seed)));
+  }
+
+  /** The next token id, drawn from the last logits. */
+  sample() { return this.check(this.x.obw_sample(this.h)); }
+
+  /** Evaluate one more token (the window slides past the context). */
+  decode(id) { this.check(this.x.obw_decode(this.h, id)); }
+
+  /**
+   * Continue prompt by nNew tokens with the sampler settings of setSampler.  onToken(bytes, id) is
+   * called per token; returning true stops.  Returns { ids, bytes, prefillMs, decodeMs } (bytes:
+   * the generated text's UTF-8, without the prompt).
+   */
+  generate(prompt, nNew, sampler = {}, onToken = null) {
+    const ids = this.tokenize(prompt);
+    if (ids.length === 0) throw new Error('onebit: the prompt must hold at least one token');
+    this.setSampler(sampler);
+    const t0 = performance.now();
+    this.prefill(ids);
     const t1 = performance.now();
     const out = [], parts = [];
     for (let i = 0; i < nNew; i++) {
-      const id = this.check(this.x.obw_sample(this.h));
+      const id = this.sample();
       const bytes = this.tokenBytes(id);
       out.push(id);
       parts.push(bytes);
       if (onToken && onToken(bytes, id)) break;
-      if (i + 1 < nNew) this.check(this.x.obw_decode(this.h, id));
+      if (i + 1 < nNew) this.decode(id);
     }
     return { ids: out, bytes: concat(parts), prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
   }
