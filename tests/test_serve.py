@@ -8,6 +8,7 @@ API's error body, a full queue a 503, a dropped stream freeing its session.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import subprocess
@@ -206,6 +207,18 @@ def test_bad_requests_get_the_api_error(server, path, cases):
         assert got["error"]["param"] == param, (body, got)
     status, got = server.post("v1/nowhere", {})
     assert status == 404 and "error" in got
+    conn = http.client.HTTPConnection(server.url.split("/")[2])
+    conn.putrequest("POST", "/v1/completions")
+    conn.putheader("Content-Length", str(9 << 20))  # refused before the body is read
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 413 and "larger than" in json.loads(response.read())["error"]["message"]
+    conn.close()
+    try:
+        urllib.request.urlopen(server.url + "v1/completions", timeout=60)
+        raise AssertionError("GET of a POST route answered")
+    except urllib.error.HTTPError as e:
+        assert e.code == 405 and "error" in json.loads(e.read())
     # and the server still answers
     assert server.client().completions.create(model="tiny", prompt="x", max_tokens=2).choices[0].text
 

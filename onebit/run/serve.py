@@ -28,6 +28,7 @@ from onebit.run.openai_api import ApiError, GenerationRequest, new_id, now, pars
 from onebit.run.textgen import TextGeneration
 
 PAGE = Path(__file__).with_name("chat_page.html")
+MAX_BODY = 8 << 20  # bytes of a request body; a prompt is at most a context long anyway
 
 
 @dataclass
@@ -110,6 +111,8 @@ class Engine:
         finish_reason, n_tokens); stops between two tokens once `cancel` is set."""
         try:
             for job in jobs:
+                if cancel.is_set():  # the client left while the request waited for a session
+                    return
                 session.reset()
                 sampler = type(req.sampler)(**{**req.sampler.__dict__, "seed": job.seed})
                 tokens = itertools.takewhile(lambda _: not cancel.is_set(),
@@ -151,6 +154,19 @@ def _error_response(e: ApiError):
     from starlette.responses import JSONResponse
 
     return JSONResponse(e.body(), status_code=e.status)
+
+
+async def _read_body(request) -> bytes:
+    """The body, refused past MAX_BODY bytes before more is read."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _watch_disconnect(request, cancel: threading.Event) -> None:
@@ -198,7 +214,7 @@ def build_app(engine: Engine):
             return _error_response(ApiError(401, "a valid API key is required", code="invalid_api_key"))
         try:
             try:
-                body = json.loads(await request.body())
+                body = json.loads(await _read_body(request))
             except (ValueError, UnicodeDecodeError):
                 raise ApiError(400, "the request body is not valid JSON") from None
             req = (parse_chat if chat else parse_completion)(body, config.max_tokens)
@@ -258,11 +274,15 @@ def build_app(engine: Engine):
     async def bad_method(request: Request, _exc):
         return _error_response(ApiError(405, f"{request.method} is not allowed on {request.url.path}"))
 
+    async def internal(_request: Request, exc: Exception):
+        return _error_response(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error"))
+
     routes = [Route("/", page), Route("/favicon.ico", no_icon), Route("/health", health), Route("/v1/models", models),
               Route("/v1/completions", completions, methods=["POST"]),
               Route("/v1/chat/completions", chat_completions, methods=["POST"])]
     middleware: list[Middleware] = []
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found, 405: bad_method})
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found, 405: bad_method,
+                                                                         Exception: internal})
 
 
 def _chunk(chat: bool, rid: str, created: int, name: str, index: int, text: str | None, finish: str | None,
