@@ -1,0 +1,65 @@
+/* fuzz_tokenize.c - a real BPE tokenizer (fuzz/models/bpe.1bit, a make_corpus.py export, or
+ * $ONEBIT_FUZZ_MODEL) over arbitrary input: byte 0 even encodes the rest as text (any bytes,
+ * invalid UTF-8 included), odd decodes the rest as int32 ids (any values).  Encoding checks the
+ * round trip, and short buffers must report the size they need. */
+#include <stdio.h>
+
+#include "fuzz_common.h"
+
+static ob_model *model;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    const char *path = getenv("ONEBIT_FUZZ_MODEL");
+    char err[256];
+    if (ob_model_open(&model, path ? path : "fuzz/models/bpe.1bit", err, sizeof err) != OB_OK) {
+        fprintf(stderr, "fuzz_tokenize: %s (run from runtime_c/ or set ONEBIT_FUZZ_MODEL)\n", err);
+        exit(1);
+    }
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    char err[256] = "";
+    const uint8_t *rest = data + 1;
+    size_t n = size - 1;
+    if (data[0] % 2 == 0) {
+        char *text = (char *)malloc(n ? n : 1);
+        int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (n + 1));
+        memcpy(text, rest, n);
+        int n_ids = 0;
+        ob_status st = ob_tokenize_ex(model, text, n, ids, (int)n + 1, &n_ids, err, sizeof err);
+        if (st == OB_OK) {
+            size_t len = 0;
+            char *back = (char *)malloc(n + 1);
+            FUZZ_ASSERT(ob_detokenize_ex(model, ids, n_ids, back, n + 1, &len, err, sizeof err) == OB_OK);
+            FUZZ_ASSERT(len == n && memcmp(back, text, n) == 0); /* byte-level BPE is lossless */
+            free(back);
+            if (n_ids > 0) {
+                int need = 0;
+                FUZZ_ASSERT(ob_tokenize_ex(model, text, n, ids, n_ids - 1, &need, err, sizeof err) == OB_ERR_BUFFER);
+            }
+        } else {
+            FUZZ_ASSERT(st == OB_ERR_TOKEN && err[0] != 0); /* invalid UTF-8 */
+        }
+        free(text);
+        free(ids);
+    } else {
+        int n_ids = (int)(n / 4);
+        int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n_ids ? n_ids : 1));
+        memcpy(ids, rest, sizeof(int32_t) * (size_t)n_ids);
+        size_t need = 0, len = 0;
+        ob_status st = ob_detokenize_ex(model, ids, n_ids, NULL, 0, &need, err, sizeof err);
+        if (st == OB_OK || st == OB_ERR_BUFFER) {
+            char *buf = (char *)malloc(need ? need : 1);
+            FUZZ_ASSERT(ob_detokenize_ex(model, ids, n_ids, buf, need, &len, err, sizeof err) == OB_OK && len == need);
+            free(buf);
+        } else {
+            FUZZ_ASSERT(st == OB_ERR_TOKEN && err[0] != 0);
+        }
+        free(ids);
+    }
+    return 0;
+}

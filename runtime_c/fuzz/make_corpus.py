@@ -1,0 +1,129 @@
+"""Writes the fuzzers' seed corpora (committed; rerun after a format change):
+
+    .venv/bin/python runtime_c/fuzz/make_corpus.py
+
+Real exports of small random models, so that every harness starts from valid inputs: char and
+BPE tokenizers, every pack (t2, t1.6, b1) and embedding dtype (f32, f16, i8), and the config
+options the forward pass branches on (layernorm, learned positions, gated silu / gelu, qk_norm,
+subln, untied head).  From them: corpus/open and corpus/decode (whole files), corpus/json (their
+metadata plus hand-written edge cases) and corpus/tokenize (texts and id lists for the BPE model
+that fuzz_tokenize loads, models/bpe.1bit).  Everything stays small (the whole tree < 2 MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.config import ModelConfig
+from onebit.tokenizer import Tokenizer, train_bpe_tokenizer, train_char_tokenizer
+from onebit.train.checkpoint import save_checkpoint
+from onebit.train.model import Transformer
+
+HERE = Path(__file__).resolve().parent
+# Text written for these seeds (not the training corpus): letters, digits, punctuation, spaces,
+# newlines, apostrophes (the GPT-2 pre-tokenizer's contractions) and a few non-ASCII letters.
+TEXT = (
+    "It's 3 o'clock, and we'll meet where the river bends; don't be late!\n"
+    "Numbers: 12, 345, 6789 -- and naïve café owners say “hello” in 2 languages.\n"
+    "    Indented line with  double  spaces\tand a tab.\n"
+    "The quick brown fox jumps over the lazy dog. THE END?\n"
+) * 3
+
+# (name, tokenizer, pack, embed, config overrides)
+VARIANTS = [
+    ("char-t2-f32", "char", "t2", "f32", {}),
+    ("char-t2-f16-untied", "char", "t2", "f16", {"tie_embeddings": False, "qk_norm": True, "n_kv_heads": 1}),
+    ("char-t2-i8-layernorm", "char", "t2", "i8", {"norm": "layernorm", "pos": "learned", "activation": "gelu"}),
+    ("char-t16-f32-silu", "char", "t1.6", "f32", {"activation": "silu", "gated": True, "subln": False}),
+    ("char-t16-f16", "char", "t1.6", "f16", {"gated": False}),
+    ("char-t16-i8", "char", "t1.6", "i8", {"tie_embeddings": False}),
+    ("char-b1-f32", "char", "b1", "f32", {"quant": "binary"}),
+    ("char-b1-f16", "char", "b1", "f16", {"quant": "binary", "residual_scale": 0.5}),
+    ("char-b1-i8", "char", "b1", "i8", {"quant": "binary", "qk_norm": True}),
+    ("bpe-t2-f16", "bpe", "t2", "f16", {}),
+    ("bpe-t16-i8", "bpe", "t1.6", "i8", {"pos": "learned"}),
+    ("bpe-b1-f32", "bpe", "b1", "f32", {"quant": "binary"}),
+]
+
+JSON_EDGE_CASES = [
+    b'{"a": [1, 2.5e-3, -0, true, false, null, "\\u00e9\\ud83d\\ude00"], "b": {"c": {}}}',
+    b'{"config": {"dim": 1e3, "norm_eps": 1E-5, "rope_theta": 10000.000000000000001}}',
+    b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    b'{"k": "\\"\\\\\\/\\b\\f\\n\\r\\t", "k": 2}',
+    b'"\\ud800 lone surrogate"',
+    b"123456789012345678901234567890.5e-310",
+]
+
+TOKENIZE_SEEDS = [
+    TEXT[:200].encode(),
+    "<|endoftext|>It's<|endoftext|><|endoftext|> end".encode(),
+    b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "\u3000\u2028 \u00a0x  \n\n\t '\u00e9'll 9\u0663".encode(),
+    b"\xff\xfe invalid \xc3\x28",
+]
+
+
+def tokenizer_for(kind: str, tmp: Path) -> Tokenizer:
+    if kind == "char":
+        return train_char_tokenizer(TEXT)
+    text_path = tmp / "text.txt"
+    text_path.write_text(TEXT, encoding="utf-8")
+    return train_bpe_tokenizer([text_path], vocab_size=320)
+
+
+def export(name: str, kind: str, pack: str, embed: str, overrides: dict, tmp: Path) -> bytes:
+    tokenizer = tokenizer_for(kind, tmp)
+    fields = dict(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=64,
+                  max_seq_len=16, gated=False)
+    fields.update(overrides)
+    config = ModelConfig(**fields)
+    torch.manual_seed(len(name))
+    model = Transformer(config)
+    ckpt = tmp / name
+    save_checkpoint(ckpt, model, tokenizer, {"step": 0, "val_loss": None})
+    out = tmp / f"{name}.1bit"
+    # a binary model always packs as b1; the option names a ternary pack
+    export_1bit(ckpt, out, ExportOptions(pack="t2" if pack == "b1" else pack, embed_dtype=embed))
+    return out.read_bytes()
+
+
+def write(directory: Path, data: bytes, name: str | None = None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / (name or hashlib.sha1(data).hexdigest()[:16])).write_bytes(data)
+
+
+def main() -> None:
+    corpus = HERE / "corpus"
+    shutil.rmtree(corpus, ignore_errors=True)
+    (HERE / "models").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name, kind, pack, embed, overrides in VARIANTS:
+            data = export(name, kind, pack, embed, overrides, tmp)
+            write(corpus / "open", data, name)
+            write(corpus / "decode", data, name)
+            meta_size = struct.unpack_from("<Q", data, 24)[0]
+            write(corpus / "json", data[64:64 + meta_size], name)
+            if name == "bpe-t2-f16":
+                (HERE / "models" / "bpe.1bit").write_bytes(data)
+    for case in JSON_EDGE_CASES:
+        write(corpus / "json", case)
+    # fuzz_tokenize: byte 0 even = tokenize the rest; odd = detokenize the rest as int32 ids
+    for text in TOKENIZE_SEEDS:
+        write(corpus / "tokenize", b"\x00" + text)
+    for ids in ([0, 1, 2, 255, 256, 300, 319], [5] * 40, [-1, 320, 2**31 - 1]):
+        write(corpus / "tokenize", b"\x01" + b"".join(struct.pack("<i", i) for i in ids))
+    total = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file())
+    print(json.dumps({"files": sum(1 for p in corpus.rglob("*") if p.is_file()), "bytes": total}))
+
+
+if __name__ == "__main__":
+    main()
