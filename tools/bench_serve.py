@@ -4,12 +4,13 @@ Writes a `.1bit` with random weights (no training; speed does not depend on the 
 `small` preset's shape with a char vocabulary, starts `onebit serve` on a free port of 127.0.0.1
 for each --parallel value, and sends a fixed number of streaming completion requests from a
 fixed number of client threads (a new request as soon as one finishes), stopping early at the
-time limit. Peer measured in the same run: the same generations called in-process through
+time limit. Each configuration runs --runs times, interleaved, and the run with the best
+throughput is kept (the machine is shared). Peer measured in the same run: the same generations called in-process through
 `onebit.run.c` one after another (no HTTP), so the ratio shows the server's cost and its
 parallel speed-up.
 
     .venv/bin/python tools/bench_serve.py [--requests 32] [--clients 4] [--max-tokens 64] [--parallel 1,2]
-                                          [--time-limit 120]
+                                          [--runs 3] [--time-limit 120]
 """
 
 from __future__ import annotations
@@ -139,9 +140,11 @@ def direct(model: Path, requests: int, max_tokens: int) -> dict:
 @click.option("--clients", type=int, default=4, show_default=True, help="Client threads sending them.")
 @click.option("--max-tokens", type=int, default=64, show_default=True, help="Tokens per request.")
 @click.option("--parallel", default="1,2", show_default=True, help="Comma-separated --parallel values to test.")
+@click.option("--runs", type=int, default=3, show_default=True,
+              help="Runs of each configuration, interleaved; the best throughput is kept.")
 @click.option("--time-limit", type=float, default=120.0, show_default=True,
-              help="Seconds per --parallel value; requests not started by then are not sent.")
-def main(requests: int, clients: int, max_tokens: int, parallel: str, time_limit: float) -> None:
+              help="Seconds per run of a --parallel value; requests not started by then are not sent.")
+def main(requests: int, clients: int, max_tokens: int, parallel: str, runs: int, time_limit: float) -> None:
     """Load-test onebit serve on 127.0.0.1 (bounded: fixed requests and a time limit)."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
@@ -150,18 +153,25 @@ def main(requests: int, clients: int, max_tokens: int, parallel: str, time_limit
     shape = ", ".join(f"{k} {v}" for k, v in SMALL_MODEL.items())
     print(f"model: random weights, small preset shape ({shape}), char vocab 96, ternary t2; prompt "
           f"{len(PROMPT)} tokens, {max_tokens} new tokens, temperature 0.8, streaming")
+    values = [int(x) for x in parallel.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp))
-        peer = direct(model, requests, max_tokens)
-        print(f"in-process onebit.run.c, sequential: {peer['req_s']:.2f} req/s, {peer['tok_s']:.0f} tok/s")
+        peer, best = None, {}
+        for _ in range(runs):
+            r = direct(model, requests, max_tokens)
+            peer = r if peer is None or r["tok_s"] > peer["tok_s"] else peer
+            for p in values:
+                r = load_test(model, p, requests, clients, max_tokens, time_limit)
+                best[p] = r if p not in best or r["tok_s"] > best[p]["tok_s"] else best[p]
+        print(f"in-process onebit.run.c, sequential: {peer['req_s']:.2f} req/s, {peer['tok_s']:.0f} tok/s "
+              f"(best of {runs})")
         print("| --parallel | clients | requests | wall s | req/s | tok/s | p50 latency s | p99 latency s | "
               "p50 first token s | tok/s vs in-process |")
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for p in (int(x) for x in parallel.split(",")):
-            r = load_test(model, p, requests, clients, max_tokens, time_limit)
+        for p in values:
+            r = best[p]
             print(f"| {p} | {clients} | {r['requests']} | {r['wall_s']:.1f} | {r['req_s']:.2f} | {r['tok_s']:.0f} | "
-                  f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['ttft_p50_s']:.3f} | {r['tok_s'] / peer['tok_s']:.2f} |",
-                  flush=True)
+                  f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['ttft_p50_s']:.3f} | {r['tok_s'] / peer['tok_s']:.2f} |")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
