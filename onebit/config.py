@@ -8,12 +8,15 @@ documented in docs/DESIGN.md.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from onebit.errors import OnebitError
 
 QUANT_KINDS = ("ternary", "binary", "none")
+# what one BitLinear may be in a precision map (docs/DESIGN.md, "Mixed precision")
+PRECISION_KINDS = ("binary", "ternary", "int4", "int8")
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
 ACTIVATIONS = ("silu", "relu2", "gelu")
@@ -44,6 +47,9 @@ class ModelConfig:
     tie_embeddings: bool = True
     quant: str = "ternary"
     dropout: float = 0.0
+    # BitLinear name pattern (fnmatch, e.g. "layers.0.*", "*.down_proj") -> kind; the first
+    # pattern that matches a layer decides, unmatched layers are `quant`; empty = uniform `quant`
+    precision: dict[str, str] = field(default_factory=dict)
 
     @property
     def head_dim(self) -> int:
@@ -69,10 +75,47 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be positive, got {self.norm_eps}")
+        self._validate_precision()
         return self
 
+    def _validate_precision(self) -> None:
+        if not isinstance(self.precision, dict):
+            raise ConfigError(f"precision must be an object of pattern: kind, got {self.precision!r}")
+        if self.precision and self.quant == "none":
+            raise ConfigError("a precision map needs a quantized model (quant ternary or binary)")
+        names = self.bitlinear_names()
+        for pattern, kind in self.precision.items():
+            if kind not in PRECISION_KINDS:
+                raise ConfigError(f"precision[{pattern!r}] must be one of {', '.join(PRECISION_KINDS)}, got {kind!r}")
+            if not any(fnmatchcase(n, pattern) for n in names):
+                raise ConfigError(f"precision pattern {pattern!r} matches no BitLinear "
+                                  f"(names look like {names[0]!r})")
+
+    def bitlinear_names(self) -> list[str]:
+        """Module names of every BitLinear, in state_dict order (the tensor is NAME.weight)."""
+        per_layer = ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj"]
+        per_layer += (["mlp.gate_proj"] if self.gated else []) + ["mlp.up_proj", "mlp.down_proj"]
+        return [f"layers.{i}.{p}" for i in range(self.n_layers) for p in per_layer]
+
+    def layer_quant(self, name: str) -> str:
+        """The kind of the BitLinear called `name` (with or without the `.weight` suffix)."""
+        name = name.removesuffix(".weight")
+        for pattern, kind in self.precision.items():
+            if fnmatchcase(name, pattern):
+                return kind
+        return self.quant
+
+    @property
+    def mixed(self) -> bool:
+        """True when a precision map is set (even one that resolves to a single kind)."""
+        return bool(self.precision)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        # no map, no key: a uniform model's config.json and .1bit metadata stay as they were
+        data = asdict(self)
+        if not data["precision"]:
+            del data["precision"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

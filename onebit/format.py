@@ -32,7 +32,7 @@ _HEADER = struct.Struct("<4sHHQQQQIIQII")
 _RECORD = struct.Struct("<64sII4QQQfI")
 _CRC_CHUNK = 1 << 24
 
-DTYPES = {"F32": 0, "F16": 1, "I8": 2, "T2": 3, "T1_6": 4, "B1": 5, "U8": 6, "I32": 7}
+DTYPES = {"F32": 0, "F16": 1, "I8": 2, "T2": 3, "T1_6": 4, "B1": 5, "U8": 6, "I32": 7, "I4": 8}
 DTYPE_NAMES = {code: name for name, code in DTYPES.items()}
 PACKED = ("T2", "T1_6", "B1")
 _ELEMENT = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1"),
@@ -49,7 +49,8 @@ def align_up(n: int, a: int = ALIGN) -> int:
 
 def row_stride(dtype: str, k: int) -> int:
     """Bytes per row of K elements; packed strides come from quant.py, the packing reference."""
-    strides = {"T2": packing.t2_row_stride, "T1_6": packing.t16_row_stride, "B1": packing.b1_row_stride}
+    strides = {"T2": packing.t2_row_stride, "T1_6": packing.t16_row_stride, "B1": packing.b1_row_stride,
+               "I4": packing.i4_row_stride}
     if dtype in strides:
         return strides[dtype](k)
     return _ELEMENT[dtype].itemsize * k
@@ -350,6 +351,16 @@ def float_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
 
 PACK_DTYPE = {"t2": "T2", "t1.6": "T1_6", "b1": "B1"}
 EMBED_DTYPE = {"f32": "F32", "f16": "F16", "i8": "I8"}
+# int4 / int8 BitLinears keep their per-row scales in a NAME.scale F32 [rows] tensor, as I8 embeddings do
+ROW_SCALED = ("I4", "I8")
+
+
+def bitlinear_dtypes(cfg: dict, pack: str) -> dict[str, str]:
+    """The stored dtype of every BitLinear weight: ternary as `pack` (t2 / t1.6), binary B1,
+    int4 I4, int8 I8; with no precision map, every one is the config's `quant`."""
+    model = ModelConfig.from_dict(cfg)
+    kinds = {"ternary": PACK_DTYPE.get(pack, "T2"), "binary": "B1", "int4": "I4", "int8": "I8"}
+    return {name: kinds[model.layer_quant(name)] for name in bitlinear_shapes(cfg)}
 
 
 def _config(path: Path, meta: dict) -> dict:
@@ -368,9 +379,11 @@ def check_model(f: OnebitFile) -> dict:
             raise _fail(path, f"metadata has no {key!r} object")
     cfg = _config(path, meta)
     q, tok = meta["quant"], meta["tokenizer"]
-    if cfg["quant"] not in ("ternary", "binary") or q.get("weights") != cfg["quant"]:
-        raise _fail(path, f"quant.weights {q.get('weights')!r} does not match config quant {cfg['quant']!r}")
-    allowed_pack = ("b1",) if cfg["quant"] == "binary" else ("t2", "t1.6")
+    weights = "mixed" if cfg.get("precision") else cfg["quant"]
+    if cfg["quant"] not in ("ternary", "binary") or q.get("weights") != weights:
+        raise _fail(path, f"quant.weights {q.get('weights')!r} does not match config quant {weights!r}")
+    # a mixed file's pack is the one its ternary layers use
+    allowed_pack = ("b1",) if weights == "binary" else ("t2", "t1.6")
     if q.get("pack") not in allowed_pack:
         raise _fail(path, f"quant.pack {q.get('pack')!r} is not one of {', '.join(allowed_pack)} "
                           f"for {cfg['quant']} weights")
@@ -387,9 +400,11 @@ def check_model(f: OnebitFile) -> dict:
             raise _fail(path, f"tensor {name!r} is {t.dtype} {list(t.shape)}, expected {dtype} {list(shape)}")
         return t
 
-    pack = PACK_DTYPE[q["pack"]]
+    dtypes = bitlinear_dtypes(cfg, q["pack"])
     for name, shape in bitlinear_shapes(cfg).items():
-        expect(name, pack, shape)
+        expect(name, dtypes[name], shape)
+        if dtypes[name] in ROW_SCALED:
+            expect(name + ".scale", "F32", shape[:1])
     embed = EMBED_DTYPE[q["embed_dtype"]]
     for name, shape in float_shapes(cfg).items():
         dtype = embed if name in ("embed.weight", "head.weight") else "F32"

@@ -1,7 +1,7 @@
 """The NumPy half of the quantization reference: `.1bit` weight layouts and the int8 row quantizer.
 
-Packers take integer codes shaped [rows, K] (ternary in {-1, 0, +1}, binary in {-1, +1}) and return
-uint8 [rows, row_stride]; unpackers invert them exactly and return int8 [rows, K]. The layouts are
+Packers take integer codes shaped [rows, K] (ternary in {-1, 0, +1}, binary in {-1, +1}, int4 in
+[-7, 7]) and return uint8 [rows, row_stride]; unpackers invert them exactly and return int8 [rows, K]. The layouts are
 specified in docs/DESIGN.md and docs/FORMAT.md; onebit/train/quant.py is the PyTorch half (the
 quantizers that produce the codes). Nothing here imports torch, so every runtime can use it.
 """
@@ -15,6 +15,8 @@ EPS = 1e-5  # every quantizer's floor on a scale, in torch, NumPy and C alike
 T2_BLOCK = 128
 T16_BLOCK = 160
 B1_BLOCK = 128
+I4_BLOCK = 64
+I4_OFFSET = 8  # int4 code q is stored as the nibble q + 8 (1..15; 8 is zero, the padding)
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.int32)  # slot 0 is the most significant trit
 
 
@@ -28,6 +30,10 @@ def t16_row_stride(k: int) -> int:
 
 def b1_row_stride(k: int) -> int:
     return -(-k // B1_BLOCK) * 16
+
+
+def i4_row_stride(k: int) -> int:
+    return -(-k // I4_BLOCK) * 32
 
 
 def _check_codes(codes: np.ndarray, allowed: tuple[int, ...], what: str) -> np.ndarray:
@@ -117,14 +123,41 @@ def unpack_b1(packed: np.ndarray, k: int) -> np.ndarray:
     return bits.astype(np.int8) * 2 - 1
 
 
+def pack_i4(codes: np.ndarray) -> np.ndarray:
+    """int4 codes in [-7, 7] -> I4: per 64-weight block, byte j holds weight j + 8 in its low
+    nibble and weight 32 + j + 8 in its high nibble; rows padded to 64 with 0 (nibble 8)."""
+    w = _check_codes(codes, tuple(range(-7, 8)), "int4")
+    rows, k = w.shape
+    nb = -(-k // I4_BLOCK)
+    c = _padded((w + I4_OFFSET).astype(np.uint8), nb * I4_BLOCK, I4_OFFSET).reshape(rows, nb, 2, 32)
+    return (c[:, :, 0] | (c[:, :, 1] << 4)).reshape(rows, nb * 32)
+
+
+def unpack_i4(packed: np.ndarray, k: int) -> np.ndarray:
+    rows = packed.shape[0]
+    nb = -(-k // I4_BLOCK)
+    p = np.asarray(packed, dtype=np.uint8).reshape(rows, nb, 1, 32)
+    c = (p >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)) & 15
+    return c.reshape(rows, nb * I4_BLOCK)[:, :k].astype(np.int8) - I4_OFFSET
+
+
 PACKERS = {"t2": (pack_t2, unpack_t2, t2_row_stride),
            "t1.6": (pack_t16, unpack_t16, t16_row_stride),
-           "b1": (pack_b1, unpack_b1, b1_row_stride)}
+           "b1": (pack_b1, unpack_b1, b1_row_stride),
+           "i4": (pack_i4, unpack_i4, i4_row_stride)}
+
+
+def quantize_rows(w: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric: scale = max(max|row|, EPS) / levels, q = clip(rint(w / scale), +-levels).
+
+    levels 127 is the int8 embedding / head and int8 BitLinear, 7 the int4 BitLinear (quant.int_codes).
+    """
+    w = np.asarray(w, dtype=np.float32)
+    scale = (np.maximum(np.abs(w).max(axis=1), np.float32(EPS)) / np.float32(levels)).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -levels, levels).astype(np.int8)
+    return q, scale
 
 
 def quantize_rows_i8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 (embedding / head): scale = max(max|row|, EPS) / 127, q in [-127, 127]."""
-    w = np.asarray(w, dtype=np.float32)
-    scale = (np.maximum(np.abs(w).max(axis=1), np.float32(EPS)) / np.float32(127)).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
+    return quantize_rows(w, 127)

@@ -1,7 +1,8 @@
 """`onebit-export`: fold a checkpoint's BitLinears to packed codes and write a `.1bit` file.
 
 Each BitLinear is folded exactly as the eval forward does it (`quant.quantize_weight`): the codes
-are packed (T2 / T1.6 for ternary, B1 for binary) and the fp32 scale goes into the directory record.
+are packed (T2 / T1.6 for ternary, B1 for binary) and the fp32 scale goes into the directory record;
+int4 (I4) and int8 (I8) layers of a mixed model carry per-row scales in a NAME.scale tensor.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import onebit
 from onebit import packing
 from onebit.atomic import atomic_write
 from onebit.errors import OnebitError, cli_errors
-from onebit.format import EMBED_DTYPE, PACK_DTYPE, TensorData, bitlinear_shapes, write_stream
+from onebit.format import EMBED_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
 from onebit.tokenizer import Tokenizer
 from onebit.train import quant
 from onebit.train.checkpoint import Checkpoint, load_checkpoint
@@ -38,9 +39,23 @@ class ExportOptions:
     embed_dtype: str = "f16"
 
 
-def effective_pack(quant_kind: str, pack: str) -> str:
-    """Binary models always pack as B1; ternary ones as asked."""
-    return "b1" if quant_kind == "binary" else pack
+def effective_pack(quant_kind: str, pack: str, mixed: bool = False) -> str:
+    """Binary models always pack as B1; ternary ones, and the ternary layers of a mixed one, as asked."""
+    return "b1" if quant_kind == "binary" and not mixed else pack
+
+
+PACK_FN = {"T2": packing.pack_t2, "T1_6": packing.pack_t16, "B1": packing.pack_b1}
+
+
+def bitlinear_tensors(name: str, w: torch.Tensor, kind: str, dtype: str) -> list[TensorData]:
+    """One BitLinear folded as the eval forward folds it: packed codes (and per-row scales for int4/int8)."""
+    codes, scale = quant.quantize_weight(w, kind)
+    codes_np = _numpy(codes).astype(np.int8)
+    if dtype in ROW_SCALED:
+        data = packing.pack_i4(codes_np) if dtype == "I4" else codes_np
+        return [TensorData(name, dtype, codes_np.shape, data),
+                TensorData(name + ".scale", "F32", (codes_np.shape[0],), _numpy(scale))]
+    return [TensorData(name, dtype, codes_np.shape, PACK_FN[dtype](codes_np), float(scale))]
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -78,16 +93,13 @@ def tokenizer_tensors(tok: Tokenizer) -> list[TensorData]:
 def model_tensors(ckpt: Checkpoint, opts: ExportOptions) -> list[TensorData]:
     """Every tensor of the file, in state_dict order, then the tokenizer's."""
     cfg = ckpt.config
-    pack = effective_pack(cfg.quant, opts.pack)
-    bitlinears = bitlinear_shapes(cfg.to_dict())
+    pack = effective_pack(cfg.quant, opts.pack, cfg.mixed)
+    dtypes = bitlinear_dtypes(cfg.to_dict(), pack)
     embed_dtype = EMBED_DTYPE[opts.embed_dtype]
     out: list[TensorData] = []
     for name, w in ckpt.model.state_dict().items():
-        if name in bitlinears:
-            codes, scale = quant.quantize_weight(w, cfg.quant)
-            codes_np = _numpy(codes).astype(np.int8)
-            packer = packing.PACKERS[pack][0]
-            out.append(TensorData(name, PACK_DTYPE[pack], codes_np.shape, packer(codes_np), float(scale)))
+        if name in dtypes:
+            out += bitlinear_tensors(name, w, cfg.layer_quant(name), dtypes[name])
         elif name in ("embed.weight", "head.weight"):
             out += _float_tensor(name, _numpy(w), embed_dtype)
         else:
@@ -99,7 +111,7 @@ def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
     cfg, tok = ckpt.config, ckpt.tokenizer
     return {
         "config": cfg.to_dict(),
-        "quant": {"weights": cfg.quant, "pack": effective_pack(cfg.quant, opts.pack),
+        "quant": {"weights": "mixed" if cfg.mixed else cfg.quant, "pack": effective_pack(cfg.quant, opts.pack, cfg.mixed),
                   "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype},
         "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size,
                       "pretokenizer": "gpt2-bytelevel" if tok.kind == "bpe" else "none",
@@ -114,8 +126,8 @@ def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
 
 
 def _kind(t: TensorData) -> str:
-    if t.dtype in ("T2", "T1_6", "B1"):
-        return "bitlinear"
+    if t.dtype in ("T2", "T1_6", "B1", "I4") or (t.name.startswith("layers.") and "_proj.weight" in t.name):
+        return "bitlinear"  # an int4 / int8 layer's per-row scales count with it
     if t.name.startswith("tokenizer."):
         return "tokenizer"
     if t.name.startswith(("embed.", "head.", "pos_embed.")):
@@ -129,7 +141,7 @@ def size_report(tensors: list[TensorData], file_size: int) -> dict:
     for t in tensors:
         by_kind[_kind(t)] = by_kind.get(_kind(t), 0) + t.data.nbytes
     by_kind["overhead"] = file_size - sum(by_kind.values())
-    quantized = sum(int(np.prod(t.shape)) for t in tensors if _kind(t) == "bitlinear")
+    quantized = sum(int(np.prod(t.shape)) for t in tensors if _kind(t) == "bitlinear" and not t.name.endswith(".scale"))
     model_params = sum(int(np.prod(t.shape)) for t in tensors
                        if _kind(t) != "tokenizer" and not t.name.endswith(".scale"))
     bitlinear_bytes = by_kind.get("bitlinear", 0)

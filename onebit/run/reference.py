@@ -15,7 +15,7 @@ import numpy as np
 
 from onebit import packing
 from onebit.errors import OnebitError
-from onebit.format import OnebitFile, bitlinear_shapes, check_model, read_1bit
+from onebit.format import ROW_SCALED, OnebitFile, bitlinear_dtypes, bitlinear_shapes, check_model, read_1bit
 
 F32 = np.float32
 EPS = F32(packing.EPS)
@@ -29,8 +29,8 @@ class ReferenceError(OnebitError):
 
 @dataclass
 class BitLinearWeights:
-    codes_t: np.ndarray  # fp32 [in, out], integer values -1/0/+1, transposed for x @ codes_t
-    scale: np.float32
+    codes_t: np.ndarray  # [in, out] integer values, transposed for x @ codes_t: fp32, or float64 for int4/int8
+    scale: np.float32 | np.ndarray  # per tensor (ternary, binary) or per output row [out] (int4, int8)
 
 
 def _dequant_float(f: OnebitFile, name: str) -> np.ndarray:
@@ -45,7 +45,10 @@ def bitlinear(x: np.ndarray, w: BitLinearWeights) -> np.ndarray:
     """y = (xq . Q^T) * (s / a), per token, everything fp32 (DESIGN.md)."""
     a = F32(127.0) / np.maximum(np.abs(x).max(axis=-1, keepdims=True), EPS)
     xq = np.clip(np.rint(x * a), -128, 127)
-    acc = xq @ w.codes_t
+    if w.codes_t.dtype == np.float64:  # int4/int8: an exact float64 sum, rounded to fp32 once
+        acc = (xq.astype(np.float64) @ w.codes_t).astype(F32)
+    else:
+        acc = xq @ w.codes_t
     return acc * (w.scale / a)
 
 
@@ -108,15 +111,22 @@ class ReferenceModel:
         self.cfg = check_model(f)
         cfg = self.cfg
         self.head_dim = cfg["dim"] // cfg["n_heads"]
-        unpack = packing.PACKERS[f.meta["quant"]["pack"]][1]
+        dtypes = bitlinear_dtypes(cfg, f.meta["quant"]["pack"])
+        unpackers = {"T2": packing.unpack_t2, "T1_6": packing.unpack_t16, "B1": packing.unpack_b1,
+                     "I4": packing.unpack_i4, "I8": lambda codes, k: codes}
         self.linears: dict[str, BitLinearWeights] = {}
         for name, (_, k) in bitlinear_shapes(cfg).items():
-            if k > MAX_EXACT_K:
-                raise ReferenceError(f"{f.path}: in_features {k} is too large for exact fp32 dot products")
-            codes = unpack(f.array(name), k).astype(F32)
-            self.linears[name] = BitLinearWeights(np.ascontiguousarray(codes.T), F32(f.tensors[name].scale))
+            codes = unpackers[dtypes[name]](f.array(name), k)
+            if dtypes[name] in ROW_SCALED:
+                weights = BitLinearWeights(np.ascontiguousarray(codes.T, dtype=np.float64),
+                                           np.array(f.array(name + ".scale"), dtype=F32))
+            else:
+                if k > MAX_EXACT_K:
+                    raise ReferenceError(f"{f.path}: in_features {k} is too large for exact fp32 dot products")
+                weights = BitLinearWeights(np.ascontiguousarray(codes.T, dtype=F32), F32(f.tensors[name].scale))
+            self.linears[name] = weights
         self.floats = {name: _dequant_float(f, name) for name, t in f.tensors.items()
-                       if t.dtype in ("F32", "F16", "I8") and not name.endswith(".scale")}
+                       if t.dtype in ("F32", "F16", "I8") and not name.endswith(".scale") and name not in dtypes}
         self.embed = self.floats["embed.weight"]
         self.head = self.embed if cfg["tie_embeddings"] else self.floats["head.weight"]
 

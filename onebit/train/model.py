@@ -21,7 +21,7 @@ from onebit.train import quant
 
 
 class BitLinear(nn.Module):
-    """A linear layer with ternary or binary weights and per-token int8 activations.
+    """A linear layer with ternary, binary, int4 or int8 weights and per-token int8 activations.
 
     Training forwards fake-quantized tensors through a straight-through estimator; eval computes
     exactly what every runtime computes: (xq . Q^T) * (s / a), integer products then one scale.
@@ -42,9 +42,20 @@ class BitLinear(nn.Module):
         if not self.training:
             codes, scale = quant.quantize_weight(self.weight, self.quant)
             xq, a = quant.quantize_activation(x)
-            return (F.linear(xq, codes) * (scale / a)).to(x.dtype)
+            if self.quant in quant.INT_LEVELS:
+                # |x * q| reaches 128 * 127: fp32 sums stop being exact past K ~ 1000, float64 never
+                # here, so the integer sum is exact and then rounded to fp32 once, as in C
+                acc = F.linear(xq.double(), codes.double()).float()
+            else:
+                acc = F.linear(xq, codes)
+            return (acc * (scale / a)).to(x.dtype)
         xq, a = quant.quantize_activation(x)
         x_fake = quant.ste(x, (xq / a).to(x.dtype))
+        if self.quant in quant.INT_LEVELS:
+            # per-row scales; no soft quantizer: 15 or 255 levels are already smooth enough
+            codes, rows = quant.int_codes(self.weight.detach(), self.quant)
+            w_fake = quant.ste(self.weight, codes * rows[:, None], self.grad_scale)
+            return F.linear(x_fake, w_fake.to(x_fake.dtype))
         scale = quant.weight_scale(self.weight).detach()
         if self.anneal_alpha is not None:
             w_fake = quant.soft_codes(self.weight, scale, self.quant, self.anneal_alpha) * scale
@@ -56,6 +67,8 @@ class BitLinear(nn.Module):
     @torch.no_grad()
     def clamp_latent_(self, limit: float) -> None:
         """Keep latent weights within limit * mean|W| so that they can still flip."""
+        if self.quant in quant.INT_LEVELS:
+            return  # absmax scales: clamping would only move the scale, not free stuck weights
         bound = float(limit * quant.weight_scale(self.weight))
         self.weight.clamp_(-bound, bound)
 
@@ -204,6 +217,9 @@ class Transformer(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self._init_weights()
+        for name, m in self.named_modules():
+            if isinstance(m, BitLinear) and cfg.quant != "none":
+                m.quant = cfg.layer_quant(name)  # the precision map, if any (DESIGN.md)
 
     def _init_weights(self) -> None:
         std = 0.02
@@ -258,8 +274,9 @@ class Transformer(nn.Module):
     def param_stats(self) -> dict:
         """Counts for the compression report: total, quantized and effective bits per parameter."""
         total = sum(p.numel() for p in self.parameters())
-        quantized = sum(m.weight.numel() for m in self.bitlinears()) if self.cfg.quant != "none" else 0
-        bits = quantized * quant.bits_per_weight(self.cfg.quant) + (total - quantized) * 32
+        layers = self.bitlinears() if self.cfg.quant != "none" else []
+        quantized = sum(m.weight.numel() for m in layers)
+        bits = sum(m.weight.numel() * quant.bits_per_weight(m.quant) for m in layers) + (total - quantized) * 32
         return {
             "total_params": total,
             "quantized_params": quantized,

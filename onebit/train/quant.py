@@ -33,8 +33,28 @@ def binary_codes(w: torch.Tensor) -> torch.Tensor:
     return torch.where(w - w.mean() >= 0, 1.0, -1.0)
 
 
+# int4 / int8: symmetric, one scale per output row, the largest code kept off the asymmetric end
+INT_LEVELS = {"int4": 7, "int8": 127}
+
+
+def int_codes(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric codes: s_r = max(max|W_r|, eps) / L, Q = clamp(round(W / s_r), -L, L).
+
+    The scale comes back shaped [rows] (one per output feature), in fp32.
+    """
+    levels = INT_LEVELS[kind]
+    w = w.float()
+    scale = w.abs().amax(dim=1).clamp(min=EPS) / levels
+    return (w / scale[:, None]).round().clamp(-levels, levels), scale
+
+
 def quantize_weight(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer-valued codes Q and the fp32 scale s, with W ~ Q * s."""
+    """Integer-valued codes Q and the fp32 scale s, with W ~ Q * s.
+
+    Ternary and binary: one 0-d scale for the tensor; int4 and int8: a scale per row, shaped [rows].
+    """
+    if kind in INT_LEVELS:
+        return int_codes(w, kind)
     scale = weight_scale(w)
     if kind == "ternary":
         return ternary_codes(w, scale), scale
@@ -96,4 +116,4 @@ def ste(x: torch.Tensor, x_quant: torch.Tensor, grad_scale: float = 1.0) -> torc
 
 def bits_per_weight(kind: str) -> float:
     """Information content of one quantized weight (packing overhead not included)."""
-    return {"ternary": math.log2(3), "binary": 1.0, "none": 32.0}[kind]
+    return {"ternary": math.log2(3), "binary": 1.0, "int4": 4.0, "int8": 8.0, "none": 32.0}[kind]

@@ -1,0 +1,191 @@
+"""Mixed precision (a per-layer precision map): quantizers, the I4 layout, export and parity.
+
+Every runtime must run a mixed model exactly as PyTorch's eval forward does; these tests build
+their own small random models.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from onebit import packing
+from onebit.compile.export import ExportOptions, export_1bit
+from onebit.config import ConfigError, ModelConfig
+from onebit.format import FormatError, read_1bit
+from onebit.run.reference import KVCache, ReferenceModel
+from onebit.sampling import SamplerConfig
+from onebit.train import quant
+from onebit.train.checkpoint import load_checkpoint
+from onebit.train.sample import generate
+
+from test_reference import assert_matches_torch
+
+# every kind once, by layer and by projection; the first matching pattern decides
+MAP = {"layers.0.attn.*": "int4", "*.down_proj": "int8", "layers.1.mlp.*": "binary", "*.up_proj": "int4"}
+
+
+def _tokens(seed: int, vocab: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, n)
+
+
+# ----------------------------------------------------------------------------------------------
+# The map in the config
+
+
+def test_precision_map_resolves_first_match():
+    cfg = ModelConfig(n_layers=2, precision=MAP).validate()
+    assert cfg.layer_quant("layers.0.attn.q_proj") == "int4"
+    assert cfg.layer_quant("layers.0.mlp.down_proj.weight") == "int8"
+    assert cfg.layer_quant("layers.1.mlp.down_proj") == "int8"  # *.down_proj comes first
+    assert cfg.layer_quant("layers.1.mlp.up_proj") == "binary"
+    assert cfg.layer_quant("layers.0.mlp.up_proj") == "int4"
+    assert cfg.layer_quant("layers.1.attn.o_proj") == "ternary"  # unmatched: quant
+    assert "precision" not in ModelConfig().to_dict()  # uniform configs are written as before
+    assert ModelConfig.from_dict(cfg.to_dict()).precision == MAP
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"layers.0.*": "int2"}, "must be one of"),
+    ({"layers.9.*": "int4"}, "matches no BitLinear"),
+    ("int4", "must be an object"),
+])
+def test_precision_map_rejects(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(n_layers=2, precision=bad).validate()
+
+
+def test_old_config_json_loads_unchanged(tmp_path):
+    data = ModelConfig().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    cfg = ModelConfig.load(tmp_path / "config.json")
+    assert cfg.precision == {} and not cfg.mixed and cfg.layer_quant("layers.0.attn.q_proj") == "ternary"
+
+
+# ----------------------------------------------------------------------------------------------
+# Quantizers and the I4 layout
+
+
+@pytest.mark.parametrize("kind, levels", [("int4", 7), ("int8", 127)])
+def test_int_quantizer_matches_numpy_reference(kind, levels):
+    w = torch.randn(37, 70, generator=torch.Generator().manual_seed(levels))
+    w[3] = 0  # an all-zero row takes the EPS floor
+    codes, scale = quant.quantize_weight(w, kind)
+    q_ref, s_ref = packing.quantize_rows(w.numpy(), levels)
+    assert scale.shape == (37,) and scale.dtype == torch.float32
+    np.testing.assert_array_equal(scale.numpy(), s_ref)
+    np.testing.assert_array_equal(codes.numpy(), q_ref)
+    assert codes.abs().max() == levels and (codes[3] == 0).all()
+    # a plain loop for the definition (round half to even, clip to +-levels)
+    row = w[5].double().numpy()
+    s = np.float32(max(np.abs(row).max(), packing.EPS)) / np.float32(levels)
+    expected = [min(max(round(float(np.float32(v) / s)), -levels), levels) for v in row]
+    assert codes[5].tolist() == expected
+
+
+def test_int_quantizer_ste_gradient_is_identity():
+    layer_in = torch.randn(4, 64)
+    from onebit.train.model import BitLinear
+
+    lin = BitLinear(64, 16, "int4")
+    lin.grad_scale = 2.0
+    lin(layer_in).sum().backward()
+    x_fake = quant.ste(layer_in, quant.quantize_activation(layer_in)[0] / quant.quantize_activation(layer_in)[1])
+    expected = 2.0 * torch.ones(4, 16).T @ x_fake
+    torch.testing.assert_close(lin.weight.grad, expected)
+
+
+@pytest.mark.parametrize("k", [1, 31, 64, 65, 130, 200])
+def test_i4_pack_round_trip(k):
+    codes = np.random.default_rng(k).integers(-7, 8, (5, k))
+    packed = packing.pack_i4(codes)
+    assert packed.shape == (5, packing.i4_row_stride(k)) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(packing.unpack_i4(packed, k), codes)
+
+
+def test_i4_layout_by_hand():
+    codes = np.zeros((1, 70), dtype=np.int8)
+    codes[0, 0], codes[0, 32], codes[0, 64] = -7, 7, 3
+    packed = packing.pack_i4(codes)
+    assert packed.shape == (1, 64)
+    assert packed[0, 0] == (1 | (15 << 4))  # weight 0 low nibble, weight 32 high nibble, +8 each
+    assert packed[0, 32] == (11 | (8 << 4))  # second block: weight 64; padding is nibble 8 (zero)
+    assert (packed[0, 1:32] == 0x88).all() and (packed[0, 33:] == 0x88).all()
+    with pytest.raises(ValueError, match="int4"):
+        packing.pack_i4(np.array([[8]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Export and the NumPy reference
+
+
+@pytest.fixture
+def mixed_file(random_checkpoint, tmp_path):
+    ckpt_dir = random_checkpoint(randomize=11, precision=MAP)
+    out = tmp_path / "mixed.1bit"
+    export_1bit(ckpt_dir, out, ExportOptions(pack="t1.6", embed_dtype="f32"))
+    return ckpt_dir, out
+
+
+def test_export_packs_each_layer_in_its_dtype(mixed_file):
+    ckpt_dir, out = mixed_file
+    f = read_1bit(out)
+    cfg = load_checkpoint(ckpt_dir).config
+    assert f.meta["quant"]["weights"] == "mixed" and f.meta["config"]["precision"] == MAP
+    expected = {"ternary": "T1_6", "binary": "B1", "int4": "I4", "int8": "I8"}
+    seen = set()
+    for name in cfg.bitlinear_names():
+        kind = cfg.layer_quant(name)
+        seen.add(kind)
+        assert f.tensors[name + ".weight"].dtype == expected[kind]
+        if kind in ("int4", "int8"):
+            assert f.tensors[name + ".weight.scale"].shape == (f.tensors[name + ".weight"].shape[0],)
+    assert seen == set(expected)
+
+
+def test_reference_matches_torch_on_a_mixed_model(mixed_file, monkeypatch):
+    ckpt_dir, out = mixed_file
+    ref = ReferenceModel.load(out)
+    model = load_checkpoint(ckpt_dir).model
+    tokens = _tokens(5, model.cfg.vocab_size, model.cfg.max_seq_len)
+    assert_matches_torch(model, ref, tokens, ref.forward(tokens), monkeypatch)
+    cache = KVCache()
+    steps = [ref.forward(tokens[:9], cache)] + [ref.forward([t], cache) for t in tokens[9:]]
+    assert_matches_torch(model, ref, tokens, np.concatenate(steps), monkeypatch)
+
+
+def test_greedy_identical_torch_numpy_mixed(mixed_file):
+    ckpt_dir, out = mixed_file
+    ref = ReferenceModel.load(out)
+    model = load_checkpoint(ckpt_dir).model
+    prompt = _tokens(3, model.cfg.vocab_size, 6).tolist()
+    n = 2 * model.cfg.max_seq_len  # past the context: one slide at least
+    assert ref.generate_greedy(prompt, n) == generate(model, prompt, n, SamplerConfig(temperature=0))
+
+
+def test_int8_layers_are_exact_past_fp32_range(random_checkpoint, tmp_path, monkeypatch):
+    """K * 128 * 127 > 2^24: the eval forward and the reference still sum int8 products exactly."""
+    ckpt_dir = random_checkpoint(randomize=3, ffn_dim=1536, precision={"*": "int8"})
+    out = tmp_path / "i8.1bit"
+    export_1bit(ckpt_dir, out, ExportOptions(embed_dtype="f32"))
+    ref = ReferenceModel.load(out)
+    model = load_checkpoint(ckpt_dir).model
+    tokens = _tokens(8, model.cfg.vocab_size, 24)
+    assert_matches_torch(model, ref, tokens, ref.forward(tokens), monkeypatch)
+
+
+def test_reader_rejects_a_mixed_file_whose_dtypes_disagree(mixed_file, tmp_path):
+    _, out = mixed_file
+    f = read_1bit(out)
+    meta = dict(f.meta)
+    meta["config"] = {**meta["config"], "precision": {"*": "ternary"}}
+    from onebit.format import TensorData, write_1bit
+
+    tensors = [TensorData(t.name, t.dtype, t.shape, f.array(t.name), t.scale) for t in f.tensors.values()]
+    bad = tmp_path / "bad.1bit"
+    write_1bit(bad, meta, tensors)
+    with pytest.raises(FormatError, match="expected T1_6"):
+        read_1bit(bad)
