@@ -9,7 +9,7 @@ WASM_AR ?= llvm-ar
 WASM_BUILD ?= build/wasm
 WASM_SIMD ?= -msimd128
 WASM_CFLAGS := --target=wasm32-wasi -std=c99 -O2 -Wall -Wextra -Werror $(WASM_SIMD) \
-  -DOB_NO_THREADS -D_WASI_EMULATED_MMAN -Iinclude -Isrc -Wno-error=unused-parameter
+  -DOB_NO_THREADS -D_WASI_EMULATED_MMAN -Iinclude -Isrc
 WASM_OBJS := $(patsubst src/%.c,$(WASM_BUILD)/obj/%.o,$(LIB_SRCS))
 # What onebit.mjs calls: wasm/api.c's exports (export_name attributes) and nothing else.
 WASM_LIB_LDFLAGS := --target=wasm32-wasi -mexec-model=reactor -Wl,--strip-all -Wl,--gc-sections

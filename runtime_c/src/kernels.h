@@ -9,7 +9,8 @@
  * Every kernel has a scalar reference and SIMD twins (AVX2, AVX-512 VNNI on x86-64, NEON on
  * aarch64).  One x86-64 binary runs everywhere: the SIMD functions are compiled with
  * function-level target attributes and chosen once at run time (CPUID + XGETBV), or forced with
- * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon.
+ * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon|mve|simd128.  MVE and SIMD128 are
+ * compile-time choices (there is no run-time detection on those targets).
  *
  * Files (one job each, as in ggml):
  *   kernels_ref.c       scalar references, packed-format helpers, f16 conversion
@@ -57,7 +58,9 @@ typedef enum {
     OB_ISA_AVX2 = 1,   /* x86-64 AVX2 + FMA + F16C */
     OB_ISA_AVX512 = 2, /* x86-64 AVX-512 F/BW/VL/VNNI (+ F16C); OS must enable zmm state */
     OB_ISA_NEON = 3,   /* aarch64 Advanced SIMD (+ dotprod when compiled with it) */
-    OB_ISA_COUNT = 4
+    OB_ISA_MVE = 4,    /* Armv8.1-M Helium (MVE), e.g. Cortex-M55: compiled in with -mcpu=cortex-m55 */
+    OB_ISA_SIMD128 = 5, /* WebAssembly SIMD128: compiled in with -msimd128 */
+    OB_ISA_COUNT = 6
 } ob_isa;
 
 /* Best ISA this CPU (and OS) supports, among those compiled in. */

@@ -18,7 +18,13 @@ static void ob_simd_fill(ob_kernels *k, ob_isa isa) {
 #if defined(OB_HAVE_NEON)
     case OB_ISA_NEON: ob_kernels_fill_neon(k); break;
 #endif
-    default: break;
+#if defined(OB_HAVE_MVE)
+    case OB_ISA_MVE: ob_kernels_fill_mve(k); break;
+#endif
+#if defined(OB_HAVE_SIMD128)
+    case OB_ISA_SIMD128: ob_kernels_fill_simd128(k); break;
+#endif
+    default: (void)k; break;
     }
 }
 
@@ -57,6 +63,12 @@ int ob_isa_supported(ob_isa isa) {
 #if defined(OB_HAVE_NEON)
     case OB_ISA_NEON: return 1;
 #endif
+#if defined(OB_HAVE_MVE)
+    case OB_ISA_MVE: return 1;
+#endif
+#if defined(OB_HAVE_SIMD128)
+    case OB_ISA_SIMD128: return 1;
+#endif
     default: return 0;
     }
 }
@@ -67,6 +79,10 @@ ob_isa ob_isa_detect(void) {
     return l == 2 ? OB_ISA_AVX512 : l == 1 ? OB_ISA_AVX2 : OB_ISA_SCALAR;
 #elif defined(OB_HAVE_NEON)
     return OB_ISA_NEON;
+#elif defined(OB_HAVE_MVE)
+    return OB_ISA_MVE;
+#elif defined(OB_HAVE_SIMD128)
+    return OB_ISA_SIMD128;
 #else
     return OB_ISA_SCALAR;
 #endif
@@ -78,6 +94,8 @@ const char *ob_isa_name(ob_isa isa) {
     case OB_ISA_AVX2: return "avx2";
     case OB_ISA_AVX512: return "avx512";
     case OB_ISA_NEON: return "neon";
+    case OB_ISA_MVE: return "mve";
+    case OB_ISA_SIMD128: return "simd128";
     default: return "?";
     }
 }

@@ -15,6 +15,12 @@
 #if defined(__aarch64__)
 #define OB_HAVE_NEON 1
 #endif
+#if defined(__ARM_FEATURE_MVE)
+#define OB_HAVE_MVE 1
+#endif
+#if defined(__wasm_simd128__)
+#define OB_HAVE_SIMD128 1
+#endif
 
 #define OB_CVT_F32(v) (v)
 #define OB_CVT_F16(v) ob_f16_to_f32(v)
@@ -33,6 +39,12 @@ void ob_kernels_fill_avx512(ob_kernels *k);
 #endif
 #if defined(OB_HAVE_NEON)
 void ob_kernels_fill_neon(ob_kernels *k);
+#endif
+#if defined(OB_HAVE_MVE)
+void ob_kernels_fill_mve(ob_kernels *k);
+#endif
+#if defined(OB_HAVE_SIMD128)
+void ob_kernels_fill_simd128(ob_kernels *k);
 #endif
 
 /* ----------------------------------------------------------------- shared tiling driver

@@ -1,0 +1,101 @@
+/* kernels_wasm.c - WebAssembly SIMD128 kernels (clang -msimd128): T2 and the int8 / f32 GEMVs of
+ * the LM head.  The other entries keep the scalar references. */
+#include "kernels_impl.h"
+
+#if defined(OB_HAVE_SIMD128)
+#include <wasm_simd128.h>
+/* =================================================================== SIMD128
+ * SIMD128 has no 8-bit dot product.  T2 codes c = w + 1 are 0..3, so c * x fits in int16
+ * (|.| <= 384): i16x8.extmul gives the products, four slices of a 32-byte half-block are summed
+ * in int16 (|.| <= 8 * 384), then widened once with extadd_pairwise into the int32 accumulator.
+ * The float GEMVs have no FMA here: mul then add, 16 columns per step in four 4-lane sums. */
+#define OB_WINL static inline __attribute__((always_inline))
+
+OB_WINL int32_t obw_hsum(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2) +
+           wasm_i32x4_extract_lane(v, 3);
+}
+
+OB_WINL void obw_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs, int32_t *out,
+                         const int R, const int T) {
+    const int nblk = (K + 127) / 128;
+    const v128_t m3 = wasm_i8x16_splat(3);
+    v128_t acc[4 * 4];
+    for (int i = 0; i < R * T; i++) acc[i] = wasm_i32x4_splat(0);
+    for (int b = 0; b < nblk; b++)
+        for (int h = 0; h < 2; h++) { /* bytes 16h .. 16h+15 of the block */
+            v128_t c[4][4];
+            for (int r = 0; r < R; r++) {
+                v128_t W = wasm_v128_load(w + (size_t)r * rb + (size_t)b * 32 + 16 * h);
+                c[r][0] = wasm_v128_and(W, m3);
+                c[r][1] = wasm_v128_and(wasm_u8x16_shr(W, 2), m3);
+                c[r][2] = wasm_v128_and(wasm_u8x16_shr(W, 4), m3);
+                c[r][3] = wasm_u8x16_shr(W, 6);
+            }
+            for (int t = 0; t < T; t++) {
+                const int8_t *xp = x + (size_t)t * xs + (size_t)b * 128 + 16 * h;
+                v128_t s16[4];
+                for (int r = 0; r < R; r++) s16[r] = wasm_i16x8_splat(0);
+                for (int i = 0; i < 4; i++) {
+                    v128_t xv = wasm_v128_load(xp + 32 * i);
+                    for (int r = 0; r < R; r++)
+                        s16[r] = wasm_i16x8_add(s16[r], wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(c[r][i], xv),
+                                                                       wasm_i16x8_extmul_high_i8x16(c[r][i], xv)));
+                }
+                for (int r = 0; r < R; r++)
+                    acc[r * T + t] = wasm_i32x4_add(acc[r * T + t], wasm_i32x4_extadd_pairwise_i16x8(s16[r]));
+            }
+        }
+    for (int i = 0; i < R * T; i++) out[i] = obw_hsum(acc[i]);
+}
+
+#define OB_SIMD128_ATTR
+OB_DEF_TILES(OB_SIMD128_ATTR, obw_t2, 4, 4)
+OB_DEF_MATMUL(obw_t2, OB_WFMT_T2)
+
+OB_WINL v128_t obw_ld_f32(const float *p) { return wasm_v128_load(p); }
+/* Four int8 weights as four floats. */
+OB_WINL v128_t obw_ld_q8(const int8_t *p) {
+    v128_t b = wasm_v128_load32_zero(p);
+    return wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(b)));
+}
+OB_WINL float obw_fsum(v128_t v) {
+    return (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1)) +
+           (wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3));
+}
+#define OBW_GEMV(name, WT, LOAD4)                                                                   \
+    static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x, int r0,    \
+                     int r1, float *y) {                                                            \
+        int k16 = K & ~15;                                                                          \
+        for (int r = r0; r < r1; r++) {                                                             \
+            const WT *wr = w + (size_t)r * ldw;                                                     \
+            v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;                             \
+            for (int k = 0; k < k16; k += 16) {                                                     \
+                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(LOAD4(wr + k), wasm_v128_load(x + k)));      \
+                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(LOAD4(wr + k + 4), wasm_v128_load(x + k + 4))); \
+                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(LOAD4(wr + k + 8), wasm_v128_load(x + k + 8))); \
+                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(LOAD4(wr + k + 12), wasm_v128_load(x + k + 12))); \
+            }                                                                                       \
+            float s = obw_fsum(wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3)));     \
+            for (int k = k16; k < K; k++) s += (float)wr[k] * x[k];                                 \
+            y[r] = scale ? scale[r] * s : s;                                                        \
+        }                                                                                           \
+    }
+OBW_GEMV(obw_gemv_f32_s, float, obw_ld_f32)
+OBW_GEMV(obw_gemv_q8_s, int8_t, obw_ld_q8)
+static void obw_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    obw_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
+                        int r1, float *y) {
+    obw_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+}
+
+void ob_kernels_fill_simd128(ob_kernels *k) {
+    k->matmul[OB_WFMT_T2] = obw_t2_matmul;
+    k->gemv_f32 = obw_gemv_f32;
+    k->gemv_q8 = obw_gemv_q8;
+}
+#else
+typedef int ob_kernels_simd128_empty; /* ISO C wants a non-empty translation unit */
+#endif /* OB_HAVE_SIMD128 */
