@@ -160,6 +160,24 @@ def test_chat_uses_the_template_and_streams_the_same_text(server, model_path):
     assert chunks[-1].usage.completion_tokens == got.usage.completion_tokens
 
 
+def test_a_resent_conversation_continues_from_the_cache(server, model_path):
+    """A chat resent with one more message evaluates only what is new, and answers what a fresh
+    context answers (the same text as the C runtime from scratch)."""
+    client = server.client()
+    model = Model(model_path)
+    messages = [{"role": "user", "content": "Hi."}]
+    for turn in range(3):
+        got = client.chat.completions.create(model="tiny", messages=messages, max_tokens=12, temperature=0.7,
+                                             seed=turn)
+        prompt = model.encode(ChatTemplate().render(messages))
+        fresh = model.decode(model.generate(prompt, 12, temperature=0.7, seed=turn))
+        answer = got.choices[0].message.content
+        assert fresh.startswith(answer) and (answer == fresh or got.choices[0].finish_reason == "stop")
+        cached = got.usage.prompt_tokens_details.cached_tokens
+        assert (cached == 0) if turn == 0 else (len(prompt) // 2 < cached < len(prompt)), (turn, cached)
+        messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": f"Then {turn}?"}]
+
+
 def test_eight_concurrent_streams_equal_each_alone(server):
     client = server.client()
 

@@ -15,7 +15,8 @@ import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -53,6 +54,22 @@ class Job:
     seed: int
 
 
+@dataclass
+class Slot:
+    """A session and the tokens its KV-cache holds, from position 0: a request whose prompt starts
+    with all of them evaluates only the rest (a chat resent with one more message, for one)."""
+    session: Session
+    cached: list[int] = field(default_factory=list)
+
+    def reusable(self, ids: list[int]) -> int:
+        """How many leading tokens of ids are already in the cache (0: start afresh)."""
+        k = len(self.cached)
+        # pos == k and k < n_ctx: no slide happened (a slide leaves the cache holding a tail)
+        if 0 < k < len(ids) and k < self.session.n_ctx and self.session.pos == k and ids[:k] == self.cached:
+            return k
+        return 0
+
+
 class Engine:
     """The model, its sessions and the queue in front of them."""
 
@@ -61,33 +78,45 @@ class Engine:
         self.model = SharedModel(config.model_path)
         self.name = config.name or config.model_path.stem
         self.template = template_for(self.model.metadata())
-        self.sessions = [self.model.session(n_ctx=config.ctx, threads=config.threads) for _ in range(config.parallel)]
-        self.n_ctx = self.sessions[0].n_ctx
+        self.slots = [Slot(self.model.session(n_ctx=config.ctx, threads=config.threads))
+                      for _ in range(config.parallel)]
+        self.n_ctx = self.slots[0].session.n_ctx
         self.pool = ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="onebit-session")
-        self._free: asyncio.Queue | None = None
-        self._waiting = 0
-
-    def _slots(self) -> asyncio.Queue:
-        if self._free is None:  # created on the server's event loop
-            self._free = asyncio.Queue()
-            for s in self.sessions:
-                self._free.put_nowait(s)
-        return self._free
+        self._idle: list[Slot] = list(self.slots)
+        self._waiters: deque[asyncio.Future] = deque()
 
     def check_busy(self) -> None:
         """503 when no session is free and the queue is full."""
-        if self._slots().empty() and self._waiting >= self.config.queue:
+        if not self._idle and len(self._waiters) >= self.config.queue:
             raise ApiError(503, f"the server is busy: {self.config.parallel} requests running and "
-                                f"{self._waiting} waiting", code="server_busy", kind="server_error")
+                                f"{len(self._waiters)} waiting", code="server_busy", kind="server_error")
 
-    async def acquire(self) -> Session:
-        free = self._slots()
+    async def acquire(self, ids: list[int]) -> Slot:
+        """A free slot, the one whose cache covers most of ids; else wait in the queue (FIFO)."""
         self.check_busy()
-        self._waiting += 1
+        if self._idle:
+            slot = max(self._idle, key=lambda sl: sl.reusable(ids))
+            self._idle.remove(slot)
+            return slot
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            return await free.get()
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot just as the client left
+                self.release(waiter.result())
+            raise
         finally:
-            self._waiting -= 1
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def release(self, slot: Slot) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._idle.append(slot)
 
     def encode_prompts(self, req: GenerationRequest) -> list[list[int]]:
         """The prompts as ids, each checked against the context."""
@@ -105,18 +134,22 @@ class Engine:
             out.append(ids)
         return out
 
-    def _work(self, session: Session, req: GenerationRequest, jobs: list[Job], emit: Callable,
+    def _work(self, slot: Slot, req: GenerationRequest, jobs: list[Job], emit: Callable,
               cancel: threading.Event) -> None:
         """The worker thread: generate every choice, emitting ("text", i, piece) and ("done", i,
-        finish_reason, n_tokens); stops between two tokens once `cancel` is set."""
+        finish_reason, n_tokens, cached_tokens); stops between two tokens once `cancel` is set."""
+        session = slot.session
         try:
             for job in jobs:
                 if cancel.is_set():  # the client left while the request waited for a session
                     return
-                session.reset()
+                reuse = slot.reusable(job.ids)
+                if not reuse:
+                    session.reset()
+                slot.cached = []  # unknown until this job ends well
                 sampler = type(req.sampler)(**{**req.sampler.__dict__, "seed": job.seed})
                 tokens = itertools.takewhile(lambda _: not cancel.is_set(),
-                                             session.stream(job.ids, req.max_tokens, sampler))
+                                             session.stream(job.ids[reuse:], req.max_tokens, sampler))
                 # a chat answer ends at the template's stop strings too; a completion only at the request's
                 stop = [*req.stop, *(self.template.stop if req.messages is not None else ())]
                 gen = TextGeneration(self.model, tokens, req.max_tokens, stop, self.template.stop_tokens)
@@ -124,22 +157,24 @@ class Engine:
                     emit(("text", job.index, piece))
                 if cancel.is_set():
                     return
-                emit(("done", job.index, gen.finish_reason, len(gen.tokens)))
+                slot.cached = job.ids + gen.tokens[:-1]  # the last token sampled was not evaluated
+                emit(("done", job.index, gen.finish_reason, len(gen.tokens), reuse))
         except Exception as e:  # noqa: BLE001 - reported to the client, the server stays up
+            slot.cached = []
             emit(("error", str(e)))
         finally:
             emit(("end",))
 
     async def run(self, req: GenerationRequest, prompts: list[list[int]], cancel: threading.Event) -> AsyncIterator:
         """Events of the generation, from a session's worker thread."""
-        session = await self.acquire()
+        slot = await self.acquire(prompts[0])
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         jobs = [Job(p * req.n + i, ids, (req.sampler.seed + i) % (1 << 64))
                 for p, ids in enumerate(prompts) for i in range(req.n)]
         emit = lambda item: loop.call_soon_threadsafe(events.put_nowait, item)  # noqa: E731
-        future = loop.run_in_executor(self.pool, self._work, session, req, jobs, emit, cancel)
-        future.add_done_callback(lambda _: self._free.put_nowait(session))  # the session is free once C returns
+        future = loop.run_in_executor(self.pool, self._work, slot, req, jobs, emit, cancel)
+        future.add_done_callback(lambda _: self.release(slot))  # the session is free once C returns
         try:
             while True:
                 item = await events.get()
@@ -237,7 +272,7 @@ def build_app(engine: Engine):
         if req.stream:
             return StreamingResponse(_sse(engine, req, prompts, cancel, request, chat, rid, created, n_prompt),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        texts, finish, completion = [""] * n_choices, [None] * n_choices, 0
+        texts, finish, completion, cached = [""] * n_choices, [None] * n_choices, 0, 0
         watcher = asyncio.create_task(_watch_disconnect(request, cancel))
         try:
             async for item in engine.run(req, prompts, cancel):
@@ -246,6 +281,7 @@ def build_app(engine: Engine):
                 elif item[0] == "done":
                     finish[item[1]] = item[2]
                     completion += item[3]
+                    cached += item[4]
                 else:
                     return _error_response(ApiError(500, item[1], kind="server_error"))
         except ApiError as e:
@@ -260,7 +296,7 @@ def build_app(engine: Engine):
                        for i, (t, f) in enumerate(zip(texts, finish))]
         return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
                              "created": created, "model": engine.name, "choices": choices,
-                             "usage": usage(sum(len(p) for p in prompts) * req.n, completion)})
+                             "usage": usage(sum(len(p) for p in prompts) * req.n, completion, cached)})
 
     async def completions(request: Request):
         return await generate(request, chat=False)
@@ -304,7 +340,7 @@ async def _sse(engine: Engine, req: GenerationRequest, prompts: list[list[int]],
                request, chat: bool, rid: str, created: int, n_prompt: list[int]) -> AsyncIterator[str]:
     """The server-sent events of a streamed request, ending with `data: [DONE]`."""
     watcher = asyncio.create_task(_watch_disconnect(request, cancel))
-    completion = 0
+    completion = cached = 0
     try:
         if chat:
             for i in range(len(n_prompt)):
@@ -315,6 +351,7 @@ async def _sse(engine: Engine, req: GenerationRequest, prompts: list[list[int]],
                     yield _event(_chunk(chat, rid, created, engine.name, item[1], item[2], None))
                 elif item[0] == "done":
                     completion += item[3]
+                    cached += item[4]
                     yield _event(_chunk(chat, rid, created, engine.name, item[1], None, item[2]))
                 else:
                     yield _event(ApiError(500, item[1], kind="server_error").body())
@@ -325,7 +362,7 @@ async def _sse(engine: Engine, req: GenerationRequest, prompts: list[list[int]],
         if req.include_usage:
             yield _event({"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                           "created": created, "model": engine.name, "choices": [],
-                          "usage": usage(sum(n_prompt), completion)})
+                          "usage": usage(sum(n_prompt), completion, cached)})
         yield _event("[DONE]")
     finally:
         cancel.set()
