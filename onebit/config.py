@@ -26,6 +26,33 @@ class ConfigError(OnebitError):
     """A model configuration that cannot describe a model."""
 
 
+def parse_precision(spec: str) -> dict[str, str]:
+    """A precision map from the command line: PATTERN=KIND pairs separated by commas, a JSON object,
+    or the path of a JSON file holding one (or holding {"precision": {...}}, as onebit search writes)."""
+    text = spec.strip()
+    if not text.startswith("{") and "=" not in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"--precision {spec!r}: no such file, and not PATTERN=KIND pairs")
+        text = path.read_text()
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--precision: not valid JSON ({e.msg} at line {e.lineno})") from None
+        data = data.get("precision", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ConfigError("--precision: expected a JSON object of pattern: kind")
+        return data
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        pattern, sep, kind = item.rpartition("=")
+        if not sep or not pattern:
+            raise ConfigError(f"--precision expects PATTERN=KIND, got {item!r}")
+        result[pattern.strip()] = kind.strip()
+    return result
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 65

@@ -55,6 +55,7 @@ class TrainConfig:
     anneal_alpha_end: float = 40.0
     latent_clamp: float = 0.0  # clamp latent weights to +- this * mean|W|; 0 = off
     # bookkeeping
+    init_from: str | None = None  # start from this checkpoint's weights (fresh optimizer and schedule)
     seed: int = 1337
     device: str = "cpu"
     eval_interval: int = 250

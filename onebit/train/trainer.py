@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 import onebit
-from onebit.config import QUANT_KINDS, ModelConfig
+from onebit.config import QUANT_KINDS, ModelConfig, parse_precision
 from onebit.errors import cli_errors
 from onebit.progress import progress_bar
 from onebit.tokenizer import Tokenizer, make_tokenizer
@@ -294,11 +294,36 @@ def _tokenizer(cfg: TrainConfig, world: World, expect_vocab: int | None) -> Toke
 
 def new_run(cfg: TrainConfig, out_dir: Path, expect_vocab: int | None = None, world: World = World()) -> Trainer:
     device = resolve_device(cfg.device, world)
+    if cfg.init_from:
+        return init_from_run(cfg, out_dir, device, world)
     tokenizer = _tokenizer(cfg, world, expect_vocab)
     data = _load_data(cfg, tokenizer, world)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = Transformer(cfg.model_config(tokenizer.vocab_size)).to(device)
     return Trainer(cfg, model, tokenizer, data, out_dir, device, world, _teacher(cfg, tokenizer, device))
+
+
+def init_from_run(cfg: TrainConfig, out_dir: Path, device: torch.device, world: World = World()) -> Trainer:
+    """A new run (optimizer and schedule from step 0) that starts from a checkpoint's weights.
+
+    The shape, tokenizer and quant are the checkpoint's; the precision map is this run's when it
+    names one (--precision), else the checkpoint's. The map changes no parameter shape, so every
+    weight loads as it was and only the quantizers change (docs/SEARCH.md).
+    """
+    from onebit.train.checkpoint import load_checkpoint
+
+    src = load_checkpoint(Path(cfg.init_from))
+    shape = src.config.to_dict()
+    precision = cfg.model.get("precision", src.config.precision)
+    cfg.quant = shape.pop("quant")
+    shape.pop("vocab_size")
+    shape.pop("precision", None)
+    cfg.model = {**shape, **({"precision": precision} if precision else {})}
+    model = Transformer(cfg.model_config(src.tokenizer.vocab_size))
+    model.load_state_dict(src.model.state_dict())
+    data = _load_data(cfg, src.tokenizer, world)
+    return Trainer(cfg, model.to(device), src.tokenizer, data, out_dir, device, world,
+                   _teacher(cfg, src.tokenizer, device))
 
 
 def resume_config(resume_dir: Path, overrides: dict) -> tuple[TrainConfig, dict]:
@@ -466,6 +491,14 @@ def train_flags(fn: Callable) -> Callable:
 @click.option("--resume", "resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run checkpointed in this directory.  [default: a new run]")
 @train_flags
+@click.option("--precision", default=None, metavar="SPEC",
+              help="Per-layer BitLinear precision: PATTERN=KIND pairs separated by commas (e.g. "
+                   "'layers.0.*=int8,*.down_proj=binary'; the first match wins), a JSON object, or a JSON file "
+                   "such as onebit search's precision.json; KIND is binary, ternary, int4 or int8 "
+                   "(docs/SEARCH.md).  [default: none: every BitLinear is --quant]")
+@click.option("--init-from", "init_from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Start from this checkpoint's weights, shape and tokenizer with a fresh optimizer and "
+                   "schedule (fine-tuning, e.g. with --precision).  [default: freshly initialised weights]")
 @click.option("--set", "model_overrides", multiple=True, metavar="FIELD=VALUE",
               help="Model config override, e.g. --set ffn_dim=384 --set activation=silu (fields: docs/DESIGN.md).  [default: none]")
 @click.option("--stop-after", type=int, default=None,
@@ -512,9 +545,12 @@ def main(preset: str, resume: Path | None, out: Path | None, plot: bool, quiet: 
 def resolve_config(preset: str, given: dict, model_overrides: tuple[str, ...]) -> TrainConfig:
     """The preset's settings for the quant kind, then the flags given, then --set on the model."""
     cfg = preset_config(preset, given.pop("quant", "ternary"))
+    precision = given.pop("precision", None)
     for key, value in given.items():
         setattr(cfg, key, value)
     cfg.model = {**cfg.model, **parse_overrides(model_overrides)}
+    if precision is not None:
+        cfg.model["precision"] = parse_precision(precision)
     return cfg.validate()
 
 
