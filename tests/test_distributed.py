@@ -24,7 +24,7 @@ import torch
 from click.testing import CliRunner
 
 from onebit.train import trainer as train_cli
-from onebit.train.checkpoint import load_checkpoint
+from onebit.train.dist_checkpoint import load_any_checkpoint as load_checkpoint
 from onebit.train.metrics import read_metrics
 
 MODEL = ("dim=32", "n_layers=2", "n_heads=4", "n_kv_heads=2", "ffn_dim=64", "max_seq_len=16")
@@ -149,11 +149,24 @@ def test_fsdp_matches_ddp_and_resumes_on_one_process(corpus, env, tmp_path, refe
     assert_same_run(reference, out)
 
 
-def test_ddp_stop_on_two_resume_on_one(corpus, env, tmp_path, reference):
-    out = tmp_path / "split"
-    finish(torchrun(2, run_args(corpus, "--out", str(out), "--stop-after", "8"), env))
+def test_fsdp_sharded_checkpoint_exports_and_resumes(corpus, env, tmp_path, reference):
+    """Each rank writes its shard at step 8; export reads the shards; FSDP on 2 ranks resumes from them."""
+    from onebit.compile.export import ExportOptions, export_1bit
+    from onebit.format import read_1bit
+    from onebit.train.dist_checkpoint import is_sharded, load_any_checkpoint
+
+    out = tmp_path / "sharded"
+    finish(torchrun(2, run_args(corpus, "--out", str(out), "--fsdp", "--sharded-checkpoint", "--stop-after", "8"),
+                    env))
+    assert is_sharded(out) and not (out / "latest" / "model.safetensors").exists()
     assert saved_step(out) == 8
-    single(["--resume", str(out), "--quiet"])
+    exported = tmp_path / "sharded.1bit"
+    export_1bit(out, exported, ExportOptions())
+    packed, gathered = read_1bit(exported), load_any_checkpoint(out).model.state_dict()
+    assert packed.meta["provenance"]["step"] == 8
+    assert torch.equal(torch.from_numpy(packed.array("norm.weight").astype("float32")), gathered["norm.weight"])
+    finish(torchrun(2, ["--resume", str(out), "--full-checkpoint", "--quiet"], env))
+    assert not is_sharded(out)
     assert_same_run(reference, out)
 
 
@@ -196,8 +209,12 @@ def test_a_dead_rank_stops_the_others(corpus, env, tmp_path):
     assert "Traceback" not in err
 
 
-def test_batch_must_divide_among_the_processes(corpus, env, tmp_path):
-    proc = torchrun(2, run_args(corpus, "--out", str(tmp_path / "odd"), "--batch-size", "3"), env)
-    _, err = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    assert proc.returncode != 0
-    assert "error: --batch-size 3 does not divide evenly among 2 processes" in err
+def test_batch_must_divide_among_the_processes(corpus, tmp_path, monkeypatch):
+    from onebit.train.distributed import DistributedError, World
+    from onebit.train.presets import TrainConfig
+
+    monkeypatch.setenv("ONEBIT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = TrainConfig(data=str(corpus), model=dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=64,
+                                                   max_seq_len=16), batch_size=3)
+    with pytest.raises(DistributedError, match="--batch-size 3 does not divide evenly among 2 processes"):
+        train_cli.new_run(cfg, tmp_path / "odd", world=World(rank=0, size=2))

@@ -22,7 +22,8 @@ from onebit.errors import OnebitError, cli_errors
 from onebit.format import EMBED_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
 from onebit.tokenizer import Tokenizer
 from onebit.train import quant
-from onebit.train.checkpoint import Checkpoint, load_checkpoint
+from onebit.train.checkpoint import Checkpoint
+from onebit.train.dist_checkpoint import load_any_checkpoint
 
 PACKS = ("t2", "t1.6")
 EMBED_DTYPES = ("f32", "f16", "i8")
@@ -107,15 +108,33 @@ def model_tensors(ckpt: Checkpoint, opts: ExportOptions) -> list[TensorData]:
     return out + tokenizer_tensors(ckpt.tokenizer)
 
 
+def generation_tokens(ckpt: Checkpoint) -> dict:
+    """BOS, EOS and the chat template that an imported checkpoint's meta.json carries (from the
+    model's tokenizer_config.json / generation_config.json); empty for models trained here."""
+    meta, tok = ckpt.meta, ckpt.tokenizer
+    out: dict = {}
+    bos = meta.get("bos_token_id")
+    if isinstance(bos, int) and 0 <= bos < tok.vocab_size:
+        out["bos_token_id"] = bos
+        out["bos_token"] = tok.token_bytes(bos).decode("utf-8", errors="replace")
+        out["add_bos_token"] = bool(meta.get("add_bos_token"))
+    eos = [i for i in meta.get("eos_token_ids") or [] if isinstance(i, int) and 0 <= i < tok.vocab_size]
+    if eos:
+        out["eos_token_ids"] = eos
+        out["eos_token"] = tok.token_bytes(eos[0]).decode("utf-8", errors="replace")
+    if isinstance(meta.get("chat_template"), str):
+        out["chat_template"] = meta["chat_template"]
+    return out
+
+
 def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
     cfg, tok = ckpt.config, ckpt.tokenizer
     return {
         "config": cfg.to_dict(),
         "quant": {"weights": "mixed" if cfg.mixed else cfg.quant, "pack": effective_pack(cfg.quant, opts.pack, cfg.mixed),
                   "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype},
-        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size,
-                      "pretokenizer": "gpt2-bytelevel" if tok.kind == "bpe" else "none",
-                      "special_tokens": dict(tok.special_tokens)},
+        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size, "pretokenizer": tok.pretokenizer,
+                      "special_tokens": dict(tok.special_tokens), **generation_tokens(ckpt)},
         "provenance": {"onebit_version": onebit.__version__, "step": ckpt.meta.get("step"),
                        "val_loss": ckpt.meta.get("val_loss"), "source": source},
     }
@@ -184,7 +203,7 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
         raise ExportError(f"unknown --pack {opts.pack!r} or --embed-dtype {opts.embed_dtype!r}")
     if c_header is not None:
         check_c_name(c_name)
-    ckpt = load_checkpoint(checkpoint_dir)
+    ckpt = load_any_checkpoint(checkpoint_dir)  # a full or an FSDP-sharded checkpoint
     if ckpt.config.quant == "none":
         raise ExportError(f"{checkpoint_dir}: the model is not quantized (quant = none); "
                           ".1bit holds ternary or binary models")

@@ -6,6 +6,7 @@ as a np.memmap, so a corpus larger than RAM never has to fit in memory.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -95,8 +96,12 @@ def _resolve_shakespeare() -> Path:
     return cached
 
 
+def is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
 def resolve_corpus(spec: str) -> list[Path]:
-    """A text file, a folder of .txt files (recursive, sorted), or "tinyshakespeare"."""
+    """A text file, a folder of .txt files (recursive, sorted), a glob (sorted), or "tinyshakespeare"."""
     path = Path(spec).expanduser()
     if path.is_file():
         files = [path]
@@ -106,8 +111,13 @@ def resolve_corpus(spec: str) -> list[Path]:
             raise DataError(f"corpus folder {path} has no .txt files")
     elif spec == SHAKESPEARE:
         files = [_resolve_shakespeare()]
+    elif is_glob(spec):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(f"corpus glob {spec} matches no files")
     else:
-        raise DataError(f"corpus {spec} not found (give a text file, a folder of .txt files or '{SHAKESPEARE}')")
+        raise DataError(f"corpus {spec} not found (give a text file, a folder of .txt files, a glob or "
+                        f"'{SHAKESPEARE}')")
     if all(p.stat().st_size == 0 for p in files):
         raise DataError(f"corpus {spec} is empty")
     return files
@@ -119,7 +129,7 @@ def resolve_corpus(spec: str) -> list[Path]:
 
 @dataclass
 class TokenData:
-    """Train and val token streams (views into one np.memmap)."""
+    """Train and val token streams (views into one np.memmap, or onebit.train.shards.ShardedTokens)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -226,3 +236,40 @@ def _counted(texts, bar: tqdm):
     for text in texts:
         bar.update(len(text.encode("utf-8")))
         yield text
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing the pipeline
+
+SHARD_THRESHOLD_BYTES = 64 << 20  # one file above this is tokenized in parallel pieces too
+
+
+def load_token_data(spec: str, tokenizer: Tokenizer, cache_dir: Path, val_fraction: float = 0.1,
+                    val_spec: str | None = None, workers: int = 0) -> TokenData:
+    """The train and val streams of a run.
+
+    One small text file (or tinyshakespeare) goes through prepare_tokens as it always has; a folder,
+    a glob, a file over SHARD_THRESHOLD_BYTES or a separate validation corpus (val_spec: held out
+    by file, and left out of the training files) goes through the parallel sharded pipeline.
+    """
+    from onebit.train.shards import prepare_shards
+
+    corpus = resolve_corpus(spec)
+    path = Path(spec).expanduser()
+    sharded = (val_spec is not None or path.is_dir() or (not path.exists() and is_glob(spec))
+               or sum(p.stat().st_size for p in corpus) > SHARD_THRESHOLD_BYTES)
+    if not sharded:
+        return prepare_tokens(corpus, tokenizer, cache_dir, val_fraction)
+    if val_spec is None:
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        stream = prepare_shards(corpus, tokenizer, cache_dir, workers)
+        n_val = int(len(stream) * val_fraction)
+        return TokenData(train=stream[: len(stream) - n_val], val=stream[len(stream) - n_val :])
+    val_files = resolve_corpus(val_spec)
+    held_out = {p.resolve() for p in val_files}
+    train_files = [p for p in corpus if p.resolve() not in held_out]
+    if not train_files:
+        raise DataError(f"every file of {spec} is in the validation set {val_spec}")
+    return TokenData(train=prepare_shards(train_files, tokenizer, cache_dir, workers),
+                     val=prepare_shards(val_files, tokenizer, cache_dir, workers))

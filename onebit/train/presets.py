@@ -26,6 +26,8 @@ class TrainConfig:
     tokenizer: str = "char"
     vocab_size: int = 4096  # bpe only; a char vocabulary is the corpus' character set
     val_fraction: float = 0.1
+    val_data: str | None = None  # a held-out validation corpus (file, folder or glob); replaces val_fraction
+    data_workers: int = 0  # processes that tokenize a sharded corpus; 0 = one per CPU, at most 8
     # model (vocab_size comes from the tokenizer)
     model: dict = field(default_factory=dict)
     quant: str = "ternary"
@@ -91,6 +93,8 @@ class TrainConfig:
             raise TrainConfigError(f"device must be cpu or cuda, got {self.device!r}")
         if self.seed < 0:
             raise TrainConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.data_workers < 0:
+            raise TrainConfigError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.dist_timeout <= 0:
             raise TrainConfigError(f"dist_timeout must be positive, got {self.dist_timeout}")
         if self.sharded_checkpoint and not self.fsdp:

@@ -25,9 +25,9 @@ from onebit.config import QUANT_KINDS, ModelConfig, parse_precision
 from onebit.errors import cli_errors
 from onebit.progress import progress_bar
 from onebit.tokenizer import Tokenizer, make_tokenizer
-from onebit.train.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from onebit.train.checkpoint import load_train_state, save_checkpoint
 from onebit.train import distributed
-from onebit.train.data import TokenData, default_cache_dir, prepare_tokens, resolve_corpus
+from onebit.train.data import TokenData, default_cache_dir, load_token_data, resolve_corpus
 from onebit.train.distributed import DistributedError, World
 from onebit.train.metrics import MetricsLog, perplexity
 from onebit.train.model import Transformer
@@ -110,11 +110,12 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
+    def state_dict(self, with_optimizer: bool = True) -> dict:
+        """Everything but the weights; a sharded checkpoint keeps the optimizer state in its shards."""
         return {
             "step": self.progress.step,
             "progress": vars(self.progress).copy(),
-            "optimizer": self.parallel.full_optimizer_state(self.optimizer),
+            **({"optimizer": self.parallel.full_optimizer_state(self.optimizer)} if with_optimizer else {}),
             "scheduler": {"kind": self.cfg.schedule, "step": self.progress.step},  # schedules are f(step)
             "data_generator": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -122,9 +123,10 @@ class Trainer:
             TRAIN_CONFIG_KEY: self.cfg.to_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, with_optimizer: bool = True) -> None:
         try:
-            self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
+            if with_optimizer:
+                self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
             self.gen.set_state(state["data_generator"])
             torch.set_rng_state(state["torch_rng"])
             if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -265,14 +267,13 @@ def full_model(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> Transforme
 
 def _load_data(cfg: TrainConfig, tokenizer: Tokenizer, world: World) -> TokenData:
     """Tokenize once: the first process on each machine fills the cache, the others then read it."""
-    corpus = resolve_corpus(cfg.data)
-    data = None
-    if world.local_rank == 0:
-        data = prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
+    def load() -> TokenData:
+        return load_token_data(cfg.data, tokenizer, default_cache_dir(), cfg.val_fraction, cfg.val_data,
+                               cfg.data_workers)
+
+    data = load() if world.local_rank == 0 else None
     distributed.barrier(world)
-    if data is None:
-        data = prepare_tokens(corpus, tokenizer, default_cache_dir(), cfg.val_fraction)
-    return data
+    return data if data is not None else load()
 
 
 def _tokenizer(cfg: TrainConfig, world: World, expect_vocab: int | None) -> Tokenizer:
@@ -338,12 +339,17 @@ def resume_config(resume_dir: Path, overrides: dict) -> tuple[TrainConfig, dict]
 
 def resume_run(resume_dir: Path, out_dir: Path, cfg: TrainConfig, state: dict, world: World = World()) -> Trainer:
     """Rebuild a run from a checkpoint, on this world size (which may differ from the saving run's)."""
+    from onebit.train import dist_checkpoint
+
     device = resolve_device(cfg.device, world)
-    ckpt = load_checkpoint(resume_dir, device=str(device))
+    sharded = dist_checkpoint.is_sharded(resume_dir)
+    ckpt = dist_checkpoint.load_any_checkpoint(resume_dir, device=str(device))
     data = _load_data(cfg, ckpt.tokenizer, world)
     trainer = Trainer(cfg, ckpt.model, ckpt.tokenizer, data, out_dir, device, world,
                       _teacher(cfg, ckpt.tokenizer, device))
-    trainer.load_state_dict(state)
+    if sharded:
+        dist_checkpoint.load_sharded_optimizer(resume_dir, trainer)
+    trainer.load_state_dict(state, with_optimizer=not sharded)
     return trainer
 
 
@@ -405,7 +411,8 @@ def _train(cfg: TrainConfig, world: World, out_dir: Path, resume: Path | None, s
 # CLI
 
 # flags that a resumed run may change: they don't alter what has been trained so far
-RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval", "fsdp", "sharded_checkpoint", "dist_timeout")
+RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval", "fsdp", "sharded_checkpoint", "dist_timeout",
+             "data_workers")
 
 
 def preset_default(field_name: str, preset: str = DEFAULT_PRESET) -> str:
@@ -423,7 +430,13 @@ def preset_option(flag: str, field_name: str, help_text: str, **kwargs) -> Calla
 
 
 TRAIN_FLAGS = [
-    preset_option("--data", "data", "tinyshakespeare, a text file or a folder of .txt files."),
+    preset_option("--data", "data",
+                  "tinyshakespeare, a text file, a folder of .txt files or a quoted glob ('corpus/**/*.txt'); "
+                  "folders and globs are tokenized once, in parallel, into shards that are streamed."),
+    preset_option("--val-data", "val_data",
+                  "Held-out validation corpus (file, folder or glob), left out of --data; replaces the val fraction."),
+    preset_option("--data-workers", "data_workers",
+                  "Processes that tokenize a folder/glob corpus into shards; 0 = one per CPU, at most 8.", type=int),
     preset_option("--tokenizer", "tokenizer", "char, bpe, or the path of a tokenizer.json."),
     preset_option("--vocab-size", "vocab_size", "BPE vocabulary size (char: the corpus' characters).", type=int),
     click.option("--quant", type=click.Choice(QUANT_KINDS), default=None,
