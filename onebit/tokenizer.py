@@ -28,6 +28,13 @@ from onebit.errors import OnebitError
 
 EOT = "<|endoftext|>"
 KINDS = ("char", "bpe")
+# The pre-tokenizers of byte-level BPEs that every runtime implements (the names go into `.1bit`
+# metadata): GPT-2's regex inside ByteLevel, and Llama-3's split regex (BitNet b1.58 2B4T) before a
+# ByteLevel that has no regex of its own.
+GPT2 = "gpt2-bytelevel"
+LLAMA3 = "llama3-bytelevel"
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 # Encode in pieces of about this many characters; HF encodes a batch of pieces in parallel.
 CHUNK_CHARS = 1 << 16
 REPLACEMENT = "\ufffd".encode()
@@ -59,9 +66,15 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-def _last_boundary(text: str, start: int) -> int:
+def _boundaries(newline: bool) -> tuple[re.Pattern, ...]:
+    # Llama-3's ` ?[^\s\p{L}\p{N}]+[\r\n]*` keeps the newlines after punctuation in one pre-token,
+    # so only the space boundary is safe there.
+    return (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY) if newline else (_SPACE_BOUNDARY,)
+
+
+def _last_boundary(text: str, start: int, newline: bool = True) -> int:
     """Index of the last safe chunk boundary in text[start:], or -1."""
-    for pattern in (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY):
+    for pattern in _boundaries(newline):
         at = -1
         for m in pattern.finditer(text, start):
             at = m.start()
@@ -70,21 +83,22 @@ def _last_boundary(text: str, start: int) -> int:
     return -1
 
 
-def _next_boundary(text: str, pos: int, size: int) -> int:
+def _next_boundary(text: str, pos: int, size: int, newline: bool = True) -> int:
     """First safe boundary at or after pos: a newline within the next `size` characters if there
     is one, else a space there, else whichever comes first further on; -1 when there is none."""
     for endpos in (pos + size, len(text)):
-        for pattern in (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY):
+        for pattern in _boundaries(newline):
             if m := pattern.search(text, pos, endpos):
                 return m.start()
     return -1
 
 
-def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
-    """Cut text into pieces of about `size` characters at boundaries where BPE would split anyway."""
+def split_chunks(text: str, size: int = CHUNK_CHARS, newline: bool = True) -> list[str]:
+    """Cut text into pieces of about `size` characters at boundaries where BPE would split anyway
+    (before a space followed by text, and before a newline followed by text when `newline`)."""
     pieces, start = [], 0
     while len(text) - start > size:
-        cut = _next_boundary(text, start + size, size)
+        cut = _next_boundary(text, start + size, size, newline)
         if cut < 0:
             break
         pieces.append(text[start:cut])
@@ -112,6 +126,7 @@ class Tokenizer:
             t["content"]: t["id"] for t in spec.get("added_tokens") or [] if t.get("special")
         }
         self.kind: str = self._detect_kind(spec, vocab)
+        self.pretokenizer: str = "none" if self.kind == "char" else self._detect_pretokenizer(spec.get("pre_tokenizer"))
         self._id_to_token = [""] * self.vocab_size
         for token, i in vocab.items():
             self._id_to_token[i] = token
@@ -134,6 +149,23 @@ class Tokenizer:
         raise TokenizerError("unsupported tokenizer: need a char tokenizer or a byte-level BPE "
                              "(ByteLevel pre-tokenizer and decoder)")
 
+    @staticmethod
+    def _detect_pretokenizer(pre: dict) -> str:
+        """GPT2 or LLAMA3; any other byte-level pre-tokenizer is refused, since the C runtime could
+        not split text the way HF does."""
+        steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+        if len(steps) == 1 and steps[0].get("type") == "ByteLevel" and steps[0].get("use_regex", True):
+            if steps[0].get("add_prefix_space"):
+                raise TokenizerError("unsupported tokenizer: ByteLevel with add_prefix_space")
+            return GPT2
+        if (len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel"
+                and not steps[1].get("use_regex", True) and not steps[1].get("add_prefix_space")
+                and (steps[0].get("pattern") or {}).get("Regex") == LLAMA3_SPLIT
+                and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")):
+            return LLAMA3
+        raise TokenizerError("unsupported byte-level pre-tokenizer: need GPT-2's ByteLevel regex or "
+                             "Llama-3's Split regex followed by ByteLevel(use_regex=false)")
+
     def _raw_bytes(self, token_id: int) -> bytes:
         token = self._id_to_token[token_id]
         if self.kind == "char" or token in self.special_tokens:
@@ -148,7 +180,7 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         if self.kind == "char":
             return self._encode_char(text)
-        return self._encode_bpe(split_chunks(text))
+        return self._encode_bpe(split_chunks(text, newline=self.pretokenizer == GPT2))
 
     def encode_stream(self, texts: Iterable[str]) -> Iterator[list[int]]:
         """Encode consecutive pieces of one text; the concatenated ids equal encode("".join(texts)).
@@ -164,9 +196,9 @@ class Tokenizer:
                 continue
             scanned = max(0, len(carry) - 1)  # the old tail had no boundary; its last char lacked a lookahead
             carry += text
-            cut = _last_boundary(carry, scanned)
+            cut = _last_boundary(carry, scanned, newline=self.pretokenizer == GPT2)
             if cut > 0:
-                yield self._encode_bpe(split_chunks(carry[:cut]))
+                yield self._encode_bpe(split_chunks(carry[:cut], newline=self.pretokenizer == GPT2))
                 carry = carry[cut:]
         if carry:
             yield self.encode(carry)

@@ -38,11 +38,18 @@ TRAIN_TEXT = [
     "def main(argv):\n    return 0x1F + 12345 * 67\n\n\tprint('héllo wörld') # café naïve",
     "数据 模型 東京 ありがとう 🙂🚀 — “quotes” and 'apostrophes' it's we're I'll",
     "Numbers 1 22 333 4444 55555 and   spaces\r\n\r\nnewlines\n\n\n end.",
-] * 20
+] * 20 + [
+    "Thou art a villain, said the king; and all the lords replied: we are not! Wherefore? Because.",
+    "The quick brown fox jumps over the lazy dog while 42 cats watch from 3 windows in 1999.",
+    "return self.weight * x.to(dtype)  # scale, then cast\n    if value is None:\n        raise ValueError",
+    "Über 100 Bücher für Kinder, déjà vu à la carte, señor niño, smörgåsbord, Ærø, Øresund.",
+    "中文的句子，还有日本語の文章、そして한국어 문장도 있습니다。数字１２３と絵文字😀😃😄😁.",
+] * 10
 
 
 def llama3_tokenizer(vocab_size: int = 400) -> Tokenizer:
-    """The 2B4T-style tokenizer; its total size (learned + specials) is vocab_size."""
+    """The 2B4T-style tokenizer: at most vocab_size tokens (fewer when the text runs out of merges),
+    the special tokens last."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
@@ -56,7 +63,6 @@ def llama3_tokenizer(vocab_size: int = 400) -> Tokenizer:
     bos = tok.token_to_id(SPECIALS[0])
     tok.post_processor = processors.TemplateProcessing(single=f"{SPECIALS[0]} $A", pair=f"{SPECIALS[0]} $A $B",
                                                        special_tokens=[(SPECIALS[0], bos)])
-    assert tok.get_vocab_size(with_added_tokens=True) == vocab_size
     return tok
 
 

@@ -120,6 +120,8 @@ enum { OB_NORM_RMS = 0, OB_NORM_LAYER = 1 };
 enum { OB_POS_ROPE = 0, OB_POS_LEARNED = 1 };
 enum { OB_ACT_SILU = 0, OB_ACT_RELU2 = 1, OB_ACT_GELU = 2 };
 enum { OB_TOK_CHAR = 0, OB_TOK_BPE = 1 };
+/* pre-tokenizers of byte-level BPE (metadata tokenizer.pretokenizer) */
+enum { OB_PRE_NONE = 0, OB_PRE_GPT2 = 1, OB_PRE_LLAMA3 = 2 };
 
 typedef struct ob_config {
     int vocab_size, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq_len;
@@ -164,8 +166,9 @@ typedef struct ob_tokenizer {
     uint32_t vocab_hash_mask;
     int32_t *merge_hash;
     uint32_t merge_hash_mask;
+    int pretok; /* OB_PRE_* */
     int n_special;
-    int32_t special_ids[16];
+    int32_t special_ids[256]; /* Llama-3 reserves 256 */
 } ob_tokenizer;
 
 struct ob_model {

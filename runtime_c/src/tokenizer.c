@@ -1,6 +1,7 @@
 /* tokenizer.c - the char and byte-level BPE tokenizers of onebit/tokenizer.py, read in place from
  * the tokenizer.* tensors.  Encoding matches HF tokenizers byte for byte: special tokens are split
- * out first, then (BPE) the GPT-2 regex pre-tokenizer, then merges by rank inside each pre-token.
+ * out first, then (BPE) the GPT-2 or Llama-3 regex pre-tokenizer, then merges by rank inside each
+ * pre-token.
  * The lookup tables live in the model's arena and scratch in the caller's output, except for a
  * pre-token longer than BPE_SMALL bytes, whose linear-ish merge takes scratch from malloc. */
 #include <stdio.h>
@@ -145,13 +146,18 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
     /* special tokens, split out of the text before pre-tokenization (as HF's added tokens) */
     ob_json root = ob_json_root((const char *)f->data + f->meta_offset, (size_t)f->meta_size), tj, sj, k, v;
     size_t cur = 0;
+    t->pretok = t->kind == OB_TOK_CHAR ? OB_PRE_NONE : OB_PRE_GPT2; /* model.c checked the name */
+    if (t->kind == OB_TOK_BPE && ob_json_get(root, "tokenizer", &tj) == 0 &&
+        ob_json_get(tj, "pretokenizer", &v) == 0 && ob_json_string_eq(v, "llama3-bytelevel"))
+        t->pretok = OB_PRE_LLAMA3;
     if (ob_json_get(root, "tokenizer", &tj) == 0 && ob_json_get(tj, "special_tokens", &sj) == 0)
         while (ob_json_next(sj, &cur, &k, &v) == 0) {
             long long id;
             const uint8_t *b;
             if (ob_json_int(v, &id) || id < 0 || id >= V) continue; /* checked in model.c */
             if (t->n_special == (int)(sizeof t->special_ids / sizeof t->special_ids[0])) {
-                ob_set_msg(err, es, "more than 16 special tokens are not supported");
+                ob_set_msg(err, es, "more than %d special tokens are not supported",
+                           (int)(sizeof t->special_ids / sizeof t->special_ids[0]));
                 return OB_ERR_UNSUPPORTED;
             }
             if (ob_tok_len(t, (int32_t)id, &b) == 0) {
@@ -244,6 +250,52 @@ static size_t pretoken_end(text_view t, size_t i) {
     if (c == CLS_LETTER || c == CLS_NUMBER || c == CLS_OTHER) return run_of(t, j, c);
     /* whitespace: \s+(?!\S) backs off one code point when text follows, else \s+ */
     size_t end = run_of(t, i, CLS_SPACE);
+    if (end < t.n) {
+        size_t last = i, k = i;
+        while (k < end) {
+            last = k;
+            k += (size_t)ob_utf8_len(t.s + k, t.n - k);
+        }
+        if (last > i) return last;
+    }
+    return end;
+}
+
+static int is_newline(text_view t, size_t i) { return i < t.n && (t.s[i] == '\r' || t.s[i] == '\n'); }
+
+/* End of the Llama-3 (BitNet b1.58 2B4T) pre-token starting at i, alternatives tried in order:
+ * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+ * \s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t pretoken_end_llama3(text_view t, size_t i) {
+    const uint8_t *s = t.s + i;
+    size_t left = t.n - i;
+    if (s[0] == '\'' && left >= 2) {
+        int a = s[1] | 32, b = left >= 3 ? s[2] | 32 : 0; /* ASCII case folding: (?i:...) */
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+    }
+    int len0, len1;
+    int c0 = cls_at(t, i, &len0);
+    int c1 = cls_at(t, i + (size_t)len0, &len1);
+    if (c0 == CLS_LETTER) return run_of(t, i, CLS_LETTER);
+    if (c0 != CLS_NUMBER && !is_newline(t, i) && c1 == CLS_LETTER) /* one non-letter prefix */
+        return run_of(t, i + (size_t)len0, CLS_LETTER);
+    if (c0 == CLS_NUMBER) { /* at most three digits */
+        size_t j = i;
+        for (int k = 0; k < 3 && cls_at(t, j, &len1) == CLS_NUMBER; k++) j += (size_t)len1;
+        return j;
+    }
+    if (c0 == CLS_OTHER || (s[0] == ' ' && c1 == CLS_OTHER)) {
+        size_t j = run_of(t, c0 == CLS_OTHER ? i : i + 1, CLS_OTHER);
+        while (is_newline(t, j)) j++;
+        return j;
+    }
+    /* whitespace: up to and including its last \r or \n if it has one, */
+    size_t end = run_of(t, i, CLS_SPACE), last_nl = 0;
+    for (size_t k = i; k < end; k++)
+        if (t.s[k] == '\r' || t.s[k] == '\n') last_nl = k + 1;
+    if (last_nl) return last_nl;
+    /* else \s+(?!\S) backs off one code point when text follows, else \s+ */
     if (end < t.n) {
         size_t last = i, k = i;
         while (k < end) {
@@ -372,7 +424,7 @@ static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok
 static ob_status encode_bpe_segment(const ob_tokenizer *t, text_view seg, tok_out *o) {
     size_t i = 0;
     while (i < seg.n) {
-        size_t e = pretoken_end(seg, i);
+        size_t e = t->pretok == OB_PRE_LLAMA3 ? pretoken_end_llama3(seg, i) : pretoken_end(seg, i);
         ob_status st = bpe_word(t, seg.s + i, e - i, o);
         if (st) return st;
         i = e;
