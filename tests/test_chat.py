@@ -111,6 +111,15 @@ def test_templates_from_metadata():
     assert t.stop == ("<|end|>",) and t.stop_tokens == {7}
     assert t.render([{"role": "user", "content": "hi"}]) == "~<|user|>\nhi<|end|>\n<|assistant|>\n"
     assert template_for({"chat_template": TAGGED}).render([], add_generation_prompt=False) == ""
+    # the keys `onebit export` writes for an imported model
+    imported = {"tokenizer": {"special_tokens": {"<s>": 1, "</s>": 2}, "bos_token": "<s>", "add_bos_token": True,
+                              "eos_token": "</s>", "eos_token_ids": [2, 9], "chat_template": TAGGED}}
+    t = template_for(imported)
+    assert t.stop_tokens == {1, 2, 9} and t.render([{"role": "user", "content": "x"}]).startswith("<s><|user|>")
+    del imported["tokenizer"]["chat_template"]
+    assert template_for(imported).render([{"role": "user", "content": "x"}]) == "<s>User: x\nAssistant:"
+    imported["tokenizer"]["add_bos_token"] = False
+    assert template_for(imported).render([{"role": "user", "content": "x"}]) == "User: x\nAssistant:"
     with pytest.raises(ChatTemplateError, match="template failed: Expected an expression"):
         ChatTemplate(source="{% for %}").render([])
     with pytest.raises(ChatTemplateError, match="no"):

@@ -16,12 +16,13 @@ from onebit.errors import OnebitError
 
 ROLES = ("system", "user", "assistant")
 
-# The plain-text fallback. The generation prompt ends where the answer starts ("Assistant:"), and
+# The plain-text fallback (after the BOS token of a model that asks for one). The generation prompt
+# ends where the answer starts ("Assistant:"), and
 # an answer renders as exactly the text generated, then "\n": the transcript the model produced,
 # up to its stop string "\nUser:", stays a prefix of the next turn's prompt, so a chat continues
 # from its KV-cache instead of prefilling the whole history again.
 PLAIN = (
-    "{% for m in messages %}"
+    "{{ bos_token }}{% for m in messages %}"
     "{% if m.role == 'system' %}{{ m.content }}\n\n"
     "{% elif m.role == 'user' %}User: {{ m.content }}\n"
     "{% else %}Assistant:{{ m.content }}\n{% endif %}"
@@ -72,18 +73,26 @@ def _raise(message: str) -> None:
 
 
 def template_for(metadata: dict) -> ChatTemplate:
-    """The model's template from its `.1bit` metadata, or PLAIN. Looked up as `chat_template` at
-    the top level or inside `tokenizer`; the tokenizer's special tokens end an answer either way."""
+    """The model's template from its `.1bit` metadata, or PLAIN.
+
+    Read from the `tokenizer` object as `onebit export` writes it for an imported model
+    (`chat_template`, `bos_token`, `add_bos_token`, `eos_token`, `eos_token_ids`; a top-level
+    `chat_template` is accepted too). Every special token and every EOS id ends an answer. A model's
+    template places BOS itself (`{{ bos_token }}`, as Hugging Face renders it); PLAIN starts with
+    it when the model has `add_bos_token`."""
     tok = metadata.get("tokenizer") or {}
     special = tok.get("special_tokens") or {}
-    ids = special.values() if isinstance(special, dict) else []
-    stop_tokens = frozenset(int(i) for i in ids if isinstance(i, int))
-    source = metadata.get("chat_template") or tok.get("chat_template")
+    ids = list(special.values()) if isinstance(special, dict) else []
+    ids += tok.get("eos_token_ids") or []
+    stop_tokens = frozenset(int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool))
+    bos = str(tok.get("bos_token") or "")
+    eos = str(tok.get("eos_token") or "")
+    source = tok.get("chat_template") or metadata.get("chat_template")
     if not source:
-        return ChatTemplate(stop_tokens=stop_tokens)
+        return ChatTemplate(stop_tokens=stop_tokens, bos_token=bos if tok.get("add_bos_token") else "",
+                            eos_token=eos)
     if not isinstance(source, str):
         raise ChatTemplateError("the model's chat_template is not a string")
-    stop = metadata.get("chat_stop") or tok.get("chat_stop") or ()
-    return ChatTemplate(source=source, stop=tuple(stop), stop_tokens=stop_tokens,
-                        bos_token=str(tok.get("bos_token") or ""), eos_token=str(tok.get("eos_token") or ""),
+    stop = tok.get("chat_stop") or metadata.get("chat_stop") or ()
+    return ChatTemplate(source=source, stop=tuple(stop), stop_tokens=stop_tokens, bos_token=bos, eos_token=eos,
                         name="model's")

@@ -77,7 +77,12 @@ class Engine:
         self.config = config
         self.model = SharedModel(config.model_path)
         self.name = config.name or config.model_path.stem
-        self.template = template_for(self.model.metadata())
+        metadata = self.model.metadata()
+        self.template = template_for(metadata)
+        tok = metadata.get("tokenizer") or {}
+        # a completion's prompt starts with BOS when the model asks for it (a chat template places it itself)
+        bos = tok.get("bos_token_id")
+        self.bos: list[int] = [bos] if tok.get("add_bos_token") and isinstance(bos, int) else []
         self.slots = [Slot(self.model.session(n_ctx=config.ctx, threads=config.threads))
                       for _ in range(config.parallel)]
         self.n_ctx = self.slots[0].session.n_ctx
@@ -124,6 +129,8 @@ class Engine:
         for text in req.prompts:
             try:
                 ids = self.model.encode(text)
+                if req.messages is None and ids:
+                    ids = self.bos + ids
             except CRuntimeError as e:
                 raise ApiError(400, f"the prompt cannot be tokenized: {e}", "prompt") from None
             if not ids:
