@@ -185,3 +185,36 @@ def test_chat_cli_bad_input_is_one_line(model_path, tmp_path):
         assert done.returncode != 0 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, args
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     Model(model_path)  # the file itself is fine
+
+
+def test_imported_llama3_template_renders_and_tokenizes_as_transformers(tmp_path):
+    """A Hugging Face folder with a Llama-3 chat template, imported and exported: the chat renders
+    the prompt as transformers' apply_chat_template does, the C tokenizer gives the same ids
+    (specials included), and an answer stops at <|eot_id|> (one of the model's EOS ids)."""
+    transformers = pytest.importorskip("transformers")
+    from hf_fixtures import llama3_tokenizer, save_hf_bitnet
+
+    from onebit.train.hf_import import import_hf
+
+    folder = save_hf_bitnet(tmp_path / "hf", "latent", tokenizer=llama3_tokenizer())
+    import_hf(folder, tmp_path / "ck", show_progress=False)
+    export_1bit(tmp_path / "ck", tmp_path / "m.1bit", ExportOptions())
+    model = SharedModel(tmp_path / "m.1bit")
+    template = template_for(model.metadata())
+    assert template.name == "model's"
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Speak, speak."},
+                {"role": "assistant", "content": "Resolved."}, {"role": "user", "content": "Wherefore?"}]
+    text = template.render(messages)
+    assert text == hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert model.encode(text) == list(hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                             return_dict=False))
+    eot = hf.convert_tokens_to_ids("<|eot_id|>")
+    assert eot in template.stop_tokens
+    # an answer that samples <|eot_id|> ends there, without it in the text
+    gen = TextGeneration(model, iter(model.encode("Resolved.") + [eot, 5, 6]), 50, template.stop,
+                         template.stop_tokens)
+    assert "".join(gen) == "Resolved." and gen.finish_reason == "stop"
+    chat = Conversation(model.session(), template, system="Be brief.")
+    answer = "".join(chat.reply("Speak, speak.", 8, SamplerConfig(temperature=0)))
+    assert answer == api_answer(tmp_path / "m.1bit", template, chat.messages[:-1], 8, SamplerConfig(temperature=0))
