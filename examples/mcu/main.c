@@ -3,7 +3,8 @@
  * semihosting.  Prints the prompt and its greedy continuation on stdout, then a few measurements
  * on stderr.
  *
- *     command line (QEMU: -append "N_NEW PROMPT"):  N_NEW, one space, then the prompt verbatim */
+ *     command line (QEMU: -append "[isa=NAME] N_NEW PROMPT"): N_NEW, one space, then the prompt
+ *     verbatim; isa=scalar runs the reference kernels on a core with MVE */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,13 +64,21 @@ int main(void) {
     int out = sh_open_console(0), err = sh_open_console(1);
     if (sh_cmdline(cmdline, sizeof cmdline)) return say(err, "error: command line too long\n");
     char *p = strchr(cmdline, ' '); /* skip the program name */
-    if (!p) return say(err, "error: usage: -append \"N_NEW PROMPT\"\n");
+    if (!p) return say(err, "error: usage: -append \"[isa=NAME] N_NEW PROMPT\"\n");
+    const char *isa = NULL;
+    if (strncmp(p + 1, "isa=", 4) == 0) {
+        isa = p + 5;
+        p = strchr(p + 1, ' ');
+        if (!p) return say(err, "error: usage: -append \"[isa=NAME] N_NEW PROMPT\"\n");
+        *p = 0;
+    }
     int n_new = (int)strtol(p + 1, &p, 10);
     if (n_new < 0 || n_new > MAX_NEW) return say(err, "error: N_NEW must be in 0..%d\n", MAX_NEW);
     const char *prompt = *p == ' ' ? p + 1 : "\n";
 
     ob_session_params params = ob_session_params_default();
     params.n_threads = 1;
+    params.isa = isa;
     size_t model_bytes, session_bytes;
     ob_status st = ob_memory_required(onebit_model, ONEBIT_MODEL_SIZE, &params, &model_bytes, &session_bytes);
     if (st) return say(err, "error: model: %s\n", ob_strerror(st));
