@@ -14,8 +14,8 @@ import itertools
 import json
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -48,7 +48,7 @@ class ServeConfig:
 
 @dataclass
 class Job:
-    """One choice to generate: prompt ids and the request's settings."""
+    """One choice to generate: its index in the response, prompt ids and sampler seed."""
     index: int
     ids: list[int]
     seed: int
@@ -123,8 +123,13 @@ class Engine:
                 return
         self._idle.append(slot)
 
-    def encode_prompts(self, req: GenerationRequest) -> list[list[int]]:
-        """The prompts as ids, each checked against the context."""
+    def prepare(self, req: GenerationRequest) -> list[list[int]]:
+        """The prompts as ids (a chat's rendered by the template), each checked against the context."""
+        if req.messages is not None:
+            try:
+                req.prompts = [self.template.render(req.messages, add_generation_prompt=True)]
+            except ChatTemplateError as e:
+                raise ApiError(400, str(e), "messages") from None
         out = []
         for text in req.prompts:
             try:
@@ -222,7 +227,6 @@ async def _watch_disconnect(request, cancel: threading.Event) -> None:
 def build_app(engine: Engine):
     """The Starlette application over an Engine."""
     from starlette.applications import Starlette
-    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
@@ -263,12 +267,8 @@ def build_app(engine: Engine):
             if req.model != engine.name:
                 raise ApiError(404, f"the model '{req.model}' does not exist; this server runs '{engine.name}'",
                                "model", code="model_not_found")
-            if chat:
-                try:
-                    req.prompts = [engine.template.render(req.messages, add_generation_prompt=True)]
-                except ChatTemplateError as e:
-                    raise ApiError(400, str(e), "messages") from None
-            prompts = engine.encode_prompts(req)
+            # rendering and tokenizing take time in proportion to the body: off the event loop too
+            prompts = await asyncio.to_thread(engine.prepare, req)
             engine.check_busy()  # before a stream starts, while a status code can still say it
         except ApiError as e:
             return _error_response(e)
@@ -323,9 +323,7 @@ def build_app(engine: Engine):
     routes = [Route("/", page), Route("/favicon.ico", no_icon), Route("/health", health), Route("/v1/models", models),
               Route("/v1/completions", completions, methods=["POST"]),
               Route("/v1/chat/completions", chat_completions, methods=["POST"])]
-    middleware: list[Middleware] = []
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={404: not_found, 405: bad_method,
-                                                                         Exception: internal})
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method, Exception: internal})
 
 
 def _chunk(chat: bool, rid: str, created: int, name: str, index: int, text: str | None, finish: str | None,
