@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,7 +145,8 @@ def direct(model: Path, requests: int, max_tokens: int) -> dict:
               help="Seconds per run of a --parallel value; requests not started by then are not sent.")
 def main(requests: int, clients: int, max_tokens: int, parallel: str, runs: int, time_limit: float) -> None:
     """Load-test onebit serve on 127.0.0.1 (bounded: fixed requests and a time limit)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                platform.processor())
     print(f"machine: {cpu}, {os.cpu_count()} cores, load average before {os.getloadavg()[0]:.2f}")
     print(f"command: {' '.join(sys.argv)}")

@@ -184,7 +184,10 @@ class Engine:
         events: asyncio.Queue = asyncio.Queue()
         jobs = [Job(p * req.n + i, ids, (req.sampler.seed + i) % (1 << 64))
                 for p, ids in enumerate(prompts) for i in range(req.n)]
-        emit = lambda item: loop.call_soon_threadsafe(events.put_nowait, item)  # noqa: E731
+
+        def emit(item: tuple) -> None:  # called on the worker thread
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
         future = loop.run_in_executor(self.pool, self._work, slot, req, jobs, emit, cancel)
         future.add_done_callback(lambda _: self.release(slot))  # the session is free once C returns
         try:
