@@ -30,10 +30,10 @@ runtime:
 
 # train -> export -> generate in C (and the PyTorch reference beside it, for comparison).
 # The trained model and its export are file targets: a second `make demo` only generates.
-$(DEMO)/meta.json: | venv
+$(DEMO)/latest: | venv
 	$(BIN)/onebit train --preset tiny --quant ternary --data tinyshakespeare --out $(DEMO)
 
-$(DEMO)/model.1bit: $(DEMO)/meta.json | venv
+$(DEMO)/model.1bit: $(DEMO)/latest | venv
 	$(BIN)/onebit export $(DEMO) -o $@ --emit-c-header $(DEMO)/model.h
 
 demo: venv runtime $(DEMO)/model.1bit

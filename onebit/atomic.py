@@ -1,6 +1,7 @@
-"""Atomic file writes: a temp file beside the target, then os.replace.
+"""Atomic, durable file writes: a temp file beside the target, fsync, os.replace, fsync the folder.
 
-Readers see the old file or the new one, never half of one, and a failure leaves no temp file.
+Readers see the old file or the new one, never half of one; a failure leaves no temp file; and once
+a write returns, a crash or power cut cannot take it back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp path beside `path` that replaces it when the block succeeds and is removed otherwise."""
@@ -29,7 +39,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         # mkstemp makes 0600 (and some writers recreate the file): give it the mode open() would
         os.chmod(tmp, _default_mode())
+        # data first, then the rename that publishes it: otherwise a crash can leave the new name empty
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

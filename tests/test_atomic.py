@@ -38,5 +38,5 @@ def test_files_get_the_usual_mode_not_mkstemps_0600(tmp_path: Path) -> None:
 
 
 def test_checkpoint_files_are_readable_by_others(random_checkpoint) -> None:
-    for path in Path(random_checkpoint()).iterdir():
+    for path in Path(random_checkpoint()).rglob("*"):
         assert path.stat().st_mode & 0o044, f"{path.name} is not readable by group/others"

@@ -64,7 +64,9 @@ def test_round_trip_is_bit_identical(tmp_path: Path, overrides: dict) -> None:
 
 
 def test_files_and_tensor_names(random_checkpoint: MakeCheckpoint) -> None:
-    path = random_checkpoint(n_layers=1)
+    run = random_checkpoint(n_layers=1)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "latest"]
+    path = run / "latest"
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "meta.json", "model.safetensors",
                                                       "tokenizer.json"]
     names = set(load_file(str(path / "model.safetensors")))
@@ -89,15 +91,16 @@ def test_train_state(tmp_path: Path) -> None:
 
 
 def test_corrupt_train_state(random_checkpoint: MakeCheckpoint) -> None:
-    path = random_checkpoint()
+    path = random_checkpoint() / "latest"
     (path / "train_state.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointError, match="train_state.pt"):
         load_train_state(path)
 
 
-def test_interrupted_save_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, tokenizer = _random_model()
     save_checkpoint(tmp_path, model, tokenizer, {"step": 1})
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
 
     def crash(self, path) -> None:
         raise KeyboardInterrupt
@@ -105,8 +108,51 @@ def test_interrupted_save_is_detected(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(Tokenizer, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, model, tokenizer, {"step": 2})
-    assert "did not finish" in _load_error(tmp_path)
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(tmp_path).meta["step"] == 1
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing half-written
+
+
+def test_a_save_replaces_the_previous_version(tmp_path: Path) -> None:
+    model, tokenizer = _random_model()
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, model, tokenizer, {"step": step}, train_state={"step": step})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["000003-step3"]
+    assert (tmp_path / "latest").readlink() == Path("checkpoints/000003-step3")
+    assert load_checkpoint(tmp_path).meta["step"] == 3 and load_train_state(tmp_path) == {"step": 3}
+
+
+def test_a_torn_save_is_ignored_and_tidied(tmp_path: Path) -> None:
+    """What SIGKILL in the middle of a save leaves (a temp version folder, a temp link) changes nothing."""
+    model, tokenizer = _random_model()
+    save_checkpoint(tmp_path, model, tokenizer, {"step": 1})
+    torn = tmp_path / "checkpoints" / ".000002-step2.x.tmp"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"half")
+    (tmp_path / ".latest.tmp").symlink_to(torn.name)
+    assert load_checkpoint(tmp_path).meta["step"] == 1
+    save_checkpoint(tmp_path, model, tokenizer, {"step": 2})
+    assert load_checkpoint(tmp_path).meta["step"] == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["checkpoints", "latest", "000002-step2", "config.json", "meta.json", "model.safetensors", "tokenizer.json"])
+
+
+def test_old_layout_loads_and_is_replaced_on_save(tmp_path: Path) -> None:
+    """A run folder written before versions (the files themselves in it) still loads and resumes."""
+    model, tokenizer = _random_model()
+    save_checkpoint(tmp_path / "new", model, tokenizer, {"step": 4}, train_state={"step": 4})
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "new" / "latest", old)
+    assert load_checkpoint(old).meta["step"] == 4 and load_train_state(old) == {"step": 4}
+    save_checkpoint(old, model, tokenizer, {"step": 5})
+    assert load_checkpoint(old).meta["step"] == 5 and load_train_state(old) is None
+    assert sorted(p.name for p in old.iterdir()) == ["checkpoints", "latest"]
+
+
+def test_dangling_latest(tmp_path: Path) -> None:
+    model, tokenizer = _random_model()
+    save_checkpoint(tmp_path, model, tokenizer, {"step": 1})
+    shutil.rmtree(tmp_path / "checkpoints")
+    assert "latest points to a missing version" in _load_error(tmp_path)
 
 
 def test_unserialisable_meta_leaves_old_checkpoint_intact(tmp_path: Path) -> None:
@@ -121,7 +167,7 @@ def test_meta_is_strict_json(tmp_path: Path) -> None:
     model, tokenizer = _random_model()
     save_checkpoint(tmp_path, model, tokenizer, {"val_loss": float("nan"), "history": [1.5, float("inf")],
                                                  "lr": torch.tensor(3e-4), "out": tmp_path})
-    meta = json.loads((tmp_path / "meta.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    meta = json.loads((tmp_path / "latest" / "meta.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert meta["val_loss"] is None and meta["history"] == [1.5, None]
     assert meta["lr"] == pytest.approx(3e-4) and meta["out"] == str(tmp_path)
 
@@ -142,7 +188,7 @@ def test_missing_directory(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors", "meta.json"])
 def test_missing_file(random_checkpoint: MakeCheckpoint, name: str) -> None:
-    path = random_checkpoint()
+    path = random_checkpoint() / "latest"
     (path / name).unlink()
     assert f"missing {name}" in _load_error(path)
 
@@ -159,31 +205,32 @@ def test_missing_file(random_checkpoint: MakeCheckpoint, name: str) -> None:
 ])
 def test_corrupt_config(random_checkpoint: MakeCheckpoint, content: str, expected: str) -> None:
     path = random_checkpoint()
-    (path / "config.json").write_text(content, encoding="latin-1")
+    (path / "latest" / "config.json").write_text(content, encoding="latin-1")
     message = _load_error(path)
     assert expected in message and "config.json" in message
 
 
 def test_corrupt_meta(random_checkpoint: MakeCheckpoint) -> None:
     path = random_checkpoint()
-    (path / "meta.json").write_text('{"step": ')
+    (path / "latest" / "meta.json").write_text('{"step": ')
     assert "meta.json" in _load_error(path)
 
 
 def test_corrupt_tokenizer(random_checkpoint: MakeCheckpoint) -> None:
     path = random_checkpoint()
-    (path / "tokenizer.json").write_text('{"model": {"type": "BPE"')
+    (path / "latest" / "tokenizer.json").write_text('{"model": {"type": "BPE"')
     assert "tokenizer.json" in _load_error(path)
 
 
 def test_vocab_mismatch(random_checkpoint: MakeCheckpoint) -> None:
     path, other = random_checkpoint(), random_checkpoint(vocab_size=80)
-    shutil.copy(other / "tokenizer.json", path / "tokenizer.json")
+    shutil.copy(other / "latest" / "tokenizer.json", path / "latest" / "tokenizer.json")
     message = _load_error(path)
     assert "80 tokens" in message and "vocab_size" in message
 
 
 def _edit_tensors(path: Path, edit: Callable[[dict], None]) -> None:
+    path = path / "latest"
     tensors = load_file(str(path / "model.safetensors"))
     edit(tensors)
     save_file(tensors, str(path / "model.safetensors"))
@@ -216,14 +263,14 @@ def test_non_float_tensor(random_checkpoint: MakeCheckpoint) -> None:
 
 def test_config_that_no_longer_matches_the_weights(random_checkpoint: MakeCheckpoint) -> None:
     path = random_checkpoint()
-    config = json.loads((path / "config.json").read_text())
+    config = json.loads((path / "latest" / "config.json").read_text())
     config["ffn_dim"] = 96
-    (path / "config.json").write_text(json.dumps(config))
+    (path / "latest" / "config.json").write_text(json.dumps(config))
     assert "config.json needs [96, 32]" in _load_error(path)
 
 
 def test_truncated_weights(random_checkpoint: MakeCheckpoint) -> None:
     path = random_checkpoint()
-    blob = (path / "model.safetensors").read_bytes()
-    (path / "model.safetensors").write_bytes(blob[: len(blob) // 3])
+    blob = (path / "latest" / "model.safetensors").read_bytes()
+    (path / "latest" / "model.safetensors").write_bytes(blob[: len(blob) // 3])
     assert "model.safetensors" in _load_error(path)

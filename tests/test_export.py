@@ -95,7 +95,7 @@ def test_cli_reports_sizes(random_checkpoint, tmp_path):
 def test_cli_errors_are_one_line(random_checkpoint, tmp_path):
     assert "does not exist" in _one_line_error(_invoke(tmp_path / "missing", "-o", tmp_path / "m.1bit"))
     incomplete = random_checkpoint()
-    (incomplete / META_FILE).unlink()
+    (incomplete / "latest" / META_FILE).unlink()
     assert "did not finish" in _one_line_error(_invoke(incomplete, "-o", tmp_path / "m.1bit"))
     unquantized = random_checkpoint(quant="none")
     assert "not quantized" in _one_line_error(_invoke(unquantized, "-o", tmp_path / "m.1bit"))

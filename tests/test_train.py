@@ -44,6 +44,10 @@ def micro_config(corpus: Path, **over) -> TrainConfig:
     return TrainConfig(**{**base, **over})
 
 
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "latest" / "model.safetensors"))
+
+
 def invoke(cli, args: list[str]):
     result = CliRunner().invoke(cli, args)
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
@@ -112,8 +116,8 @@ def test_short_run_lowers_the_loss(corpus, tmp_path):
     assert progress.step == 40 and rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.3
     assert rows[-1]["val_ppl"] == pytest.approx(torch.tensor(rows[-1]["val_loss"]).exp().item(), rel=1e-4)
     for name in ("model.safetensors", "config.json", "tokenizer.json", "meta.json", "train_state.pt"):
-        assert (out / name).is_file()
-    assert json.loads((out / "meta.json").read_text())["step"] == 40
+        assert (out / "latest" / name).is_file()
+    assert json.loads((out / "latest" / "meta.json").read_text())["step"] == 40
 
 
 @pytest.mark.parametrize("quant, extra", [
@@ -125,9 +129,9 @@ def test_resume_is_bit_identical(corpus, tmp_path, quant, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(micro_config(corpus, quant=quant, **extra), straight, show_progress=False)
     train(micro_config(corpus, quant=quant, **extra), split, show_progress=False, stop_after=4)
-    assert json.loads((split / "meta.json").read_text())["step"] == 4
+    assert json.loads((split / "latest" / "meta.json").read_text())["step"] == 4
     train(TrainConfig(), split, resume=split, show_progress=False)
-    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    a, b = weights(straight), weights(split)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows_a, rows_b = read_metrics(straight / "metrics.csv"), read_metrics(split / "metrics.csv")
     assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in rows_a] == [[r[c] for c in DETERMINISTIC_COLUMNS]
@@ -139,11 +143,11 @@ def test_resume_without_the_optimizer_state_differs(corpus, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(micro_config(corpus), straight, show_progress=False)
     train(micro_config(corpus), split, show_progress=False, stop_after=4)
-    state = torch.load(split / "train_state.pt", weights_only=False)
+    state = torch.load(split / "latest" / "train_state.pt", weights_only=False)
     state["optimizer"]["state"] = {}
-    torch.save(state, split / "train_state.pt")
+    torch.save(state, split / "latest" / "train_state.pt")
     train(TrainConfig(), split, resume=split, show_progress=False)
-    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    a, b = weights(straight), weights(split)
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -171,7 +175,7 @@ def test_cli_trains_plots_and_samples(corpus, tmp_path):
                           "longer than the model's context")
     assert_one_line_error(invoke(sample_cli.main, [str(out), "--prompt", "Zebra", "-n", "2"]))
     assert_one_line_error(invoke(train_cli.main, ["--resume", str(out), "--lr", "0.1"]), "--lr")
-    (out / "config.json").write_text('{"dim": 32, "n_layers": ')
+    (out / "latest" / "config.json").write_text('{"dim": 32, "n_layers": ')
     assert_one_line_error(invoke(sample_cli.main, [str(out), "--prompt", "the", "-n", "2"]), "config.json")
     assert_one_line_error(invoke(train_cli.main, ["--resume", str(out), "--max-steps", "6"]), "config.json")
 
@@ -196,8 +200,8 @@ def test_cli_tokenizer_vocab_mismatch(corpus, tmp_path):
 
 def test_cli_checkpoint_vocab_mismatch(random_checkpoint):
     ckpt = random_checkpoint()
-    cfg = json.loads((ckpt / "config.json").read_text())
-    (ckpt / "config.json").write_text(json.dumps({**cfg, "vocab_size": cfg["vocab_size"] + 3}))
+    cfg = json.loads((ckpt / "latest" / "config.json").read_text())
+    (ckpt / "latest" / "config.json").write_text(json.dumps({**cfg, "vocab_size": cfg["vocab_size"] + 3}))
     assert_one_line_error(invoke(sample_cli.main, [str(ckpt), "--prompt", "Speak", "-n", "2"]))
 
 
@@ -217,10 +221,10 @@ def test_cli_stop_and_resume_matches_straight_run(corpus, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert invoke(train_cli.main, args + ["--out", str(straight)]).exit_code == 0
     assert invoke(train_cli.main, args + ["--out", str(split), "--stop-after", "3"]).exit_code == 0
-    assert json.loads((split / "meta.json").read_text())["step"] == 3
+    assert json.loads((split / "latest" / "meta.json").read_text())["step"] == 3
     resumed = invoke(train_cli.main, ["--resume", str(split), "--quiet"])
     assert resumed.exit_code == 0, resumed.stderr
-    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    a, b = weights(straight), weights(split)
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows_a, rows_b = read_metrics(straight / "metrics.csv"), read_metrics(split / "metrics.csv")
     assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in rows_a] == [[r[c] for c in DETERMINISTIC_COLUMNS]

@@ -1,13 +1,22 @@
-"""Checkpoints: a directory of model.safetensors, config.json, tokenizer.json, meta.json (+ train_state.pt).
+"""Checkpoints: model.safetensors, config.json, tokenizer.json, meta.json (+ train_state.pt) in a folder.
 
-Every file is written atomically, and meta.json is removed first and written last: a directory
-without meta.json is a checkpoint whose save did not finish, and loading it says so.
+A run folder keeps its checkpoint in checkpoints/000007-step40/ and a `latest` symlink to it. A save
+never touches the checkpoint it replaces: it writes a new version folder beside it, fsyncs every
+file and the folder, and only then turns `latest` to the new one in one rename, so that a crash at
+any moment leaves `latest` on a complete checkpoint; older versions are removed after the switch.
+load_checkpoint(run folder) follows `latest`. A folder of the files themselves (a version folder,
+or a run folder of the layout before versions) is a checkpoint too; meta.json is written last, so
+such a folder without it is a save that did not finish.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import onebit
-from onebit.atomic import atomic_path, atomic_write_text
+from onebit.atomic import fsync_path
 from onebit.config import ConfigError, ModelConfig
 from onebit.errors import OnebitError
 from onebit.tokenizer import Tokenizer, TokenizerError
@@ -29,6 +38,8 @@ TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
 TRAIN_STATE_FILE = "train_state.pt"
 REQUIRED_FILES = (CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE, META_FILE)
+VERSIONS_DIR = "checkpoints"
+LATEST = "latest"
 
 
 class CheckpointError(OnebitError):
@@ -66,10 +77,10 @@ def _finite(value: Any) -> Any:
 
 def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, meta: dict,
                     train_state: dict | None = None) -> None:
-    """Write a complete checkpoint; meta gets "onebit_version" and "quant" when it lacks them.
+    """Write a complete checkpoint and make it out_dir's latest; meta gets "onebit_version" and "quant".
 
-    A stale train_state.pt is removed when train_state is None, so that a checkpoint never pairs
-    weights with the optimizer state of another step.
+    Any failure (a full disk included) leaves the previous checkpoint as it was and raises
+    CheckpointError; a checkpoint never pairs weights with the optimizer state of another step.
     """
     out_dir = Path(out_dir)
     cfg = model.cfg
@@ -78,30 +89,103 @@ def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, met
     meta = {"onebit_version": onebit.__version__, "quant": cfg.quant, **meta}
     # fail before touching disk; strict JSON (no NaN) so that C and JavaScript can read it too
     meta_text = json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META_FILE).unlink(missing_ok=True)
-
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out_dir / MODEL_FILE) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-    tokenizer.save(out_dir / TOKENIZER_FILE)
-    if train_state is not None:
-        with atomic_path(out_dir / TRAIN_STATE_FILE) as tmp:
-            torch.save(train_state, tmp)
-    else:
-        (out_dir / TRAIN_STATE_FILE).unlink(missing_ok=True)
-    atomic_write_text(out_dir / META_FILE, meta_text)
+
+    versions = out_dir / VERSIONS_DIR
+    try:
+        versions.mkdir(parents=True, exist_ok=True)
+        name = _next_version(versions, meta.get("step"))
+        tmp = Path(tempfile.mkdtemp(dir=versions, prefix=f".{name}.", suffix=".tmp"))
+    except OSError as e:
+        raise _save_error(out_dir, e, versions) from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the checkpoint from other users
+        save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        if train_state is not None:
+            torch.save(train_state, tmp / TRAIN_STATE_FILE)
+        (tmp / META_FILE).write_text(meta_text, encoding="utf-8")
+        for file in tmp.iterdir():
+            os.chmod(file, 0o666 & ~_umask())  # safetensors creates 0600
+            fsync_path(file)
+        fsync_path(tmp)
+        os.rename(tmp, versions / name)
+        fsync_path(versions)
+    except Exception as e:  # safetensors and torch report a full disk in their own exception types
+        error = _save_error(out_dir, e, versions)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise error from None
+    except BaseException:  # Ctrl-C: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        _replace_symlink(out_dir / LATEST, f"{VERSIONS_DIR}/{name}")
+        fsync_path(out_dir)
+    except OSError as e:
+        shutil.rmtree(versions / name, ignore_errors=True)
+        raise _save_error(out_dir, e, versions) from None
+    # committed: what follows only tidies (older versions, the plain files of the old layout), and a
+    # crash in it loses nothing, since the loader follows `latest` and ignores both
+    for old in versions.iterdir():
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    for plain in REQUIRED_FILES + (TRAIN_STATE_FILE,):
+        if (out_dir / plain).is_file():
+            (out_dir / plain).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _next_version(versions: Path, step: Any) -> str:
+    """000007-step40: numbered past every version already there, so a name is never reused."""
+    numbers = [int(p.name.split("-")[0]) for p in versions.iterdir() if p.name.split("-")[0].isdigit()]
+    number = max(numbers, default=0) + 1
+    return f"{number:06d}" + (f"-step{step}" if isinstance(step, int) and not isinstance(step, bool) else "")
+
+
+def _save_error(out_dir: Path, e: BaseException, versions: Path) -> CheckpointError:
+    full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+    if not full:  # torch.save's message for a full disk is "unexpected pos ..."
+        try:
+            stat = os.statvfs(versions if versions.is_dir() else out_dir)
+            full = stat.f_bavail * stat.f_frsize < (1 << 16)
+        except OSError:
+            pass
+    reason = "no space left on device" if full else (e.strerror if isinstance(e, OSError) and e.strerror
+                                                      else _first_line(e))
+    kept = (" (the previous checkpoint is intact)"
+            if (out_dir / LATEST).exists() or (out_dir / META_FILE).is_file() else "")
+    return CheckpointError(f"could not save a checkpoint in {out_dir}: {reason}{kept}")
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    """Point link at target in one rename: a reader sees the old target or the new one."""
+    tmp = link.with_name(f".{link.name}.tmp")  # one writer per run folder
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
 
 
 def _checkpoint_dir(path: Path) -> Path:
+    """The folder that holds the checkpoint's files: path itself, or the version its `latest` names."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_file():
-        if path.name in REQUIRED_FILES + (TRAIN_STATE_FILE,):
-            return path.parent
-        raise CheckpointError(f"checkpoint {path} is a file; expected a checkpoint directory")
+        if path.name not in REQUIRED_FILES + (TRAIN_STATE_FILE,):
+            raise CheckpointError(f"checkpoint {path} is a file; expected a checkpoint directory")
+        path = path.parent
+    latest = path / LATEST
+    if latest.is_symlink() or latest.exists():
+        if not latest.is_dir():
+            raise CheckpointError(f"checkpoint {path}: {LATEST} points to a missing version "
+                                  f"({os.readlink(latest) if latest.is_symlink() else 'not a symlink'})")
+        return latest.resolve()
     return path
 
 
