@@ -98,14 +98,30 @@ def test_meta_records_bos_eos_and_chat_template(imported, tokenizer):
 def test_latent_weights_reproduce_codes_and_scale(seed):
     gen = torch.Generator().manual_seed(seed)
     shape = (int(torch.randint(1, 64, (), generator=gen)), int(torch.randint(1, 200, (), generator=gen)))
+    original = torch.randn(shape, generator=gen) * float(torch.rand((), generator=gen)) * 3
+    codes, scale = quant.quantize_weight(original, "ternary")  # a scale that is some weights' mean
+    w, exact = latent_weights(codes.to(torch.int8), scale.item())
+    got_codes, got_scale = quant.quantize_weight(w, "ternary")
+    assert exact and torch.equal(got_codes, codes) and got_scale.item() == scale.item()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_latent_weights_of_any_scale_are_at_most_an_ulp_off(seed):
+    """A scale stored by another tool may be no fp32 mean of n weights at all: then the nearest."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (int(torch.randint(1, 64, (), generator=gen)), int(torch.randint(1, 200, (), generator=gen)))
     codes = torch.randint(-1, 2, shape, generator=gen).to(torch.int8)
-    scale = float(np.float32(torch.rand((), generator=gen).item() * 3 + 1e-4))
-    w, exact = latent_weights(codes, scale)
+    scale = np.float32(torch.rand((), generator=gen).item() * 3 + 1e-4)
+    w, exact = latent_weights(codes, float(scale))
     got_codes, got_scale = quant.quantize_weight(w, "ternary")
     assert torch.equal(got_codes.to(torch.int8), codes)
-    # when fp32 cannot produce the scale as a mean, the nearest value is one ulp away
-    ulps = abs(int(np.float32(got_scale.item()).view(np.int32)) - int(np.float32(scale).view(np.int32)))
-    assert ulps == 0 if exact else ulps == 1
+    ulps = abs(int(np.float32(got_scale.item()).view(np.int32)) - int(scale.view(np.int32)))
+    if exact:
+        assert ulps == 0
+    else:  # no fp32 sum T has fl(T / n) == scale
+        n, t0 = codes.numel(), np.float32(float(scale) * codes.numel())
+        sums = (np.float32(t0 + np.float32(k) * np.spacing(t0)) for k in range(-64, 65))
+        assert all(np.float32(t / np.float32(n)) != scale for t in sums) and ulps == 1
 
 
 def test_all_zero_codes_import_as_zeros():

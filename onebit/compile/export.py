@@ -228,8 +228,12 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @click.option("--emit-c-header", "c_header", type=click.Path(path_type=Path), default=None,
               help="Also write a C header holding the file's bytes.  [default: none]")
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
-@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx"]), default="1bit", show_default=True,
-              help="Output format: one .1bit file, or a folder of ONNX graphs (docs/ONNX.md).")
+@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx", "hf"]), default="1bit", show_default=True,
+              help="Output format: one .1bit file, a folder of ONNX graphs (docs/ONNX.md), or a Hugging Face "
+                   "BitNetForCausalLM folder (docs/INTEROP.md).")
+@click.option("--hf-weights", type=click.Choice(["packed", "latent"]), default="packed", show_default=True,
+              help="--format hf: packed 2-bit codes with onebit's exact scales (offline autobitlinear), or the "
+                   "latent fp32 weights (online autobitlinear, for fine-tuning in transformers).")
 @click.option("--onnx-graphs", default="native,web", show_default=True,
               help="ONNX graphs to write: native (MatMulNBits) and/or web (standard ops).")
 @click.option("--onnx-block-size", type=click.Choice(["16", "32", "64", "128"]), default="128", show_default=True,
@@ -241,9 +245,19 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @cli_errors
 def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_header: Path | None,
          c_name: str, fmt: str, onnx_graphs: str, onnx_block_size: str, onnx_accuracy_level: str,
-         onnx_web_matmul: str) -> None:
-    """Compile CHECKPOINT_DIR into a packed .1bit file (or ONNX)."""
+         onnx_web_matmul: str, hf_weights: str) -> None:
+    """Compile CHECKPOINT_DIR into a packed .1bit file (or ONNX, or a Hugging Face folder)."""
     torch.set_num_threads(1)
+    if fmt == "hf":
+        if c_header is not None:
+            raise ExportError("--emit-c-header needs --format 1bit")
+        from onebit.compile.hf import export_hf
+        from onebit.train.dist_checkpoint import load_any_checkpoint
+
+        size = export_hf(load_any_checkpoint(checkpoint_dir), out, hf_weights)
+        print(f"wrote {out} (BitNetForCausalLM, {hf_weights} weights, model.safetensors {size:,} bytes)",
+              file=sys.stderr)
+        return
     if fmt == "onnx":
         if c_header is not None:
             raise ExportError("--emit-c-header needs --format 1bit")

@@ -287,24 +287,37 @@ def latent_weights(codes: torch.Tensor, scale: float) -> tuple[torch.Tensor, boo
 
 
 def _grid_latent(q: torch.Tensor, n: int, nnz: int, target: np.float32, mean_of) -> torch.Tensor | None:
-    """The fast path of latent_weights: magnitudes that are integer multiples m * u of a power of two
-    u, with total M * u below 2^24 * u, so that every partial sum is exact in any summation order;
-    then only the final division rounds, and a few values of M around n * target / u are tried."""
+    """The fast path of latent_weights. torch's mean is fl(S / n) for the fp32 sum S, so first find
+    fp32 sums T with fl(T / n) == target; then magnitudes that are integer multiples of a power of
+    two u dividing T, so that T / u < 2^24 and every partial sum is exact in any summation order:
+    the computed sum is T whatever torch's reduction does. None when no such T and u fit nnz
+    weights of at least half the scale each (large tensors with few zeros)."""
     t = float(target)
-    u = 2.0 ** (math.floor(math.log2(n * t / 2**24)) + 1)
-    m0 = round(n * t / u)
-    nonzero = q != 0
-    rank = torch.cumsum(nonzero.reshape(-1).to(torch.int64), 0).reshape(q.shape)  # 1-based among nonzeros
-    for m in (m0, m0 - 1, m0 + 1, m0 - 2, m0 + 2, m0 - 3, m0 + 3):
-        if not nnz <= m < 2**24:
+    nf = np.float32(n)
+    t0 = np.float32(t * n)
+    candidates = [np.float32(t0 + np.float32(k) * np.spacing(t0)) for k in (0, -1, 1, -2, 2, -3, 3, -4, 4)]
+    nonzero = (q != 0).reshape(-1)
+    rank = None
+    for total in candidates:
+        if np.float32(total / nf) != target:
             continue
-        base, extra = divmod(m, nnz)
-        if base * u <= 0.5 * t:  # the round-clip would turn such weights into zeros
-            continue
-        magnitude = torch.where(rank <= extra, float((base + 1) * u), float(base * u))
-        w = q * magnitude
-        if mean_of(w) == target:
-            return w
+        ulp = float(np.spacing(total))
+        mantissa = int(round(float(total) / ulp))
+        low_bit = mantissa & -mantissa
+        for shift in range(low_bit.bit_length() - 1, -1, -1):  # largest u first: fewest units per weight
+            u = ulp * 2**shift
+            m = mantissa >> shift
+            floor_units = math.floor(0.5 * t / u) + 1  # the least units that still code +-1
+            if m < nnz * floor_units:
+                continue
+            base, extra = divmod(m, nnz)
+            if rank is None:
+                rank = torch.cumsum(nonzero.to(torch.int64), 0).reshape(q.shape)  # 1-based among nonzeros
+            magnitude = torch.where(rank <= extra, float((base + 1) * u), float(base * u))
+            w = q * magnitude
+            if mean_of(w) == target:
+                return w
+            break
     return None
 
 
