@@ -24,14 +24,21 @@ SMALL_TEXT = (
 SMALL_CONFIG = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
 
 
+def skip_unless_ci(reason: str) -> None:
+    """Skip a test whose prerequisite is missing, except in CI (CI=true), where it fails instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: a missing prerequisite is a failure)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
     data_dir = os.environ.get("ONEBIT_DATA_DIR")
     if not data_dir:
-        pytest.skip("ONEBIT_DATA_DIR is not set: the tinyshakespeare corpus is unavailable")
+        skip_unless_ci("ONEBIT_DATA_DIR is not set: the tinyshakespeare corpus is unavailable")
     path = Path(data_dir) / "tinyshakespeare.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found: the tinyshakespeare corpus is unavailable")
+        skip_unless_ci(f"{path} not found: the tinyshakespeare corpus is unavailable")
     return path
 
 

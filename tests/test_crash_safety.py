@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import skip_unless_ci
 from onebit.train.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint
 from onebit.train.metrics import DETERMINISTIC_COLUMNS, read_metrics
 from onebit.train.trainer import main as train_main
@@ -224,10 +225,7 @@ def small_disk(tmp_path: Path):
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount)],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        message = f"cannot mount a tmpfs for the full-disk test: {result.stderr.strip()} (needs root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_unless_ci(f"cannot mount a tmpfs for the full-disk test: {result.stderr.strip()} (needs root)")
     try:
         yield mount
     finally:
