@@ -54,9 +54,9 @@ class CountingSession:
     def __getattr__(self, name):
         return getattr(self._s, name)
 
-    def stream(self, prompt, max_tokens, sampler):
+    def stream(self, prompt, *args):
         self.prefilled += len(prompt)
-        return self._s.stream(prompt, max_tokens, sampler)
+        return self._s.stream(prompt, *args)
 
 
 @pytest.mark.parametrize("template", [ChatTemplate(), ChatTemplate(source=TAGGED, stop=("<|end|>",), bos_token="~")],
@@ -77,6 +77,19 @@ def test_turns_continue_the_cache_and_equal_the_api(model_path, template):
         if turn:  # only the new message's text (and the last answer's last token) went through the model
             prompt_tokens = len(model.encode(template.render(history[:-1])))
             assert session.prefilled - before < prompt_tokens // 2
+
+
+def test_an_answer_stopped_midway_stays_consistent(model_path):
+    """Ctrl-C's path: should_stop ends an answer after some tokens; what was shown is the message,
+    and the next turn still answers what the API answers for that history."""
+    model = SharedModel(model_path)
+    chat = Conversation(model.session(), ChatTemplate())
+    sampler = SamplerConfig(temperature=0.8, seed=2)
+    count = iter(range(1000))
+    partial = "".join(chat.reply("Tell me everything.", 500, sampler, should_stop=lambda: next(count) >= 9))
+    assert 0 < len(partial) <= 10 and chat.messages[-1] == {"role": "assistant", "content": partial}
+    answer = "".join(chat.reply("Go on.", 20, sampler))
+    assert answer == api_answer(model_path, ChatTemplate(), chat.messages[:-1], 20, sampler)
 
 
 def test_history_past_the_context_slides(model_path):

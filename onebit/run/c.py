@@ -289,19 +289,22 @@ class Session:
             _check(self.lib.ob_session_sample(self._session, token), self._error())
             return int(token[0])
 
-    def stream(self, prompt: Sequence[int], max_tokens: int, sampler: SamplerConfig) -> Iterator[int]:
+    def stream(self, prompt: Sequence[int], max_tokens: int, sampler: SamplerConfig,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
         """Evaluate `prompt` at the current position, then yield up to max_tokens sampled ids, one
         C call at a time so that the consumer can stop between any two (stop strings, a closed
-        connection, Ctrl-C). The decode loop of docs/SAMPLING.md: the same tokens as `generate`.
-        The last id yielded is never evaluated: a caller that continues the sequence feeds it first."""
+        connection, Ctrl-C: `should_stop()` is asked after each id). The decode loop of
+        docs/SAMPLING.md: the same tokens as `generate`. The last id yielded is never evaluated: a
+        caller that continues the sequence feeds it first."""
         self.set_sampler(sampler)
         if prompt:
             self.eval(prompt)
         for i in range(max_tokens):
             token = self.sample()
             yield token
-            if i + 1 < max_tokens:
-                self.decode(token)
+            if i + 1 == max_tokens or (should_stop is not None and should_stop()):
+                return
+            self.decode(token)
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """[len(tokens), vocab] fp32 logits of a fresh context (one prefill)."""

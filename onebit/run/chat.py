@@ -52,10 +52,11 @@ class Conversation:
     def _sequence_text(self) -> str:
         return self.model.decode(self._tokens)
 
-    def reply(self, text: str, max_tokens: int, sampler: SamplerConfig) -> Iterator[str]:
-        """Stream the answer to the user message `text`. However the iteration ends (the answer is
-        complete, max_tokens, or the caller stops early: Ctrl-C), what was written so far becomes
-        the assistant's message."""
+    def reply(self, text: str, max_tokens: int, sampler: SamplerConfig,
+              should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """Stream the answer to the user message `text`. However it ends (complete, max_tokens,
+        `should_stop()` true after a token, or the caller stopping the iteration), what was
+        written so far becomes the assistant's message."""
         messages = self.messages + [{"role": "user", "content": text}]
         prompt = self.template.render(messages, add_generation_prompt=True)
         done = self._sequence_text()
@@ -76,7 +77,7 @@ class Conversation:
             self.session.reset()
             new = self._tokens[-keep:]
         self.messages = messages
-        tokens = self.session.stream(new, max_tokens, sampler)
+        tokens = self.session.stream(new, max_tokens, sampler, should_stop)
         gen = TextGeneration(self.model, tokens, max_tokens, self.template.stop, self.template.stop_tokens)
         self._evaluated = len(self._tokens)
         try:
@@ -156,11 +157,9 @@ def run_repl(chat: Conversation, max_tokens: int, sampler: SamplerConfig, read: 
         turn += 1
         try:
             with _CtrlC() as ctrl_c:
-                for piece in chat.reply(line, max_tokens, turn_sampler):
+                for piece in chat.reply(line, max_tokens, turn_sampler, should_stop=lambda: ctrl_c.hit):
                     out.write(piece)
                     out.flush()
-                    if ctrl_c.hit:
-                        break
             print("\n(stopped)" if ctrl_c.hit else "", file=out, flush=True)
         except OnebitError as e:
             print(f"error: {e}", file=out, flush=True)

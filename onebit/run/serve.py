@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import json
 import socket
 import threading
@@ -160,16 +159,15 @@ class Engine:
                     session.reset()
                 slot.cached = []  # unknown until this job ends well
                 sampler = type(req.sampler)(**{**req.sampler.__dict__, "seed": job.seed})
-                tokens = itertools.takewhile(lambda _: not cancel.is_set(),
-                                             session.stream(job.ids[reuse:], req.max_tokens, sampler))
+                tokens = session.stream(job.ids[reuse:], req.max_tokens, sampler, should_stop=cancel.is_set)
                 # a chat answer ends at the template's stop strings too; a completion only at the request's
                 stop = [*req.stop, *(self.template.stop if req.messages is not None else ())]
                 gen = TextGeneration(self.model, tokens, req.max_tokens, stop, self.template.stop_tokens)
                 for piece in gen:
                     emit(("text", job.index, piece))
+                slot.cached = job.ids + gen.tokens[:-1]  # the last token sampled was not evaluated
                 if cancel.is_set():
                     return
-                slot.cached = job.ids + gen.tokens[:-1]  # the last token sampled was not evaluated
                 emit(("done", job.index, gen.finish_reason, len(gen.tokens), reuse))
         except Exception as e:  # noqa: BLE001 - reported to the client, the server stays up
             slot.cached = []
