@@ -60,6 +60,9 @@ test-c:
 	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then \
 	  $(MAKE) -C runtime_c test-arm; \
 	else echo "test-c: no aarch64 cross compiler or qemu; NEON tests skipped"; fi
+	@if command -v arm-linux-gnueabihf-gcc >/dev/null && command -v qemu-arm >/dev/null; then \
+	  $(MAKE) -C runtime_c test-arm32; \
+	else echo "test-c: no armhf cross compiler or qemu-arm; 32-bit tests skipped"; fi
 	$(MAKE) -C runtime_c test-tsan
 	@if command -v clang >/dev/null; then $(MAKE) -C runtime_c fuzz FUZZ_SECONDS=15; \
 	else echo "test-c: no clang; the fuzz pass is skipped"; fi

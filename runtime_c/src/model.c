@@ -422,10 +422,21 @@ ob_status ob_model_open(ob_model **out, const char *path, char *err, size_t err_
         return OB_ERR_IO;
     }
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) { /* EOVERFLOW: a file past 2 GiB on a 32-bit build without LFS */
+        ob_set_msg(err, err_size, "%s: %s", path, strerror(errno));
+        close(fd);
+        return OB_ERR_IO;
+    }
+    if (!S_ISREG(sb.st_mode)) {
         ob_set_msg(err, err_size, "%s: not a regular file", path);
         close(fd);
         return OB_ERR_IO;
+    }
+    if (sb.st_size < 0 || (uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
+        ob_set_msg(err, err_size, "%s: %llu bytes do not fit this machine's address space", path,
+                   (unsigned long long)sb.st_size);
+        close(fd);
+        return OB_ERR_NOMEM;
     }
     size_t size = (size_t)sb.st_size;
     if (size == 0) {

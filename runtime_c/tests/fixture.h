@@ -220,10 +220,14 @@ static uint8_t *fx_write(fx *f, size_t *size, void **raw) {
     }
     for (int k = 0; k < f->n; k++) {
         uint64_t end = (f->t[k].offset + f->t[k].size + 63) / 64 * 64;
-        if (f->t[k].fixed_offset && end > pos && end < ((uint64_t)1 << 32)) pos = end;
+        if (f->t[k].fixed_offset && end > pos && end - pos <= ((uint64_t)1 << 20)) pos = end; /* else: past the end */
     }
     size_t total = (size_t)(data_offset + pos);
     *raw = malloc(total + 64);
+    if (!*raw) {
+        printf("fixture: cannot allocate %zu bytes\n", total);
+        exit(1);
+    }
     uint8_t *d = (uint8_t *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
     memset(d, 0, total);
     memcpy(d, "1BIT", 4);
