@@ -2,8 +2,9 @@
  *
  *   onebit-run -m model.1bit -p "ROMEO:" -n 200 [--temperature T --top-k K --top-p P
  *              --repeat-penalty R --repeat-window W --seed S --threads N --ctx N --kv f32|f16
- *              --isa NAME --batch N] [--bench [--prompt-tokens N]]
+ *              --isa NAME --batch N --max-memory BYTES] [--bench [--prompt-tokens N]]
  *   onebit-run -m model.1bit --ppl FILE [--ctx N --threads N]
+ *   onebit-run --help | --version
  *
  * stdout carries only the prompt and the generated text (token bytes as they come); statistics and
  * errors go to stderr; an error is one line and a non-zero exit. */
@@ -43,13 +44,43 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* VERSION from the Makefile (-DONEBIT_VERSION); a build that does not pass it says so. */
+#ifndef ONEBIT_VERSION
+#define ONEBIT_VERSION "unknown (built without -DONEBIT_VERSION)"
+#endif
+
+/* One line per flag with its default; the sampler defaults come from the library itself. */
 static void usage(FILE *f) {
-    fputs("usage: onebit-run -m MODEL.1bit [-p PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P]\n"
-          "                  [--repeat-penalty R] [--repeat-window W] [--seed S] [--threads N] [--ctx N]\n"
-          "                  [--kv f32|f16] [--isa scalar|avx2|avx512|neon] [--batch N]\n"
-          "                  [--bench [--prompt-tokens N]] [--ppl FILE]\n"
-          "Generate text (temperature 0 = greedy) or compute perplexity over a text file.\n",
-          f);
+    ob_sampler_params d = ob_sampler_params_default();
+    ob_session_params s = ob_session_params_default();
+    fprintf(f,
+            "usage: onebit-run -m MODEL.1bit [options]       generate text (temperature 0 = greedy)\n"
+            "       onebit-run -m MODEL.1bit --ppl FILE      perplexity of a text file\n"
+            "Text goes to stdout, statistics and errors to stderr.\n\n"
+            "  -m, --model FILE            the .1bit model (required)\n"
+            "  -p, --prompt TEXT           prompt to continue (default: a newline)\n"
+            "  -n, --max-new-tokens N      tokens to generate (default: 200)\n"
+            "      --temperature T         sampling temperature, 0 = greedy (default: %g)\n"
+            "      --top-k K               keep the K most likely tokens, 0 = off (default: %d)\n"
+            "      --top-p P               nucleus sampling mass in (0, 1], 1 = off (default: %g)\n"
+            "      --repeat-penalty R      penalty on recent tokens, 1 = off (default: %g)\n"
+            "      --repeat-window W       how many recent tokens the penalty sees (default: %d)\n"
+            "      --seed S                sampler seed, an unsigned integer (default: %llu)\n"
+            "  -t, --threads N             worker threads, 1..256; same output for any N (default: %d)\n"
+            "      --ctx N                 context length in tokens (default: min(max_seq_len, %d))\n"
+            "      --kv f32|f16            KV-cache element type (default: f32)\n"
+            "      --isa NAME              kernels: scalar, avx2, avx512, neon, ... (default: $ONEBIT_ISA,\n"
+            "                              else the best this CPU has)\n"
+            "      --batch N               tokens per prefill matrix multiply (default: %d)\n"
+            "      --max-memory BYTES      fail early if the model and session need more, e.g. 512M, 2G\n"
+            "                              (default: no limit)\n"
+            "      --bench                 print prefill and decode speeds (default: off)\n"
+            "      --prompt-tokens N       with --bench: N pseudo-random prompt ids instead of -p (default: off)\n"
+            "      --ppl FILE              compute perplexity over FILE instead of generating (default: off)\n"
+            "      --version               print the version and exit\n"
+            "  -h, --help                  print this help and exit\n",
+            (double)d.temperature, d.top_k, (double)d.top_p, (double)d.repeat_penalty, d.repeat_window,
+            (unsigned long long)d.seed, s.n_threads, OB_DEFAULT_CTX, s.n_batch);
 }
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -99,6 +130,10 @@ static int parse_args(int argc, char **argv, options *o) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--version")) {
+            printf("onebit-run %s (reads .1bit format %d.%d)\n", ONEBIT_VERSION, OB_VERSION_MAJOR, OB_VERSION_MINOR);
             exit(0);
         }
         if (!strcmp(a, "--bench")) {
