@@ -189,6 +189,20 @@ def test_terminal_chat_two_turns_save_and_ctrl_c(model_path, tmp_path):
         child.close(force=True)
 
 
+def test_chat_cli_reads_a_template_file_and_piped_input(model_path, tmp_path):
+    import subprocess
+
+    (tmp_path / "t.jinja").write_text(TAGGED)
+    done = subprocess.run([sys.executable, "-m", "onebit.run.chat", str(model_path), "--template",
+                           str(tmp_path / "t.jinja"), "-n", "15", "--temperature", "0", "--system", "Hm."],
+                          capture_output=True, text=True, input="Hello.\n", timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = api_answer(model_path, ChatTemplate(source=TAGGED, stop=()),
+                          [{"role": "system", "content": "Hm."}, {"role": "user", "content": "Hello."}], 15,
+                          SamplerConfig(temperature=0))
+    assert f"> {expected}\n> " in done.stdout
+
+
 def test_chat_cli_bad_input_is_one_line(model_path, tmp_path):
     import subprocess
 

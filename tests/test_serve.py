@@ -213,6 +213,10 @@ BAD_CHAT = [
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages"),
     ({"model": "tiny", "messages": [{"role": "user", "content": 3}]}, 400, "messages"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, 400, "tools"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 120}]}, 400, "messages"),  # + template > 128
+    ({"model": "tiny", "messages": [{"role": "user", "content": "\u00e9"}]}, 400, "messages"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x", "extra": 1}]}, 400, "messages"),
 ]
 
 

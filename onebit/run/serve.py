@@ -129,6 +129,8 @@ class Engine:
                 req.prompts = [self.template.render(req.messages, add_generation_prompt=True)]
             except ChatTemplateError as e:
                 raise ApiError(400, str(e), "messages") from None
+        param = "prompt" if req.messages is None else "messages"
+        what = "the prompt" if req.messages is None else "the conversation, with the chat template,"
         out = []
         for text in req.prompts:
             try:
@@ -136,12 +138,12 @@ class Engine:
                 if req.messages is None and ids:
                     ids = self.bos + ids
             except CRuntimeError as e:
-                raise ApiError(400, f"the prompt cannot be tokenized: {e}", "prompt") from None
+                raise ApiError(400, f"{what} cannot be tokenized: {e}", param) from None
             if not ids:
-                raise ApiError(400, "the prompt is empty: generation needs at least one token", "prompt")
+                raise ApiError(400, "the prompt is empty: generation needs at least one token", param)
             if len(ids) > self.n_ctx:
-                raise ApiError(400, f"the prompt ({len(ids)} tokens) is longer than the context of {self.n_ctx} "
-                                    "tokens", "prompt", code="context_length_exceeded")
+                raise ApiError(400, f"{what} ({len(ids)} tokens) is longer than the context of {self.n_ctx} "
+                                    "tokens", param, code="context_length_exceeded")
             out.append(ids)
         return out
 
