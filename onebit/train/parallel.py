@@ -107,6 +107,29 @@ class Parallel:
         set_optimizer_state_dict(self.model, optimizer, named, options=StateDictOptions(full_state_dict=True))
 
 
+def prepare_blocks(model: Transformer, activation_checkpointing: bool, compile_blocks: bool) -> None:
+    """Per-block speed options, applied before wrapping; parameter names stay as they are."""
+    for layer in model.layers:
+        if activation_checkpointing:
+            _checkpoint_activations(layer)
+        if compile_blocks:
+            layer.compile()
+
+
+def _checkpoint_activations(block: nn.Module) -> None:
+    """Keep only the block's input; its activations are recomputed in the backward pass."""
+    from torch.utils.checkpoint import checkpoint
+
+    forward = block.forward
+
+    def checkpointed(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    block.forward = checkpointed  # type: ignore[method-assign]
+
+
 def shard_model(model: Transformer, device: torch.device) -> None:
     """FSDP2 over every block, then the root (embedding, final norm, head)."""
     from torch.distributed.device_mesh import init_device_mesh

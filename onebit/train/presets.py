@@ -1,4 +1,4 @@
-"""Training configuration and the named presets (`tiny`, `small`), with per-quant defaults.
+"""Training configuration and the named presets (`tiny`, `small`, `base`), with per-quant defaults.
 
 Each quant kind trains best with different settings (ternary wants a much higher peak LR than
 full precision), so a preset is a base plus one override table per `--quant`; the values are the
@@ -67,6 +67,10 @@ class TrainConfig:
     fsdp: bool = False  # shard parameters, gradients and optimizer state (FSDP2) instead of DDP
     sharded_checkpoint: bool = False  # FSDP: every rank writes its shard (torch.distributed.checkpoint)
     dist_timeout: float = 600.0  # seconds a collective may wait for a peer before the run stops
+    # speed (none changes the math beyond float rounding)
+    compile: bool = False  # torch.compile every transformer block
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    peak_tflops: float = 0.0  # the device's bf16 peak for the MFU figure; 0 = look the GPU up
     # distillation: loss = CE + kd_weight * T^2 * KL(teacher || student) at temperature T
     teacher: str | None = None
     kd_weight: float = 1.0  # used only with a teacher
@@ -93,6 +97,8 @@ class TrainConfig:
             raise TrainConfigError(f"device must be cpu or cuda, got {self.device!r}")
         if self.seed < 0:
             raise TrainConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.peak_tflops < 0:
+            raise TrainConfigError(f"peak_tflops must be >= 0, got {self.peak_tflops}")
         if self.data_workers < 0:
             raise TrainConfigError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.dist_timeout <= 0:
@@ -119,6 +125,8 @@ class TrainConfig:
         return cls(**data).validate()
 
 
+# BitNet b1.58-style ~124M: ReLU²-GLU, SubLN, RoPE, RMSNorm (ModelConfig's defaults), tied embeddings
+BASE_MODEL = dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, ffn_dim=2560, max_seq_len=1024)
 TINY_MODEL = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=4, ffn_dim=512, max_seq_len=64)
 SMALL_MODEL = dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=768, max_seq_len=256)
 
@@ -141,6 +149,17 @@ PRESETS: dict[str, dict] = {
         "none": dict(lr=2e-3, model=dict(activation="silu", gated=True, subln=False)),
         "ternary": dict(lr=3e-3),
         "binary": dict(lr=3e-3),
+    },
+    # For GPUs (CUDA, bf16 autocast, fused AdamW); never run in this project's tests or benchmarks.
+    # 512 sequences of 1024 tokens (~0.5M tokens) per step: 32 per micro-batch across all
+    # processes, 16 micro-batches; 20000 steps is ~10B tokens. Bring a corpus: --data.
+    "base": {
+        "base": dict(tokenizer="bpe", vocab_size=32000, model=BASE_MODEL, max_steps=20000, batch_size=32,
+                     grad_accum=16, warmup_steps=750, eval_interval=500, eval_batches=50, ckpt_interval=1000,
+                     bf16=True, device="cuda", activation_checkpointing=True),
+        "none": dict(lr=6e-4, model=dict(activation="silu", gated=True, subln=False)),
+        "ternary": dict(lr=1.5e-3, two_stage=True),
+        "binary": dict(lr=1.5e-3, two_stage=True),
     },
 }
 

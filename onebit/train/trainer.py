@@ -29,9 +29,10 @@ from onebit.train.checkpoint import load_train_state, save_checkpoint
 from onebit.train import distributed
 from onebit.train.data import TokenData, default_cache_dir, load_token_data, resolve_corpus
 from onebit.train.distributed import DistributedError, World
+from onebit.train.flops import device_peak_tflops, mfu
 from onebit.train.metrics import MetricsLog, perplexity
 from onebit.train.model import Transformer
-from onebit.train.parallel import Parallel, TrainLoss
+from onebit.train.parallel import Parallel, TrainLoss, prepare_blocks
 from onebit.train.presets import DEFAULT_PRESET, PRESETS, TrainConfig, TrainConfigError, preset_config
 from onebit.train.schedule import anneal_alpha, learning_rate, weight_decay
 
@@ -97,11 +98,16 @@ class Trainer:
             raise DistributedError(f"--batch-size {cfg.batch_size} does not divide evenly among {world.size} "
                                    "processes (it is the global batch)")
         self.rows = distributed.rank_slice(cfg.batch_size, world) if world.size > 1 else None
+        prepare_blocks(model, cfg.activation_checkpointing, cfg.compile)
         loss = TrainLoss(model, cfg.label_smoothing, cfg.kd_weight, cfg.kd_temperature)
         # wrapped (or sharded) before the optimizer sees the parameters: FSDP replaces them
         self.parallel = Parallel(model, loss, world, cfg.fsdp, device)
+        # fused AdamW on CUDA only: on CPU the default (for-each) kernel keeps today's exact numbers
+        fused = {"fused": True} if device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           eps=1e-8)
+                                           eps=1e-8, **fused)
+        self.peak_tflops = cfg.peak_tflops or (device_peak_tflops(torch.cuda.get_device_name(device))
+                                               if device.type == "cuda" else None)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.progress = Progress()
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
@@ -241,8 +247,11 @@ class Trainer:
                                     "val_loss": p.val_loss, "val_ppl": perplexity(p.val_loss),
                                     "lr": learning_rate(cfg, p.step - 1), "tokens_per_s": tokens_per_s,
                                     "elapsed_s": p.elapsed_s})
+                speed = f"{tokens_per_s:,.0f} tok/s"
+                if self.peak_tflops:
+                    speed += f", MFU {100 * mfu(tokens_per_s, self.model.cfg, self.peak_tflops, self.world.size):.1f}%"
                 log(f"step {p.step}: train loss {p.loss_sum / max(p.loss_count, 1):.4f}, "
-                    f"val loss {p.val_loss:.4f}, val ppl {perplexity(p.val_loss):.2f}")
+                    f"val loss {p.val_loss:.4f}, val ppl {perplexity(p.val_loss):.2f}; {speed}")
                 p.loss_sum, p.loss_count = 0.0, 0
                 window_start, window_steps = time.perf_counter(), 0
             stop = stop_after is not None and p.step >= stop_after
@@ -412,7 +421,7 @@ def _train(cfg: TrainConfig, world: World, out_dir: Path, resume: Path | None, s
 
 # flags that a resumed run may change: they don't alter what has been trained so far
 RESUMABLE = ("max_steps", "device", "eval_interval", "ckpt_interval", "fsdp", "sharded_checkpoint", "dist_timeout",
-             "data_workers")
+             "data_workers", "compile", "activation_checkpointing", "peak_tflops")
 
 
 def preset_default(field_name: str, preset: str = DEFAULT_PRESET) -> str:
@@ -463,7 +472,7 @@ TRAIN_FLAGS = [
     preset_option("--grad-clip", "grad_clip", "Clip the gradient norm to this; 0 = off.", type=float),
     preset_option("--label-smoothing", "label_smoothing", "Cross-entropy label smoothing.", type=float),
     click.option("--bf16/--no-bf16", "bf16", default=None,
-                 help=f"bf16 autocast (not run in this project's tests). {preset_default('bf16')}"),
+                 help=f"bf16 autocast (tested on CPU; on CUDA not run in this project). {preset_default('bf16')}"),
     preset_option("--grad-scale", "grad_scale", "Multiplier on BitLinear's straight-through gradient.", type=float),
     preset_option("--anneal-frac", "anneal_frac",
                   "Anneal a soft quantizer into the hard one over this fraction of the run; 0 = hard throughout.",
@@ -482,6 +491,15 @@ TRAIN_FLAGS = [
                       f"rank 0 gathering the full model; onebit export reads both. {preset_default('sharded_checkpoint')}"),
     preset_option("--dist-timeout", "dist_timeout",
                   "Seconds a process waits for the others before the run stops with an error.", type=float),
+    click.option("--compile/--no-compile", "compile", default=None,
+                 help="torch.compile every transformer block (not run in this project's tests). "
+                      f"{preset_default('compile')}"),
+    click.option("--activation-checkpointing/--no-activation-checkpointing", "activation_checkpointing",
+                 default=None, help="Recompute each block's activations in the backward pass: less memory, "
+                                    f"~1/3 more compute. {preset_default('activation_checkpointing')}"),
+    preset_option("--peak-tflops", "peak_tflops",
+                  "The device's bf16 peak in TFLOP/s for the logged MFU; 0 = look the CUDA GPU up (H100, A100, ...).",
+                  type=float),
     preset_option("--teacher", "teacher",
                   "Distil from this onebit checkpoint (same tokenizer), e.g. a full-precision run."),
     preset_option("--kd-weight", "kd_weight", "Distillation: weight of the KL(teacher || student) term.", type=float),
@@ -498,7 +516,8 @@ def train_flags(fn: Callable) -> Callable:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="Named model shape and training recipe; every [default: the preset's] below comes from it.")
+              help="Named model shape and training recipe; every [default: the preset's] below comes from it. "
+                   "base (~124M, BPE 32k, context 1024, bf16 on CUDA) is for GPUs and has not been run.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run directory (checkpoint, metrics.csv).  [default: --resume's directory; one of the two is required]")
 @click.option("--resume", "resume", type=click.Path(path_type=Path), default=None,
