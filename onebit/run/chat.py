@@ -198,6 +198,11 @@ def main(model_path: Path, max_tokens: int, temperature: float, top_k: int, top_
     if template_file is not None:
         template = ChatTemplate(source=template_file.read_text(encoding="utf-8"), stop=(),
                                 stop_tokens=template.stop_tokens, name=str(template_file))
+    if sys.stdin.isatty():
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
     session = model.session(n_ctx=ctx, threads=threads)
     chat = Conversation(session, template, system or None)
     print(f"{model_path.name}: {model.tokenizer_kind} tokenizer, context {session.n_ctx}, "
