@@ -348,3 +348,29 @@ def test_chat_page_in_headless_chromium(server, tmp_path):
     assert result["answers"] == expected
     assert result["states"] == ["done", "done"] and result["speed"].endswith("tokens/s")
     assert (tmp_path / "chat_page.png").stat().st_size > 0
+
+
+def test_terminal_chat_says_what_the_server_says(server, model_path):
+    """Two turns of `onebit chat` in a pseudo-terminal, sampled (answer i with seed + i): the same
+    text as the server's chat API for the same messages and seeds."""
+    pexpect = pytest.importorskip("pexpect")
+    client = server.client()
+    messages, answers = [], []
+    for turn, text in enumerate(["Good morrow.", "What news?"]):
+        messages.append({"role": "user", "content": text})
+        answer = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, temperature=0.9,
+                                                seed=40 + turn).choices[0].message.content
+        answers.append(answer)
+        messages.append({"role": "assistant", "content": answer})
+    child = pexpect.spawn(sys.executable, ["-m", "onebit.run.chat", str(model_path), "-n", "30", "--temperature",
+                                           "0.9", "--seed", "40"], encoding="utf-8", timeout=60, dimensions=(50, 500))
+    try:
+        child.expect_exact("> ")
+        for text, answer in zip(["Good morrow.", "What news?"], answers):
+            child.sendline(text)
+            child.expect_exact(text + "\r\n")
+            child.expect_exact(answer.replace("\n", "\r\n") + "\r\n> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
