@@ -9,7 +9,7 @@
  * Every kernel has a scalar reference and SIMD twins (AVX2, AVX-512 VNNI on x86-64, NEON on
  * aarch64).  One x86-64 binary runs everywhere: the SIMD functions are compiled with
  * function-level target attributes and chosen once at run time (CPUID + XGETBV), or forced with
- * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon|mve|simd128.  MVE and SIMD128 are
+ * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon|mve|simd128|dsp.  MVE, SIMD128 and DSP are
  * compile-time choices (there is no run-time detection on those targets).
  *
  * Files (one job each, as in ggml):
@@ -60,7 +60,8 @@ typedef enum {
     OB_ISA_NEON = 3,   /* aarch64 Advanced SIMD (+ dotprod when compiled with it) */
     OB_ISA_MVE = 4,    /* Armv8.1-M Helium (MVE), e.g. Cortex-M55: compiled in with -mcpu=cortex-m55 */
     OB_ISA_SIMD128 = 5, /* WebAssembly SIMD128: compiled in with -msimd128 */
-    OB_ISA_COUNT = 6
+    OB_ISA_DSP = 6,    /* Cortex-M DSP extension (SMLAD), e.g. Cortex-M4: compiled in with -mcpu */
+    OB_ISA_COUNT = 7
 } ob_isa;
 
 /* Best ISA this CPU (and OS) supports, among those compiled in. */

@@ -24,6 +24,9 @@ static void ob_simd_fill(ob_kernels *k, ob_isa isa) {
 #if defined(OB_HAVE_SIMD128)
     case OB_ISA_SIMD128: ob_kernels_fill_simd128(k); break;
 #endif
+#if defined(OB_HAVE_DSP)
+    case OB_ISA_DSP: ob_kernels_fill_dsp(k); break;
+#endif
     default: (void)k; break;
     }
 }
@@ -69,6 +72,9 @@ int ob_isa_supported(ob_isa isa) {
 #if defined(OB_HAVE_SIMD128)
     case OB_ISA_SIMD128: return 1;
 #endif
+#if defined(OB_HAVE_DSP)
+    case OB_ISA_DSP: return 1;
+#endif
     default: return 0;
     }
 }
@@ -83,6 +89,8 @@ ob_isa ob_isa_detect(void) {
     return OB_ISA_MVE;
 #elif defined(OB_HAVE_SIMD128)
     return OB_ISA_SIMD128;
+#elif defined(OB_HAVE_DSP)
+    return OB_ISA_DSP;
 #else
     return OB_ISA_SCALAR;
 #endif
@@ -96,6 +104,7 @@ const char *ob_isa_name(ob_isa isa) {
     case OB_ISA_NEON: return "neon";
     case OB_ISA_MVE: return "mve";
     case OB_ISA_SIMD128: return "simd128";
+    case OB_ISA_DSP: return "dsp";
     default: return "?";
     }
 }

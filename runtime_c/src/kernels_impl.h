@@ -21,6 +21,9 @@
 #if defined(__wasm_simd128__)
 #define OB_HAVE_SIMD128 1
 #endif
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define OB_HAVE_DSP 1
+#endif
 
 #define OB_CVT_F32(v) (v)
 #define OB_CVT_F16(v) ob_f16_to_f32(v)
@@ -45,6 +48,9 @@ void ob_kernels_fill_mve(ob_kernels *k);
 #endif
 #if defined(OB_HAVE_SIMD128)
 void ob_kernels_fill_simd128(ob_kernels *k);
+#endif
+#if defined(OB_HAVE_DSP)
+void ob_kernels_fill_dsp(ob_kernels *k);
 #endif
 
 /* ----------------------------------------------------------------- shared tiling driver
