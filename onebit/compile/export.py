@@ -228,9 +228,10 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @click.option("--emit-c-header", "c_header", type=click.Path(path_type=Path), default=None,
               help="Also write a C header holding the file's bytes.  [default: none]")
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
-@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx", "hf"]), default="1bit", show_default=True,
-              help="Output format: one .1bit file, a folder of ONNX graphs (docs/ONNX.md), or a Hugging Face "
-                   "BitNetForCausalLM folder (docs/INTEROP.md).")
+@click.option("--format", "fmt", type=click.Choice(["1bit", "onnx", "hf", "gguf"]), default="1bit", show_default=True,
+              help="Output format: one .1bit file, a folder of ONNX graphs (docs/ONNX.md), a Hugging Face "
+                   "BitNetForCausalLM folder, or a llama.cpp GGUF file (TQ2_0, or TQ1_0 with --pack t1.6; "
+                   "docs/INTEROP.md).")
 @click.option("--hf-weights", type=click.Choice(["packed", "latent"]), default="packed", show_default=True,
               help="--format hf: packed 2-bit codes with onebit's exact scales (offline autobitlinear), or the "
                    "latent fp32 weights (online autobitlinear, for fine-tuning in transformers).")
@@ -257,6 +258,17 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
         size = export_hf(load_any_checkpoint(checkpoint_dir), out, hf_weights)
         print(f"wrote {out} (BitNetForCausalLM, {hf_weights} weights, model.safetensors {size:,} bytes)",
               file=sys.stderr)
+        return
+    if fmt == "gguf":
+        if c_header is not None:
+            raise ExportError("--emit-c-header needs --format 1bit")
+        if out.is_dir() or not out.parent.is_dir():
+            raise ExportError(f"output {out} must be a file in an existing folder")
+        from onebit.compile.gguf import QTYPES, export_gguf
+        from onebit.train.dist_checkpoint import load_any_checkpoint
+
+        size = export_gguf(load_any_checkpoint(checkpoint_dir), out, pack or "t2", embed_dtype)
+        print(f"wrote {out} (llama.cpp bitnet, {QTYPES[pack or 't2']} layers, {size:,} bytes)", file=sys.stderr)
         return
     if fmt == "onnx":
         if c_header is not None:
