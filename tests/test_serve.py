@@ -374,3 +374,20 @@ def test_terminal_chat_says_what_the_server_says(server, model_path):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_onebit_run_max_memory_as_the_c_cli(model_path, onebit_run):
+    """`onebit run --max-memory` (the binding's CLI) takes the C CLI's byte counts and fails with its message."""
+    for budget in ("1K", "64KiB"):
+        c = subprocess.run([str(onebit_run), "-m", str(model_path), "-n", "2", "--max-memory", budget],
+                           capture_output=True, text=True)
+        py = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(model_path), "-n", "2",
+                             "--max-memory", budget], capture_output=True, text=True)
+        assert c.returncode != 0 and py.returncode == 1 and "Traceback" not in py.stderr
+        assert py.stderr.strip().removeprefix("error: ") == c.stderr.strip().removeprefix("error: ")
+    ok = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(model_path), "-n", "2", "--max-memory", "1G",
+                         "--temperature", "0"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(model_path), "--max-memory", "0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --max-memory needs a positive byte count")

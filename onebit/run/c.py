@@ -130,8 +130,7 @@ def _params(lib, ffi, n_ctx: int, threads: int, kv: str, isa_buf, n_batch: int, 
     params.n_ctx, params.n_threads, params.n_batch = n_ctx, threads, n_batch
     params.kv_type = lib.OB_KV_F16 if kv == "f16" else lib.OB_KV_F32
     params.isa = isa_buf
-    if max_memory:  # a field of the newer header only; 0 (no budget) needs no field
-        params.max_memory = max_memory
+    params.max_memory = max_memory
     return ffi.new("ob_session_params *", params)
 
 
@@ -455,6 +454,15 @@ class TokenClock:
                 f"bench: prefill_tok_s={n_prompt / prefill:.1f} decode_tok_s={steps / decode:.1f} threads={threads}")
 
 
+def parse_bytes(text: str) -> int:
+    """A byte count as onebit-run --max-memory reads it: 1048576, 512K, 512M, 2G (also KB, KiB, ...)."""
+    m = re.fullmatch(r"(\d+)(?:([KMGkmg])(?:B|iB)?)?", text.strip())
+    value = int(m.group(1)) << (10 * (" KMG".index(m.group(2).upper()) if m.group(2) else 0)) if m else 0
+    if value <= 0 or value >= 1 << 64:
+        raise CRuntimeError(f"--max-memory needs a positive byte count such as 512M or 2G, got '{text}'")
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-m", "--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="The .1bit file to run.")
@@ -466,6 +474,9 @@ class TokenClock:
 @click.option("--isa", default=None,
               help="Kernel set: scalar, avx2, avx512 or neon.  [default: $ONEBIT_ISA, else the best this CPU has]")
 @click.option("--batch", type=int, default=32, show_default=True, help="Tokens per prefill batch (the GEMM width).")
+@click.option("--max-memory", default=None,
+              help="Fail early if the model and session need more bytes than this, e.g. 512M or 2G.  "
+                   "[default: no limit]")
 @click.option("--bench", is_flag=True, help="Report prefill and decode speed on stderr, as onebit-run --bench.")
 @click.option("--prompt-tokens", type=int, default=0,
               help="Benchmark with N pseudo-random prompt tokens instead of --prompt (nothing is printed).  "
@@ -474,11 +485,13 @@ class TokenClock:
               help="Print the perplexity of this text file instead of generating.  [default: generate]")
 @cli_errors
 def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads: int, ctx: int, kv: str,
-         isa: str | None, batch: int, bench: bool, prompt_tokens: int, ppl_file: Path | None) -> None:
+         isa: str | None, batch: int, max_memory: str | None, bench: bool, prompt_tokens: int,
+         ppl_file: Path | None) -> None:
     """Generate text with a .1bit model through the C runtime (stdout: prompt + text)."""
     if batch < 1 or prompt_tokens < 0 or threads < 1 or ctx < 0 or n < 0:
         raise CRuntimeError("--batch and --threads must be >= 1; --ctx, -n and --prompt-tokens >= 0")
-    model = Model(model_path, n_ctx=ctx, threads=threads, kv=kv, isa=isa, n_batch=batch)
+    model = Model(model_path, n_ctx=ctx, threads=threads, kv=kv, isa=isa, n_batch=batch,
+                  max_memory=parse_bytes(max_memory) if max_memory is not None else 0)
     if ppl_file is not None:
         ppl, count = model.perplexity(ppl_file.read_text(encoding="utf-8"))
         click.echo(f"ppl {ppl:.6f} tokens {count}")
