@@ -132,6 +132,11 @@ typedef void (*ob_gemv_f16_fn)(const uint16_t *w, size_t ldw, int K, const float
 typedef void (*ob_gemv_q8_fn)(const int8_t *w, const float *scale, size_t ldw, int K,
                               const float *x, int r0, int r1, float *y);
 
+/* IEEE half <-> float over n values (the f16 KV-cache).  Exact bit operations (round to nearest
+ * even one way, exact the other), so every ISA gives the bits of ob_f16_to_f32 / ob_f32_to_f16. */
+typedef void (*ob_f16_to_f32_fn)(const uint16_t *src, int n, float *dst);
+typedef void (*ob_f32_to_f16_fn)(const float *src, int n, uint16_t *dst);
+
 /* The dispatch table.  Fill once with ob_kernels_init; plain data, copy freely. */
 typedef struct ob_kernels {
     ob_isa isa;
@@ -140,6 +145,8 @@ typedef struct ob_kernels {
     ob_gemv_f32_fn gemv_f32;
     ob_gemv_f16_fn gemv_f16;
     ob_gemv_q8_fn gemv_q8;
+    ob_f16_to_f32_fn f16_to_f32;
+    ob_f32_to_f16_fn f32_to_f16;
 } ob_kernels;
 
 /* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
@@ -154,6 +161,7 @@ void ob_quantize_rows(const ob_kernels *k, const float *x, size_t ldx, int m, in
 
 /* Embedding rows (scalar; not hot): dst[0..K) from a stored row. */
 void ob_row_f16_to_f32(const uint16_t *src, int K, float *dst);
+void ob_row_f32_to_f16(const float *src, int K, uint16_t *dst);
 void ob_row_q8_to_f32(const int8_t *src, float scale, int K, float *dst);
 
 /* Scalar references, always available (tests compare the SIMD paths against these). */

@@ -300,6 +300,20 @@ static void ob256_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K
     ob256_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
 
+/* f16 <-> f32 with F16C (vcvtph2ps is exact; vcvtps2ph with imm 0 rounds to nearest even, as
+ * ob_f32_to_f16), 8 at a time, the tail through the scalar conversion. */
+OB_T256 static void ob256_f16_to_f32(const uint16_t *src, int n, float *dst) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = ob_f16_to_f32(src[i]);
+}
+OB_T256 static void ob256_f32_to_f16(const float *src, int n, uint16_t *dst) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = ob_f32_to_f16(src[i]);
+}
+
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
@@ -308,6 +322,8 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->gemv_f32 = ob256_gemv_f32;
     k->gemv_f16 = ob256_gemv_f16;
     k->gemv_q8 = ob256_gemv_q8;
+    k->f16_to_f32 = ob256_f16_to_f32;
+    k->f32_to_f16 = ob256_f32_to_f16;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

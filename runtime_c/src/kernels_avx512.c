@@ -349,6 +349,27 @@ static void ob512_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K
     ob512_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
 
+/* f16 <-> f32, 16 at a time, masked tail (vcvtph2ps exact, vcvtps2ph round to nearest even).  The
+ * main loop stores full vectors: the attention reads the row back at once, and a masked store
+ * does not forward to those loads. */
+OB_T512 static void ob512_f16_to_f32(const uint16_t *src, int n, float *dst) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    if (i < n) {
+        __mmask16 km = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, km, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km, src + i)));
+    }
+}
+OB_T512 static void ob512_f32_to_f16(const float *src, int n, uint16_t *dst) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        __mmask16 km = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, km, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(km, src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+
 void ob_kernels_fill_avx512(ob_kernels *k) {
     k->quantize = ob512_quantize;
     k->matmul[OB_WFMT_T2] = ob512_t2_matmul;
@@ -357,6 +378,8 @@ void ob_kernels_fill_avx512(ob_kernels *k) {
     k->gemv_f32 = ob512_gemv_f32;
     k->gemv_f16 = ob512_gemv_f16;
     k->gemv_q8 = ob512_gemv_q8;
+    k->f16_to_f32 = ob512_f16_to_f32;
+    k->f32_to_f16 = ob512_f32_to_f16;
 }
 #else
 typedef int ob_kernels_avx512_empty; /* ISO C wants a non-empty translation unit */

@@ -189,6 +189,18 @@ static void obn_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, 
     obn_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
 
+/* f16 <-> f32, 4 at a time (fcvtl exact; fcvtn rounds per FPCR, round to nearest even by default). */
+static void obn_f16_to_f32(const uint16_t *src, int n, float *dst) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
+    for (; i < n; i++) dst[i] = ob_f16_to_f32(src[i]);
+}
+static void obn_f32_to_f16(const float *src, int n, uint16_t *dst) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+    for (; i < n; i++) dst[i] = ob_f32_to_f16(src[i]);
+}
+
 void ob_kernels_fill_neon(ob_kernels *k) {
     k->quantize = obn_quantize;
     k->matmul[OB_WFMT_T2] = obn_t2_matmul;
@@ -197,6 +209,8 @@ void ob_kernels_fill_neon(ob_kernels *k) {
     k->gemv_f32 = obn_gemv_f32;
     k->gemv_f16 = obn_gemv_f16;
     k->gemv_q8 = obn_gemv_q8;
+    k->f16_to_f32 = obn_f16_to_f32;
+    k->f32_to_f16 = obn_f32_to_f16;
 }
 #else
 typedef int ob_kernels_neon_empty; /* ISO C wants a non-empty translation unit */

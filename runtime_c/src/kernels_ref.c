@@ -81,6 +81,10 @@ void ob_row_f16_to_f32(const uint16_t *src, int K, float *dst) {
     for (int k = 0; k < K; k++) dst[k] = ob_f16_to_f32(src[k]);
 }
 
+void ob_row_f32_to_f16(const float *src, int K, uint16_t *dst) {
+    for (int k = 0; k < K; k++) dst[k] = ob_f32_to_f16(src[k]);
+}
+
 void ob_row_q8_to_f32(const int8_t *src, float scale, int K, float *dst) {
     for (int k = 0; k < K; k++) dst[k] = scale * (float)src[k];
 }

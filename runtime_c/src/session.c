@@ -424,7 +424,7 @@ static void act_rows(const ob_config *c, float *g, const float *up, size_t n) {
 
 static void kv_put(ob_session *s, void *cache, size_t i, const float *src, int n) {
     if (s->kv_type == OB_KV_F16)
-        for (int j = 0; j < n; j++) ((uint16_t *)cache)[i + j] = ob_f32_to_f16(src[j]);
+        s->k.f32_to_f16(src, n, (uint16_t *)cache + i);
     else
         memcpy((float *)cache + i, src, sizeof(float) * (size_t)n);
 }
@@ -500,7 +500,7 @@ static void attention_task(void *ctx, int ith, int nth) {
                 size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
                 const float *kr = (const float *)s->key_cache + off;
                 if (s->kv_type == OB_KV_F16) {
-                    ob_row_f16_to_f32((const uint16_t *)s->key_cache + off, hd, row);
+                    s->k.f16_to_f32((const uint16_t *)s->key_cache + off, hd, row);
                     kr = row;
                 }
                 sc[j] = dot_f32(q, kr, hd) * scale;
@@ -517,7 +517,7 @@ static void attention_task(void *ctx, int ith, int nth) {
                 size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
                 const float *vr = (const float *)s->value_cache + off;
                 if (s->kv_type == OB_KV_F16) {
-                    ob_row_f16_to_f32((const uint16_t *)s->value_cache + off, hd, row);
+                    s->k.f16_to_f32((const uint16_t *)s->value_cache + off, hd, row);
                     vr = row;
                 }
                 axpy_f32(out, sc[j] / sum, vr, hd);

@@ -498,6 +498,50 @@ static void test_isa_select(void) {
     CHECK(ob_isa_supported(ob_isa_detect()), "detected isa supported");
 }
 
+/* f16 <-> f32 rows (the KV-cache): the bits of the scalar conversions, every value for f16 -> f32
+ * and random bit patterns (every class) for f32 -> f16, lengths covering every tail; a NaN only
+ * has to stay a NaN (hardware quiets signalling NaNs, the scalar code keeps them). */
+static int f32_is_nan(uint32_t b) { return (b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu); }
+static int f16_is_nan(uint16_t b) { return (b & 0x7c00u) == 0x7c00u && (b & 0x3ffu); }
+static void test_isa_f16conv(const ob_kernels *kern) {
+    enum { N = 65536 };
+    uint16_t *h = xmalloc(N * 2), *hr = xmalloc(N * 2), *hs = xmalloc(N * 2);
+    float *f = xmalloc(N * 4), *fr = xmalloc(N * 4), *fs = xmalloc(N * 4);
+    for (int i = 0; i < N; i++) h[i] = (uint16_t)i;
+    ob_row_f16_to_f32(h, N, fr);
+    kern->f16_to_f32(h, N, fs);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        uint32_t a, b;
+        memcpy(&a, fr + i, 4);
+        memcpy(&b, fs + i, 4);
+        if (a != b && !(f32_is_nan(a) && f32_is_nan(b))) bad++;
+    }
+    CHECK(bad == 0, "%s f16_to_f32: %d of 65536 values differ", ob_isa_name(kern->isa), bad);
+    for (int i = 0; i < N; i++) {
+        uint32_t b = (uint32_t)rnd();
+        if (i % 4 == 1) b = (b & 0x8000ffffu) | ((uint32_t)rndi(100, 145) << 23); /* around the f16 range */
+        if (i % 4 == 2) b = (b & 0x803fffffu) | 0x38000000u;                      /* subnormal f16 results */
+        memcpy(f + i, &b, 4);
+    }
+    ob_row_f32_to_f16(f, N, hr);
+    kern->f32_to_f16(f, N, hs);
+    bad = 0;
+    for (int i = 0; i < N; i++)
+        if (hr[i] != hs[i] && !(f16_is_nan(hr[i]) && f16_is_nan(hs[i]))) bad++;
+    CHECK(bad == 0, "%s f32_to_f16: %d of 65536 values differ", ob_isa_name(kern->isa), bad);
+    for (int n = 0; n <= 40; n++) { /* tails: nothing written past n */
+        memset(hs, 0xab, 100);
+        kern->f32_to_f16(f, n, hs);
+        CHECK(((uint8_t *)hs)[2 * n] == 0xab, "%s f32_to_f16 n=%d wrote past the end", ob_isa_name(kern->isa), n);
+        memset(fs, 0xab, 200);
+        kern->f16_to_f32(h + 1000, n, fs);
+        CHECK(((uint8_t *)fs)[4 * n] == 0xab, "%s f16_to_f32 n=%d wrote past the end", ob_isa_name(kern->isa), n);
+        for (int i = 0; i < n; i++) CHECK(fs[i] == fr[1000 + i], "%s f16_to_f32 n=%d value %d", ob_isa_name(kern->isa), n, i);
+    }
+    free(h); free(hr); free(hs); free(f); free(fr); free(fs);
+}
+
 int main(void) {
     printf("test_kernels: detected ISA %s\n", ob_isa_name(ob_isa_detect()));
     test_f16();
@@ -517,6 +561,7 @@ int main(void) {
         test_isa_matmul(&k);
         test_isa_extremes(&k);
         test_isa_float(&k);
+        test_isa_f16conv(&k);
         test_threads(&k);
         test_strides(&k);
         printf("  isa %-6s: %s\n", ob_isa_name((ob_isa)i), g_fail == before ? "ok" : "FAILED");
