@@ -1,7 +1,8 @@
-/* bench_kernels.c - microbenchmark of the onebit C runtime kernels (runtime_c/src/kernels.c).
+/* bench_kernels.c - microbenchmark of the onebit C runtime kernels (runtime_c/src/kernels_*.c).
  *
  *   make -C runtime_c bench && runtime_c/build/bench_kernels [--quick] [--reps N] [--isa NAME]
  *                                                            [--case SUBSTRING]
+ *   runtime_c/build/bench_kernels --read-bw MIB [--threads N] [--reps N]   (the read roofline only)
  *
  * Prints a markdown table: for each ISA path this CPU supports and each case, the best time per
  * call over --reps repetitions (each repetition runs the kernel for >= ~0.1 s, or once for slow
@@ -164,6 +165,53 @@ static size_t weight_bytes(const bcase *c) {
     }
 }
 
+/* ---------------------------------------------------------------- --read-bw: the roofline alone
+ * The plain read loop over a buffer of the given size, split into contiguous parts over the
+ * thread pool (as the runtime splits a GEMV's rows); tools/bench_peers.py uses it for the
+ * memory roofline of a whole model. */
+typedef struct {
+    const uint8_t *buf;
+    size_t n;
+    uint64_t sink[64];
+} rbw_ctx;
+
+static void rbw_task(void *ctx, int ith, int nth) {
+    rbw_ctx *c = (rbw_ctx *)ctx;
+    size_t part = c->n / (size_t)nth / 512 * 512;
+    c->sink[ith & 63] += read_pass(c->buf + part * (size_t)ith, part);
+}
+
+static int read_bw_main(size_t mib, int threads, int reps) {
+    size_t n = mib << 20;
+    uint8_t *buf = xalloc(n);
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t v = rnd();
+        memcpy(buf + i, &v, 8);
+    }
+    ob_threadpool *pool = ob_threadpool_create(threads);
+    if (!pool) {
+        fprintf(stderr, "cannot start %d threads\n", threads);
+        return 1;
+    }
+    rbw_ctx c = {buf, n, {0}};
+    ob_threadpool_run(pool, rbw_task, &c); /* warm up: pages touched, threads awake */
+    double *t = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        ob_threadpool_run(pool, rbw_task, &c);
+        t[r] = now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_double);
+    size_t done = n / (size_t)threads / 512 * 512 * (size_t)threads;
+    printf("read_bw bytes=%zu threads=%d reps=%d best_gbs=%.2f median_gbs=%.2f\n", done, threads, reps,
+           (double)done / t[0] / 1e9, (double)done / t[reps / 2] / 1e9);
+    for (int i = 0; i < 64; i++) g_sink += c.sink[i];
+    free(t);
+    ob_threadpool_destroy(pool);
+    free(buf);
+    return 0;
+}
+
 static void cpu_model(char *out, size_t n) {
     snprintf(out, n, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -187,16 +235,21 @@ static void cpu_model(char *out, size_t n) {
 int main(int argc, char **argv) {
     int quick = 0, reps = 5;
     const char *only = NULL, *match = NULL;
+    int read_bw_mib = 0, bw_threads = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--read-bw") && i + 1 < argc) read_bw_mib = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) bw_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) match = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--reps N] [--isa scalar|avx2|avx512|neon] [--case SUBSTRING]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--reps N] [--isa scalar|avx2|avx512|neon] [--case SUBSTRING]\n"
+                            "       %s --read-bw MIB [--threads N] [--reps N]\n", argv[0], argv[0]);
             return 2;
         }
     }
+    if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
     const int big_k = quick ? 16384 : 32768; /* big T2 case: big_k x big_k weights (256 MB at 32768) */
     const bcase cases[] = {
         {"T2 GEMV, in cache", 0, OB_WFMT_T2, 2048, 2048, 1, 1, "1M"},
