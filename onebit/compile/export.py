@@ -194,6 +194,18 @@ class ExportResult:
     tensors: list[TensorData]
 
 
+def load_for_export(checkpoint_dir: Path) -> Checkpoint:
+    """A full checkpoint read lazily (one tensor in memory at a time), or an FSDP-sharded one."""
+    from onebit.compile.lazy import load_lazy_checkpoint
+    from onebit.train.dist_checkpoint import is_sharded
+
+    try:
+        sharded = is_sharded(checkpoint_dir)
+    except OSError:
+        sharded = False  # let the loader name what is wrong with the folder
+    return load_any_checkpoint(checkpoint_dir) if sharded else load_lazy_checkpoint(checkpoint_dir)
+
+
 def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: Path | None = None,
                 c_name: str = "onebit_model") -> ExportResult:
     """Write `out` (and the C header) atomically; returns the size report, metadata and tensors."""
@@ -203,7 +215,7 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
         raise ExportError(f"unknown --pack {opts.pack!r} or --embed-dtype {opts.embed_dtype!r}")
     if c_header is not None:
         check_c_name(c_name)
-    ckpt = load_any_checkpoint(checkpoint_dir)  # a full or an FSDP-sharded checkpoint
+    ckpt = load_for_export(checkpoint_dir)
     if ckpt.config.quant == "none":
         raise ExportError(f"{checkpoint_dir}: the model is not quantized (quant = none); "
                           ".1bit holds ternary or binary models")
@@ -253,9 +265,8 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
         if c_header is not None:
             raise ExportError("--emit-c-header needs --format 1bit")
         from onebit.compile.hf import export_hf
-        from onebit.train.dist_checkpoint import load_any_checkpoint
 
-        size = export_hf(load_any_checkpoint(checkpoint_dir), out, hf_weights)
+        size = export_hf(load_for_export(checkpoint_dir), out, hf_weights)
         print(f"wrote {out} (BitNetForCausalLM, {hf_weights} weights, model.safetensors {size:,} bytes)",
               file=sys.stderr)
         return
@@ -265,9 +276,8 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
         if out.is_dir() or not out.parent.is_dir():
             raise ExportError(f"output {out} must be a file in an existing folder")
         from onebit.compile.gguf import QTYPES, export_gguf
-        from onebit.train.dist_checkpoint import load_any_checkpoint
 
-        size = export_gguf(load_any_checkpoint(checkpoint_dir), out, pack or "t2", embed_dtype)
+        size = export_gguf(load_for_export(checkpoint_dir), out, pack or "t2", embed_dtype)
         print(f"wrote {out} (llama.cpp bitnet, {QTYPES[pack or 't2']} layers, {size:,} bytes)", file=sys.stderr)
         return
     if fmt == "onnx":

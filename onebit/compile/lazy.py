@@ -1,0 +1,78 @@
+"""A checkpoint whose weights stay on disk until the exporter asks for each one.
+
+`load_checkpoint` builds the whole fp32 model: for the 2B BitNet shape that is 10 GB, twice over
+while the file is read. The exporters only walk the state dict once, tensor by tensor, so this
+loader validates the folder exactly as `load_checkpoint` does (same files, config, tokenizer and
+tensor checks, against a model built on the meta device) and then hands out each tensor from the
+memory-mapped safetensors file when it is reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from onebit.tokenizer import Tokenizer, TokenizerError
+from onebit.train.checkpoint import (
+    CONFIG_FILE, META_FILE, MODEL_FILE, REQUIRED_FILES, TOKENIZER_FILE, Checkpoint, CheckpointError,
+    _check_tensors, _checkpoint_dir, _load_config, _load_json,
+)
+from onebit.train.model import Transformer
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+class LazyWeights:
+    """Stands in for the model: `state_dict()` yields fp32 tensors read one at a time."""
+
+    def __init__(self, path: Path, names: list[str]):
+        self.path, self.names = path, names
+
+    def state_dict(self) -> "LazyWeights":
+        return self
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        with safe_open(str(self.path), framework="pt") as f:
+            for name in self.names:
+                yield name, f.get_tensor(name).float()
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def load_lazy_checkpoint(path: Path) -> Checkpoint:
+    """A validated checkpoint whose `model` is a LazyWeights (only what the exporters use)."""
+    ckpt = _checkpoint_dir(path)
+    for name in REQUIRED_FILES:
+        if not (ckpt / name).is_file():
+            hint = " (the save did not finish)" if name == META_FILE else ""
+            raise CheckpointError(f"checkpoint {ckpt}: missing {name}{hint}")
+    config = _load_config(ckpt / CONFIG_FILE)
+    meta = _load_json(ckpt / META_FILE)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{ckpt / META_FILE}: expected a JSON object")
+    try:
+        tokenizer = Tokenizer.load(ckpt / TOKENIZER_FILE)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(f"checkpoint {ckpt}: tokenizer has {tokenizer.vocab_size} tokens "
+                              f"but config.json says vocab_size {config.vocab_size}")
+    file = ckpt / MODEL_FILE
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            header = {}
+            for name in f.keys():
+                sl = f.get_slice(name)
+                dtype = _DTYPES.get(sl.get_dtype(), torch.int64)  # a non-float dtype fails the check below
+                header[name] = torch.empty(sl.get_shape(), dtype=dtype, device="meta")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: unreadable safetensors file ({str(e).strip().splitlines()[0]})") from None
+    with torch.device("meta"):
+        expected = Transformer(config).state_dict()
+    _check_tensors(file, header, expected)
+    return Checkpoint(model=LazyWeights(file, list(expected)), config=config, tokenizer=tokenizer,  # type: ignore[arg-type]
+                      meta=meta)
