@@ -12,6 +12,8 @@
 
 #include "unicode_tables.h"
 
+#define OB_SPECIAL_MAX 256
+
 static uint32_t fnv1a(const uint8_t *p, size_t n) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
@@ -160,9 +162,16 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
                            (int)(sizeof t->special_ids / sizeof t->special_ids[0]));
                 return OB_ERR_UNSUPPORTED;
             }
-            if (ob_tok_len(t, (int32_t)id, &b) == 0) {
+            int blen = ob_tok_len(t, (int32_t)id, &b);
+            if (blen == 0) {
                 ob_set_msg(err, es, "special token %lld is empty", id);
                 return OB_ERR_FORMAT;
+            }
+            /* encoding tries every special token at every byte: a bounded length keeps it linear */
+            if (blen > OB_SPECIAL_MAX) {
+                ob_set_msg(err, es, "special token %lld is %d bytes long, more than the %d supported", id, blen,
+                           OB_SPECIAL_MAX);
+                return OB_ERR_UNSUPPORTED;
             }
             t->special_ids[t->n_special++] = (int32_t)id;
         }

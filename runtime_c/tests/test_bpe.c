@@ -121,7 +121,52 @@ static void test_one_megabyte(void) {
     free(raw);
 }
 
+/* Special tokens are tried at every byte of the text, so their length is capped (256 bytes). */
+static void test_special_tokens(void) {
+    enum { N_MERGES = 9 };
+    int32_t merges[N_MERGES][3];
+    for (int k = 0; k < N_MERGES; k++) {
+        merges[k][0] = merges[k][1] = k == 0 ? 'a' : 256 + k - 1;
+        merges[k][2] = 256 + k;
+    }
+    fx_config c = fx_default_config();
+    c.bpe = 1;
+    c.vocab_size = 256 + N_MERGES;
+    c.merges = (const int32_t(*)[3])merges;
+    c.n_merges = N_MERGES;
+    static const char *const specials[] = {"{\"<|aaaa|>\": 257}", "{\"<|long|>\": 263}", "{\"<|longer|>\": 264}"};
+    for (int i = 0; i < 3; i++) {
+        c.special_tokens = specials[i];
+        fx f;
+        fx_init(&f, &c);
+        fx_model(&f);
+        size_t size;
+        void *raw;
+        uint8_t *d = fx_write(&f, &size, &raw);
+        ob_model *m;
+        char err[256];
+        ob_status st = ob_model_open_memory(&m, d, size, NULL, 0, err, sizeof err);
+        if (i < 2) { /* 4 and 256 bytes */
+            CHECK(st == OB_OK, "special token %d: %s", i, err);
+            if (st == OB_OK && i == 0) {
+                int32_t ids[16];
+                int n;
+                /* "aaaaa": the special token "aaaa" is split out first, then "a" */
+                CHECK(ob_tokenize_ex(m, "aaaaa", 5, ids, 16, &n, err, sizeof err) == OB_OK && n == 2 && ids[0] == 257 &&
+                          ids[1] == 'a',
+                      "special split: %s", err);
+            }
+            if (st == OB_OK) ob_model_free(m);
+        } else { /* 512 bytes */
+            CHECK(st == OB_ERR_UNSUPPORTED && strstr(err, "512 bytes"), "long special token: %s", err);
+        }
+        fx_free(&f);
+        free(raw);
+    }
+}
+
 int main(void) {
+    test_special_tokens();
     test_heap_matches_rescan();
     test_one_megabyte();
     if (failures) {
