@@ -90,6 +90,16 @@ def test_an_answer_stopped_midway_stays_consistent(model_path):
     assert 0 < len(partial) <= 10 and chat.messages[-1] == {"role": "assistant", "content": partial}
     answer = "".join(chat.reply("Go on.", 20, sampler))
     assert answer == api_answer(model_path, ChatTemplate(), chat.messages[:-1], 20, sampler)
+    # a message the vocabulary cannot encode changes nothing
+    before = list(chat.messages)
+    with pytest.raises(OnebitError, match="outside|cannot|not"):
+        list(chat.reply("caf\u00e9", 5, sampler))
+    assert chat.messages == before
+    # an error inside the runtime (here: a sampler it refuses) leaves the next turn correct
+    with pytest.raises(OnebitError):
+        list(chat.reply("Again.", 5, SamplerConfig(top_p=0.0)))
+    answer = "".join(chat.reply("Once more.", 20, sampler))
+    assert answer == api_answer(model_path, ChatTemplate(), chat.messages[:-1], 20, sampler)
 
 
 def test_history_past_the_context_slides(model_path):

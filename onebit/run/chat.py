@@ -80,13 +80,20 @@ class Conversation:
         tokens = self.session.stream(new, max_tokens, sampler, should_stop)
         gen = TextGeneration(self.model, tokens, max_tokens, self.template.stop, self.template.stop_tokens)
         self._evaluated = len(self._tokens)
+        failed = True
         try:
             yield from gen
+            failed = False
+        except GeneratorExit:  # the caller stopped reading: a normal end
+            failed = False
+            raise
         finally:
             self._tokens += gen.tokens
             # the last sampled token was never evaluated: the next turn feeds it first
             self._evaluated = len(self._tokens) - (1 if gen.tokens else 0)
             self.messages.append({"role": "assistant", "content": gen.text})
+            if failed:  # the cache no longer says what it holds: the next turn evaluates everything
+                self._tokens = []
 
     def save(self, path: Path) -> None:
         """The messages as JSON (the `messages` of an OpenAI chat request)."""
