@@ -189,3 +189,91 @@ def test_reader_rejects_a_mixed_file_whose_dtypes_disagree(mixed_file, tmp_path)
     write_1bit(bad, meta, tensors)
     with pytest.raises(FormatError, match="expected T1_6"):
         read_1bit(bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX graphs
+
+
+def _ort_session(model, kind: str, **options):
+    import onnxruntime as ort
+
+    from onebit.compile.onnx_export import OnnxOptions, build_onnx
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    proto = build_onnx(model, kind, OnnxOptions(**options))
+    return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def test_nbit_blocks_layout():
+    from onebit.compile.onnx_export import pack_nbit_blocks
+
+    codes = np.arange(40, dtype=np.uint8).reshape(1, 40) % 16
+    packed = pack_nbit_blocks(codes, 4, 32)
+    assert packed.shape == (1, 2, 16)  # K padded to 64, 32 weights a block in 16 bytes
+    assert packed[0, 0, 0] == (0 | 1 << 4) and packed[0, 1, 3] == (6 | 7 << 4)  # weights 38, 39 are codes 6, 7
+    assert packed[0, 1, 4] == 0x88  # padding is the zero point 8
+    assert (pack_nbit_blocks(codes, 8, 16).reshape(1, -1)[0, :40] == codes[0]).all()
+
+
+@pytest.mark.parametrize("kind, options", [("web", {}), ("web", dict(web_matmul="int8")), ("native", {}),
+                                           ("native", dict(accuracy_level=0, block_size=32))])
+def test_onnx_graphs_run_a_mixed_model(kind, options):
+    from test_onnx import random_model, run, tokens
+
+    model = random_model(5, precision=MAP)
+    ids = tokens(model.cfg, 1, 24, seed=2)
+    with torch.no_grad():
+        ref, _ = model(torch.from_numpy(ids))
+    logits, _ = run(_ort_session(model, kind, **options), model.cfg, ids)
+    diff = np.abs(logits - ref.numpy())
+    exact = kind == "web" or options.get("accuracy_level") == 0  # the tolerances of test_onnx.py
+    assert np.median(diff) < (1e-5 if exact else 2e-3)
+    assert diff.max() < (5e-3 if exact else 5e-2)
+
+
+@pytest.fixture(scope="module")
+def trained_mixed(tmp_path_factory, shakespeare_path, char_tokenizer):
+    """A small mixed model trained briefly (every kind present), its .1bit and ONNX exports."""
+    from onebit.compile.onnx_export import export_onnx
+    from onebit.train.checkpoint import save_checkpoint
+    from onebit.train.model import Transformer
+
+    text = shakespeare_path.read_text(encoding="utf-8")[:200_000]
+    data = torch.tensor(char_tokenizer.encode(text))
+    cfg = ModelConfig(vocab_size=char_tokenizer.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                      ffn_dim=128, max_seq_len=64, precision=MAP)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        starts = torch.randint(0, len(data) - 33, (16,), generator=gen)
+        x = torch.stack([data[s:s + 32] for s in starts])
+        y = torch.stack([data[s + 1:s + 33] for s in starts])
+        loss = model.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 3.0
+    root = tmp_path_factory.mktemp("mixed_trained")
+    save_checkpoint(root / "ckpt", model, char_tokenizer, {"step": 150, "val_loss": loss.item()})
+    export_1bit(root / "ckpt", root / "m.1bit", ExportOptions(pack="t2", embed_dtype="f32"))
+    export_onnx(root / "ckpt", root / "onnx")
+    return root / "ckpt", root / "m.1bit", root / "onnx"
+
+
+def test_greedy_identical_across_pytorch_numpy_and_onnxruntime(trained_mixed, char_tokenizer):
+    from onebit.run.ort import OrtDecoder, generate_ort
+
+    ckpt_dir, one_bit, onnx_dir = trained_mixed
+    model = load_checkpoint(ckpt_dir).model
+    prompt = char_tokenizer.encode("ROMEO:\nI")
+    greedy = SamplerConfig(temperature=0)
+    expected = generate(model, prompt, 150, greedy)  # past the 64-token context: slides too
+    assert ReferenceModel.load(one_bit).generate_greedy(prompt, 150) == expected
+    assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 150, greedy) == expected
+    assert generate_ort(OrtDecoder(onnx_dir, "native"), prompt, 150, greedy) == expected
+    sampled = SamplerConfig(temperature=0.9, top_k=20, top_p=0.95, seed=3)
+    assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 60, sampled) == generate(model, prompt, 60, sampled)

@@ -88,6 +88,22 @@ def pack_2bit_blocks(codes: np.ndarray, block_size: int) -> np.ndarray:
     return packed.astype(np.uint8).reshape(n, k_pad // block_size, block_size // 4)
 
 
+def pack_nbit_blocks(codes: np.ndarray, bits: int, block_size: int) -> np.ndarray:
+    """Unsigned codes [N, K] (int4: q + 8, int8: q + 128, MatMulNBits' default zero points) ->
+    uint8 [N, K_pad / block_size, block_size * bits / 8]: element k in byte k * bits // 8, the
+    earlier element in the lower bits; padding along K is the zero point (weight 0)."""
+    n, k = codes.shape
+    per = 8 // bits
+    k_pad = -(-k // block_size) * block_size
+    padded = np.full((n, k_pad), 1 << (bits - 1), dtype=np.uint8)
+    padded[:, :k] = codes
+    groups = padded.reshape(n, k_pad // per, per)
+    packed = np.zeros(groups.shape[:2], dtype=np.uint8)
+    for i in range(per):
+        packed |= groups[..., i] << (bits * i)
+    return packed.reshape(n, k_pad // block_size, block_size * bits // 8)
+
+
 def unpack_2bit_blocks(packed: np.ndarray, k: int) -> np.ndarray:
     """Inverse of pack_2bit_blocks: codes uint8 [N, K]."""
     n = packed.shape[0]
@@ -189,7 +205,10 @@ class _DecoderGraph:
         if cfg.quant == "none":
             wt = g.op("Transpose", [self.weight(f"{name}.weight")], name, perm=[1, 0])
             return g.op("MatMul", [xq, wt], name)  # xq is the unquantized input here
-        codes, scale = quant.quantize_weight(w, cfg.quant)
+        kind = cfg.layer_quant(name)
+        if kind in quant.INT_LEVELS:
+            return self.int_bitlinear(xq, a, name, kind)
+        codes, scale = quant.quantize_weight(w, kind)
         packed = pack_2bit_blocks((codes + 1).to(torch.uint8).numpy(), self.opt.block_size)
         b = g.initializer(f"{name}.weight", packed)
         s_over_a = g.op("Div", [g.const(float(scale)), a], name)
@@ -209,6 +228,48 @@ class _DecoderGraph:
                 dot = g.op("Cast", [g.op("MatMulInteger", [xi, wq], name)], name, to=TensorProto.FLOAT)
             else:
                 dot = g.op("MatMul", [xq, wq], name)  # integer-valued fp32: exact below 2^24
+        return g.op("Mul", [dot, s_over_a], name)
+
+    def int_bitlinear(self, xq: str, a: str, name: str, kind: str) -> str:
+        """An int4 / int8 layer of a mixed model: y = (xq . Q^T) * (s_row / a), per-row scales.
+
+        native: MatMulNBits bits 4 or 8 with unit block scales and the default zero points
+        (2^(bits-1)), so that it returns the integer dot product as for 2-bit codes; web: the
+        codes as stored (int4 nibbles unpacked by folded constants, int8 as int8), and a float64
+        MatMul, exact like the PyTorch eval forward (fp32 sums of int8 products are not, past
+        K ~ 1000), or MatMulInteger.
+        """
+        g = self.g
+        bits = 4 if kind == "int4" else 8
+        codes, scale = quant.quantize_weight(self.state[f"{name}.weight"], kind)
+        n, k = codes.shape
+        unsigned = (codes.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8).numpy()
+        s_over_a = g.op("Div", [g.initializer(f"{name}.weight.row_scale", scale.numpy().astype(np.float32)), a], name)
+        if self.kind == "native":
+            packed = pack_nbit_blocks(unsigned, bits, self.opt.block_size)
+            b = g.initializer(f"{name}.weight", packed)
+            scales = g.initializer(f"{name}.weight.scales", np.ones((n, packed.shape[1]), np.float32))
+            dot = g.op("MatMulNBits", [xq, b, scales], name, domain=MS_DOMAIN, K=k, N=n, bits=bits,
+                       block_size=self.opt.block_size, accuracy_level=self.opt.accuracy_level)
+            return g.op("Mul", [dot, s_over_a], name)
+        if bits == 8:
+            wq = g.initializer(f"{name}.weight", (unsigned.astype(np.int16) - 128).astype(np.int8))
+        else:
+            packed = g.initializer(f"{name}.weight", pack_nbit_blocks(unsigned, 4, 2).reshape(n, -1))
+            flat = g.op("Reshape", [packed, g.const([n, -1, 1], np.int64)], name)
+            nibbles = g.op("BitwiseAnd", [g.op("BitShift", [flat, g.const([0, 4], np.uint8)], name, direction="RIGHT"),
+                                          g.const(15, np.uint8)], name)
+            nibbles = g.op("Reshape", [nibbles, g.const([n, -1], np.int64)], name)
+            nibbles = g.op("Slice", [nibbles, g.const([0], np.int64), g.const([k], np.int64), self.axes(1)], name)
+            wq = g.op("Sub", [g.op("Cast", [nibbles], name, to=TensorProto.INT8), g.const(8, np.int8)], name)
+        wt = g.op("Transpose", [wq], name, perm=[1, 0])  # [K, N], folded at load
+        if self.opt.web_matmul == "int8":
+            xi = g.op("Cast", [xq], name, to=TensorProto.INT8)
+            dot = g.op("Cast", [g.op("MatMulInteger", [xi, wt], name)], name, to=TensorProto.FLOAT)
+        else:
+            x64 = g.op("Cast", [xq], name, to=TensorProto.DOUBLE)
+            dot = g.op("MatMul", [x64, g.op("Cast", [wt], name, to=TensorProto.DOUBLE)], name)
+            dot = g.op("Cast", [dot], name, to=TensorProto.FLOAT)
         return g.op("Mul", [dot, s_over_a], name)
 
     def unpacked_weight(self, packed: str, n: int, k: int, name: str) -> str:

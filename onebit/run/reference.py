@@ -29,7 +29,7 @@ class ReferenceError(OnebitError):
 
 @dataclass
 class BitLinearWeights:
-    codes_t: np.ndarray  # [in, out] integer values, transposed for x @ codes_t: fp32, or float64 for int4/int8
+    codes_t: np.ndarray  # [in, out] integer values, transposed for x @ codes_t: fp32, float64 where fp32 could round
     scale: np.float32 | np.ndarray  # per tensor (ternary, binary) or per output row [out] (int4, int8)
 
 
@@ -117,8 +117,11 @@ class ReferenceModel:
         self.linears: dict[str, BitLinearWeights] = {}
         for name, (_, k) in bitlinear_shapes(cfg).items():
             codes = unpackers[dtypes[name]](f.array(name), k)
+            levels = 7 if dtypes[name] == "I4" else 127
             if dtypes[name] in ROW_SCALED:
-                weights = BitLinearWeights(np.ascontiguousarray(codes.T, dtype=np.float64),
+                # float64 where fp32 sums of these products could round (K * 128 * levels >= 2^24)
+                wide = np.float64 if k * 128 * levels >= 1 << 24 else F32
+                weights = BitLinearWeights(np.ascontiguousarray(codes.T, dtype=wide),
                                            np.array(f.array(name + ".scale"), dtype=F32))
             else:
                 if k > MAX_EXACT_K:

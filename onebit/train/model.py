@@ -42,9 +42,9 @@ class BitLinear(nn.Module):
         if not self.training:
             codes, scale = quant.quantize_weight(self.weight, self.quant)
             xq, a = quant.quantize_activation(x)
-            if self.quant in quant.INT_LEVELS:
-                # |x * q| reaches 128 * 127: fp32 sums stop being exact past K ~ 1000, float64 never
-                # here, so the integer sum is exact and then rounded to fp32 once, as in C
+            if self.quant in quant.INT_LEVELS and not quant.exact_in_fp32(self.in_features, self.quant):
+                # |x * q| reaches 128 * 127: past K ~ 1000 fp32 sums of int8 products stop being
+                # exact; float64 sums are, and are rounded to fp32 once, as C rounds its int32
                 acc = F.linear(xq.double(), codes.double()).float()
             else:
                 acc = F.linear(xq, codes)

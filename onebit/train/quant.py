@@ -48,6 +48,11 @@ def int_codes(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     return (w / scale[:, None]).round().clamp(-levels, levels), scale
 
 
+def exact_in_fp32(k: int, kind: str) -> bool:
+    """Whether fp32 sums of K products of int8 activations (|x| <= 128) and `kind` codes are exact."""
+    return k * 128 * INT_LEVELS.get(kind, 1) < 1 << 24
+
+
 def quantize_weight(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer-valued codes Q and the fp32 scale s, with W ~ Q * s.
 
