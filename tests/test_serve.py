@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -391,3 +392,20 @@ def test_onebit_run_max_memory_as_the_c_cli(model_path, onebit_run):
     bad = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(model_path), "--max-memory", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error: --max-memory needs a positive byte count")
+
+
+def test_sigterm_ends_running_generations_and_exits(model_path):
+    server = Server(model_path, "--max-tokens", "1000000")
+    try:
+        client = server.client()
+        stream = client.completions.create(model="tiny", prompt="Long:", max_tokens=1000000, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # generating
+        server.proc.terminate()
+        with pytest.raises(openai.APIError, match="shutting down"):
+            for _ in chunks:
+                pass
+        # it exits long before a million tokens (uvicorn re-raises the signal once shut down)
+        assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        server.close()

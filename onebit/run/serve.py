@@ -88,6 +88,14 @@ class Engine:
         self.pool = ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="onebit-session")
         self._idle: list[Slot] = list(self.slots)
         self._waiters: deque[asyncio.Future] = deque()
+        self.active: set[threading.Event] = set()  # the cancel flags of requests in flight
+        self.stopping = False
+
+    def stop_all(self) -> None:
+        """Shutting down: every generation stops at its next token (a signal handler calls this)."""
+        self.stopping = True
+        for cancel in list(self.active):
+            cancel.set()
 
     def check_busy(self) -> None:
         """503 when no session is free and the queue is full."""
@@ -190,14 +198,20 @@ class Engine:
 
         future = loop.run_in_executor(self.pool, self._work, slot, req, jobs, emit, cancel)
         future.add_done_callback(lambda _: self.release(slot))  # the session is free once C returns
+        self.active.add(cancel)
+        if self.stopping:
+            cancel.set()
         try:
             while True:
                 item = await events.get()
                 if item[0] == "end":
+                    if self.stopping:
+                        raise ApiError(503, "the server is shutting down", code="shutting_down", kind="server_error")
                     return
                 yield item
         finally:
             cancel.set()
+            self.active.discard(cancel)
 
 
 def _error_response(e: ApiError):
@@ -364,7 +378,7 @@ async def _sse(engine: Engine, req: GenerationRequest, prompts: list[list[int]],
                 else:
                     yield _event(ApiError(500, item[1], kind="server_error").body())
                     return
-        except ApiError as e:  # the queue filled up between the check and the start
+        except ApiError as e:  # the queue filled up after the check, or the server is shutting down
             yield _event(e.body())
             return
         if req.include_usage:
@@ -428,8 +442,13 @@ def main(model_path: Path, host: str, port: int, parallel: int, queue: int, thre
     # the first stdout line: scripts and tests read the address from it
     print(f"serving {engine.name} on http://{url_host}:{bound}/ ({parallel} session(s), context {engine.n_ctx})",
           flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # uvicorn waits for open responses before it stops: end the generations feeding them
+            engine.stop_all()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 if __name__ == "__main__":
