@@ -5,7 +5,9 @@ Writes a `.1bit` with random weights (no training; speed does not depend on the 
 for each --parallel value, and sends a fixed number of streaming completion requests from a
 fixed number of client threads (a new request as soon as one finishes), stopping early at the
 time limit. Each configuration runs --runs times, interleaved, and the run with the best
-throughput is kept (the machine is shared). Peer measured in the same run: the same generations called in-process through
+throughput is kept (the machine is shared). CPU time per generated token (the server process's,
+from /proc, against the in-process loop's) shows the server's own cost even when other jobs
+steal wall-clock time. Peer measured in the same run: the same generations called in-process through
 `onebit.run.c` one after another (no HTTP), so the ratio shows the server's cost and its
 parallel speed-up.
 
@@ -79,6 +81,12 @@ def request(port: int, seed: int, max_tokens: int) -> Outcome:
     return Outcome(time.perf_counter() - start, first or 0.0, tokens)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -94,6 +102,7 @@ def load_test(model: Path, parallel: int, requests: int, clients: int, max_token
             raise RuntimeError(f"the server did not start: {line}{server.stderr.read()}")
         port = int(line.split()[3].rstrip("/").rsplit(":", 1)[1])
         request(port, 0, 4)  # warm-up
+        cpu_start = cpu_seconds(server.pid)
         outcomes: list[Outcome] = []
         seeds = iter(range(requests))
         lock = threading.Lock()
@@ -114,6 +123,7 @@ def load_test(model: Path, parallel: int, requests: int, clients: int, max_token
             for f in [pool.submit(client) for _ in range(clients)]:
                 f.result()
         wall = time.perf_counter() - start
+        cpu = cpu_seconds(server.pid) - cpu_start
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -121,17 +131,18 @@ def load_test(model: Path, parallel: int, requests: int, clients: int, max_token
     return {"parallel": parallel, "requests": len(outcomes), "wall_s": wall, "req_s": len(outcomes) / wall,
             "tok_s": tokens / wall, "p50_s": percentile([o.latency for o in outcomes], 50),
             "p99_s": percentile([o.latency for o in outcomes], 99),
-            "ttft_p50_s": percentile([o.first for o in outcomes], 50)}
+            "ttft_p50_s": percentile([o.first for o in outcomes], 50), "cpu_ms_tok": 1e3 * cpu / max(tokens, 1)}
 
 
 def direct(model: Path, requests: int, max_tokens: int) -> dict:
     """The same generations in-process, one after another: the peer without HTTP."""
     m = Model(model)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for seed in range(requests):
         m.generate(PROMPT, max_tokens, temperature=0.8, seed=seed)
-    wall = time.perf_counter() - start
-    return {"requests": requests, "wall_s": wall, "req_s": requests / wall, "tok_s": requests * max_tokens / wall}
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"requests": requests, "wall_s": wall, "req_s": requests / wall, "tok_s": requests * max_tokens / wall,
+            "cpu_ms_tok": 1e3 * cpu / (requests * max_tokens)}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,15 +174,16 @@ def main(requests: int, clients: int, max_tokens: int, parallel: str, runs: int,
             for p in values:
                 r = load_test(model, p, requests, clients, max_tokens, time_limit)
                 best[p] = r if p not in best or r["tok_s"] > best[p]["tok_s"] else best[p]
-        print(f"in-process onebit.run.c, sequential: {peer['req_s']:.2f} req/s, {peer['tok_s']:.0f} tok/s "
-              f"(best of {runs})")
+        print(f"in-process onebit.run.c, sequential: {peer['req_s']:.2f} req/s, {peer['tok_s']:.0f} tok/s, "
+              f"{peer['cpu_ms_tok']:.2f} CPU ms/token (best of {runs})")
         print("| --parallel | clients | requests | wall s | req/s | tok/s | p50 latency s | p99 latency s | "
-              "p50 first token s | tok/s vs in-process |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "p50 first token s | tok/s vs in-process | server CPU ms/token | CPU vs in-process |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in values:
             r = best[p]
             print(f"| {p} | {clients} | {r['requests']} | {r['wall_s']:.1f} | {r['req_s']:.2f} | {r['tok_s']:.0f} | "
-                  f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['ttft_p50_s']:.3f} | {r['tok_s'] / peer['tok_s']:.2f} |")
+                  f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['ttft_p50_s']:.3f} | {r['tok_s'] / peer['tok_s']:.2f} | "
+                  f"{r['cpu_ms_tok']:.2f} | {r['cpu_ms_tok'] / peer['cpu_ms_tok']:.2f} |")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
