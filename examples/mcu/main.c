@@ -19,6 +19,9 @@
 #ifndef ARENA_BYTES
 #define ARENA_BYTES (2u << 20)
 #endif
+#ifndef N_BATCH
+#define N_BATCH 4
+#endif
 #define MAX_PROMPT_BYTES 512
 
 static unsigned char arena[ARENA_BYTES] __attribute__((section(".arena"), aligned(64)));
@@ -79,6 +82,7 @@ int main(void) {
     ob_session_params params = ob_session_params_default();
     params.n_threads = 1;
     params.isa = isa;
+    params.n_batch = N_BATCH; /* prompt tokens per batched forward: RAM for speed */
     size_t model_bytes, session_bytes;
     ob_status st = ob_memory_required(onebit_model, ONEBIT_MODEL_SIZE, &params, &model_bytes, &session_bytes);
     if (st) return say(err, "error: model: %s\n", ob_strerror(st));
