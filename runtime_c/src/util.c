@@ -1,11 +1,9 @@
-/* util.c - little-endian reads, messages, CRC-32, the bump arena and ob_strerror. */
+/* util.c - little-endian reads, messages, the bump arena and ob_strerror (the CRC-32 is crc32.c). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
-
-#include "crc32_table.h"
 
 uint16_t ob_rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -35,21 +33,6 @@ void ob_set_msg(char *err, size_t err_size, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, err_size, fmt, ap);
     va_end(ap);
-}
-
-uint32_t ob_crc32(uint32_t crc, const uint8_t *p, size_t n) {
-    crc = ~crc;
-    while (n >= 8) {
-        uint32_t lo = crc ^ ob_rd_u32(p), hi = ob_rd_u32(p + 4);
-        crc = ob_crc_table[7][lo & 0xff] ^ ob_crc_table[6][(lo >> 8) & 0xff] ^
-              ob_crc_table[5][(lo >> 16) & 0xff] ^ ob_crc_table[4][lo >> 24] ^
-              ob_crc_table[3][hi & 0xff] ^ ob_crc_table[2][(hi >> 8) & 0xff] ^
-              ob_crc_table[1][(hi >> 16) & 0xff] ^ ob_crc_table[0][hi >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = ob_crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
 }
 
 size_t ob_arena_round(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
