@@ -35,6 +35,29 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
     const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
+    if (T == 1 && R == 1) { /* GEMV, one row: a single sequential weight stream (see OB512_T2_RG),
+                              * even and odd blocks in separate accumulators so that two
+                              * vpdpbusd chains run in parallel; the int32 sums are exact in any
+                              * order */
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        int b = 0;
+        for (; b + 2 <= nblk; b += 2) {
+            const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32)));
+            const __m512i W1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32 + 32)));
+            OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
+            OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
+            OB_DP512(a2, _mm512_and_si512(W1, m01), _mm512_loadu_si512((const void *)(x + b * 128 + 128)));
+            OB_DP512(a3, _mm512_and_si512(W1, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 192)));
+        }
+        if (b < nblk) {
+            const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32)));
+            OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
+            OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
+        }
+        out[0] = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(_mm512_add_epi32(a0, a2), sh01),
+                                                          _mm512_srav_epi32(_mm512_add_epi32(a1, a3), sh23)));
+        return;
+    }
     if (T == 1) { /* GEMV: two accumulators per row (scales 1|4 and 16|64), no shifts */
         __m512i acc0[8], acc1[8];
 #pragma GCC unroll 8
@@ -174,7 +197,13 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
     for (int i = 0; i < R * T; i++) out[i] = _mm512_reduce_add_epi32(acc[i]);
 }
 
-OB_DEF_TILES(OB_T512, ob512_t2, 8, 4)
+/* Rows per T2 GEMV tile.  One row at a time reads the weights as one sequential stream; 8
+ * interleaved rows (8 streams 640-1728 bytes apart at the 2B shape) measured slower from DRAM
+ * here, as for the int8 GEMV below (tools/bench_kernels, "T2 GEMV, DRAM"). */
+#ifndef OB512_T2_RG
+#define OB512_T2_RG 1
+#endif
+OB_DEF_TILES(OB_T512, ob512_t2, OB512_T2_RG, 4)
 OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
 OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
 OB_DEF_MATMUL(ob512_t2, OB_WFMT_T2)
