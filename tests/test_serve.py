@@ -409,3 +409,20 @@ def test_sigterm_ends_running_generations_and_exits(model_path):
         assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
         server.close()
+
+
+@pytest.mark.skipif(_page_missing() is not None, reason=_page_missing() or "")
+def test_chat_page_with_an_api_key(model_path, tmp_path):
+    """A server with --api-key: the page sends the key given in its settings (here through the URL)."""
+    server = Server(model_path, "--api-key", "sekrit")
+    try:
+        done = subprocess.run(["node", str(REPO / "tests" / "serve_page.mjs"),
+                               server.url + "?key=sekrit&temperature=0&max_tokens=10", str(tmp_path), "Hello."],
+                              capture_output=True, text=True, timeout=180)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert done.returncode == 0 and not result["problems"], result
+        expected = server.client(api_key="sekrit").chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Hello."}], max_tokens=10, temperature=0)
+        assert result["answers"] == [expected.choices[0].message.content]
+    finally:
+        server.close()
