@@ -1,6 +1,6 @@
 /* minilibc.c - the few C library functions libonebit needs whose newlib versions would link
  * newlib's heap: snprintf / vsnprintf (newlib's float formatting allocates big numbers) and strtod
- * (same).  Plus allocation traps: libonebit only allocates when given no arena, which this
+ * (same); and time / clock, which newlib leaves to an OS.  Plus allocation traps: libonebit only allocates when given no arena, which this
  * firmware never does; a call would stop the firmware with a message (and the Makefile checks
  * that no heap allocator, _sbrk included, is in the image at all). */
 #include <stdarg.h>
@@ -9,8 +9,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "semihost.h"
+
+/* ---------------------------------------------------------------- clocks */
+
+/* No calendar and no process clock on this board: C's answer for "not available" is -1. */
+time_t time(time_t *t) {
+    if (t) *t = (time_t)-1;
+    return (time_t)-1;
+}
+clock_t clock(void) { return (clock_t)-1; }
 
 /* ---------------------------------------------------------------- allocation traps */
 
