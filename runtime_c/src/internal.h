@@ -166,6 +166,7 @@ typedef struct ob_tokenizer {
     uint32_t vocab_hash_mask;
     int32_t *merge_hash;
     uint32_t merge_hash_mask;
+    uint64_t hash_key; /* keys both tables (tokenizer.c: hash flooding) */
     int pretok; /* OB_PRE_* */
     int n_special;
     int32_t special_ids[256]; /* Llama-3 reserves 256 */

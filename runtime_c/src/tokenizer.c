@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -14,18 +15,37 @@
 
 #define OB_SPECIAL_MAX 256
 
-static uint32_t fnv1a(const uint8_t *p, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-static uint32_t pair_hash(int32_t a, int32_t b) {
-    uint64_t x = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+/* The tables are keyed with a value drawn when the model opens (hash_key): the token bytes and
+ * merge pairs come from the file, and with a fixed hash a crafted file could put every entry in
+ * one probe chain and make opening and encoding quadratic.  The key changes where entries sit,
+ * never which id or rank a lookup returns. */
+static uint64_t mix64(uint64_t x) { /* a bijective finalizer: every input bit reaches every output bit */
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
     x ^= x >> 33;
-    return (uint32_t)x;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint32_t bytes_hash(const ob_tokenizer *t, const uint8_t *p, size_t n) {
+    uint64_t h = t->hash_key ^ 0xcbf29ce484222325ULL; /* FNV-1a from a keyed basis */
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return (uint32_t)mix64(h ^ n);
+}
+
+static uint32_t pair_hash(const ob_tokenizer *t, int32_t a, int32_t b) {
+    return (uint32_t)mix64((((uint64_t)(uint32_t)a << 32) | (uint32_t)b) ^ t->hash_key);
+}
+
+/* Different in every process (ASLR) and every open: the addresses of this call's stack and of
+ * the tables, and the clocks.  Where none of them varies (a fixed-address MCU image) the key is
+ * still a constant, which is no worse than an unkeyed hash. */
+static uint64_t draw_key(const void *tables) {
+    int local;
+    uint64_t k = mix64((uint64_t)(uintptr_t)&local) ^ mix64((uint64_t)(uintptr_t)tables + 1);
+    k ^= mix64((uint64_t)time(NULL) ^ ((uint64_t)clock() << 32));
+    return k;
 }
 
 int ob_tok_len(const ob_tokenizer *t, int32_t id, const uint8_t **bytes) {
@@ -40,7 +60,7 @@ static int32_t merge_field(const ob_tokenizer *t, int32_t rank, int k) {
 
 /* Token id with exactly these bytes, or -1. */
 static int32_t vocab_find(const ob_tokenizer *t, const uint8_t *s, size_t n) {
-    for (uint32_t h = fnv1a(s, n) & t->vocab_hash_mask;; h = (h + 1) & t->vocab_hash_mask) {
+    for (uint32_t h = bytes_hash(t, s, n) & t->vocab_hash_mask;; h = (h + 1) & t->vocab_hash_mask) {
         int32_t e = t->vocab_hash[h];
         if (e == 0) return -1;
         const uint8_t *b;
@@ -52,7 +72,7 @@ static int32_t vocab_find(const ob_tokenizer *t, const uint8_t *s, size_t n) {
 /* Rank of the merge (left, right), or -1. */
 static int32_t merge_find(const ob_tokenizer *t, int32_t left, int32_t right) {
     if (t->n_merges == 0) return -1;
-    for (uint32_t h = pair_hash(left, right) & t->merge_hash_mask;; h = (h + 1) & t->merge_hash_mask) {
+    for (uint32_t h = pair_hash(t, left, right) & t->merge_hash_mask;; h = (h + 1) & t->merge_hash_mask) {
         int32_t e = t->merge_hash[h];
         if (e == 0) return -1;
         if (merge_field(t, e - 1, 0) == left && merge_field(t, e - 1, 1) == right) return e - 1;
@@ -121,6 +141,7 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
         ob_set_msg(err, es, "arena too small for the tokenizer tables");
         return OB_ERR_NOMEM;
     }
+    t->hash_key = draw_key(t->vocab_hash);
     t->vocab_hash_mask = (uint32_t)vocab_cap - 1;
     t->merge_hash_mask = (uint32_t)merge_cap - 1;
     for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
@@ -129,13 +150,13 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
         int len = ob_tok_len(t, id, &b);
         if (len == 1 && t->byte_token[b[0]] < 0) t->byte_token[b[0]] = id;
         if (vocab_find(t, b, (size_t)len) >= 0) continue; /* the first id wins */
-        uint32_t h = fnv1a(b, (size_t)len) & t->vocab_hash_mask;
+        uint32_t h = bytes_hash(t, b, (size_t)len) & t->vocab_hash_mask;
         while (t->vocab_hash[h]) h = (h + 1) & t->vocab_hash_mask;
         t->vocab_hash[h] = id + 1;
     }
     for (int32_t i = 0; i < t->n_merges; i++) {
         if (merge_find(t, merge_field(t, i, 0), merge_field(t, i, 1)) >= 0) continue; /* lowest rank wins */
-        uint32_t h = pair_hash(merge_field(t, i, 0), merge_field(t, i, 1)) & t->merge_hash_mask;
+        uint32_t h = pair_hash(t, merge_field(t, i, 0), merge_field(t, i, 1)) & t->merge_hash_mask;
         while (t->merge_hash[h]) h = (h + 1) & t->merge_hash_mask;
         t->merge_hash[h] = i + 1;
     }
