@@ -468,7 +468,7 @@ def parse_bytes(text: str) -> int:
               help="The .1bit file to run.")
 @sampler_options
 @click.option("--threads", "-t", type=int, default=1, show_default=True, help="Worker threads of the session.")
-@click.option("--ctx", type=int, default=0, help="Context length.  [default: the model's max_seq_len]")
+@click.option("--ctx", type=int, default=0, help="Context length.  [default: min(the model's max_seq_len, 4096)]")
 @click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
               help="KV-cache element type.")
 @click.option("--isa", default=None,
