@@ -154,7 +154,8 @@ typedef struct ob_session_params {
 ob_session_params ob_session_params_default(void);
 
 /* Bytes a model (its bookkeeping, not its weights) and a session with these params need; for
- * caller-provided arenas.  Parses the file's header and metadata, allocates nothing. */
+ * caller-provided arenas.  Parses the file's header and metadata, allocates nothing.
+ * OB_ERR_NOMEM when the session would not fit the address space or params->max_memory. */
 ob_status ob_memory_required(const void *data, size_t size, const ob_session_params *params,
                              size_t *model_bytes, size_t *session_bytes);
 
