@@ -277,3 +277,27 @@ def test_greedy_identical_across_pytorch_numpy_and_onnxruntime(trained_mixed, ch
     assert generate_ort(OrtDecoder(onnx_dir, "native"), prompt, 150, greedy) == expected
     sampled = SamplerConfig(temperature=0.9, top_k=20, top_p=0.95, seed=3)
     assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 60, sampled) == generate(model, prompt, 60, sampled)
+
+
+# ----------------------------------------------------------------------------------------------
+# The C runtime does not run mixed files yet: it must say so in one line
+
+
+@pytest.mark.parametrize("precision", [{"*.down_proj": "int4"}, {"*.down_proj": "int8", "layers.0.*": "binary"}],
+                         ids=["int4", "int8+binary"])
+def test_c_runtime_refuses_mixed_files_in_one_line(random_checkpoint, tmp_path, precision):
+    import shutil
+    import subprocess
+
+    if shutil.which("cc") is None or shutil.which("make") is None:
+        pytest.skip("the C runtime needs cc and make")
+    from test_runtime_c import CLI, RUNTIME
+
+    built = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    out = tmp_path / "mixed.1bit"
+    export_1bit(random_checkpoint(randomize=2, precision=precision), out, ExportOptions())
+    done = subprocess.run([str(CLI), "-m", str(out), "-p", "a", "-n", "4"], capture_output=True, text=True)
+    assert done.returncode != 0 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "quant.weights 'mixed' is not supported" in lines[0]
