@@ -19,7 +19,8 @@ import numpy as np
 
 from onebit.atomic import atomic_path
 
-_NUMPY = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "U8": np.dtype("u1"), "I8": np.dtype("i1"),
+# BF16 has no NumPy type: its data is given as the raw uint16 bit patterns
+_NUMPY = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "U8": np.dtype("u1"), "I8": np.dtype("i1"),
           "I32": np.dtype("<i4"), "I64": np.dtype("<i8")}
 
 

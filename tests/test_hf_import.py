@@ -163,3 +163,15 @@ def test_unmappable_folders_are_one_line_errors(folders, tmp_path, changes, mess
 def test_missing_folder_and_offline_hub_id(tmp_path):
     result = CliRunner().invoke(main, [str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no such folder" in result.output
+
+
+def test_imported_checkpoint_fine_tunes_with_init_from(imported, tmp_path):
+    from onebit.train.trainer import main as train_main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("First Citizen: Before we proceed any further, hear me speak. café 東京 🙂\n" * 200)
+    result = CliRunner().invoke(train_main, ["--init-from", str(imported["packed"]), "--data", str(corpus),
+                                             "--out", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "2",
+                                             "--eval-interval", "2", "--eval-batches", "1"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "run").config == load_checkpoint(imported["packed"]).config
