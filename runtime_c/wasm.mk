@@ -9,7 +9,8 @@ WASM_AR ?= llvm-ar
 WASM_BUILD ?= build/wasm
 WASM_SIMD ?= -msimd128
 WASM_CFLAGS := --target=wasm32-wasi -std=c99 -O2 -Wall -Wextra -Werror $(WASM_SIMD) \
-  -DOB_NO_THREADS -D_WASI_EMULATED_MMAN -Iinclude -Isrc
+  -DOB_NO_THREADS -D_WASI_EMULATED_MMAN -D_WASI_EMULATED_PROCESS_CLOCKS -Iinclude -Isrc
+WASM_LIBS := -lwasi-emulated-mman -lwasi-emulated-process-clocks -lm
 WASM_OBJS := $(patsubst src/%.c,$(WASM_BUILD)/obj/%.o,$(LIB_SRCS))
 # What onebit.mjs calls: wasm/api.c's exports (export_name attributes) and nothing else.
 WASM_LIB_LDFLAGS := --target=wasm32-wasi -mexec-model=reactor -Wl,--strip-all -Wl,--gc-sections
@@ -30,10 +31,10 @@ $(WASM_BUILD)/libonebit.a: $(WASM_OBJS)
 	$(WASM_AR) rcs $@ $^
 
 $(WASM_BUILD)/onebit.wasm: $(WASM_BUILD)/obj/api.o $(WASM_BUILD)/libonebit.a
-	$(WASM_CC) $(WASM_LIB_LDFLAGS) -o $@ $^ -lwasi-emulated-mman -lm
+	$(WASM_CC) $(WASM_LIB_LDFLAGS) -o $@ $^ $(WASM_LIBS)
 
 $(WASM_BUILD)/onebit-run.wasm: $(WASM_BUILD)/obj/main.o $(WASM_BUILD)/libonebit.a
-	$(WASM_CC) --target=wasm32-wasi -Wl,--strip-all -o $@ $^ -lwasi-emulated-mman -lm
+	$(WASM_CC) --target=wasm32-wasi -Wl,--strip-all -o $@ $^ $(WASM_LIBS)
 
 $(WASM_BUILD)/onebit.mjs: wasm/onebit.mjs
 	cp $< $@
@@ -56,8 +57,7 @@ WASM_SKIP := tests/test_locale.c tests/test_bpe.c tests/test_threads.c
 WASM_TESTS := $(patsubst tests/%.c,$(WASM_BUILD)/tests/%.wasm,$(filter-out $(WASM_SKIP),$(TEST_SRCS)))
 $(WASM_BUILD)/tests/%.wasm: tests/%.c $(WASM_BUILD)/libonebit.a
 	@mkdir -p $(dir $@)
-	$(WASM_CC) $(WASM_CFLAGS) -D_WASI_EMULATED_PROCESS_CLOCKS -o $@ $< $(WASM_BUILD)/libonebit.a \
-	  -lwasi-emulated-mman -lwasi-emulated-process-clocks -lm
+	$(WASM_CC) $(WASM_CFLAGS) -o $@ $< $(WASM_BUILD)/libonebit.a $(WASM_LIBS)
 
 .PHONY: test-wasm
 test-wasm: $(WASM_TESTS) wasm

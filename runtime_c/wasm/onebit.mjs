@@ -10,8 +10,8 @@
 
 const ENC = new TextEncoder();
 
-// The runtime needs only a few WASI calls: its environment (ONEBIT_ISA) and stderr for a libc
-// message that should never come.  A reactor module has no main, so nothing else is used.
+// The runtime needs only a few WASI calls: its environment (ONEBIT_ISA), a clock (it seeds the
+// tokenizer's hash key) and stderr for a libc message that should never come.  A reactor module has no main, so nothing else is used.
 function wasiImports(env, getMemory) {
   const vars = Object.entries(env).map(([k, v]) => ENC.encode(`${k}=${v}\0`));
   const view = () => new DataView(getMemory().buffer);
@@ -40,6 +40,10 @@ function wasiImports(env, getMemory) {
       }
       console.error(new TextDecoder().decode(concat(parts)));
       view().setUint32(writtenPtr, total, true);
+      return 0;
+    },
+    clock_time_get(id, precision, timePtr) { // nanoseconds, as a BigInt
+      view().setBigUint64(timePtr, BigInt(Math.round(performance.now() * 1e6)), true);
       return 0;
     },
     fd_close: () => 8, // EBADF: there are no files
