@@ -1,5 +1,5 @@
-/* kernels_wasm.c - WebAssembly SIMD128 kernels (clang -msimd128): T2 and the int8 / f32 GEMVs of
- * the LM head.  The other entries keep the scalar references. */
+/* kernels_wasm.c - WebAssembly SIMD128 kernels (clang -msimd128): T2 and the f32 / f16 / int8
+ * GEMVs of the LM head.  The other entries keep the scalar references. */
 #include "kernels_impl.h"
 
 #if defined(OB_HAVE_SIMD128)
@@ -59,11 +59,22 @@ OB_WINL v128_t obw_ld_q8(const int8_t *p) {
     v128_t b = wasm_v128_load32_zero(p);
     return wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(b)));
 }
+/* Four IEEE halves as four floats, exactly as ob_f16_to_f32: the magnitude bits shifted into a
+ * float's place and scaled by 2^112 (exact for normal and subnormal halves), then the exponent of
+ * infinities and NaNs set to all ones, then the sign. */
+OB_WINL v128_t obw_ld_f16(const uint16_t *p) {
+    v128_t h = wasm_u32x4_extend_low_u16x8(wasm_v128_load64_zero(p));
+    v128_t mag = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
+    v128_t f = wasm_f32x4_mul(wasm_i32x4_shl(mag, 13), wasm_f32x4_splat(0x1p112f));
+    v128_t special = wasm_i32x4_ge(mag, wasm_i32x4_splat(0x7c00));
+    f = wasm_v128_or(f, wasm_v128_and(special, wasm_i32x4_splat(0x7f800000)));
+    return wasm_v128_or(f, wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16));
+}
 OB_WINL float obw_fsum(v128_t v) {
     return (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1)) +
            (wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3));
 }
-#define OBW_GEMV(name, WT, LOAD4)                                                                   \
+#define OBW_GEMV(name, WT, LOAD4, CVT1)                                                             \
     static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x, int r0,    \
                      int r1, float *y) {                                                            \
         int k16 = K & ~15;                                                                          \
@@ -77,14 +88,18 @@ OB_WINL float obw_fsum(v128_t v) {
                 a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(LOAD4(wr + k + 12), wasm_v128_load(x + k + 12))); \
             }                                                                                       \
             float s = obw_fsum(wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3)));     \
-            for (int k = k16; k < K; k++) s += (float)wr[k] * x[k];                                 \
+            for (int k = k16; k < K; k++) s += CVT1(wr[k]) * x[k];                                  \
             y[r] = scale ? scale[r] * s : s;                                                        \
         }                                                                                           \
     }
-OBW_GEMV(obw_gemv_f32_s, float, obw_ld_f32)
-OBW_GEMV(obw_gemv_q8_s, int8_t, obw_ld_q8)
+OBW_GEMV(obw_gemv_f32_s, float, obw_ld_f32, OB_CVT_F32)
+OBW_GEMV(obw_gemv_q8_s, int8_t, obw_ld_q8, (float))
+OBW_GEMV(obw_gemv_f16_s, uint16_t, obw_ld_f16, ob_f16_to_f32)
 static void obw_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     obw_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+static void obw_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    obw_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
 }
 static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
                         int r1, float *y) {
@@ -94,6 +109,7 @@ static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, 
 void ob_kernels_fill_simd128(ob_kernels *k) {
     k->matmul[OB_WFMT_T2] = obw_t2_matmul;
     k->gemv_f32 = obw_gemv_f32;
+    k->gemv_f16 = obw_gemv_f16;
     k->gemv_q8 = obw_gemv_q8;
 }
 #else
