@@ -24,6 +24,9 @@ compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >
 command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-arm >/dev/null || { [[ " ${need[*]} " == *" qemu-user "* ]] || need+=(qemu-user); }
 command -v localedef >/dev/null || need+=(locales)
+# llama.cpp from the pinned llama-cpp-python sdist (tests/test_gguf.py, tools/bench_peers.py)
+command -v g++ >/dev/null || need+=(g++)
+command -v cmake >/dev/null || need+=(cmake)
 want_locale=0
 locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$' || want_locale=1
 [ ${#need[@]} -eq 0 ] && [ $want_locale -eq 0 ] && exit 0
