@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onebit.run.c", "Generate or score text with a .1bit model on the C runtime."),
     "run-ort": ("onebit.run.ort", "Generate with an exported ONNX model on onnxruntime."),
     "chat": ("onebit.run.chat", "Chat with a .1bit model in the terminal (C runtime)."),
-    "serve": ("onebit.run.serve", "Serve a .1bit model: OpenAI-compatible API and a chat page (C runtime)."),
+    "serve": ("onebit.run.serve", "Serve a .1bit model: OpenAI-style API, chat page (C runtime)."),
 }
 
 
