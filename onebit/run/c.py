@@ -153,10 +153,6 @@ class SharedModel:
         self.max_seq_len: int = info.max_seq_len
         self.tokenizer_kind: str = ffi.string(info.tokenizer).decode()
         self.eot_token: int = info.eot_token  # -1 when the vocabulary has no <|endoftext|>
-        # a header without the *_ex calls records errors in the model: serialize them then
-        self._tokenize_ex = getattr(lib, "ob_tokenize_ex", None)
-        self._detokenize_ex = getattr(lib, "ob_detokenize_ex", None)
-        self._legacy_lock = threading.Lock()
 
     def metadata(self) -> dict:
         """The metadata JSON stored in the file (docs/FORMAT.md)."""
@@ -171,36 +167,23 @@ class SharedModel:
 
     # -- tokenizer
 
-    def _legacy_error(self) -> str:
-        return self.ffi.string(self.lib.ob_model_error(self._model)).decode("utf-8", "replace")
-
     def encode(self, text: str) -> list[int]:
-        ffi, lib = self.ffi, self.lib
+        ffi = self.ffi
         data = text.encode("utf-8")
         cap = len(data) + 1
         buf = ffi.new("int32_t[]", cap)
         n = ffi.new("int *")
-        if self._tokenize_ex is not None:
-            err = ffi.new("char[256]")
-            _check(self._tokenize_ex(self._model, data, len(data), buf, cap, n, err, 256),
-                   ffi.string(err).decode("utf-8", "replace"))
-        else:
-            with self._legacy_lock:
-                _check(lib.ob_tokenize(self._model, data, len(data), buf, cap, n), self._legacy_error())
+        err = ffi.new("char[256]")
+        status = self.lib.ob_tokenize_ex(self._model, data, len(data), buf, cap, n, err, 256)
+        _check(status, ffi.string(err).decode("utf-8", "replace"))
         return list(buf[0:n[0]])
 
     def _detokenize(self, arr, n: int, out, cap: int, need, size_query: bool = False) -> None:
-        ffi, lib = self.ffi, self.lib
-        if self._detokenize_ex is not None:
-            err = ffi.new("char[256]")
-            status = self._detokenize_ex(self._model, arr, n, out, cap, need, err, 256)
-            message = ffi.string(err).decode("utf-8", "replace")
-        else:
-            with self._legacy_lock:
-                status = lib.ob_detokenize(self._model, arr, n, out, cap, need)
-                message = self._legacy_error()
-        if not (size_query and status == lib.OB_ERR_BUFFER):
-            _check(status, message)
+        ffi = self.ffi
+        err = ffi.new("char[256]")
+        status = self.lib.ob_detokenize_ex(self._model, arr, n, out, cap, need, err, 256)
+        if not (size_query and status == self.lib.OB_ERR_BUFFER):
+            _check(status, ffi.string(err).decode("utf-8", "replace"))
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         ffi = self.ffi
