@@ -271,11 +271,14 @@ def test_full_queue_is_503_and_a_dropped_stream_frees_its_session(model_path):
         server.close()
 
 
-def test_public_address_needs_an_api_key(model_path):
-    done = subprocess.run([sys.executable, "-m", "onebit.run.serve", "-m", str(model_path), "--host", "0.0.0.0"],
+@pytest.mark.parametrize("args,message", [(["--host", "0.0.0.0"], "--api-key"),
+                                          (["--max-memory", "64K"], "over the memory budget"),
+                                          (["--parallel", "0"], "--parallel")])
+def test_bad_server_options_are_one_line(model_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "onebit.run.serve", "-m", str(model_path), *args],
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and done.stderr.startswith("error: ") and "--api-key" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
 
 
 def test_binding_threads_share_one_model_and_release_the_gil(model_path):

@@ -22,7 +22,7 @@ from typing import AsyncIterator, Callable
 import click
 
 from onebit.errors import OnebitError, cli_errors
-from onebit.run.c import CRuntimeError, Session, SharedModel
+from onebit.run.c import CRuntimeError, Session, SharedModel, parse_bytes
 from onebit.run.chat_template import ChatTemplateError, template_for
 from onebit.run.openai_api import ApiError, GenerationRequest, new_id, now, parse_chat, parse_completion, usage
 from onebit.run.textgen import TextGeneration
@@ -43,6 +43,7 @@ class ServeConfig:
     max_tokens: int = 1024
     api_key: str | None = None
     name: str = ""  # the model id clients ask for; the file's stem when empty
+    max_memory: int = 0  # bytes each session (with the model) may need; 0 = no limit
 
 
 @dataclass
@@ -82,8 +83,8 @@ class Engine:
         # a completion's prompt starts with BOS when the model asks for it (a chat template places it itself)
         bos = tok.get("bos_token_id")
         self.bos: list[int] = [bos] if tok.get("add_bos_token") and isinstance(bos, int) else []
-        self.slots = [Slot(self.model.session(n_ctx=config.ctx, threads=config.threads))
-                      for _ in range(config.parallel)]
+        self.slots = [Slot(self.model.session(n_ctx=config.ctx, threads=config.threads,
+                                              max_memory=config.max_memory)) for _ in range(config.parallel)]
         self.n_ctx = self.slots[0].session.n_ctx
         self.pool = ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="onebit-session")
         self._idle: list[Slot] = list(self.slots)
@@ -412,12 +413,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 @click.option("--max-tokens", type=int, default=1024, show_default=True,
               help="Most tokens one choice may generate (a request asking for more gets a 400); also the "
                    "default max_tokens of chat requests.")
+@click.option("--max-memory", default=None,
+              help="Fail at start if one session with the model would need more bytes than this, e.g. 512M.  "
+                   "[default: no limit]")
 @click.option("--name", default="", help="The model id clients name in requests.  [default: the file's stem]")
 @click.option("--api-key", default=None, envvar="ONEBIT_API_KEY",
               help="Require `Authorization: Bearer KEY` on the API (also $ONEBIT_API_KEY).  [default: none]")
 @cli_errors
 def main(model_path: Path, host: str, port: int, parallel: int, queue: int, threads: int, ctx: int,
-         max_tokens: int, name: str, api_key: str | None) -> None:
+         max_tokens: int, max_memory: str | None, name: str, api_key: str | None) -> None:
     """Serve a .1bit model with an OpenAI-compatible API and a chat page (C runtime)."""
     if parallel < 1 or threads < 1 or queue < 0 or ctx < 0 or max_tokens < 1 or not 0 <= port < 65536:
         raise OnebitError("--parallel, --threads and --max-tokens must be >= 1; --queue, --ctx >= 0; "
@@ -428,7 +432,9 @@ def main(model_path: Path, host: str, port: int, parallel: int, queue: int, thre
         import uvicorn
     except ImportError:
         raise OnebitError("onebit serve needs the serve extra: pip install 'onebit[serve]'") from None
-    engine = Engine(ServeConfig(model_path, host, port, parallel, queue, threads, ctx, max_tokens, api_key, name))
+    budget = parse_bytes(max_memory) if max_memory is not None else 0
+    engine = Engine(ServeConfig(model_path, host, port, parallel, queue, threads, ctx, max_tokens, api_key, name,
+                                budget))
     app = build_app(engine)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
