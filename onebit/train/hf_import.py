@@ -530,8 +530,11 @@ def main(source: str, out: Path, progress: bool) -> None:
     report = import_hf(folder, out, show_progress=progress)
     if report.form.note:
         print(f"note: {report.form.note}", file=sys.stderr)
-    for name, stored, got in report.inexact_scales:
-        print(f"note: {name}: scale {stored!r} is not an fp32 absmean of any weights; using {got!r}", file=sys.stderr)
+    if report.inexact_scales:
+        name, stored, got = report.inexact_scales[0]
+        print(f"note: {len(report.inexact_scales)} of {report.bitlinears} scales are no fp32 mean of their "
+              f"layer's weights and were kept to the nearest one, an ulp away (first: {name}, "
+              f"{stored!r} -> {got!r})", file=sys.stderr)
     c = report.config
     print(f"imported {report.bitlinears} BitLinears ({report.form.kind} weights) and "
           f"{report.tensors - report.bitlinears} other tensors: dim {c.dim}, {c.n_layers} layers, "
