@@ -32,11 +32,11 @@ STEPS = 20
 LAUNCH_TIMEOUT_S = 240
 
 
-@pytest.fixture
-def corpus(tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
     rng = random.Random(11)
     words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
-    path = tmp_path / "corpus.txt"
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "."
                               for _ in range(400)) + "\n")
     return path
@@ -118,10 +118,10 @@ def saved_step(run: Path) -> int:
     return load_checkpoint(run).meta["step"]
 
 
-@pytest.fixture
-def reference(corpus, tmp_path) -> Path:
-    """The uninterrupted one-process run every launch below is held to."""
-    out = tmp_path / "one"
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> Path:
+    """The uninterrupted one-process run every launch below is held to (made once)."""
+    out = tmp_path_factory.mktemp("reference") / "one"
     single(run_args(corpus, "--out", str(out)))
     return out
 
@@ -218,3 +218,11 @@ def test_batch_must_divide_among_the_processes(corpus, tmp_path, monkeypatch):
                                                    max_seq_len=16), batch_size=3)
     with pytest.raises(DistributedError, match="--batch-size 3 does not divide evenly among 2 processes"):
         train_cli.new_run(cfg, tmp_path / "odd", world=World(rank=0, size=2))
+
+
+def test_only_communication_errors_blame_a_peer():
+    from onebit.train.distributed import is_peer_failure
+
+    assert is_peer_failure(RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer"))
+    assert is_peer_failure(torch.distributed.DistBackendError("NCCL watchdog timed out"))
+    assert not is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))

@@ -107,10 +107,20 @@ def peer_failures(world: World) -> Iterator[None]:
     except OnebitError:
         raise
     except (RuntimeError, dist.DistError) as e:
-        if not world.active:
+        # only communication failures; a RuntimeError of this rank's own is a bug to show whole
+        if not world.active or not is_peer_failure(e):
             raise
         raise DistributedError(f"rank {world.rank} of {world.size}: another training process failed or stopped "
                                f"answering; stopping ({first_line(e)[:300]})") from None
+
+
+# gloo reports a dead peer as a plain RuntimeError; these words tell it from other RuntimeErrors
+_PEER_WORDS = ("gloo", "nccl", "connection", "timed out", "timeout", "socket", "broken pipe", "peer")
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, dist.DistError) or any(word in text for word in _PEER_WORDS)
 
 
 def mean_across(world: World, values: list[float]) -> list[float]:
