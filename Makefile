@@ -69,9 +69,10 @@ test-c:
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
 	  $(MAKE) -C examples/mcu test; \
 	else echo "test-c: no arm-none-eabi-gcc or qemu-system-arm; Cortex-M firmware test skipped"; fi
-	@if command -v clang >/dev/null && command -v wasm-ld >/dev/null && [ -f /usr/lib/wasm32-wasi/libc.a ]; then \
+	@if command -v clang >/dev/null && command -v wasm-ld >/dev/null && command -v llvm-ar >/dev/null \
+	  && command -v node >/dev/null && [ -f /usr/lib/wasm32-wasi/libc.a ]; then \
 	  $(MAKE) -C runtime_c test-wasm; \
-	else echo "test-c: no clang, wasm-ld or wasi-libc; WebAssembly tests skipped"; fi
+	else echo "test-c: no clang, wasm-ld, llvm-ar, node or wasi-libc; WebAssembly tests skipped"; fi
 
 test-python: venv runtime
 	$(PY) -m pytest -q
