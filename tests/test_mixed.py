@@ -248,7 +248,7 @@ def trained_mixed(tmp_path_factory, shakespeare_path, char_tokenizer):
     model = Transformer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(100):
         starts = torch.randint(0, len(data) - 33, (16,), generator=gen)
         x = torch.stack([data[s:s + 32] for s in starts])
         y = torch.stack([data[s + 1:s + 33] for s in starts])
@@ -256,9 +256,9 @@ def trained_mixed(tmp_path_factory, shakespeare_path, char_tokenizer):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 3.0
+    assert loss.item() < 3.0  # learned something: uniform is ln(65) = 4.2
     root = tmp_path_factory.mktemp("mixed_trained")
-    save_checkpoint(root / "ckpt", model, char_tokenizer, {"step": 150, "val_loss": loss.item()})
+    save_checkpoint(root / "ckpt", model, char_tokenizer, {"step": 100, "val_loss": loss.item()})
     export_1bit(root / "ckpt", root / "m.1bit", ExportOptions(pack="t2", embed_dtype="f32"))
     export_onnx(root / "ckpt", root / "onnx")
     return root / "ckpt", root / "m.1bit", root / "onnx"
@@ -271,10 +271,10 @@ def test_greedy_identical_across_pytorch_numpy_and_onnxruntime(trained_mixed, ch
     model = load_checkpoint(ckpt_dir).model
     prompt = char_tokenizer.encode("ROMEO:\nI")
     greedy = SamplerConfig(temperature=0)
-    expected = generate(model, prompt, 150, greedy)  # past the 64-token context: slides too
-    assert ReferenceModel.load(one_bit).generate_greedy(prompt, 150) == expected
-    assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 150, greedy) == expected
-    assert generate_ort(OrtDecoder(onnx_dir, "native"), prompt, 150, greedy) == expected
+    expected = generate(model, prompt, 100, greedy)  # past the 64-token context: slides too
+    assert ReferenceModel.load(one_bit).generate_greedy(prompt, 100) == expected
+    assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 100, greedy) == expected
+    assert generate_ort(OrtDecoder(onnx_dir, "native"), prompt, 100, greedy) == expected
     sampled = SamplerConfig(temperature=0.9, top_k=20, top_p=0.95, seed=3)
     assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 60, sampled) == generate(model, prompt, 60, sampled)
 

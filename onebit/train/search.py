@@ -534,12 +534,12 @@ def plot_pareto(r: dict, out: Path) -> None:
     searched = sorted((p for p in pts if p["label"] == "searched"), key=lambda p: p["size"])
     if searched:
         ax.plot([p["size"] / 1e3 for p in searched], [p["val_loss"] for p in searched], "o-", color="tab:blue",
-                label="searched maps (no fine-tune)")
+                label="searched maps on the checkpoint (no fine-tune)")
     for p in pts:
         if p["label"].startswith("uniform"):
             ax.plot(p["size"] / 1e3, p["val_loss"], "s", color="tab:gray")
-            ax.annotate(p["label"], (p["size"] / 1e3, p["val_loss"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
+            ax.annotate(p["label"] + " (no fine-tune)", (p["size"] / 1e3, p["val_loss"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
     for kind, b in r.get("baselines", {}).items():
         ax.plot(b["size"] / 1e3, b["val_loss"], "D", color="tab:orange")
         ax.annotate(f"uniform {kind}, fine-tuned", (b["size"] / 1e3, b["val_loss"]), textcoords="offset points",
