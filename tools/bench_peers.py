@@ -63,6 +63,7 @@ from onebit.format import TensorData, bitlinear_shapes, float_shapes, write_1bit
 CACHE = Path(os.environ.get("ONEBIT_CACHE", Path.home() / ".cache" / "onebit"))
 LLAMA_PKG, LLAMA_VERSION = "llama-cpp-python", "0.3.36"
 MODEL_VERSION = 1  # bump when the files written below change
+ENGINES = "onebit T2,onebit T1.6,llama.cpp TQ2_0,llama.cpp TQ1_0"
 TESTS = ("tg128", "tg128@d512", "pp128", "pp512", "ttft")
 
 
@@ -346,16 +347,16 @@ def run_proc(cmd: list[str]) -> tuple[str, float, float | None]:
     return text, wall, rss
 
 
-def onebit_cmd(cli: Path, model: Path, threads: int, test: str) -> tuple[list[str], str]:
+def onebit_cmd(cli: Path, model: Path, threads: int, test: str, kv: str) -> tuple[list[str], str]:
     prompt, n = {"tg128": (1, 129), "tg128@d512": (512, 129), "pp128": (128, 1), "pp512": (512, 1),
                  "ttft": (128, 1)}[test]
     cmd = [str(cli), "-m", str(model), "--bench", "--prompt-tokens", str(prompt), "-n", str(n),
-           "--temperature", "0", "--threads", str(threads), "--ctx", str(prompt + n)]
+           "--temperature", "0", "--threads", str(threads), "--ctx", str(prompt + n), "--kv", kv]
     return cmd, "decode_tok_s" if test.startswith("tg") else "prefill_tok_s"
 
 
-def run_onebit(cli: Path, model: Path, engine: str, threads: int, test: str) -> Sample:
-    cmd, key = onebit_cmd(cli, model, threads, test)
+def run_onebit(cli: Path, model: Path, engine: str, threads: int, test: str, kv: str) -> Sample:
+    cmd, key = onebit_cmd(cli, model, threads, test, kv)
     text, wall, rss = run_proc(cmd)
     m = re.search(r"bench: prefill_tok_s=([\d.]+) decode_tok_s=([\d.]+)", text)
     if not m:
@@ -404,16 +405,18 @@ def fmt(xs: list[float], digits: int = 1) -> str:
               help="interleaved rounds; the table shows best / median over them")
 @click.option("--tests", default=",".join(TESTS), show_default=True,
               help=f"comma-separated subset of {', '.join(TESTS)}")
-@click.option("--engines", default="onebit T2,onebit T1.6,llama.cpp TQ2_0,llama.cpp TQ1_0", show_default=True,
+@click.option("--engines", default=ENGINES, show_default=True,
               help="comma-separated engines")
 @click.option("--seed", default=0, show_default=True, help="seed of the random model")
 @click.option("--onebit-run", "cli", type=click.Path(path_type=Path), default=None,
               help="onebit-run binary  [default: runtime_c/build/onebit-run, built with make]")
 @click.option("--build-dir", default="build", show_default=True,
               help="runtime_c BUILD folder for onebit-run and bench_kernels when --onebit-run is not given")
+@click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
+              help="onebit-run's KV-cache type (its default is f32; llama-bench's cache is f16)")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write every sample here")
 def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: int, cli: Path | None,
-         build_dir: str, json_out: Path | None) -> None:
+         build_dir: str, kv: str, json_out: Path | None) -> None:
     """Side-by-side decode / prefill / startup / RSS of onebit-run and llama-bench on one model."""
     counts = [int(t) for t in threads.split(",")]
     test_list = [t for t in tests.split(",") if t]
@@ -441,7 +444,7 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
             for test in test_list:
                 for e in engine_list:
                     model = folder / info[e]["file"]
-                    s = (run_onebit(cli, model, e, n, test) if e.startswith("onebit")
+                    s = (run_onebit(cli, model, e, n, test, kv) if e.startswith("onebit")
                          else run_llama(llama, model, e, n, test))
                     samples.append(s)
                     log(f"round {r + 1}/{rounds} threads {n} {test:11s} {e:16s} "
@@ -458,11 +461,12 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
         pass
     print(f"machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}")
     print(f"command: python tools/bench_peers.py --shape {shape} --threads {threads} --rounds {rounds}"
-          + (f" --tests {tests}" if tests != ",".join(TESTS) else ""))
+          + (f" --tests {tests}" if tests != ",".join(TESTS) else "")
+          + (f" --engines '{engines}'" if engines != ENGINES else "") + (f" --kv {kv}" if kv != "f32" else ""))
     print(f"load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load0)}, "
           f"after {' '.join(f'{x:.2f}' for x in load1)}")
-    print(f"llama.cpp: {LLAMA_PKG}=={LLAMA_VERSION} sdist, commit {llama.commit}, llama-bench; "
-          f"architecture {SHAPES[shape].llama_arch}")
+    print(f"llama.cpp: {LLAMA_PKG}=={LLAMA_VERSION} sdist, commit {llama.commit}, llama-bench (f16 KV-cache); "
+          f"architecture {SHAPES[shape].llama_arch}; onebit-run: {cli}, KV-cache {kv}")
     print(f"llama-quantize cross-check of the GGUF writer (shape tiny): {check}")
     print(f"shape {shape}: {json.dumps(asdict(SHAPES[shape]))}")
     print("files: " + ", ".join(f"{e} {sizes[e] / 2**20:.0f} MiB ({info[e]['bytes_per_token'] / 2**20:.0f} MiB "
@@ -505,5 +509,20 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     print(f"ratio {parts(max)}")
 
 
+def cli_main() -> None:
+    """Failures of a tool or a build are one line (the command and its last output), no traceback."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        detail = str(e).replace("\n", " ")
+        print(f"error: {detail}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    cli_main()
