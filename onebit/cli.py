@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("onebit.train.trainer", "Train a model with quantization-aware training (PyTorch)."),
     "import": ("onebit.train.hf_import", "Import a Hugging Face BitNetForCausalLM folder as a checkpoint."),
     "plot": ("onebit.train.plot", "Plot a training run's loss and learning-rate curves."),
-    "search": ("onebit.train.search", "Find each layer's bit-width under a size budget, then fine-tune (mixed precision)."),
+    "search": ("onebit.compile.search", "Find each layer's bit-width under a size budget, then fine-tune (mixed precision)."),
     "sample": ("onebit.train.sample", "Generate from a checkpoint with the PyTorch model (the oracle)."),
     "export": ("onebit.compile.export", "Compile a checkpoint into .1bit (and a C header) or ONNX."),
     "inspect": ("onebit.describe", "Validate a .1bit file and print its header, metadata and tensors."),

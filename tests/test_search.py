@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from onebit.format import read_1bit
 from onebit.train.checkpoint import load_checkpoint
 from onebit.train.presets import TrainConfig
-from onebit.train.search import SearchError, SearchOptions, Search, greedy, knapsack, main, parse_size
+from onebit.compile.search import SearchError, SearchOptions, Search, greedy, knapsack, main, parse_size
 from onebit.train.trainer import train
 
 # dim 128: below it a B1 row (padded to 128 weights) is larger than a T1.6 one

@@ -1,5 +1,8 @@
 """`onebit search`: the best bit-width per BitLinear under a size budget (docs/SEARCH.md).
 
+It lives in compile/ because it needs both earlier stages: the trainer (sensitivities, the
+fine-tune) and the exporter (every budget is checked by packing the model as `onebit export` does).
+
 1. Sensitivity: an anchor, the checkpoint fine-tuned briefly with every layer at the most precise
    kind allowed (int8), so that its latent weights are no longer fitted to one quantizer; then for
    every BitLinear and kind, the measured change of the calibration loss when that one layer of
