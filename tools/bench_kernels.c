@@ -3,6 +3,7 @@
  *   make -C runtime_c bench && runtime_c/build/bench_kernels [--quick] [--reps N] [--isa NAME]
  *                                                            [--case SUBSTRING]
  *   runtime_c/build/bench_kernels --read-bw MIB [--threads N] [--reps N]   (the read roofline only)
+ *   runtime_c/build/bench_kernels --gemv-t2 N K [--threads N] [--reps N]   (one T2 GEMV shape)
  *
  * Prints a markdown table: for each ISA path this CPU supports and each case, the best time per
  * call over --reps repetitions (each repetition runs the kernel for >= ~0.1 s, or once for slow
@@ -212,6 +213,44 @@ static int read_bw_main(size_t mib, int threads, int reps) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- --gemv-t2: one T2 GEMV shape
+ * One token through an N x K T2 matrix with the detected ISA and the thread pool, the time of
+ * each call; tools/bench_kernels.py --vs-ort runs it beside onnxruntime's MatMulNBits. */
+static int gemv_t2_main(int N, int K, int threads, int reps) {
+    size_t rb = ob_row_bytes(OB_WFMT_T2, K), xs = ob_act_stride(K);
+    uint8_t *w = xalloc(rb * (size_t)N);
+    for (size_t i = 0; i < rb * (size_t)N; i++) {
+        uint8_t b = (uint8_t)rnd(), o = 0;
+        for (int sft = 0; sft < 8; sft += 2) o |= (uint8_t)((((b >> sft) & 3) % 3) << sft);
+        w[i] = o;
+    }
+    float *x = xalloc((size_t)K * 4), *y = xalloc((size_t)N * 4), a;
+    int8_t *xq = xalloc(xs);
+    int32_t xsum;
+    for (int k = 0; k < K; k++) x[k] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+    ob_kernels kern;
+    ob_kernels_init_env(&kern);
+    ob_threadpool *pool = ob_threadpool_create(threads);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    if (!pool || !t) return 1;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        double t0 = now();
+        kern.quantize(x, K, xq, &a, &xsum);
+        ob_matmul_mt(pool, &kern, OB_WFMT_T2, w, N, K, 0.01f, xq, xs, &a, &xsum, 1, y, (size_t)N);
+        if (r >= 0) t[r] = now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_double);
+    printf("gemv_t2 isa=%s N=%d K=%d threads=%d best_us=%.2f median_us=%.2f\n", ob_isa_name(kern.isa), N, K,
+           threads, t[0] * 1e6, t[reps / 2] * 1e6);
+    free(t);
+    ob_threadpool_destroy(pool);
+    free(w);
+    free(x);
+    free(y);
+    free(xq);
+    return 0;
+}
+
 static void cpu_model(char *out, size_t n) {
     snprintf(out, n, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -235,20 +274,26 @@ static void cpu_model(char *out, size_t n) {
 int main(int argc, char **argv) {
     int quick = 0, reps = 5;
     const char *only = NULL, *match = NULL;
-    int read_bw_mib = 0, bw_threads = 1;
+    int read_bw_mib = 0, bw_threads = 1, gemv_n = 0, gemv_k = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--read-bw") && i + 1 < argc) read_bw_mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) bw_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemv-t2") && i + 2 < argc) {
+            gemv_n = atoi(argv[++i]);
+            gemv_k = atoi(argv[++i]);
+        }
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) match = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--quick] [--reps N] [--isa scalar|avx2|avx512|neon] [--case SUBSTRING]\n"
-                            "       %s --read-bw MIB [--threads N] [--reps N]\n", argv[0], argv[0]);
+                            "       %s --read-bw MIB [--threads N] [--reps N]\n"
+                            "       %s --gemv-t2 N K [--threads N] [--reps N]\n", argv[0], argv[0], argv[0]);
             return 2;
         }
     }
+    if (gemv_n > 0 && gemv_k > 0) return gemv_t2_main(gemv_n, gemv_k, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
     if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
     const int big_k = quick ? 16384 : 32768; /* big T2 case: big_k x big_k weights (256 MB at 32768) */
     const bcase cases[] = {
