@@ -331,9 +331,27 @@ def init_from_run(cfg: TrainConfig, out_dir: Path, device: torch.device, world: 
     cfg.model = {**shape, **({"precision": precision} if precision else {})}
     model = Transformer(cfg.model_config(src.tokenizer.vocab_size))
     model.load_state_dict(src.model.state_dict())
+    _keep_function(src.model, model)
     data = _load_data(cfg, src.tokenizer, world)
     return Trainer(cfg, model.to(device), src.tokenizer, data, out_dir, device, world,
                    _teacher(cfg, src.tokenizer, device))
+
+
+@torch.no_grad()
+def _keep_function(src: Transformer, model: Transformer) -> None:
+    """A ternary or binary layer that becomes int4/int8 starts from its dequantized weights Q * s.
+
+    Its latent weights were fitted to the old quantizer (weights past 1.5 s all meant +-s); the
+    int grids hold every Q * s exactly (s is a row's absmax, a full code), so the fine-tune starts
+    from the very function the checkpoint computed instead of from a different network.
+    """
+    from onebit.train import quant
+
+    old = {n: m for n, m in src.named_modules() if hasattr(m, "anneal_alpha")}
+    for name, m in model.named_modules():
+        if name in old and old[name].quant in ("ternary", "binary") and m.quant in quant.INT_LEVELS:
+            codes, scale = quant.quantize_weight(old[name].weight, old[name].quant)
+            m.weight.copy_(codes * scale)
 
 
 def resume_config(resume_dir: Path, overrides: dict) -> tuple[TrainConfig, dict]:
