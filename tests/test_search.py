@@ -182,3 +182,24 @@ def test_init_from_keeps_the_weights_and_changes_the_map(base, tmp_path):
     bad = CliRunner().invoke(train_main, [*data, "--init-from", str(base), "--precision", "*=int3", "--out",
                                           str(tmp_path / "bad"), "--max-steps", "1", "--quiet"])
     assert bad.exit_code == 1 and "must be one of" in bad.stderr
+
+
+def test_switching_to_int_kinds_keeps_the_checkpoints_function():
+    """init-from: ternary/binary layers that become int4/int8 compute what they computed before."""
+    import torch
+
+    from onebit.config import ModelConfig
+    from onebit.train.model import Transformer
+    from onebit.train.trainer import _keep_function
+
+    torch.manual_seed(0)
+    src = Transformer(ModelConfig(n_layers=2, precision={"layers.1.*": "binary"})).eval()
+    dst = Transformer(ModelConfig(n_layers=2, precision={"layers.0.*": "int4", "layers.1.*": "int8"})).eval()
+    dst.load_state_dict(src.state_dict())
+    x = torch.randint(0, 65, (2, 20))
+    with torch.no_grad():
+        before, changed = src(x)[0], dst(x)[0]
+        _keep_function(src, dst)
+        after = dst(x)[0]
+    assert (changed - before).abs().max() > 1e-2  # the latents alone are another network
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
