@@ -62,13 +62,16 @@ OB_TCLMUL static uint32_t crc_clmul(uint32_t crc, const uint8_t *p, size_t n) {
     const __m128i barrett = _mm_set_epi64x(0x1f7011641LL, 0x1db710641LL); /* lo: P', hi: mu' */
     const __m128i low32 = _mm_setr_epi32(-1, 0, -1, 0);
     __m128i x[4];
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) x[i] = _mm_loadu_si128((const __m128i *)(p + 16 * i));
     x[0] = _mm_xor_si128(x[0], _mm_cvtsi32_si128((int)crc));
     p += 64;
     n -= 64;
     for (; n >= 64; p += 64, n -= 64)
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) x[i] = _mm_xor_si128(fold16(x[i], k512), _mm_loadu_si128((const __m128i *)(p + 16 * i)));
     __m128i v = x[0];
+#pragma GCC unroll 4
     for (int i = 1; i < 4; i++) v = _mm_xor_si128(fold16(v, k128), x[i]);
     for (; n >= 16; p += 16, n -= 16) v = _mm_xor_si128(fold16(v, k128), _mm_loadu_si128((const __m128i *)p));
     /* 128 -> 64 bits: the low 64 bits times x^96 into the high 64 */
