@@ -120,6 +120,8 @@ class Tokenizer:
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
         vocab = hf.get_vocab(with_added_tokens=True)
         ids = sorted(vocab.values())
+        if not ids:  # found by tools/fuzz/fuzz_readers.py: encode() indexed an empty table
+            raise TokenizerError("tokenizer has an empty vocabulary")
         if ids != list(range(self.vocab_size)):
             raise TokenizerError("tokenizer ids are not the dense range 0 .. vocab_size - 1")
         self.special_tokens: dict[str, int] = {
