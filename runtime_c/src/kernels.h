@@ -137,6 +137,16 @@ typedef void (*ob_gemv_q8_fn)(const int8_t *w, const float *scale, size_t ldw, i
 typedef void (*ob_f16_to_f32_fn)(const uint16_t *src, int n, float *dst);
 typedef void (*ob_f32_to_f16_fn)(const float *src, int n, uint16_t *dst);
 
+/* Attention over the KV-cache (f32 or f16 rows; f16 is widened exactly):
+ *   dot : 8 partial sums, sum l takes a[i] * b[i] for i = l (mod 8) in order (each product rounded,
+ *         then added; no FMA), then ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+ *   axpy: y[i] += a * x[i], the product rounded, then the sum
+ * A fixed order, so every ISA returns the bits of the reference. */
+typedef float (*ob_dot_f32_fn)(const float *a, const float *b, int n);
+typedef float (*ob_dot_f16_fn)(const float *a, const uint16_t *b, int n);
+typedef void (*ob_axpy_f32_fn)(float *y, float a, const float *x, int n);
+typedef void (*ob_axpy_f16_fn)(float *y, float a, const uint16_t *x, int n);
+
 /* The dispatch table.  Fill once with ob_kernels_init; plain data, copy freely. */
 typedef struct ob_kernels {
     ob_isa isa;
@@ -147,6 +157,10 @@ typedef struct ob_kernels {
     ob_gemv_q8_fn gemv_q8;
     ob_f16_to_f32_fn f16_to_f32;
     ob_f32_to_f16_fn f32_to_f16;
+    ob_dot_f32_fn dot_f32;
+    ob_dot_f16_fn dot_f16;
+    ob_axpy_f32_fn axpy_f32;
+    ob_axpy_f16_fn axpy_f16;
 } ob_kernels;
 
 /* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
@@ -175,6 +189,10 @@ void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, 
 void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                       size_t ldy);
+float ob_dot_f32_ref(const float *a, const float *b, int n);
+float ob_dot_f16_ref(const float *a, const uint16_t *b, int n);
+void ob_axpy_f32_ref(float *y, float a, const float *x, int n);
+void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n);
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y);
 void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1,
                      float *y);

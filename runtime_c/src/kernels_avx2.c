@@ -314,6 +314,42 @@ OB_T256 static void ob256_f32_to_f16(const float *src, int n, uint16_t *dst) {
     for (; i < n; i++) dst[i] = ob_f32_to_f16(src[i]);
 }
 
+/* Attention dot / axpy (kernels.h's order): the 8 partial sums are one ymm, the product and the
+ * sum two instructions (no FMA, so the bits of the reference); f16 rows widened in registers. */
+OB_T256 OB_INL float ob256_dot_tail(__m256 acc, const float *a, const float *b, const uint16_t *h, int i, int n) {
+    float s[8];
+    _mm256_storeu_ps(s, acc);
+    for (; i < n; i++) s[i & 7] += a[i] * (b ? b[i] : ob_f16_to_f32(h[i]));
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+OB_T256 static float ob256_dot_f32(const float *a, const float *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    return ob256_dot_tail(acc, a, b, NULL, i, n);
+}
+OB_T256 static float ob256_dot_f16(const float *a, const uint16_t *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), OB256_LD_F16(b + i)));
+    return ob256_dot_tail(acc, a, NULL, b, i, n);
+}
+OB_T256 static void ob256_axpy_f32(float *y, float a, const float *x, int n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+OB_T256 static void ob256_axpy_f16(float *y, float a, const uint16_t *x, int n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, OB256_LD_F16(x + i))));
+    for (; i < n; i++) y[i] += a * ob_f16_to_f32(x[i]);
+}
+
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
@@ -324,6 +360,10 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->gemv_q8 = ob256_gemv_q8;
     k->f16_to_f32 = ob256_f16_to_f32;
     k->f32_to_f16 = ob256_f32_to_f16;
+    k->dot_f32 = ob256_dot_f32;
+    k->dot_f16 = ob256_dot_f16;
+    k->axpy_f32 = ob256_axpy_f32;
+    k->axpy_f16 = ob256_axpy_f16;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

@@ -400,6 +400,7 @@ OB_T512 static void ob512_f32_to_f16(const float *src, int n, uint16_t *dst) {
 }
 
 void ob_kernels_fill_avx512(ob_kernels *k) {
+    ob_kernels_fill_avx2(k); /* what AVX-512 does not replace below (the attention dot / axpy) */
     k->quantize = ob512_quantize;
     k->matmul[OB_WFMT_T2] = ob512_t2_matmul;
     k->matmul[OB_WFMT_T16] = ob512_t16_matmul;

@@ -140,6 +140,10 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->gemv_q8 = ob_gemv_q8_ref;
     k->f16_to_f32 = ob_row_f16_to_f32;
     k->f32_to_f16 = ob_row_f32_to_f16;
+    k->dot_f32 = ob_dot_f32_ref;
+    k->dot_f16 = ob_dot_f16_ref;
+    k->axpy_f32 = ob_axpy_f32_ref;
+    k->axpy_f16 = ob_axpy_f16_ref;
     if (!ob_isa_supported(isa)) return OB_ISA_EUNSUPPORTED;
     k->isa = isa;
     ob_simd_fill(k, isa);

@@ -237,6 +237,73 @@ void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, s
     }
 }
 
+/* Attention dot / axpy (kernels.h).  With GCC / Clang the 8 partial sums are two 4-lane vectors
+ * (SSE / NEON without any flags): the same multiplies and adds in the same order as the plain loop,
+ * so the same bits (ISO C mode: no FMA contraction).  The f16 versions widen 8 values at a time
+ * into a local row (exact) and run the same code. */
+#if defined(__GNUC__)
+#define OB_VEC4 1
+typedef float ob_f4 __attribute__((vector_size(16)));
+static inline ob_f4 ob_ld4(const float *p) {
+    ob_f4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void ob_st4(float *p, ob_f4 v) { memcpy(p, &v, sizeof v); }
+#endif
+
+static inline void ob_dot8(float acc[8], const float *a, const float *b) {
+#if defined(OB_VEC4)
+    ob_f4 lo = ob_ld4(acc) + ob_ld4(a) * ob_ld4(b), hi = ob_ld4(acc + 4) + ob_ld4(a + 4) * ob_ld4(b + 4);
+    ob_st4(acc, lo);
+    ob_st4(acc + 4, hi);
+#else
+    for (int l = 0; l < 8; l++) acc[l] += a[l] * b[l];
+#endif
+}
+
+static inline float ob_dot_sum(const float acc[8]) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+float ob_dot_f32_ref(const float *a, const float *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) ob_dot8(acc, a + i, b + i);
+    for (; i < n; i++) acc[i & 7] += a[i] * b[i];
+    return ob_dot_sum(acc);
+}
+
+float ob_dot_f16_ref(const float *a, const uint16_t *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, row[8];
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        ob_row_f16_to_f32(b + i, 8, row);
+        ob_dot8(acc, a + i, row);
+    }
+    for (; i < n; i++) acc[i & 7] += a[i] * ob_f16_to_f32(b[i]);
+    return ob_dot_sum(acc);
+}
+
+void ob_axpy_f32_ref(float *y, float a, const float *x, int n) {
+    int i = 0;
+#if defined(OB_VEC4)
+    const ob_f4 va = {a, a, a, a};
+    for (; i + 4 <= n; i += 4) ob_st4(y + i, ob_ld4(y + i) + va * ob_ld4(x + i));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n) {
+    float row[8];
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        ob_row_f16_to_f32(x + i, 8, row);
+        ob_axpy_f32_ref(y + i, a, row, 8);
+    }
+    for (; i < n; i++) y[i] += a * ob_f16_to_f32(x[i]);
+}
+
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     for (int r = r0; r < r1; r++) {
         const float *wr = w + (size_t)r * ldw;

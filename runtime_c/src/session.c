@@ -434,49 +434,6 @@ typedef struct {
     int layer, m, pos0;
 } attn_task;
 
-/* Dot product in 8 interleaved partial sums (a fixed order: every thread count and every ISA gets
- * the same bits).  With GCC / Clang the 8 partial sums are two 4-lane vectors (SSE / NEON): the
- * same multiplies and adds in the same order as the scalar loop, so the same bits (ISO C mode, so
- * no FMA contraction). */
-#if defined(__GNUC__)
-#define OB_VEC4 1
-typedef float ob_f4 __attribute__((vector_size(16)));
-static inline ob_f4 ob_ld4(const float *p) {
-    ob_f4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void ob_st4(float *p, ob_f4 v) { memcpy(p, &v, sizeof v); }
-#endif
-
-static float dot_f32(const float *restrict a, const float *restrict b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-#if defined(OB_VEC4)
-    ob_f4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
-    for (; i + 8 <= n; i += 8) {
-        lo += ob_ld4(a + i) * ob_ld4(b + i);
-        hi += ob_ld4(a + i + 4) * ob_ld4(b + i + 4);
-    }
-    ob_st4(acc, lo);
-    ob_st4(acc + 4, hi);
-#else
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-#endif
-    for (; i < n; i++) acc[i & 7] += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-static void axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
-    int i = 0;
-#if defined(OB_VEC4)
-    const ob_f4 va = {a, a, a, a};
-    for (; i + 4 <= n; i += 4) ob_st4(y + i, ob_ld4(y + i) + va * ob_ld4(x + i));
-#endif
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
  * query heads.  Threads take fixed ranges of heads. */
 static void attention_task(void *ctx, int ith, int nth) {
@@ -488,7 +445,7 @@ static void attention_task(void *ctx, int ith, int nth) {
     ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
     size_t base = (size_t)t->layer * s->kv_layer;
-    float *row = s->scores + (size_t)c->n_heads * s->n_ctx + (size_t)ith * 2 * hd; /* f16 cache rows */
+    const int f16 = s->kv_type == OB_KV_F16; /* the kernels widen f16 rows in registers */
     for (int h = h0; h < h1; h++) {
         float *sc = s->scores + (size_t)h * s->n_ctx;
         int kvh = h / group;
@@ -498,12 +455,8 @@ static void attention_task(void *ctx, int ith, int nth) {
             float mx = -INFINITY;
             for (int j = 0; j < n_keys; j++) {
                 size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
-                const float *kr = (const float *)s->key_cache + off;
-                if (s->kv_type == OB_KV_F16) {
-                    s->k.f16_to_f32((const uint16_t *)s->key_cache + off, hd, row);
-                    kr = row;
-                }
-                sc[j] = dot_f32(q, kr, hd) * scale;
+                sc[j] = (f16 ? s->k.dot_f16(q, (const uint16_t *)s->key_cache + off, hd)
+                             : s->k.dot_f32(q, (const float *)s->key_cache + off, hd)) * scale;
                 if (sc[j] > mx) mx = sc[j];
             }
             float sum = 0.0f;
@@ -515,12 +468,8 @@ static void attention_task(void *ctx, int ith, int nth) {
             for (int d = 0; d < hd; d++) out[d] = 0.0f;
             for (int j = 0; j < n_keys; j++) {
                 size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
-                const float *vr = (const float *)s->value_cache + off;
-                if (s->kv_type == OB_KV_F16) {
-                    s->k.f16_to_f32((const uint16_t *)s->value_cache + off, hd, row);
-                    vr = row;
-                }
-                axpy_f32(out, sc[j] / sum, vr, hd);
+                if (f16) s->k.axpy_f16(out, sc[j] / sum, (const uint16_t *)s->value_cache + off, hd);
+                else s->k.axpy_f32(out, sc[j] / sum, (const float *)s->value_cache + off, hd);
             }
         }
     }

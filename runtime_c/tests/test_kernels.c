@@ -542,6 +542,41 @@ static void test_isa_f16conv(const ob_kernels *kern) {
     free(h); free(hr); free(hs); free(f); free(fr); free(fs);
 }
 
+/* Attention dot / axpy: the bits of the references (a fixed order, no FMA) for every length
+ * 0..300, f32 and f16 rows; and the reference equals the plain 8-partial-sum loop. */
+static void test_isa_attn(const ob_kernels *kern) {
+    enum { N = 300 };
+    float a[N], b[N], y0[N], y1[N];
+    uint16_t h[N];
+    int bad = 0;
+    for (int n = 0; n <= N; n += (n < 40 ? 1 : 13)) {
+        for (int i = 0; i < n; i++) {
+            a[i] = rndf() * 3.0f;
+            b[i] = rndf() * 3.0f;
+            h[i] = ob_f32_to_f16(rndf() * 3.0f);
+        }
+        float plain[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int i = 0; i < n; i++) plain[i & 7] += a[i] * b[i];
+        float want = ((plain[0] + plain[4]) + (plain[1] + plain[5])) + ((plain[2] + plain[6]) + (plain[3] + plain[7]));
+        float r32 = ob_dot_f32_ref(a, b, n), s32 = kern->dot_f32(a, b, n);
+        float r16 = ob_dot_f16_ref(a, h, n), s16 = kern->dot_f16(a, h, n);
+        bad += !bits_eq(&r32, &want, 1) + !bits_eq(&r32, &s32, 1) + !bits_eq(&r16, &s16, 1);
+        float c = rndf();
+        for (int kind = 0; kind < 2; kind++) {
+            for (int i = 0; i < n; i++) y0[i] = y1[i] = rndf();
+            if (kind == 0) {
+                ob_axpy_f32_ref(y0, c, b, n);
+                kern->axpy_f32(y1, c, b, n);
+            } else {
+                ob_axpy_f16_ref(y0, c, h, n);
+                kern->axpy_f16(y1, c, h, n);
+            }
+            bad += !bits_eq(y0, y1, (size_t)n);
+        }
+    }
+    CHECK(bad == 0, "%s attention dot/axpy: %d mismatches", ob_isa_name(kern->isa), bad);
+}
+
 int main(void) {
     printf("test_kernels: detected ISA %s\n", ob_isa_name(ob_isa_detect()));
     test_f16();
@@ -562,6 +597,7 @@ int main(void) {
         test_isa_extremes(&k);
         test_isa_float(&k);
         test_isa_f16conv(&k);
+        test_isa_attn(&k);
         test_threads(&k);
         test_strides(&k);
         printf("  isa %-6s: %s\n", ob_isa_name((ob_isa)i), g_fail == before ? "ok" : "FAILED");
