@@ -118,7 +118,9 @@ def llama_greedy_binary() -> Path:
             import bench_peers
 
             bench_peers.build_llama()  # downloads the pinned sdist from PyPI; minutes, once
-        except Exception as e:  # no network, no compiler: say so instead of failing the suite
+        except Exception as e:  # no network, no compiler: a skip on a developer's machine, a failure in CI
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"llama.cpp could not be built: {e}")
             pytest.skip(f"llama.cpp could not be built: {e}")
         finally:
             sys.path.pop(0)
