@@ -7,6 +7,7 @@ share it without importing PyTorch. onebit/train/sample.py drives it with the Py
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -34,14 +35,14 @@ class SamplerConfig:
     seed: int = 0
 
     def validate(self) -> "SamplerConfig":
-        if not self.temperature >= 0:
-            raise GenerateError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:
+            raise GenerateError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise GenerateError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise GenerateError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not self.repeat_penalty > 0:
-            raise GenerateError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        if not 0 < self.repeat_penalty < math.inf:
+            raise GenerateError(f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty}")
         if self.repeat_window < 0:
             raise GenerateError(f"repeat_window must be >= 0, got {self.repeat_window}")
         return self

@@ -17,9 +17,19 @@ from typing import Callable
 import click
 
 from onebit.errors import cli_errors
-from onebit.sampling import SamplerConfig
+from onebit.sampling import GenerateError, SamplerConfig
 
 DEFAULTS = SamplerConfig()
+MAX_NEW_TOKENS = 1 << 24  # onebit-run's bound too: a run of -n tokens ends
+
+
+def check_prompt(prompt: str) -> str:
+    """A command-line prompt must be UTF-8: Python hands bytes that are not as lone surrogates."""
+    for i, char in enumerate(prompt):
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            offset = len(prompt[:i].encode("utf-8", "surrogateescape"))
+            raise GenerateError(f"prompt: text is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at offset {offset})")
+    return prompt
 
 
 def sampler_options(fn: Callable) -> Callable:
@@ -47,6 +57,9 @@ def sampler_options(fn: Callable) -> Callable:
     def wrapper(*args, temperature, top_k, top_p, repeat_penalty, repeat_window, seed, **kwargs):
         sampler = SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                                 repeat_penalty=repeat_penalty, repeat_window=repeat_window, seed=seed)
+        check_prompt(kwargs["prompt"])
+        if not 0 <= kwargs["n"] <= MAX_NEW_TOKENS:
+            raise GenerateError(f"-n must be in [0, {MAX_NEW_TOKENS}], got {kwargs['n']}")
         return fn(*args, sampler=sampler.validate(), **kwargs)
 
     for option in reversed(options):

@@ -17,7 +17,7 @@ import torch
 
 import onebit
 from onebit import packing
-from onebit.atomic import atomic_write
+from onebit.atomic import atomic_path
 from onebit.errors import OnebitError, cli_errors
 from onebit.format import EMBED_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
 from onebit.tokenizer import Tokenizer
@@ -222,11 +222,13 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
     with torch.no_grad():
         tensors = model_tensors(ckpt, opts)
     meta = file_meta(ckpt, opts, source=str(checkpoint_dir))
-    sizes: list[int] = []
-    atomic_write(out, lambda f: sizes.append(write_stream(f, meta, tensors)))
-    if c_header is not None:
-        write_c_header(c_header, out.read_bytes(), meta["config"], c_name)
-    return ExportResult(size_report(tensors, sizes[0]), meta, tensors)
+    # the header is written before the .1bit is committed: a failure leaves neither half-done
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            size = write_stream(f, meta, tensors)
+        if c_header is not None:
+            write_c_header(c_header, tmp.read_bytes(), meta["config"], c_name)
+    return ExportResult(size_report(tensors, size), meta, tensors)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

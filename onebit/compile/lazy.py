@@ -79,6 +79,10 @@ def load_lazy_checkpoint(path: Path) -> Checkpoint:
                               f"but config.json says vocab_size {config.vocab_size}")
     file = ckpt / MODEL_FILE
     try:
+        open(file, "rb").close()  # safetensors reports an unreadable file as a missing one
+    except OSError as e:
+        raise CheckpointError(f"{file}: {e.strerror}") from None
+    try:
         with safe_open(str(file), framework="pt") as f:
             header = {}
             for name in f.keys():

@@ -126,6 +126,9 @@ def _check(status: int, message: str) -> None:
 def _params(lib, ffi, n_ctx: int, threads: int, kv: str, isa_buf, n_batch: int, max_memory: int):
     if kv not in ("f32", "f16"):
         raise CRuntimeError(f"kv must be f32 or f16, got {kv!r}")
+    for name, value in (("ctx", n_ctx), ("threads", threads), ("batch", n_batch)):
+        if not -2**31 < value < 2**31:  # a C int: cffi would raise OverflowError
+            raise CRuntimeError(f"{name} {value} is out of range")
     params = lib.ob_session_params_default()
     params.n_ctx, params.n_threads, params.n_batch = n_ctx, threads, n_batch
     params.kv_type = lib.OB_KV_F16 if kv == "f16" else lib.OB_KV_F32
@@ -476,7 +479,11 @@ def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads:
     model = Model(model_path, n_ctx=ctx, threads=threads, kv=kv, isa=isa, n_batch=batch,
                   max_memory=parse_bytes(max_memory) if max_memory is not None else 0)
     if ppl_file is not None:
-        ppl, count = model.perplexity(ppl_file.read_text(encoding="utf-8"))
+        try:
+            text = ppl_file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CRuntimeError(f"{ppl_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        ppl, count = model.perplexity(text)
         click.echo(f"ppl {ppl:.6f} tokens {count}")
         return
     ids = bench_prompt(prompt_tokens, model.vocab_size) if prompt_tokens else model.encode(prompt)

@@ -210,8 +210,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
                               f"but config.json says vocab_size {config.vocab_size}")
 
     try:
+        open(ckpt / MODEL_FILE, "rb").close()  # safetensors reports an unreadable file as a missing one
         tensors = load_file(str(ckpt / MODEL_FILE))
-    except (SafetensorError, OSError, ValueError) as e:
+    except OSError as e:
+        raise CheckpointError(f"{ckpt / MODEL_FILE}: {e.strerror}") from None
+    except (SafetensorError, ValueError) as e:
         raise CheckpointError(f"{ckpt / MODEL_FILE}: unreadable safetensors file ({_first_line(e)})") from None
     model = Transformer(config)
     _check_tensors(ckpt / MODEL_FILE, tensors, model.state_dict())

@@ -7,6 +7,7 @@ winners of tools/bench_quality.py, recorded in docs/BENCHMARKS.md and docs/TRAIN
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from onebit.config import ModelConfig
@@ -77,6 +78,12 @@ class TrainConfig:
     kd_temperature: float = 1.0
 
     def validate(self) -> "TrainConfig":
+        for f in fields(self):  # NaN passes every comparison below; 10**20 steps or batches never ends
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TrainConfigError(f"{f.name} must be a finite number, got {value}")
+            if isinstance(value, int) and not isinstance(value, bool) and not -2**31 < value < 2**31:
+                raise TrainConfigError(f"{f.name} must be below 2**31 in magnitude, got {value}")
         positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "ckpt_interval")
         for name in positive:
             if getattr(self, name) <= 0:
