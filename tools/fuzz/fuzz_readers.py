@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -30,7 +29,9 @@ with atheris.instrument_imports(include=["onebit"]):
     from onebit.tokenizer import Tokenizer, TokenizerError
 
 DOCUMENTED = (fmt.FormatError, TokenizerError)
-SCRATCH = Path(tempfile.mkdtemp(prefix="onebit-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+# one in-memory file, rewritten for every input, named by its /proc path: nothing to clean up
+_FD = os.memfd_create("onebit-fuzz-input")
+INPUT = Path(f"/proc/self/fd/{_FD}")
 TEXT = "Hello, world! ünïcödé 123\n"
 
 
@@ -45,20 +46,22 @@ def fix_checksums(data: bytes) -> bytes:
     return struct.pack("<60sI", head[:60], zlib.crc32(head[:60])) + data[fmt.HEADER_SIZE:]
 
 
+def _load(data: bytes) -> Path:
+    os.ftruncate(_FD, 0)
+    os.pwrite(_FD, data, 0)
+    return INPUT
+
+
 def one_format(data: bytes) -> None:
-    path = SCRATCH / "input.1bit"
-    path.write_bytes(fix_checksums(data))
     try:
-        describe(fmt.read_1bit(path))
+        describe(fmt.read_1bit(_load(fix_checksums(data))))
     except fmt.FormatError:
         pass
 
 
 def one_tokenizer(data: bytes) -> None:
-    path = SCRATCH / "tokenizer.json"
-    path.write_bytes(data)
     try:
-        tok = Tokenizer.load(path)
+        tok = Tokenizer.load(_load(data))
     except TokenizerError:
         return
     try:
