@@ -13,6 +13,7 @@
 #endif
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,32 @@ typedef struct {
     uint64_t max_memory;
     ob_sampler_params sp;
 } options;
+
+/* Ctrl-C: the generation loop stops at the next token and the program ends with one error line.
+ * A signal handler can only set a flag; this one is the CLI's, the library has no such state. */
+static volatile sig_atomic_t interrupted = 0;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+static void catch_sigint(void) {
+#if !defined(__wasi__)
+    signal(SIGINT, on_sigint);
+#endif
+}
+
+/* Flags that take a value: any other word that starts with '-' is an unknown option, even last. */
+static int takes_value(const char *a) {
+    static const char *const flags[] = {"-m", "--model", "-p", "--prompt", "--ppl", "--isa", "-n",
+                                        "--max-new-tokens", "--threads", "-t", "--ctx", "--batch",
+                                        "--prompt-tokens", "--max-memory", "--top-k", "--repeat-window",
+                                        "--temperature", "--top-p", "--repeat-penalty", "--seed", "--kv"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strcmp(a, flags[i])) return 1;
+    return 0;
+}
 
 static int fail(const char *fmt, ...) {
     va_list ap;
@@ -140,6 +167,7 @@ static int parse_args(int argc, char **argv, options *o) {
             o->bench = 1;
             continue;
         }
+        if (!takes_value(a)) return fail("unknown option '%s' (see --help)", a);
         if (i + 1 >= argc) return fail("%s needs a value (see --help)", a);
         const char *v = argv[++i];
         int r = 0;
@@ -241,7 +269,7 @@ static int run_ppl(ob_model *m, ob_session *s, const options *o) {
     double nll = 0.0;
     long long count = 0;
     double t0 = now_s();
-    for (int start = 0; start + 1 < n; start += T) {
+    for (int start = 0; start + 1 < n && !interrupted; start += T) {
         int w = n - 1 - start < T ? n - 1 - start : T;
         ob_session_reset(s);
         st = ob_session_eval(s, ids + start, w, logits, 1);
@@ -260,6 +288,10 @@ static int run_ppl(ob_model *m, ob_session *s, const options *o) {
     free(logits);
     free(ids);
     if (st) return fail("%s", ob_session_error(s));
+    if (interrupted) {
+        fail("interrupted after %lld scored tokens", count);
+        return 130;
+    }
     printf("ppl %.6f nll %.6f tokens %lld\n", exp(nll / (double)count), nll / (double)count, count);
     fprintf(stderr, "%lld tokens scored in %.2fs (%.1f tokens/s), context %d\n", count, dt, (double)count / dt, T);
     return 0;
@@ -327,13 +359,17 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
             ob_token_bytes(m, tok, &b, &len);
             emit_token(NULL, tok, b, len);
             made++;
-            if (made == o->n) break;
+            if (made == o->n || interrupted) break;
             st = ob_session_decode(s, tok); /* decode, sliding past the context */
         }
         t2 = now_s();
     }
     free(ids);
     if (st) return fail("%s", ob_session_error(s));
+    if (interrupted) {
+        fail("interrupted after %d new tokens", made);
+        return 130;
+    }
     double prefill = t1 - t0, decode = t2 - t1, total = t2 - t0;
     fprintf(stderr, "\n%d prompt + %d new tokens in %.2fs (%.1f tokens/s)\n", n_prompt, made, total,
             made / (total > 1e-9 ? total : 1e-9));
@@ -355,6 +391,7 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
 int main(int argc, char **argv) {
     options o;
     if (parse_args(argc, argv, &o)) return 1;
+    catch_sigint();
     ob_model *m;
     char err[512];
     ob_status st = ob_model_open(&m, o.model, err, sizeof err);
