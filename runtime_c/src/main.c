@@ -13,7 +13,9 @@
 #endif
 #include <errno.h>
 #include <math.h>
+#if !defined(__wasi__) /* WASI has no signals (and no Ctrl-C to catch) */
 #include <signal.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@ typedef struct {
 
 /* Ctrl-C: the generation loop stops at the next token and the program ends with one error line.
  * A signal handler can only set a flag; this one is the CLI's, the library has no such state. */
+#if !defined(__wasi__)
 static volatile sig_atomic_t interrupted = 0;
 
 static void on_sigint(int sig) {
@@ -38,11 +41,11 @@ static void on_sigint(int sig) {
     interrupted = 1;
 }
 
-static void catch_sigint(void) {
-#if !defined(__wasi__)
-    signal(SIGINT, on_sigint);
+static void catch_sigint(void) { signal(SIGINT, on_sigint); }
+#else
+static const int interrupted = 0;
+static void catch_sigint(void) {}
 #endif
-}
 
 /* Flags that take a value: any other word that starts with '-' is an unknown option, even last. */
 static int takes_value(const char *a) {
