@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,18 @@ SMALL_TEXT = (
 )
 SMALL_CONFIG = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
 
+
+
+MICRO_MODEL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=16)
+WORDS = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
+
+
+def write_word_corpus(path: Path, seed: int, n_lines: int = 400) -> Path:
+    """A few KB of learnable text for training tests: random words from a small lexicon, in short lines."""
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) + "." for _ in range(n_lines)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 def skip_unless_ci(reason: str) -> None:
     """Skip a test whose prerequisite is missing, except in CI (CI=true), where it fails instead."""

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from conftest import MICRO_MODEL, write_word_corpus
 
 from onebit.train import trainer as train_cli
 from onebit.train.checkpoint import load_checkpoint
 from onebit.train.distill import kd_loss, load_teacher
 from onebit.train.presets import TrainConfig
 from onebit.train.trainer import train
-
-MICRO = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=16)
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +25,11 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    rng = random.Random(5)
-    words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "."
-                              for _ in range(400)) + "\n")
-    return path
+    return write_word_corpus(tmp_path / "corpus.txt", seed=5)
 
 
 def config(corpus: Path, **over) -> TrainConfig:
-    base = dict(data=str(corpus), tokenizer="char", model=MICRO, quant="ternary", max_steps=12, batch_size=4,
+    base = dict(data=str(corpus), tokenizer="char", model=MICRO_MODEL, quant="ternary", max_steps=12, batch_size=4,
                 lr=1e-2, warmup_steps=2, eval_interval=6, eval_batches=2, ckpt_interval=100, seed=3)
     return TrainConfig(**{**base, **over})
 
@@ -92,7 +85,7 @@ def test_teacher_with_another_tokenizer_is_one_error_line(corpus, tmp_path, teac
     other.write_text("xyz qrs\n" * 200)
     result = CliRunner().invoke(train_cli.main, ["--data", str(other), "--teacher", str(teacher), "--max-steps", "1",
                                                  "--out", str(tmp_path / "o")] + sum((["--set", f"{k}={v}"]
-                                                                                      for k, v in MICRO.items()), []))
+                                                                                      for k, v in MICRO_MODEL.items()), []))
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: --teacher") and "tokenizer" in result.stderr
     missing = CliRunner().invoke(train_cli.main, ["--data", str(corpus), "--teacher", str(tmp_path / "nope"),

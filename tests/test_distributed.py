@@ -11,7 +11,6 @@ a different seed differs by 1e-1).
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import write_word_corpus
 
 from onebit.train import trainer as train_cli
 from onebit.train.dist_checkpoint import load_any_checkpoint as load_checkpoint
@@ -34,12 +34,7 @@ LAUNCH_TIMEOUT_S = 240
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    rng = random.Random(11)
-    words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "."
-                              for _ in range(400)) + "\n")
-    return path
+    return write_word_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", seed=11)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from onebit.sampling import SamplerConfig  # noqa: E402
 from onebit.train import quant  # noqa: E402
 from onebit.train.checkpoint import load_checkpoint  # noqa: E402
 from onebit.train.hf_import import (  # noqa: E402
-    ImportError_, import_hf, latent_weights, main, unpack_codes,
+    import_hf, latent_weights, main, unpack_codes,
 )
 from onebit.train.sample import generate  # noqa: E402
 

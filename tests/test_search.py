@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_word_corpus
 
+from onebit.compile.search import Search, SearchError, SearchOptions, greedy, knapsack, main, parse_size
 from onebit.format import read_1bit
 from onebit.train.checkpoint import load_checkpoint
 from onebit.train.presets import TrainConfig
-from onebit.compile.search import SearchError, SearchOptions, Search, greedy, knapsack, main, parse_size
 from onebit.train.trainer import train
 
 # dim 128: below it a B1 row (padded to 128 weights) is larger than a T1.6 one
@@ -31,10 +31,7 @@ def isolated_cache(tmp_path, monkeypatch):
 def base(tmp_path_factory) -> Path:
     """A ternary model trained for a few steps on a small corpus of its own."""
     root = tmp_path_factory.mktemp("search_base")
-    rng = random.Random(7)
-    words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "." for _ in range(400)]
-    (root / "corpus.txt").write_text("\n".join(lines) + "\n")
+    write_word_corpus(root / "corpus.txt", seed=7)
     cfg = TrainConfig(data=str(root / "corpus.txt"), tokenizer="char", model=MODEL, quant="ternary", max_steps=12,
                       batch_size=4, lr=1e-2, warmup_steps=2, eval_interval=12, eval_batches=2, ckpt_interval=12,
                       seed=3)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import MICRO_MODEL, write_word_corpus
 from safetensors.torch import load_file
 
 from onebit.train import plot as plot_cli
@@ -19,8 +19,6 @@ from onebit.train.presets import TrainConfig, preset_config
 from onebit.train.schedule import anneal_alpha, learning_rate, weight_decay
 from onebit.train.trainer import train
 
-MICRO_MODEL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=16)
-
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
@@ -30,12 +28,7 @@ def isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     """A few KB of learnable text: random words from a small lexicon, in short lines."""
-    rng = random.Random(7)
-    words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "." for _ in range(400)]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_word_corpus(tmp_path / "corpus.txt", seed=7)
 
 
 def micro_config(corpus: Path, **over) -> TrainConfig:

@@ -3,11 +3,11 @@ the FLOPs count behind the MFU figure, and the GPU preset's shape."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import MICRO_MODEL, write_word_corpus
 
 from onebit.train.dist_checkpoint import load_any_checkpoint
 from onebit.train.flops import device_peak_tflops, flops_per_token, mfu
@@ -15,8 +15,6 @@ from onebit.train.metrics import read_metrics
 from onebit.train.model import Transformer
 from onebit.train.presets import TrainConfig, preset_config
 from onebit.train.trainer import train
-
-MICRO = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=16)
 
 
 @pytest.fixture(autouse=True)
@@ -26,16 +24,11 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    rng = random.Random(9)
-    words = ["to", "be", "or", "not", "the", "king", "shall", "love", "night", "sweet", "crown", "my", "lord"]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + "."
-                              for _ in range(400)) + "\n")
-    return path
+    return write_word_corpus(tmp_path / "corpus.txt", seed=9)
 
 
 def config(corpus: Path, **over) -> TrainConfig:
-    base = dict(data=str(corpus), tokenizer="char", model=MICRO, quant="ternary", max_steps=10, batch_size=4,
+    base = dict(data=str(corpus), tokenizer="char", model=MICRO_MODEL, quant="ternary", max_steps=10, batch_size=4,
                 grad_accum=2, lr=1e-2, warmup_steps=2, eval_interval=5, eval_batches=2, ckpt_interval=100, seed=3)
     return TrainConfig(**{**base, **over})
 
