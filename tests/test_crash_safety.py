@@ -160,7 +160,9 @@ def _assert_same_tree(a, b, where: str = "") -> None:
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(corpus: Path, tmp_path: Path) -> None:
-    max_steps = 150
+    # long enough that 20 kills cannot reach the end on a fast machine: a kill lets a process run
+    # at most 4 saves (8 steps) or 0.1 s
+    max_steps = 300
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     rc, err = _run(_train_args(corpus, straight, max_steps), tmp_path)
     assert rc == 0, err
@@ -180,7 +182,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(corpus: Path, tm
                     seen |= _temp_versions(killed) - torn
                     time.sleep(0.0002)
             else:
-                time.sleep(rng.uniform(0.0, 0.4))
+                time.sleep(rng.uniform(0.0, 0.1))
         finally:
             rc = child.kill()
         assert rc == -signal.SIGKILL, f"the run ended before kill {kill + 1} (exit {rc}): make max_steps larger"

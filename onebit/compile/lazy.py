@@ -17,11 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from onebit.tokenizer import Tokenizer, TokenizerError
-from onebit.train.checkpoint import (
-    CONFIG_FILE, META_FILE, MODEL_FILE, REQUIRED_FILES, TOKENIZER_FILE, Checkpoint, CheckpointError,
-    _check_tensors, _checkpoint_dir, _load_config, _load_json,
-)
+from onebit.train.checkpoint import MODEL_FILE, Checkpoint, CheckpointError, _check_tensors, read_checkpoint_parts
 from onebit.train.model import Transformer
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -61,22 +57,7 @@ class LazyWeights:
 
 def load_lazy_checkpoint(path: Path) -> Checkpoint:
     """A validated checkpoint whose `model` is a LazyWeights (only what the exporters use)."""
-    ckpt = _checkpoint_dir(path)
-    for name in REQUIRED_FILES:
-        if not (ckpt / name).is_file():
-            hint = " (the save did not finish)" if name == META_FILE else ""
-            raise CheckpointError(f"checkpoint {ckpt}: missing {name}{hint}")
-    config = _load_config(ckpt / CONFIG_FILE)
-    meta = _load_json(ckpt / META_FILE)
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{ckpt / META_FILE}: expected a JSON object")
-    try:
-        tokenizer = Tokenizer.load(ckpt / TOKENIZER_FILE)
-    except TokenizerError as e:
-        raise CheckpointError(str(e)) from None
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(f"checkpoint {ckpt}: tokenizer has {tokenizer.vocab_size} tokens "
-                              f"but config.json says vocab_size {config.vocab_size}")
+    ckpt, config, meta, tokenizer = read_checkpoint_parts(path)
     file = ckpt / MODEL_FILE
     try:
         open(file, "rb").close()  # safetensors reports an unreadable file as a missing one

@@ -189,14 +189,14 @@ def _checkpoint_dir(path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
-    """Load and validate a checkpoint directory; the model comes back in eval mode on device."""
+def read_checkpoint_parts(path: Path) -> tuple[Path, ModelConfig, dict, Tokenizer]:
+    """Everything of a checkpoint but its weights: the version folder, config, meta.json and
+    tokenizer, each checked and checked against each other (shared with the lazy exporter)."""
     ckpt = _checkpoint_dir(path)
     for name in REQUIRED_FILES:
         if not (ckpt / name).is_file():
             hint = " (the save did not finish)" if name == META_FILE else ""
             raise CheckpointError(f"checkpoint {ckpt}: missing {name}{hint}")
-
     config = _load_config(ckpt / CONFIG_FILE)
     meta = _load_json(ckpt / META_FILE)
     if not isinstance(meta, dict):
@@ -208,6 +208,12 @@ def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(f"checkpoint {ckpt}: tokenizer has {tokenizer.vocab_size} tokens "
                               f"but config.json says vocab_size {config.vocab_size}")
+    return ckpt, config, meta, tokenizer
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint directory; the model comes back in eval mode on device."""
+    ckpt, config, meta, tokenizer = read_checkpoint_parts(path)
 
     try:
         open(ckpt / MODEL_FILE, "rb").close()  # safetensors reports an unreadable file as a missing one
