@@ -287,8 +287,10 @@ def _run(case: Case, w: W) -> Result:
 
 def _interrupt(case: Case, w: W, env: dict) -> Result:
     """Start the tool, wait until it is working (text on stdout, or a training checkpoint), then SIGINT."""
+    # a runner that started us in the background may have set SIGINT to "ignore", which children
+    # inherit (and Python then never raises KeyboardInterrupt): give the tool the default handling
     proc = subprocess.Popen(_argv(case, w), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         if case.tool.endswith("train"):
             out = Path(case.args(w)[-1])

@@ -236,9 +236,11 @@ class Trainer:
             p.elapsed_s += time.perf_counter() - t0
             window_steps += 1
             tokens_per_s = tokens_per_step * window_steps / max(time.perf_counter() - window_start, 1e-9)
-            bar.update(1)
+            # the postfix first, without a redraw: update() then redraws at most every mininterval
+            # (one line per 30 s in a log file; onebit/progress.py)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{learning_rate(cfg, p.step - 1):.2e}",
-                            tok_s=f"{tokens_per_s:,.0f}")
+                            tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            bar.update(1)
             last = p.step == cfg.max_steps
             if p.step % cfg.eval_interval == 0 or last:
                 p.val_loss = self.evaluate()
