@@ -222,3 +222,10 @@ def test_cli_stop_and_resume_matches_straight_run(corpus, tmp_path):
     rows_a, rows_b = read_metrics(straight / "metrics.csv"), read_metrics(split / "metrics.csv")
     assert [[r[c] for c in DETERMINISTIC_COLUMNS] for r in rows_a] == [[r[c] for c in DETERMINISTIC_COLUMNS]
                                                                        for r in rows_b]
+
+
+def test_progress_in_a_log_file_is_throttled(corpus, tmp_path, capsys):
+    """stderr that is not a terminal gets the bar's first and last states, not a line per step."""
+    train(micro_config(corpus, max_steps=40, eval_interval=40), tmp_path / "run", show_progress=True)
+    draws = capsys.readouterr().err.replace("\r", "\n").count("train:")
+    assert 1 <= draws <= 4, f"{draws} progress lines for 40 steps"
