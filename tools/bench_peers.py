@@ -197,19 +197,12 @@ def write_gguf(path: Path, sh: Shape, qtype: str, seed: int) -> int:
     from gguf import GGMLQuantizationType as Q
     from gguf import quants
 
+    from onebit.compile.gguf import add_hparams
+
     arch = sh.llama_arch
     cfg = onebit_config(sh)
     wr = gguf.GGUFWriter(str(path), arch)
-    wr.add_context_length(MAX_CTX)
-    wr.add_embedding_length(sh.dim)
-    wr.add_block_count(sh.n_layers)
-    wr.add_feed_forward_length(sh.ffn_dim)
-    wr.add_head_count(sh.n_heads)
-    wr.add_head_count_kv(sh.n_kv_heads)
-    wr.add_rope_freq_base(sh.rope_theta)
-    wr.add_rope_dimension_count(sh.dim // sh.n_heads)
-    wr.add_layer_norm_rms_eps(1e-5)
-    wr.add_vocab_size(sh.vocab)
+    add_hparams(wr, cfg)
     wr.add_tokenizer_model("none")
     ftype = {"TQ2_0": gguf.LlamaFileType.MOSTLY_TQ2_0, "TQ1_0": gguf.LlamaFileType.MOSTLY_TQ1_0,
              "F32": gguf.LlamaFileType.ALL_F32}[qtype]

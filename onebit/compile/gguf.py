@@ -62,6 +62,20 @@ def check_bitnet_arch(cfg: ModelConfig) -> None:
         raise GGUFExportError("cannot export as llama.cpp bitnet: " + "; ".join(reasons))
 
 
+def add_hparams(writer, cfg: ModelConfig) -> None:
+    """The model's shape as llama.cpp's hyper-parameter keys (shared with tools/bench_peers.py)."""
+    writer.add_context_length(cfg.max_seq_len)
+    writer.add_embedding_length(cfg.dim)
+    writer.add_block_count(cfg.n_layers)
+    writer.add_feed_forward_length(cfg.ffn_dim)
+    writer.add_head_count(cfg.n_heads)
+    writer.add_head_count_kv(cfg.n_kv_heads)
+    writer.add_rope_freq_base(cfg.rope_theta)
+    writer.add_rope_dimension_count(cfg.head_dim)
+    writer.add_layer_norm_rms_eps(cfg.norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+
+
 def _add_tokenizer(writer, tok: Tokenizer, meta: dict) -> None:
     if tok.kind != "bpe":
         writer.add_tokenizer_model("none")  # llama.cpp then takes token ids only
@@ -106,16 +120,7 @@ def export_gguf(ckpt: Checkpoint, out: Path, pack: str = "t2", embed_dtype: str 
     with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(str(tmp), ARCH)
         writer.add_name(out.stem)
-        writer.add_context_length(cfg.max_seq_len)
-        writer.add_embedding_length(cfg.dim)
-        writer.add_block_count(cfg.n_layers)
-        writer.add_feed_forward_length(cfg.ffn_dim)
-        writer.add_head_count(cfg.n_heads)
-        writer.add_head_count_kv(cfg.n_kv_heads)
-        writer.add_rope_freq_base(cfg.rope_theta)
-        writer.add_rope_dimension_count(cfg.head_dim)
-        writer.add_layer_norm_rms_eps(cfg.norm_eps)
-        writer.add_vocab_size(cfg.vocab_size)
+        add_hparams(writer, cfg)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_TQ2_0 if pack == "t2" else gguf.LlamaFileType.MOSTLY_TQ1_0)
         _add_tokenizer(writer, ckpt.tokenizer, ckpt.meta)
         with torch.no_grad():
