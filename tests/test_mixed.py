@@ -7,6 +7,8 @@ their own small random models.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -264,40 +266,126 @@ def trained_mixed(tmp_path_factory, shakespeare_path, char_tokenizer):
     return root / "ckpt", root / "m.1bit", root / "onnx"
 
 
-def test_greedy_identical_across_pytorch_numpy_and_onnxruntime(trained_mixed, char_tokenizer):
+def test_greedy_identical_across_pytorch_numpy_c_and_onnxruntime(trained_mixed, char_tokenizer, c_runtime):
+    """One mixed model, greedy: PyTorch = NumPy reference = the C runtime (every ISA here, 1 and 2
+    threads, through cffi and the CLI) = onnxruntime (both graphs)."""
+    from onebit.run.c import Model
     from onebit.run.ort import OrtDecoder, generate_ort
 
     ckpt_dir, one_bit, onnx_dir = trained_mixed
     model = load_checkpoint(ckpt_dir).model
-    prompt = char_tokenizer.encode("ROMEO:\nI")
+    text = "ROMEO:\nI"
+    prompt = char_tokenizer.encode(text)
     greedy = SamplerConfig(temperature=0)
     expected = generate(model, prompt, 100, greedy)  # past the 64-token context: slides too
+    assert len(set(expected)) > 5, "degenerate oracle output makes a weak test"
     assert ReferenceModel.load(one_bit).generate_greedy(prompt, 100) == expected
     assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 100, greedy) == expected
     assert generate_ort(OrtDecoder(onnx_dir, "native"), prompt, 100, greedy) == expected
+    for isa in _c_isas(one_bit):
+        for threads in (1, 2):
+            got = Model(one_bit, threads=threads, isa=isa).generate(prompt, 100, temperature=0.0)
+            assert got == expected, f"isa={isa} threads={threads}"
+    want_text = (text + char_tokenizer.decode(expected)).encode()
+    for threads in ("1", "2"):
+        cli = subprocess.run([str(c_runtime), "-m", str(one_bit), "-p", text, "-n", "100", "--temperature", "0",
+                              "-t", threads], capture_output=True)
+        assert cli.returncode == 0, cli.stderr.decode()
+        assert cli.stdout == want_text
     sampled = SamplerConfig(temperature=0.9, top_k=20, top_p=0.95, seed=3)
-    assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 60, sampled) == generate(model, prompt, 60, sampled)
+    want = generate(model, prompt, 60, sampled)
+    assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 60, sampled) == want
+    assert Model(one_bit, threads=2).generate(prompt, 60, temperature=0.9, top_k=20, top_p=0.95, seed=3) == want
 
 
 # ----------------------------------------------------------------------------------------------
-# The C runtime does not run mixed files yet: it must say so in one line
+# The C runtime (onebit-run, onebit.run.c): int4 / int8 kernels, the map resolved from the metadata
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
+                              reason="the C runtime needs cc and make")
 
 
-@pytest.mark.parametrize("precision", [{"*.down_proj": "int4"}, {"*.down_proj": "int8", "layers.0.*": "binary"}],
-                         ids=["int4", "int8+binary"])
-def test_c_runtime_refuses_mixed_files_in_one_line(random_checkpoint, tmp_path, precision):
-    import shutil
-    import subprocess
+@pytest.fixture(scope="module")
+def c_runtime():
+    from onebit.run.c import load_library
+    from test_runtime_c import CLI, RUNTIME
 
     if shutil.which("cc") is None or shutil.which("make") is None:
         pytest.skip("the C runtime needs cc and make")
-    from test_runtime_c import CLI, RUNTIME
-
     built = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
-    out = tmp_path / "mixed.1bit"
-    export_1bit(random_checkpoint(randomize=2, precision=precision), out, ExportOptions())
-    done = subprocess.run([str(CLI), "-m", str(out), "-p", "a", "-n", "4"], capture_output=True, text=True)
+    load_library()
+    return CLI
+
+
+def _c_isas(path) -> list[str]:
+    from onebit.run.c import CRuntimeError, Model
+
+    isas = []
+    for isa in ("scalar", "avx2", "avx512", "neon"):
+        try:
+            Model(path, isa=isa)
+        except CRuntimeError:
+            continue
+        isas.append(isa)
+    return isas
+
+
+# patterns with '?', '[...]' and '[!...]': the C runtime's matcher must resolve them as fnmatchcase does
+GLOB_MAP = {"layers.[!0].attn.?_proj": "int8", "layers.0.mlp.[gu]*": "binary", "*.down_proj": "int4",
+            "layers.0.attn.[k-q]_proj": "int4"}
+
+
+@needs_cc
+@pytest.mark.parametrize("precision, pack, embed, shape", [
+    (MAP, "t1.6", "f32", {}),
+    (MAP, "t2", "i8", dict(quant="binary")),
+    (GLOB_MAP, "t2", "f16", dict(tie_embeddings=False)),
+    ({"*": "int8"}, "t2", "f32", dict(ffn_dim=1536)),  # K * 128 * 127 > 2^24: exact int32 sums
+    ({"*": "int4"}, "t1.6", "f32", dict(dim=96, ffn_dim=200)),  # rows that are no multiple of 64
+], ids=["map-t1.6", "map-binary-base-i8", "globs-f16", "int8-wide", "int4-odd-rows"])
+def test_c_logits_match_numpy_reference_mixed(c_runtime, random_checkpoint, tmp_path, precision, pack, embed, shape):
+    from onebit.run.c import Model
+
+    from test_runtime_c import TOL, _rel
+
+    out = tmp_path / "m.1bit"
+    export_1bit(random_checkpoint(randomize=4, precision=precision, **shape), out, ExportOptions(pack=pack, embed_dtype=embed))
+    ref = ReferenceModel.load(out)
+    tokens = _tokens(9, ref.cfg["vocab_size"], ref.cfg["max_seq_len"]).tolist()
+    expected = ref.forward(tokens)
+    for isa in _c_isas(out):
+        assert _rel(Model(out, n_batch=8, isa=isa).logits(tokens), expected) < TOL, isa  # batched tiles
+        assert _rel(Model(out, n_batch=1, threads=2, isa=isa).logits(tokens), expected) < TOL, isa  # GEMV
+    c_model = Model(out)
+    info = c_model.ffi.new("ob_model_info *")
+    c_model.lib.ob_model_get_info(c_model.shared._model, info)
+    assert c_model.ffi.string(info.quant) == b"mixed"
+
+
+@needs_cc
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: {**c, "precision": {"*": "ternary"}}, "has dtype I4, expected T1_6"),
+    (lambda c: {**c, "precision": {"*": "int2"}}, "config.precision['*'] must be binary, ternary, int4 or int8"),
+    (lambda c: {**c, "precision": "int4"}, "needs a config.precision object"),
+    (lambda c: {k: v for k, v in c.items() if k != "precision"}, "needs a config.precision object"),
+], ids=["dtypes-disagree", "unknown-kind", "not-an-object", "missing"])
+def test_c_runtime_rejects_bad_mixed_files_in_one_line(c_runtime, mixed_file, tmp_path, edit, message):
+    _, out = mixed_file
+    bad = tmp_path / "bad.1bit"
+    _rewritten_raw(out, bad, edit)
+    done = subprocess.run([str(c_runtime), "-m", str(bad), "-p", "a", "-n", "4"], capture_output=True, text=True)
     assert done.returncode != 0 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "quant.weights 'mixed' is not supported" in lines[0]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def _rewritten_raw(src, dst, edit_config) -> None:
+    """The file with its metadata's config edited, tensors unchanged (no reader checks on the way)."""
+    from onebit.format import TensorData, write_1bit
+
+    f = read_1bit(src)
+    meta = dict(f.meta)
+    meta["config"] = edit_config(dict(meta["config"]))
+    tensors = [TensorData(t.name, t.dtype, t.shape, f.array(t.name), t.scale) for t in f.tensors.values()]
+    write_1bit(dst, meta, tensors)

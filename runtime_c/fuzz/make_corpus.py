@@ -3,7 +3,7 @@
     .venv/bin/python runtime_c/fuzz/make_corpus.py
 
 Real exports of small random models, so that every harness starts from valid inputs: char and
-BPE tokenizers, every pack (t2, t1.6, b1) and embedding dtype (f32, f16, i8), and the config
+BPE tokenizers, every pack (t2, t1.6, b1), mixed maps (int4, int8) and embedding dtype (f32, f16, i8), and the config
 options the forward pass branches on (layernorm, learned positions, gated silu / gelu, qk_norm,
 subln, untied head).  From them: corpus/open and corpus/decode (whole files), corpus/json (their
 metadata plus hand-written edge cases) and corpus/tokenize (texts and id lists for the BPE model
@@ -51,6 +51,11 @@ VARIANTS = [
     ("bpe-t2-f16", "bpe", "t2", "f16", {}),
     ("bpe-t16-i8", "bpe", "t1.6", "i8", {"pos": "learned"}),
     ("bpe-b1-f32", "bpe", "b1", "f32", {"quant": "binary"}),
+    # mixed models: int4 (rows shorter than one 64-block, and exactly one) and int8 (unpadded rows)
+    ("char-mixed-t2-f32", "char", "t2", "f32",
+     {"precision": {"*.q_proj": "int4", "*.down_proj": "int4", "*.up_proj": "int8", "*.v_proj": "binary"}}),
+    ("char-mixed-t16-i8", "char", "t1.6", "i8",
+     {"quant": "binary", "gated": True, "precision": {"*.gate_proj": "int8", "*.o_proj": "int4", "*.k_proj": "ternary"}}),
 ]
 
 JSON_EDGE_CASES = [

@@ -92,8 +92,8 @@ typedef struct ob_model_info {
     const char *activation; /* "silu" | "relu2" | "gelu" */
     int gated, qk_norm, subln, tie_embeddings;
     float residual_scale, norm_eps, rope_theta;
-    const char *quant;       /* "ternary" | "binary" */
-    const char *pack;        /* "t2" | "t1.6" | "b1" */
+    const char *quant;       /* "ternary" | "binary" | "mixed" (a per-layer precision map) */
+    const char *pack;        /* "t2" | "t1.6" | "b1" (mixed: its ternary layers') */
     const char *embed_dtype; /* "f32" | "f16" | "i8" */
     const char *tokenizer;   /* "char" | "bpe" */
     int n_merges;

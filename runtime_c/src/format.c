@@ -10,7 +10,7 @@
 #define REC_SIZE 128
 #define OB_MAX_TENSORS 65536
 
-static const char *const dtype_names[OB_DT_COUNT] = {"F32", "F16", "I8", "T2", "T1_6", "B1", "U8", "I32"};
+static const char *const dtype_names[OB_DT_COUNT] = {"F32", "F16", "I8", "T2", "T1_6", "B1", "U8", "I32", "I4"};
 
 const char *ob_dtype_name(uint32_t dtype) { return dtype < OB_DT_COUNT ? dtype_names[dtype] : "?"; }
 
@@ -123,6 +123,7 @@ static uint64_t expected_size(const ob_tensor_rec *r, const char **why) {
     /* docs/FORMAT.md's row strides, here in 64 bits: ob_row_bytes takes an int */
     case OB_DT_T2: row_bytes = (K + 127) / 128 * 32; break;
     case OB_DT_B1: row_bytes = (K + 127) / 128 * 16; break;
+    case OB_DT_I4: row_bytes = (K + 63) / 64 * 32; break;
     default: row_bytes = 32 * (K / 160) + (K % 160 + 4) / 5; break;
     }
     return rows * row_bytes; /* <= 2^40 * 8 / 5 + rows: no wrap */

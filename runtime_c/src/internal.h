@@ -79,7 +79,7 @@ int ob_json_string_eq(ob_json v, const char *s);
 
 enum {
     OB_DT_F32 = 0, OB_DT_F16 = 1, OB_DT_I8 = 2, OB_DT_T2 = 3, OB_DT_T16 = 4, OB_DT_B1 = 5,
-    OB_DT_U8 = 6, OB_DT_I32 = 7, OB_DT_COUNT = 8
+    OB_DT_U8 = 6, OB_DT_I32 = 7, OB_DT_I4 = 8, OB_DT_COUNT = 9
 };
 
 typedef struct ob_tensor_rec {
@@ -128,7 +128,9 @@ typedef struct ob_config {
     int norm, pos, activation, gated, qk_norm, subln, tie_embeddings;
     float norm_eps, rope_theta, residual_scale;
     int binary;     /* quant: 0 ternary, 1 binary */
-    int wdtype;     /* OB_DT_T2 / OB_DT_T16 / OB_DT_B1 */
+    int wdtype;     /* OB_DT_T2 / OB_DT_T16 / OB_DT_B1; a mixed model's ternary layers' */
+    int mixed;      /* quant.weights "mixed": each BitLinear's kind from config.precision */
+    ob_json precision; /* config.precision (mixed only): pattern -> kind, first match decides */
     int embed_dtype; /* OB_DT_F32 / F16 / I8 */
     int tok_kind;
     int eot_token;
@@ -140,6 +142,8 @@ typedef struct ob_linear {
     ob_wfmt fmt;
     int rows, cols;
     float scale;
+    const float *row_scale; /* int4 / int8 layers of mixed models: per-row scales, and ifmt; else NULL */
+    ob_ifmt ifmt;
 } ob_linear;
 
 /* A float matrix used by the embedding / head ([rows, cols]). */

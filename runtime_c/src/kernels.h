@@ -29,8 +29,8 @@
  * keeps and passes around.
  *
  * Results:
- *  - quantize and the packed int matmuls (T2, T1.6, B1) are bit-identical across every ISA, every
- *    row range split and every thread count.
+ *  - quantize and the packed int matmuls (T2, T1.6, B1, and I4 / I8 with per-row scales) are
+ *    bit-identical across every ISA, every row range split and every thread count.
  *  - the float kernels (f32 / f16 / int8-with-scale GEMV for the LM head) accumulate in float in
  *    an ISA-dependent order (8 or 16 lanes, FMA).  They are deterministic for a given ISA (the
  *    result of row r never depends on r0/r1 or the thread count) but differ across ISAs by float
@@ -101,6 +101,24 @@ size_t ob_act_stride(int K);
  * out: ob_row_bytes(fmt, K) bytes.  Returns 0, or -1 for a bad value / format. */
 int ob_pack_row_ref(ob_wfmt fmt, const int8_t *q, int K, uint8_t *out);
 
+/* int4 / int8 BitLinears of mixed models (FORMAT.md "I4", DESIGN.md "Mixed precision"): one f32
+ * scale per output row instead of one per matrix.
+ *   I4: codes q in [-8, 7] stored as nibbles c = q + 8; per 64-weight block 32 bytes, byte j holds
+ *       weight j (low nibble) and weight 32 + j (high nibble); rows padded to 64 with nibble 8.
+ *   I8: one signed byte per weight, rows of exactly K bytes (not padded, not aligned).
+ * The exporter writes q in [-7, 7] (int4) and [-127, 127] (int8); the kernels are exact for every
+ * stored byte (nibble 0, int8 -128), so a hostile file cannot make two ISAs disagree. */
+typedef enum {
+    OB_IFMT_I4 = 0,
+    OB_IFMT_I8 = 1,
+    OB_IFMT_COUNT = 2
+} ob_ifmt;
+
+/* Bytes of one row of K weights: I4 ceil(K / 64) * 32, I8 K. */
+size_t ob_irow_bytes(ob_ifmt fmt, int K);
+/* Reference I4 packer: q[0..K) in [-8, 7] -> ob_irow_bytes(OB_IFMT_I4, K) bytes; -1 on a bad value. */
+int ob_pack_row_i4_ref(const int8_t *q, int K, uint8_t *out);
+
 /* IEEE half <-> float (round to nearest even; NaN / Inf / subnormals handled). */
 float ob_f16_to_f32(uint16_t h);
 uint16_t ob_f32_to_f16(float f);
@@ -120,6 +138,14 @@ typedef void (*ob_quantize_fn)(const float *x, int K, int8_t *xq, float *a, int3
 typedef void (*ob_matmul_fn)(const uint8_t *w, int K, float wscale, const int8_t *xq,
                              size_t xq_stride, const float *a, const int32_t *xsum, int m,
                              int r0, int r1, float *y, size_t ldy);
+
+/* The same for int4 / int8 rows with per-row scales: wscale[r] for row r (wscale points at row 0's),
+ *   y[t * ldy + r] = (float)acc(t, r) * (wscale[r] / a[t])
+ * with acc the exact int32 dot product of the activations and the codes q (I4: sum(c * xq) - 8 *
+ * xsum).  Same tiling and the same bit-identity across ISAs, row ranges and thread counts. */
+typedef void (*ob_matmul_rs_fn)(const uint8_t *w, int K, const float *wscale, const int8_t *xq,
+                                size_t xq_stride, const float *a, const int32_t *xsum, int m,
+                                int r0, int r1, float *y, size_t ldy);
 
 /* Float GEMVs for the LM head / tied embedding, rows [r0, r1) of a row-major [N, ldw] matrix:
  *   f32: y[r] = sum_k w[r*ldw + k] * x[k]
@@ -161,6 +187,7 @@ typedef struct ob_kernels {
     ob_dot_f16_fn dot_f16;
     ob_axpy_f32_fn axpy_f32;
     ob_axpy_f16_fn axpy_f16;
+    ob_matmul_rs_fn matmul_rs[OB_IFMT_COUNT]; /* int4 / int8 BitLinears, indexed by ob_ifmt */
 } ob_kernels;
 
 /* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
@@ -187,6 +214,12 @@ void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, 
                        const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                        size_t ldy);
 void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy);
+void ob_matmul_i4_ref(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy);
+void ob_matmul_i8_ref(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                       size_t ldy);
 float ob_dot_f32_ref(const float *a, const float *b, int n);

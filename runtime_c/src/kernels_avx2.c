@@ -350,6 +350,96 @@ OB_T256 static void ob256_axpy_f16(float *y, float a, const uint16_t *x, int n) 
     for (; i < n; i++) y[i] += a * ob_f16_to_f32(x[i]);
 }
 
+/* I4 (mixed models): a 32-byte block gives weights 0..31 (W & 0x0F) and 32..63 ((W >> 4) & 0x0F)
+ * as unsigned nibbles c = q + 8; vpmaddubsw pairs stay below 2 * 15 * 128, the block's two sum to
+ * at most 7680 in 16 bits, then vpmaddwd widens.  The driver subtracts 8 * sum(x). */
+OB_T256 OB_INL void ob256_i4_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int nblk = (K + 63) / 64;
+    const __m256i m0f = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
+    __m256i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_si256();
+    for (int b = 0; b < nblk; b++) {
+        __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32));
+            lo[r] = _mm256_and_si256(W, m0f);
+            hi[r] = _mm256_and_si256(_mm256_srli_epi16(W, 4), m0f);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const int8_t *xp = x + (size_t)t * xs + (size_t)b * 64;
+            const __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
+            const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], x0), _mm256_maddubs_epi16(hi[r], x1));
+                acc[r * T + t] = _mm256_add_epi32(acc[r * T + t], _mm256_madd_epi16(s, ones16));
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = ob256_hsum_epi32(acc[i]);
+}
+
+/* I8: both operands are signed, which vpmaddubsw cannot take whole (|-128 * -128| pairs saturate),
+ * so weights and activations are sign-extended to 16 bits and vpmaddwd sums pairs into 32 bits:
+ * exact for every byte.  Rows are K bytes with no padding: 32 and 16 bytes at a time while they
+ * lie inside the row, the last K % 16 in scalar. */
+OB_T256 OB_INL void ob256_i8_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    __m256i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_si256();
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m256i wl[4], wh[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)k));
+            wl[r] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(W));
+            wh[r] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(W, 1));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m256i X = _mm256_loadu_si256((const __m256i *)(x + (size_t)t * xs + (size_t)k));
+            const __m256i xl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(X));
+            const __m256i xh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(X, 1));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                acc[r * T + t] = _mm256_add_epi32(acc[r * T + t], _mm256_add_epi32(_mm256_madd_epi16(wl[r], xl),
+                                                                                   _mm256_madd_epi16(wh[r], xh)));
+        }
+    }
+    if (k + 16 <= K) {
+        __m256i wl[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            wl[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (size_t)r * rb + (size_t)k)));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m256i xl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + (size_t)t * xs + (size_t)k)));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) acc[r * T + t] = _mm256_add_epi32(acc[r * T + t], _mm256_madd_epi16(wl[r], xl));
+        }
+        k += 16;
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            const int8_t *wr = (const int8_t *)w + (size_t)r * rb, *xp = x + (size_t)t * xs;
+            int32_t s = ob256_hsum_epi32(acc[r * T + t]);
+            for (int j = k; j < K; j++) s += (int32_t)wr[j] * xp[j];
+            out[r * T + t] = s;
+        }
+}
+
+OB_DEF_TILES(OB_T256, ob256_i4, 4, 2)
+OB_DEF_TILES(OB_T256, ob256_i8, 4, 2)
+OB_DEF_MATMUL_RS(ob256_i4, OB_IFMT_I4, 8)
+OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
+
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
@@ -364,6 +454,8 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->dot_f16 = ob256_dot_f16;
     k->axpy_f32 = ob256_axpy_f32;
     k->axpy_f16 = ob256_axpy_f16;
+    k->matmul_rs[OB_IFMT_I4] = ob256_i4_matmul;
+    k->matmul_rs[OB_IFMT_I8] = ob256_i8_matmul;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

@@ -399,6 +399,67 @@ OB_T512 static void ob512_f32_to_f16(const float *src, int n, uint16_t *dst) {
     }
 }
 
+/* I4 (mixed models): as T2, one 32-byte block is broadcast to both halves of a zmm; masking with
+ * [0x0F x32 | 0xF0 x32] gives the nibbles of weights 0..31 against x[0..31] and 16 times those of
+ * weights 32..63 against x[32..63].  vpdpbusd (u8 x s8 -> i32, no saturation) sums them; the upper
+ * eight i32 lanes only ever hold multiples of 16, removed exactly by one shift before the sum. */
+OB_T512 OB_INL void ob512_i4_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int nblk = (K + 63) / 64;
+    const __m512i m = _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1);
+    const __m512i sh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(4), 1);
+    __m512i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_si512();
+    for (int b = 0; b < nblk; b++) {
+        __m512i c[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            c[r] = _mm512_and_si512(
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32))), m);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512i xv = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + (size_t)b * 64));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) OB_DP512(acc[r * T + t], c[r], xv);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = ob512_hsum_shift(acc[i], sh);
+}
+
+/* I8: vpdpbusd wants one unsigned operand, so the weights are fed as w + 128 (a sign-bit flip) and
+ * the driver subtracts 128 * sum(x): exact for every byte.  Rows are K bytes with no padding; the
+ * last K % 64 are a masked load (masked-off bytes never fault and meet zero activations). */
+OB_T512 OB_INL void ob512_i8_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    const int n64 = (K + 63) / 64, rem = K % 64;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i acc[4 * 4];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_si512();
+    for (int c = 0; c < n64; c++) {
+        const __mmask64 km = (c == n64 - 1 && rem) ? (((__mmask64)1 << rem) - 1) : ~(__mmask64)0;
+        __m512i W[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            W[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(km, w + (size_t)r * rb + (size_t)c * 64), flip);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512i xv = _mm512_loadu_si512((const void *)(x + (size_t)t * xs + (size_t)c * 64));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) OB_DP512(acc[r * T + t], W[r], xv);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) out[i] = _mm512_reduce_add_epi32(acc[i]);
+}
+
+OB_DEF_TILES(OB_T512, ob512_i4, 4, 4)
+OB_DEF_TILES(OB_T512, ob512_i8, 4, 4)
+OB_DEF_MATMUL_RS(ob512_i4, OB_IFMT_I4, 8)
+OB_DEF_MATMUL_RS(ob512_i8, OB_IFMT_I8, 128)
+
 void ob_kernels_fill_avx512(ob_kernels *k) {
     ob_kernels_fill_avx2(k); /* what AVX-512 does not replace below (the attention dot / axpy) */
     k->quantize = ob512_quantize;
@@ -410,6 +471,8 @@ void ob_kernels_fill_avx512(ob_kernels *k) {
     k->gemv_q8 = ob512_gemv_q8;
     k->f16_to_f32 = ob512_f16_to_f32;
     k->f32_to_f16 = ob512_f32_to_f16;
+    k->matmul_rs[OB_IFMT_I4] = ob512_i4_matmul;
+    k->matmul_rs[OB_IFMT_I8] = ob512_i8_matmul;
 }
 #else
 typedef int ob_kernels_avx512_empty; /* ISO C wants a non-empty translation unit */

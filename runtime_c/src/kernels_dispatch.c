@@ -144,6 +144,8 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->dot_f16 = ob_dot_f16_ref;
     k->axpy_f32 = ob_axpy_f32_ref;
     k->axpy_f16 = ob_axpy_f16_ref;
+    k->matmul_rs[OB_IFMT_I4] = ob_matmul_i4_ref;
+    k->matmul_rs[OB_IFMT_I8] = ob_matmul_i8_ref;
     if (!ob_isa_supported(isa)) return OB_ISA_EUNSUPPORTED;
     k->isa = isa;
     ob_simd_fill(k, isa);

@@ -98,6 +98,36 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
     }
 }
 
+/* The same driver for int4 / int8 rows (kernels.h ob_matmul_rs_fn): rb bytes per row, per-row
+ * scales, and acc = tile sum - xoff * xsum (xoff: the offset the tile's encoding adds to every code,
+ * 8 for I4 nibbles, 128 where an int8 kernel feeds unsigned bytes to vpdpbusd, else 0). */
+static inline void ob_run_tiles_rs(const ob_tiles *tl, size_t rb, int32_t xoff, const uint8_t *w, int K,
+                                   const float *wscale, const int8_t *xq, size_t xs, const float *a,
+                                   const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    int chunk = (int)(65536 / (rb ? rb : 1));
+    if (chunk < 8) chunk = 8;
+    chunk = chunk / 8 * 8;
+    int32_t out[8 * 4];
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        for (int t0 = 0; t0 < m; t0 += 4) {
+            int T = m - t0 < 4 ? m - t0 : 4;
+            int R = tl->rbig[T];
+            const int8_t *x = xq + (size_t)t0 * xs;
+            for (int r = c0; r < c1;) {
+                int big = c1 - r >= R;
+                int nr = big ? R : 1;
+                tl->fn[T][big ? 0 : 1](w + (size_t)r * rb, rb, K, x, xs, out);
+                for (int i = 0; i < nr; i++)
+                    for (int t = 0; t < T; t++)
+                        y[(size_t)(t0 + t) * ldy + r + i] =
+                            ob_out(out[i * T + t] - xoff * xsum[t0 + t], wscale[r + i], a[t0 + t]);
+                r += nr;
+            }
+        }
+    }
+}
+
 #define OB_DEF_TILE(isa, fmt, tag, R, T)                                                           \
     isa static void ob_##fmt##_##tag##T(const uint8_t *w, size_t rb, int K, const int8_t *x,        \
                                         size_t xs, int32_t *out) {                                 \
@@ -124,6 +154,14 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
                              const float *a, const int32_t *xsum, int m, int r0, int r1, float *y, \
                              size_t ldy) {                                                         \
         ob_run_tiles(&fmt##_tiles, wf, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);          \
+    }
+
+#define OB_DEF_MATMUL_RS(fmt, ifmt, xoff)                                                          \
+    static void fmt##_matmul(const uint8_t *w, int K, const float *wscale, const int8_t *xq,        \
+                             size_t xs, const float *a, const int32_t *xsum, int m, int r0, int r1, \
+                             float *y, size_t ldy) {                                               \
+        ob_run_tiles_rs(&fmt##_tiles, ob_irow_bytes(ifmt, K), xoff, w, K, wscale, xq, xs, a, xsum, \
+                        m, r0, r1, y, ldy);                                                        \
     }
 
 #endif /* ONEBIT_KERNELS_IMPL_H */

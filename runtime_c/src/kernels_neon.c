@@ -201,6 +201,74 @@ static void obn_f32_to_f16(const float *src, int n, uint16_t *dst) {
     for (; i < n; i++) dst[i] = ob_f32_to_f16(src[i]);
 }
 
+/* I4 (mixed models): the low nibbles of a 16-byte half block are weights 16h..16h+15, the high
+ * nibbles weights 32+16h..; codes c = q + 8 <= 15 fit obn_dot's pairs.  The driver subtracts
+ * 8 * sum(x). */
+OB_NINL void obn_i4_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                         int32_t *out, const int R, const int T) {
+    const int nblk = (K + 63) / 64;
+    const uint8x16_t m15 = vdupq_n_u8(15);
+    int32x4_t acc[4 * 4];
+    for (int i = 0; i < R * T; i++) acc[i] = vdupq_n_s32(0);
+    for (int b = 0; b < nblk; b++)
+        for (int h = 0; h < 2; h++) {
+            int8x16_t lo[4], hi[4];
+            for (int r = 0; r < R; r++) {
+                uint8x16_t W = vld1q_u8(w + (size_t)r * rb + (size_t)b * 32 + 16 * h);
+                lo[r] = vreinterpretq_s8_u8(vandq_u8(W, m15));
+                hi[r] = vreinterpretq_s8_u8(vshrq_n_u8(W, 4));
+            }
+            for (int t = 0; t < T; t++) {
+                const int8_t *xp = x + (size_t)t * xs + (size_t)b * 64 + 16 * h;
+                int8x16_t x0 = vld1q_s8(xp), x1 = vld1q_s8(xp + 32);
+                for (int r = 0; r < R; r++) {
+                    acc[r * T + t] = obn_dot(acc[r * T + t], lo[r], x0);
+                    acc[r * T + t] = obn_dot(acc[r * T + t], hi[r], x1);
+                }
+            }
+        }
+    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+}
+
+/* I8: signed x signed.  Without dotprod each product (|.| <= 128 * 128) is widened on its own:
+ * two int8 products may not share an int16 (-128 * -128 twice overflows).  Rows are K bytes with
+ * no padding: 16 at a time while inside the row, the last K % 16 in scalar. */
+OB_NINL int32x4_t obn_dot_i8(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_high_s8(a, b));
+#endif
+}
+
+OB_NINL void obn_i8_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                         int32_t *out, const int R, const int T) {
+    int32x4_t acc[4 * 4];
+    for (int i = 0; i < R * T; i++) acc[i] = vdupq_n_s32(0);
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        int8x16_t W[4];
+        for (int r = 0; r < R; r++) W[r] = vld1q_s8((const int8_t *)w + (size_t)r * rb + (size_t)k);
+        for (int t = 0; t < T; t++) {
+            int8x16_t xv = vld1q_s8(x + (size_t)t * xs + (size_t)k);
+            for (int r = 0; r < R; r++) acc[r * T + t] = obn_dot_i8(acc[r * T + t], W[r], xv);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            const int8_t *wr = (const int8_t *)w + (size_t)r * rb, *xp = x + (size_t)t * xs;
+            int32_t s = vaddvq_s32(acc[r * T + t]);
+            for (int j = k; j < K; j++) s += (int32_t)wr[j] * xp[j];
+            out[r * T + t] = s;
+        }
+}
+
+OB_DEF_TILES(OB_NEON_ATTR, obn_i4, 4, 4)
+OB_DEF_TILES(OB_NEON_ATTR, obn_i8, 4, 4)
+OB_DEF_MATMUL_RS(obn_i4, OB_IFMT_I4, 8)
+OB_DEF_MATMUL_RS(obn_i8, OB_IFMT_I8, 0)
+
 void ob_kernels_fill_neon(ob_kernels *k) {
     k->quantize = obn_quantize;
     k->matmul[OB_WFMT_T2] = obn_t2_matmul;
@@ -211,6 +279,8 @@ void ob_kernels_fill_neon(ob_kernels *k) {
     k->gemv_q8 = obn_gemv_q8;
     k->f16_to_f32 = obn_f16_to_f32;
     k->f32_to_f16 = obn_f32_to_f16;
+    k->matmul_rs[OB_IFMT_I4] = obn_i4_matmul;
+    k->matmul_rs[OB_IFMT_I8] = obn_i8_matmul;
 }
 #else
 typedef int ob_kernels_neon_empty; /* ISO C wants a non-empty translation unit */

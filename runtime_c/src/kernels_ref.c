@@ -17,7 +17,16 @@ size_t ob_row_bytes(ob_wfmt fmt, int K) {
     }
 }
 
-/* Covers T2 / B1 (K rounded up to 128) and T1.6 (its tail reads up to 160*(K/160) + 5*L <= K+4).
+size_t ob_irow_bytes(ob_ifmt fmt, int K) {
+    if (K < 0) return 0;
+    switch (fmt) {
+    case OB_IFMT_I4: return (size_t)((K + 63) / 64) * 32;
+    case OB_IFMT_I8: return (size_t)K;
+    default: return 0;
+    }
+}
+
+/* Covers T2 / B1 (K rounded up to 128), I4 / I8 (K rounded up to 64) and T1.6 (its tail reads up to 160*(K/160) + 5*L <= K+4).
  * SIMD kernels may read any byte below the stride. */
 size_t ob_act_stride(int K) {
     if (K < 0) K = 0;
@@ -145,6 +154,18 @@ int ob_pack_row_ref(ob_wfmt fmt, const int8_t *q, int K, uint8_t *out) {
     return -1;
 }
 
+int ob_pack_row_i4_ref(const int8_t *q, int K, uint8_t *out) {
+    for (int k = 0; k < K; k++)
+        if (q[k] < -8 || q[k] > 7) return -1;
+    memset(out, 0x88, ob_irow_bytes(OB_IFMT_I4, K)); /* nibble 8 everywhere (padding = 0) */
+    for (int k = 0; k < K; k++) {
+        uint8_t *p = out + (k / 64) * 32 + k % 32;
+        unsigned sh = (k % 64) < 32 ? 0u : 4u;
+        *p = (uint8_t)((*p & ~(15u << sh)) | ((unsigned)(q[k] + 8) << sh));
+    }
+    return 0;
+}
+
 /* ================================================================= scalar references */
 
 void ob_quantize_ref(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
@@ -233,6 +254,41 @@ void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, s
             for (int k = 0; k < kp; k++)
                 if ((wr[k >> 3] >> (k & 7)) & 1) s += x[k];
             y[(size_t)t * ldy + r] = ob_out(2 * s - xsum[t], wscale, a[t]);
+        }
+    }
+}
+
+void ob_matmul_i4_ref(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy) {
+    size_t rb = ob_irow_bytes(OB_IFMT_I4, K);
+    int nblk = (K + 63) / 64;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = w + (size_t)r * rb;
+        for (int t = 0; t < m; t++) {
+            const int8_t *x = xq + (size_t)t * xq_stride;
+            int32_t acc = 0;
+            for (int b = 0; b < nblk; b++)
+                for (int j = 0; j < 32; j++) {
+                    unsigned v = wr[b * 32 + j];
+                    acc += (int32_t)(v & 15u) * x[b * 64 + j] + (int32_t)(v >> 4) * x[b * 64 + 32 + j];
+                }
+            y[(size_t)t * ldy + r] = ob_out(acc - 8 * xsum[t], wscale[r], a[t]);
+        }
+    }
+}
+
+void ob_matmul_i8_ref(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
+                      const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                      size_t ldy) {
+    (void)xsum;
+    for (int r = r0; r < r1; r++) {
+        const int8_t *wr = (const int8_t *)w + (size_t)r * (size_t)K;
+        for (int t = 0; t < m; t++) {
+            const int8_t *x = xq + (size_t)t * xq_stride;
+            int32_t acc = 0;
+            for (int k = 0; k < K; k++) acc += (int32_t)wr[k] * x[k];
+            y[(size_t)t * ldy + r] = ob_out(acc, wscale[r], a[t]);
         }
     }
 }

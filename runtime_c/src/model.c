@@ -98,6 +98,123 @@ static ob_status get_choice(ob_json obj, const char *sect, const char *key, cons
         if (st_ != OB_OK) return st_;                                                                                  \
     } while (0)
 
+/* ---------------------------------------------------------------- precision map (mixed models) */
+
+#define OB_PATTERN_MAX 128
+static const char *const precision_kinds[] = {"binary", "ternary", "int4", "int8", NULL};
+enum { OB_KIND_BINARY = 0, OB_KIND_TERNARY = 1, OB_KIND_INT4 = 2, OB_KIND_INT8 = 3 };
+
+/* Python's fnmatch.fnmatchcase: '*' any run, '?' one character, '[...]' a set ('!' negates, a-z
+ * ranges, a reversed range matches nothing), an unclosed '[' itself; bytes compared exactly. */
+static int glob_match(const char *p, size_t np, const char *s, size_t ns) {
+    size_t i = 0, j = 0, star_p = (size_t)-1, star_s = 0;
+    while (j < ns) {
+        if (i < np && p[i] == '*') {
+            star_p = ++i;
+            star_s = j;
+            continue;
+        }
+        if (i < np && p[i] == '[') {
+            size_t k = i + 1;
+            if (k < np && p[k] == '!') k++;
+            if (k < np && p[k] == ']') k++;
+            while (k < np && p[k] != ']') k++;
+            if (k < np) { /* a set p[i+1 .. k) */
+                size_t a = i + 1;
+                int neg = a < k && p[a] == '!', hit = 0;
+                if (neg) a++;
+                for (; a < k; a++) {
+                    unsigned char lo = (unsigned char)p[a], hi = lo, c = (unsigned char)s[j];
+                    if (a + 2 < k && p[a + 1] == '-') {
+                        hi = (unsigned char)p[a + 2];
+                        a += 2;
+                    }
+                    if (lo <= c && c <= hi) hit = 1;
+                }
+                if (hit != neg) {
+                    i = k + 1;
+                    j++;
+                    continue;
+                }
+            } else if (s[j] == '[') { /* unclosed: a literal '[' */
+                i++;
+                j++;
+                continue;
+            }
+        } else if (i < np && (p[i] == '?' || p[i] == s[j])) {
+            i++;
+            j++;
+            continue;
+        }
+        if (star_p == (size_t)-1) return 0;
+        i = star_p;
+        j = ++star_s;
+    }
+    while (i < np && p[i] == '*') i++;
+    return i == np;
+}
+
+/* config.precision: an object of pattern -> kind; kinds known, no pattern twice (a JSON reader
+ * keeps the last of two equal keys at the first one's place, so the order would be ambiguous). */
+static ob_status get_precision(ob_json cj, ob_json *out, char *err, size_t es) {
+    ob_json map, k, v, k2, v2;
+    char pat[OB_PATTERN_MAX], pat2[OB_PATTERN_MAX], kind[16];
+    size_t cur = 0, n, n2, klen;
+    if (ob_json_get(cj, "precision", &map) || !ob_json_is_object(map)) {
+        ob_set_msg(err, es, "metadata: a mixed model needs a config.precision object");
+        return OB_ERR_FORMAT;
+    }
+    int count = 0;
+    while (ob_json_next(map, &cur, &k, &v) == 0) {
+        count++;
+        if (ob_json_string(k, pat, sizeof pat, &n)) {
+            ob_set_msg(err, es, "metadata: a config.precision pattern is longer than %d bytes", OB_PATTERN_MAX - 1);
+            return OB_ERR_FORMAT;
+        }
+        int known = 0;
+        if (ob_json_string(v, kind, sizeof kind, &klen) == 0)
+            for (int i = 0; precision_kinds[i]; i++) known |= klen == strlen(precision_kinds[i]) && strcmp(kind, precision_kinds[i]) == 0;
+        if (!known) {
+            ob_set_msg(err, es, "metadata: config.precision['%.60s'] must be binary, ternary, int4 or int8", pat);
+            return OB_ERR_UNSUPPORTED;
+        }
+        size_t cur2 = 0;
+        while (ob_json_next(map, &cur2, &k2, &v2) == 0 && k2.p != k.p)
+            if (ob_json_string(k2, pat2, sizeof pat2, &n2) == 0 && n2 == n && memcmp(pat, pat2, n) == 0) {
+                ob_set_msg(err, es, "metadata: config.precision repeats the pattern '%.60s'", pat);
+                return OB_ERR_FORMAT;
+            }
+    }
+    if (count == 0) {
+        ob_set_msg(err, es, "metadata: a mixed model needs a non-empty config.precision");
+        return OB_ERR_FORMAT;
+    }
+    *out = map;
+    return OB_OK;
+}
+
+static int empty_object(ob_json v) {
+    ob_json k, x;
+    size_t cur = 0;
+    return ob_json_is_object(v) && ob_json_next(v, &cur, &k, &x) != 0;
+}
+
+/* The kind of BitLinear `name` (module name, no ".weight"): the first matching pattern's, else
+ * config.quant's. */
+static int layer_kind(const ob_config *c, const char *name) {
+    if (c->mixed) {
+        ob_json k, v;
+        char pat[OB_PATTERN_MAX], kind[16];
+        size_t cur = 0, n, klen;
+        while (ob_json_next(c->precision, &cur, &k, &v) == 0)
+            if (ob_json_string(k, pat, sizeof pat, &n) == 0 && glob_match(pat, n, name, strlen(name)) &&
+                ob_json_string(v, kind, sizeof kind, &klen) == 0)
+                for (int i = 0; precision_kinds[i]; i++)
+                    if (strcmp(kind, precision_kinds[i]) == 0) return i;
+    }
+    return c->binary ? OB_KIND_BINARY : OB_KIND_TERNARY;
+}
+
 static ob_status parse_config(ob_config *c, const ob_file *f, char *err, size_t es) {
     ob_json root = ob_json_root((const char *)f->data + f->meta_offset, (size_t)f->meta_size), cj, qj, tj, v;
     if (!ob_json_is_object(root)) {
@@ -153,13 +270,21 @@ static ob_status parse_config(ob_config *c, const ob_file *f, char *err, size_t 
     static const char *const packs[] = {"t2", "t1.6", "b1", NULL};
     static const char *const embeds[] = {"f32", "f16", "i8", NULL};
     static const char *const acts_q[] = {"int8-absmax-per-token", NULL};
+    static const char *const weight_kinds[] = {"ternary", "binary", "mixed", NULL};
     int pack, embed, weights, aq;
-    TRY(get_choice(qj, "quant", "weights", quants, &weights, err, es));
+    TRY(get_choice(qj, "quant", "weights", weight_kinds, &weights, err, es));
     TRY(get_choice(qj, "quant", "pack", packs, &pack, err, es));
     TRY(get_choice(qj, "quant", "embed_dtype", embeds, &embed, err, es));
     TRY(get_choice(qj, "quant", "activations", acts_q, &aq, err, es));
-    if (weights != c->binary || (pack == 2) != (weights == 1)) {
+    /* a mixed model's pack is its ternary layers' (t2 / t1.6), whatever config.quant is */
+    c->mixed = weights == 2;
+    if (c->mixed ? pack == 2 : (weights != c->binary || (pack == 2) != (weights == 1))) {
         ob_set_msg(err, es, "metadata: quant.weights / quant.pack / config.quant disagree");
+        return OB_ERR_FORMAT;
+    }
+    if (c->mixed) TRY(get_precision(cj, &c->precision, err, es));
+    else if (ob_json_get(cj, "precision", &v) == 0 && !empty_object(v)) { /* {} is no map */
+        ob_set_msg(err, es, "metadata: config.precision needs quant.weights 'mixed'");
         return OB_ERR_FORMAT;
     }
     c->wdtype = pack == 0 ? OB_DT_T2 : pack == 1 ? OB_DT_T16 : OB_DT_B1;
@@ -254,13 +379,28 @@ static ob_status bind_norm(const ob_file *f, const float **out, const char *name
 
 static ob_status bind_linear(const ob_file *f, const ob_config *c, ob_linear *l, const char *name, int out, int in,
                              char *err, size_t es) {
-    ob_tensor_rec rec;
-    TRY(need(f, name, (uint32_t)c->wdtype, 2, (uint64_t)out, (uint64_t)in, &rec, err, es));
+    ob_tensor_rec rec, sc;
+    char module[OB_NAME_MAX + 32];
+    size_t n = strlen(name) - strlen(".weight"); /* every caller's name ends in ".weight" */
+    memcpy(module, name, n);
+    module[n] = 0;
+    int kind = layer_kind(c, module);
+    uint32_t dtype = kind == OB_KIND_BINARY ? OB_DT_B1 : kind == OB_KIND_INT4 ? OB_DT_I4 : kind == OB_KIND_INT8 ? OB_DT_I8
+                                                                                                             : (uint32_t)c->wdtype;
+    TRY(need(f, name, dtype, 2, (uint64_t)out, (uint64_t)in, &rec, err, es));
     l->w = ob_file_tensor_data(f, &rec);
-    l->fmt = c->wdtype == OB_DT_T2 ? OB_WFMT_T2 : c->wdtype == OB_DT_T16 ? OB_WFMT_T16 : OB_WFMT_B1;
+    l->fmt = dtype == OB_DT_T2 ? OB_WFMT_T2 : dtype == OB_DT_T16 ? OB_WFMT_T16 : OB_WFMT_B1;
     l->rows = out;
     l->cols = in;
     l->scale = rec.scale;
+    l->row_scale = NULL;
+    l->ifmt = dtype == OB_DT_I4 ? OB_IFMT_I4 : OB_IFMT_I8;
+    if (dtype == OB_DT_I4 || dtype == OB_DT_I8) {
+        char sname[OB_NAME_MAX + 40];
+        snprintf(sname, sizeof sname, "%s.scale", name);
+        TRY(need(f, sname, OB_DT_F32, 1, (uint64_t)out, 1, &sc, err, es));
+        l->row_scale = (const float *)ob_file_tensor_data(f, &sc);
+    }
     return OB_OK;
 }
 
@@ -498,7 +638,7 @@ ob_status ob_model_get_info(const ob_model *m, ob_model_info *info) {
     info->residual_scale = c->residual_scale;
     info->norm_eps = c->norm_eps;
     info->rope_theta = c->rope_theta;
-    info->quant = c->binary ? "binary" : "ternary";
+    info->quant = c->mixed ? "mixed" : c->binary ? "binary" : "ternary";
     info->pack = m->pack_name;
     info->embed_dtype = m->embed_name;
     info->tokenizer = kinds[c->tok_kind];

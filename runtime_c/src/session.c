@@ -345,6 +345,11 @@ static void quantize_in(ob_session *s, const float *x, int m, int K) {
 }
 
 static void linear(ob_session *s, const ob_linear *l, int m, float *y) {
+    if (l->row_scale) { /* int4 / int8 layer of a mixed model */
+        ob_matmul_rs_mt(s->pool, &s->k, l->ifmt, l->w, l->rows, l->cols, l->row_scale, s->xq, s->xq_stride,
+                        s->act_a, s->act_sum, m, y, (size_t)l->rows);
+        return;
+    }
     ob_matmul_mt(s->pool, &s->k, l->fmt, l->w, l->rows, l->cols, l->scale, s->xq, s->xq_stride, s->act_a, s->act_sum,
                  m, y, (size_t)l->rows);
 }
@@ -369,7 +374,10 @@ static void linear_group_task(void *ctx, int ith, int nth) {
         const ob_linear *l = g->l[i];
         int r0, r1;
         ob_split_rows(l->rows, ith, nth, 16, &r0, &r1);
-        if (r0 < r1)
+        if (r0 < r1 && l->row_scale)
+            s->k.matmul_rs[l->ifmt](l->w, l->cols, l->row_scale, s->xq, s->xq_stride, s->act_a, s->act_sum, g->m,
+                                    r0, r1, g->y[i], (size_t)l->rows);
+        else if (r0 < r1)
             s->k.matmul[l->fmt](l->w, l->cols, l->scale, s->xq, s->xq_stride, s->act_a, s->act_sum, g->m, r0, r1,
                                 g->y[i], (size_t)l->rows);
     }

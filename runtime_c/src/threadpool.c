@@ -219,6 +219,37 @@ void ob_matmul_mt(ob_threadpool *pool, const ob_kernels *k, ob_wfmt fmt, const u
 
 typedef struct {
     const ob_kernels *k;
+    ob_ifmt fmt;
+    const uint8_t *w;
+    int N, K;
+    const float *wscale;
+    const int8_t *xq;
+    size_t xq_stride;
+    const float *a;
+    const int32_t *xsum;
+    int m;
+    float *y;
+    size_t ldy;
+} ob_mm_rs_task;
+
+static void ob_mm_rs_run(void *ctx, int ith, int nth) {
+    ob_mm_rs_task *t = (ob_mm_rs_task *)ctx;
+    int r0, r1;
+    ob_split_rows(t->N, ith, nth, OB_ROW_ALIGN, &r0, &r1);
+    if (r0 < r1)
+        t->k->matmul_rs[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
+                                r1, t->y, t->ldy);
+}
+
+void ob_matmul_rs_mt(ob_threadpool *pool, const ob_kernels *k, ob_ifmt fmt, const uint8_t *w,
+                     int N, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
+                     const float *a, const int32_t *xsum, int m, float *y, size_t ldy) {
+    ob_mm_rs_task t = {k, fmt, w, N, K, wscale, xq, xq_stride, a, xsum, m, y, ldy};
+    ob_threadpool_run(pool, ob_mm_rs_run, &t);
+}
+
+typedef struct {
+    const ob_kernels *k;
     int kind; /* 0 f32, 1 f16, 2 q8 */
     const void *w;
     const float *scale;

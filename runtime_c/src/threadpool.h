@@ -40,6 +40,10 @@ void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1);
 void ob_matmul_mt(ob_threadpool *pool, const ob_kernels *k, ob_wfmt fmt, const uint8_t *w,
                   int N, int K, float wscale, const int8_t *xq, size_t xq_stride, const float *a,
                   const int32_t *xsum, int m, float *y, size_t ldy);
+/* The same for int4 / int8 rows with per-row scales (kernels.h ob_matmul_rs_fn). */
+void ob_matmul_rs_mt(ob_threadpool *pool, const ob_kernels *k, ob_ifmt fmt, const uint8_t *w,
+                     int N, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
+                     const float *a, const int32_t *xsum, int m, float *y, size_t ldy);
 void ob_gemv_f32_mt(ob_threadpool *pool, const ob_kernels *k, const float *w, size_t ldw, int N,
                     int K, const float *x, float *y);
 void ob_gemv_f16_mt(ob_threadpool *pool, const ob_kernels *k, const uint16_t *w, size_t ldw,

@@ -577,12 +577,200 @@ static void test_isa_attn(const ob_kernels *kern) {
     CHECK(bad == 0, "%s attention dot/axpy: %d mismatches", ob_isa_name(kern->isa), bad);
 }
 
+/* ---------------------------------------------------------------- int4 / int8 rows (mixed models) */
+typedef void (*mm_rs_fn)(const uint8_t *, int, const float *, const int8_t *, size_t, const float *,
+                         const int32_t *, int, int, int, float *, size_t);
+static mm_rs_fn rs_ref_fn(ob_ifmt f) { return f == OB_IFMT_I4 ? ob_matmul_i4_ref : ob_matmul_i8_ref; }
+static const char *ifmt_name(ob_ifmt f) { return f == OB_IFMT_I4 ? "I4" : "I8"; }
+
+/* Weight k of a stored row, straight from FORMAT.md (nibble - 8, or the signed byte). */
+static int dumb_iweight(ob_ifmt f, const uint8_t *row, int k) {
+    if (f == OB_IFMT_I8) return (int8_t)row[k];
+    int v = row[(k / 64) * 32 + k % 32];
+    return ((k % 64) < 32 ? (v & 15) : (v >> 4)) - 8;
+}
+
+/* valid: codes as the exporter writes them (int4 [-7, 7], int8 [-127, 127]); else raw random bytes
+ * (nibble 0 = -8, int8 -128, arbitrary I4 padding nibbles). */
+static void fill_iweights(ob_ifmt f, uint8_t *w, int K, int N, int valid) {
+    size_t rb = ob_irow_bytes(f, K);
+    if (!valid) {
+        for (size_t i = 0; i < (size_t)N * rb; i++) w[i] = (uint8_t)rnd();
+        return;
+    }
+    int8_t *q = xmalloc((size_t)K);
+    for (int r = 0; r < N; r++) {
+        for (int k = 0; k < K; k++) q[k] = (int8_t)(f == OB_IFMT_I4 ? rndi(-7, 7) : rndi(-127, 127));
+        if (f == OB_IFMT_I4) CHECK(ob_pack_row_i4_ref(q, K, w + (size_t)r * rb) == 0, "pack i4");
+        else memcpy(w + (size_t)r * rb, q, (size_t)K);
+    }
+    free(q);
+}
+
+static void fill_acts(int8_t *xq, size_t st, int K, int m, float *a, int32_t *xs) {
+    for (int t = 0; t < m; t++) {
+        int32_t s = 0;
+        for (size_t k = 0; k < st; k++) {
+            int8_t v = k < (size_t)K ? rnd_i8() : 0;
+            xq[t * st + k] = v;
+            s += v;
+        }
+        xs[t] = s;
+        a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
+    }
+}
+
+static void test_rs_ref_vs_dumb(void) {
+    int8_t q[64 + 7];
+    uint8_t row[64];
+    for (int k = 0; k < 71; k++) q[k] = (int8_t)rndi(-8, 7);
+    CHECK(ob_pack_row_i4_ref(q, 71, row) == 0, "pack i4 71");
+    for (int k = 0; k < 71; k++) CHECK(dumb_iweight(OB_IFMT_I4, row, k) == q[k], "i4 pack/decode k=%d", k);
+    for (int k = 71; k < 128; k++) CHECK(dumb_iweight(OB_IFMT_I4, row, k) == 0, "i4 padding k=%d", k);
+    q[3] = 8;
+    CHECK(ob_pack_row_i4_ref(q, 71, row) == -1, "pack i4 rejects 8");
+    for (int f = 0; f < OB_IFMT_COUNT; f++)
+        for (int ki = 0; ki < NKS; ki++)
+            for (int valid = 0; valid < 2; valid++) {
+                int K = KS[ki], N = rndi(1, 9), m = rndi(1, 4);
+                size_t rb = ob_irow_bytes((ob_ifmt)f, K), st = ob_act_stride(K);
+                uint8_t *w = xmalloc((size_t)N * rb);
+                int8_t *xq = xmalloc((size_t)m * st);
+                float a[4], sc[9], y[4 * 9];
+                int32_t xs[4];
+                fill_iweights((ob_ifmt)f, w, K, N, valid);
+                fill_acts(xq, st, K, m, a, xs);
+                for (int r = 0; r < N; r++) sc[r] = 0.001f + (float)(rnd() % 1000) * 1e-4f;
+                rs_ref_fn((ob_ifmt)f)(w, K, sc, xq, st, a, xs, m, 0, N, y, 9);
+                for (int t = 0; t < m; t++)
+                    for (int r = 0; r < N; r++) {
+                        int32_t acc = 0;
+                        for (int k = 0; k < K; k++) acc += dumb_iweight((ob_ifmt)f, w + r * rb, k) * xq[t * st + k];
+                        float want = (float)acc * (sc[r] / a[t]);
+                        CHECK(bits_eq(&y[t * 9 + r], &want, 1), "%s K=%d valid=%d ref vs dumb: t=%d r=%d %.9g vs %.9g",
+                              ifmt_name((ob_ifmt)f), K, valid, t, r, y[t * 9 + r], want);
+                    }
+                free(w);
+                free(xq);
+            }
+}
+
+/* Every ISA's int4 / int8 matmul against the reference: full range, random row ranges (rows
+ * outside untouched), 1..9 tokens, exporter codes and raw bytes, extreme values, 1..4 threads.
+ * Weight buffers are exactly N rows long, so ASan sees any read past an unpadded I8 row. */
+static void test_isa_rs(const ob_kernels *kern) {
+    const int MMAX = 9;
+    for (int f = 0; f < OB_IFMT_COUNT; f++)
+        for (int ki = 0; ki < NKS; ki++) {
+            int K = KS[ki], N = rndi(1, 40);
+            size_t rb = ob_irow_bytes((ob_ifmt)f, K), st = ob_act_stride(K) + (size_t)rndi(0, 3) * 64;
+            uint8_t *w = xmalloc((size_t)N * rb);
+            int8_t *xq = xmalloc((size_t)MMAX * st);
+            float a[9], *sc = xmalloc((size_t)N * 4);
+            int32_t xs[9];
+            float *yr = xmalloc((size_t)MMAX * N * 4), *ys = xmalloc((size_t)MMAX * N * 4);
+            for (int valid = 0; valid < 2; valid++) {
+                fill_iweights((ob_ifmt)f, w, K, N, valid);
+                fill_acts(xq, st, K, MMAX, a, xs);
+                for (int r = 0; r < N; r++) sc[r] = 0.001f + (float)(rnd() % 1000) * 1e-4f;
+                for (int m = 1; m <= MMAX; m++) {
+                    rs_ref_fn((ob_ifmt)f)(w, K, sc, xq, st, a, xs, m, 0, N, yr, (size_t)N);
+                    for (int i = 0; i < m * N; i++) ys[i] = NAN;
+                    kern->matmul_rs[f](w, K, sc, xq, st, a, xs, m, 0, N, ys, (size_t)N);
+                    CHECK(bits_eq(yr, ys, (size_t)m * N), "%s %s K=%d N=%d m=%d valid=%d: full range differs",
+                          ob_isa_name(kern->isa), ifmt_name((ob_ifmt)f), K, N, m, valid);
+                    int r0 = rndi(0, N - 1), r1 = rndi(r0, N), ok = 1;
+                    for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
+                    kern->matmul_rs[f](w, K, sc, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
+                    for (int t = 0; t < m; t++)
+                        for (int r = 0; r < N; r++) {
+                            float e = (r >= r0 && r < r1) ? yr[t * N + r] : -7.0f;
+                            if (!bits_eq(&e, &ys[t * N + r], 1)) ok = 0;
+                        }
+                    CHECK(ok, "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa),
+                          ifmt_name((ob_ifmt)f), K, N, m, r0, r1);
+                }
+            }
+            free(w); free(xq); free(sc); free(yr); free(ys);
+        }
+    /* extremes: every weight at its most negative / most positive code, activations -128 or 127:
+     * catches 16-bit saturation and 32-bit lane overflow */
+    const int Ks[] = {64, 4096, 16384 + 33};
+    for (int ki = 0; ki < 3; ki++)
+        for (int f = 0; f < OB_IFMT_COUNT; f++)
+            for (int pat = 0; pat < 4; pat++) {
+                int K = Ks[ki], N = 3, m = 2;
+                size_t rb = ob_irow_bytes((ob_ifmt)f, K), st = ob_act_stride(K);
+                uint8_t *w = xmalloc((size_t)N * rb);
+                int8_t *xq = xmalloc((size_t)m * st);
+                float a[2] = {1.0f, 3.0f}, sc[3] = {0.5f, 0.25f, 2.0f}, yr[6], ys[6];
+                int32_t xs[2];
+                uint8_t lo = f == OB_IFMT_I4 ? 0x00 : 0x80, hi = f == OB_IFMT_I4 ? 0xff : 0x7f;
+                for (int r = 0; r < N; r++) memset(w + r * rb, (pat & 1) ? hi : (r == 1 ? hi : lo), rb);
+                for (int t = 0; t < m; t++) {
+                    int32_t s = 0;
+                    for (size_t k = 0; k < st; k++) {
+                        int8_t v = k < (size_t)K ? (int8_t)((pat & 2) ? -128 : 127) : 0;
+                        if (t == 1 && k < (size_t)K && (k & 1)) v = (int8_t)-v - (v > 0);
+                        xq[t * st + k] = v;
+                        s += v;
+                    }
+                    xs[t] = s;
+                }
+                rs_ref_fn((ob_ifmt)f)(w, K, sc, xq, st, a, xs, m, 0, N, yr, 3);
+                kern->matmul_rs[f](w, K, sc, xq, st, a, xs, m, 0, N, ys, 3);
+                CHECK(bits_eq(yr, ys, 6), "%s %s extremes K=%d pat=%d", ob_isa_name(kern->isa),
+                      ifmt_name((ob_ifmt)f), K, pat);
+                free(w);
+                free(xq);
+            }
+    /* threads */
+    for (int f = 0; f < OB_IFMT_COUNT; f++) {
+        int K = 1000, N = 203, m = 5;
+        size_t rb = ob_irow_bytes((ob_ifmt)f, K), st = ob_act_stride(K);
+        uint8_t *w = xmalloc((size_t)N * rb);
+        int8_t *xq = xmalloc((size_t)m * st);
+        float a[5], *sc = xmalloc((size_t)N * 4), *y1 = xmalloc((size_t)m * N * 4), *yn = xmalloc((size_t)m * N * 4);
+        int32_t xs[5];
+        fill_iweights((ob_ifmt)f, w, K, N, 1);
+        fill_acts(xq, st, K, m, a, xs);
+        for (int r = 0; r < N; r++) sc[r] = 0.01f + (float)r * 1e-4f;
+        kern->matmul_rs[f](w, K, sc, xq, st, a, xs, m, 0, N, y1, (size_t)N);
+        for (int nt = 1; nt <= 4; nt++) {
+            ob_threadpool *p = ob_threadpool_create(nt);
+            for (int mm = 1; mm <= m; mm += 4) {
+                for (int i = 0; i < m * N; i++) yn[i] = NAN;
+                ob_matmul_rs_mt(p, kern, (ob_ifmt)f, w, N, K, sc, xq, st, a, xs, mm, yn, (size_t)N);
+                CHECK(bits_eq(y1, yn, (size_t)mm * N), "%s %s threads=%d m=%d differ", ob_isa_name(kern->isa),
+                      ifmt_name((ob_ifmt)f), nt, mm);
+            }
+            ob_threadpool_destroy(p);
+        }
+        free(w); free(xq); free(sc); free(y1); free(yn);
+    }
+    /* row sizes; K = 0 gives exactly 0 */
+    for (int K = 0; K <= 3000; K++) {
+        CHECK(ob_irow_bytes(OB_IFMT_I4, K) == (size_t)(K + 63) / 64 * 32 && ob_irow_bytes(OB_IFMT_I8, K) == (size_t)K,
+              "ob_irow_bytes(%d)", K);
+        CHECK(ob_act_stride(K) >= (size_t)(K + 63) / 64 * 64, "ob_act_stride(%d) < I4 padding", K);
+    }
+    int8_t xq0[128] = {0};
+    float a0 = 1.0f, sc0[3] = {1, 1, 1}, y0[3] = {1, 1, 1};
+    int32_t s0 = 0;
+    uint8_t w0[1] = {0};
+    for (int f = 0; f < OB_IFMT_COUNT; f++) {
+        kern->matmul_rs[f](w0, 0, sc0, xq0, sizeof xq0, &a0, &s0, 1, 0, 3, y0, 3);
+        CHECK(y0[0] == 0 && y0[1] == 0 && y0[2] == 0, "%s %s K=0", ob_isa_name(kern->isa), ifmt_name((ob_ifmt)f));
+    }
+}
+
 int main(void) {
     printf("test_kernels: detected ISA %s\n", ob_isa_name(ob_isa_detect()));
     test_f16();
     test_isa_select();
     test_pool();
     test_ref_vs_dumb();
+    test_rs_ref_vs_dumb();
     char ran[128] = "";
     for (int i = 0; i < OB_ISA_COUNT; i++) {
         if (!ob_isa_supported((ob_isa)i)) {
@@ -600,6 +788,7 @@ int main(void) {
         test_isa_attn(&k);
         test_threads(&k);
         test_strides(&k);
+        test_isa_rs(&k);
         printf("  isa %-6s: %s\n", ob_isa_name((ob_isa)i), g_fail == before ? "ok" : "FAILED");
         strcat(ran, " ");
         strcat(ran, ob_isa_name((ob_isa)i));
