@@ -7,3 +7,4 @@ GRAPH_FILES = {"native": "model.onnx", "web": "model_web.onnx"}  # graph kind ->
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_PROP = "onebit.config"  # model property holding ModelConfig as JSON
 GRAPH_PROP = "onebit.graph"  # model property holding the graph kind
+GENERATION_PROP = "onebit.generation"  # BOS, EOS ids and chat template as JSON (imported models only)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class SamplerConfig:
     repeat_penalty: float = 1.0  # 1 = off
     repeat_window: int = 64  # last N tokens of the context (prompt included) that are penalized
     seed: int = 0
+    ignore_eos: bool = False  # keep generating past an end-of-sequence token (benchmarks)
 
     def validate(self) -> "SamplerConfig":
         if not 0 <= self.temperature < math.inf:
@@ -154,11 +155,14 @@ Forward = Callable[[list[int], object, int], tuple[object, object]]
 
 
 def decode_loop(forward: Forward, ctx: int, prompt_ids: Sequence[int], max_new_tokens: int,
-                sampler: SamplerConfig, on_token: Callable[[int], None] | None = None) -> list[int]:
+                sampler: SamplerConfig, on_token: Callable[[int], None] | None = None,
+                eos: Collection[int] = ()) -> list[int]:
     """The decode loop every Python runtime shares: prefill, sample, step, slide past the context.
 
-    No stop token: exactly max_new_tokens are produced, so every runtime produces the same count.
-    Past the context the loop slides (docs/SAMPLING.md, "Beyond the context: the sliding window").
+    max_new_tokens are produced, or fewer when one of `eos` (the model's end-of-sequence ids) is
+    sampled and not sampler.ignore_eos: that token is the last one returned (and seen by on_token),
+    as in the C runtime's ob_generate. Past the context the loop slides (docs/SAMPLING.md, "Beyond
+    the context: the sliding window").
     """
     sample = Sampler(sampler)
     context = list(prompt_ids)
@@ -173,7 +177,7 @@ def decode_loop(forward: Forward, ctx: int, prompt_ids: Sequence[int], max_new_t
         out.append(tok)
         if on_token is not None:
             on_token(tok)
-        if len(out) == max_new_tokens:
+        if len(out) == max_new_tokens or (tok in eos and not sampler.ignore_eos):
             return out
         if pos == ctx:  # slide: refill the cache with the last keep tokens at positions 0..keep-1
             keep = slide_keep(ctx)

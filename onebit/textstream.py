@@ -33,7 +33,8 @@ def check_prompt(prompt: str) -> str:
 
 
 def sampler_options(fn: Callable) -> Callable:
-    """Add --prompt, -n and the sampler flags; the command receives prompt, n and sampler."""
+    """Add --prompt, -n, the sampler flags, --ignore-eos and --chat; the command receives prompt, n,
+    sampler (ignore_eos is part of it) and chat."""
     options = [
         click.option("--prompt", "-p", default="\n", show_default=True, help="Text to continue."),
         click.option("-n", "--max-new-tokens", "n", type=int, default=200, show_default=True,
@@ -50,13 +51,18 @@ def sampler_options(fn: Callable) -> Callable:
                      help="How many recent tokens the repeat penalty looks at."),
         click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
                      help="Sampler seed: the same seed gives the same text in every runtime."),
+        click.option("--ignore-eos", is_flag=True, default=False, show_default=True,
+                     help="Keep generating past the model's end-of-sequence token (for benchmarks); "
+                          "by default generation stops there."),
+        click.option("--chat", is_flag=True, default=False, show_default=True,
+                     help="The prompt is a user message: wrap it in the model's chat template."),
     ]
 
     @functools.wraps(fn)
     @cli_errors  # a bad sampler setting is a one-line error too
-    def wrapper(*args, temperature, top_k, top_p, repeat_penalty, repeat_window, seed, **kwargs):
-        sampler = SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
-                                repeat_penalty=repeat_penalty, repeat_window=repeat_window, seed=seed)
+    def wrapper(*args, temperature, top_k, top_p, repeat_penalty, repeat_window, seed, ignore_eos, **kwargs):
+        sampler = SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p, repeat_penalty=repeat_penalty,
+                                repeat_window=repeat_window, seed=seed, ignore_eos=ignore_eos)
         check_prompt(kwargs["prompt"])
         if not 0 <= kwargs["n"] <= MAX_NEW_TOKENS:
             raise GenerateError(f"-n must be in [0, {MAX_NEW_TOKENS}], got {kwargs['n']}")
@@ -65,6 +71,12 @@ def sampler_options(fn: Callable) -> Callable:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def stream_bytes(token_bytes: bytes, token: int, eos: frozenset[int], sampler: SamplerConfig) -> bytes:
+    """What stdout shows of a token: nothing for the end-of-sequence token that ends generation
+    (its text, such as `<|eot_id|>`, is no part of the answer), else its bytes."""
+    return b"" if token in eos and not sampler.ignore_eos else token_bytes
 
 
 class TextStream:

@@ -15,7 +15,7 @@ from onebit.compile.export import ExportOptions, export_1bit
 from onebit.errors import OnebitError
 from onebit.run.c import Model, SharedModel
 from onebit.run.chat import Conversation
-from onebit.run.chat_template import PLAIN, ChatTemplate, ChatTemplateError, template_for
+from onebit.chat_template import PLAIN, ChatTemplate, ChatTemplateError, template_for
 from onebit.run.textgen import TextGeneration
 from onebit.sampling import SamplerConfig
 

@@ -29,7 +29,7 @@ openai = pytest.importorskip("openai")
 
 from onebit.compile.export import ExportOptions, export_1bit  # noqa: E402
 from onebit.run.c import Model, SharedModel  # noqa: E402
-from onebit.run.chat_template import ChatTemplate  # noqa: E402
+from onebit.chat_template import ChatTemplate  # noqa: E402
 from onebit.sampling import SamplerConfig  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,

@@ -8,10 +8,14 @@
    codes four to a byte with a BF16 inverse `weight_scale` (`bitlinear` class), BF16 embedding and
    norms, and a Llama-3-style tokenizer.json of 128000 byte-level BPE tokens and 256 special ones
    with the 2B4T split regex. The weights are random; only sizes and speeds mean anything.
-2. Runs `onebit-import` and `onebit-export` (T2, f16 embedding) as child processes and reports wall
-   time and peak RSS (GNU time), then the `.1bit` size.
+2. Runs `onebit-import`, `onebit-export` (T2, f16 embedding) and `onebit-export --format hf` as
+   child processes and reports wall time and peak RSS (GNU time), then the output sizes.
 3. Runs the C CLI (`onebit-run --bench`, greedy) and reports its load time, prefill and decode
    speeds and peak RSS.
+
+`--steps` runs some of these now; each step's figures (with the time and the load average at its
+start and end) are kept in the work folder's results.json and printed with the later ones, so the
+long import can run at low priority while only the C run is timed on a quiet machine.
 
 This is a benchmark, not a test: nothing is compared against a peer here (tools/bench_peers.py
 does that for llama.cpp); the point is that the real 2B shape imports, exports and runs, and what
@@ -157,51 +161,107 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
     return wall, int(rss.group(1)) / 1024 if rss else float("nan"), done.stderr
 
 
+STEPS = ("import", "export", "hf", "run")
+
+
+def step_lines(results: dict) -> list[str]:
+    """The recorded results of every step run so far, one line each (with the load it ran under)."""
+    out = []
+    if "import" in results:
+        r = results["import"]
+        out.append(f"onebit-import: {r['wall']:.1f} s wall, peak RSS {r['rss']:.0f} MiB; checkpoint "
+                   f"{r['ckpt_bytes'] / 2**30:.2f} GiB  [{r['when']}, load {r['load']}]")
+    if "export" in results:
+        r = results["export"]
+        out.append(f"onebit-export (T2, f16 embed): {r['wall']:.1f} s wall, peak RSS {r['rss']:.0f} MiB; "
+                   f".1bit {r['bytes'] / 2**30:.3f} GiB ({r['bytes']:,} bytes)  [{r['when']}, load {r['load']}]")
+    if "hf" in results:
+        r = results["hf"]
+        out.append(f"onebit-export --format hf (packed): {r['wall']:.1f} s wall, peak RSS {r['rss']:.0f} MiB; "
+                   f"folder {r['bytes'] / 2**30:.2f} GiB  [{r['when']}, load {r['load']}]")
+    if "run" in results:
+        r = results["run"]
+        out.append(f"onebit-run ({r['threads']} thread(s), {r['tokens']} prompt + {r['tokens']} new tokens): "
+                   f"{r['wall']:.1f} s wall, peak RSS {r['rss']:.0f} MiB  [{r['when']}, load {r['load']}]")
+        out += [f"  {line}" for line in r["stats"]]
+    return out
+
+
+def load_now() -> str:
+    """The 1-minute load average: the figures above are only as good as the machine was quiet."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 @click.command()
 @click.option("--layers", default=30, show_default=True, help="Number of layers (30 is the 2B4T shape).")
 @click.option("--tokens", default=32, show_default=True, help="Prompt tokens and generated tokens for the C run.")
 @click.option("--threads", default=1, show_default=True, help="onebit-run threads.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--steps", default=",".join(STEPS), show_default=True,
+              help="Comma-separated steps to run now (import, export, hf, run); each later step reads the "
+                   "previous one's output, so a long import can run once and the C run be timed apart.")
 @click.option("--keep/--no-keep", default=False, show_default=True,
-              help="Keep the imported checkpoint (about 10 GB) and the .1bit after the run.")
-def main(layers: int, tokens: int, threads: int, seed: int, keep: bool) -> None:
+              help="Keep the imported checkpoint (about 10 GB), the .1bit and the HF export after the run "
+                   "(always kept when --steps does not end with run).")
+def main(layers: int, tokens: int, threads: int, seed: int, steps: str, keep: bool) -> None:
     """Import, export and run the 2B4T shape; print times, memory and sizes."""
+    chosen = [s.strip() for s in steps.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"steps must be among {', '.join(STEPS)}, got {steps!r}", param_hint="--steps")
     hf = CACHE / f"hf-2b4t-l{layers}-seed{seed}"
     if not (hf / "config.json").is_file():
         log(f"writing the random 2B4T-shaped folder {hf} (once)")
         write_hf_folder(hf, layers, seed)
-    work = CACHE / "work"
+    work = CACHE / f"work-l{layers}-seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    ckpt, model = work / "ckpt", work / "model.1bit"
-    subprocess.run(["make", "-s", "-C", str(REPO / "runtime_c"), "BUILD=build/bench_interop", "all"], check=True)
-    cli = REPO / "runtime_c" / "build" / "bench_interop" / "onebit-run"
+    ckpt, model, hf_out = work / "ckpt", work / "model.1bit", work / "hf-export"
+    record = work / "results.json"
+    results = json.loads(record.read_text()) if record.is_file() else {}
     bin_dir = Path(sys.executable).parent
-    log("onebit-import ...")
-    t_imp, rss_imp, _ = timed([str(bin_dir / "onebit-import"), str(hf), "--out", str(ckpt), "--no-progress"])
-    log("onebit-export ...")
-    t_exp, rss_exp, _ = timed([str(bin_dir / "onebit-export"), str(ckpt), "-o", str(model)])
-    log("onebit-run ...")
-    t_run, rss_run, err = timed([str(cli), "-m", str(model), "--bench", "--prompt-tokens", str(tokens),
-                                 "-n", str(tokens), "--temperature", "0", "--ctx", str(2 * tokens + 8),
-                                 "-t", str(threads)])
-    hf_bytes = sum(p.stat().st_size for p in hf.iterdir())
-    ckpt_bytes = sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file())
-    stats = [line for line in err.splitlines() if re.search(r"load|prefill|decode|tok/s", line, re.I)
-             and "Maximum" not in line]
+    when = lambda: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # noqa: E731
+    for step in chosen:
+        log(f"{step} ...")
+        if step == "import":
+            load = load_now()
+            wall, rss, _ = timed([str(bin_dir / "onebit-import"), str(hf), "--out", str(ckpt), "--no-progress"])
+            results[step] = dict(wall=wall, rss=rss, when=when(), load=f"{load}-{load_now()}",
+                                 ckpt_bytes=sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file()))
+        elif step == "export":
+            load = load_now()
+            wall, rss, _ = timed([str(bin_dir / "onebit-export"), str(ckpt), "-o", str(model)])
+            results[step] = dict(wall=wall, rss=rss, when=when(), load=f"{load}-{load_now()}",
+                                 bytes=model.stat().st_size)
+        elif step == "hf":
+            load = load_now()
+            wall, rss, _ = timed([str(bin_dir / "onebit-export"), str(ckpt), "--format", "hf", "-o", str(hf_out)])
+            results[step] = dict(wall=wall, rss=rss, when=when(), load=f"{load}-{load_now()}",
+                                 bytes=sum(p.stat().st_size for p in hf_out.iterdir()))
+        else:
+            subprocess.run(["make", "-s", "-C", str(REPO / "runtime_c"), "BUILD=build/bench_interop", "all"],
+                           check=True)
+            cli = REPO / "runtime_c" / "build" / "bench_interop" / "onebit-run"
+            load = load_now()
+            wall, rss, err = timed([str(cli), "-m", str(model), "--bench", "--prompt-tokens", str(tokens),
+                                    "-n", str(tokens), "--temperature", "0", "--ctx", str(2 * tokens + 8),
+                                    "-t", str(threads)])
+            stats = [line.strip() for line in err.splitlines()
+                     if re.search(r"load|prefill|decode|tok/s", line, re.I) and "Maximum" not in line]
+            results[step] = dict(wall=wall, rss=rss, when=when(), load=f"{load}-{load_now()}", stats=stats,
+                                 threads=threads, tokens=tokens)
+        record.write_text(json.dumps(results, indent=1))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
-    print(f"command: python tools/bench_interop.py --layers {layers} --tokens {tokens} --threads {threads}")
-    print(f"HF folder (packed 2-bit, bf16 embedding): {hf_bytes / 2**30:.2f} GiB")
-    print(f"onebit-import: {t_imp:.1f} s wall, peak RSS {rss_imp:.0f} MiB; checkpoint {ckpt_bytes / 2**30:.2f} GiB")
-    print(f"onebit-export (T2, f16 embed): {t_exp:.1f} s wall, peak RSS {rss_exp:.0f} MiB; "
-          f".1bit {model.stat().st_size / 2**30:.3f} GiB ({model.stat().st_size:,} bytes)")
-    print(f"onebit-run ({threads} thread(s), {tokens} prompt + {tokens} new tokens): {t_run:.1f} s wall, "
-          f"peak RSS {rss_run:.0f} MiB")
-    for line in stats:
-        print(f"  {line.strip()}")
-    if not keep:
-        for p in ckpt.iterdir():
-            p.unlink()
-        model.unlink()
+    print(f"command: python tools/bench_interop.py --layers {layers} --tokens {tokens} --threads {threads} "
+          f"--steps {','.join(chosen)}")
+    print(f"HF folder (packed 2-bit, bf16 embedding): {sum(p.stat().st_size for p in hf.iterdir()) / 2**30:.2f} GiB")
+    for line in step_lines(results):
+        print(line)
+    if chosen[-1] == "run" and not keep:
+        for folder in (ckpt, hf_out):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    p.unlink()
+        model.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 import onebit
 from onebit import packing
 from onebit.atomic import atomic_path
+from onebit.chat_template import ChatTemplateError, chat_pieces, generation_tokens
 from onebit.errors import OnebitError, cli_errors
 from onebit.format import EMBED_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
 from onebit.tokenizer import Tokenizer
@@ -108,22 +109,15 @@ def model_tensors(ckpt: Checkpoint, opts: ExportOptions) -> list[TensorData]:
     return out + tokenizer_tensors(ckpt.tokenizer)
 
 
-def generation_tokens(ckpt: Checkpoint) -> dict:
-    """BOS, EOS and the chat template that an imported checkpoint's meta.json carries (from the
-    model's tokenizer_config.json / generation_config.json); empty for models trained here."""
-    meta, tok = ckpt.meta, ckpt.tokenizer
-    out: dict = {}
-    bos = meta.get("bos_token_id")
-    if isinstance(bos, int) and 0 <= bos < tok.vocab_size:
-        out["bos_token_id"] = bos
-        out["bos_token"] = tok.token_bytes(bos).decode("utf-8", errors="replace")
-        out["add_bos_token"] = bool(meta.get("add_bos_token"))
-    eos = [i for i in meta.get("eos_token_ids") or [] if isinstance(i, int) and 0 <= i < tok.vocab_size]
-    if eos:
-        out["eos_token_ids"] = eos
-        out["eos_token"] = tok.token_bytes(eos[0]).decode("utf-8", errors="replace")
-    if isinstance(meta.get("chat_template"), str):
-        out["chat_template"] = meta["chat_template"]
+def tokenizer_generation_meta(ckpt: Checkpoint) -> dict:
+    """BOS, EOS and the chat template from the checkpoint's meta.json, and the template's fixed
+    pieces for the C runtime's --chat (onebit/chat_template.py); empty for models trained here."""
+    out = generation_tokens(ckpt.meta, ckpt.tokenizer)
+    if "chat_template" in out:
+        try:
+            out.update(chat_pieces(out))
+        except ChatTemplateError as e:
+            print(f"note: onebit-run --chat will refuse this model: {e}", file=sys.stderr)
     return out
 
 
@@ -134,7 +128,7 @@ def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
         "quant": {"weights": "mixed" if cfg.mixed else cfg.quant, "pack": effective_pack(cfg.quant, opts.pack, cfg.mixed),
                   "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype},
         "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size, "pretokenizer": tok.pretokenizer,
-                      "special_tokens": dict(tok.special_tokens), **generation_tokens(ckpt)},
+                      "special_tokens": dict(tok.special_tokens), **tokenizer_generation_meta(ckpt)},
         "provenance": {"onebit_version": onebit.__version__, "step": ckpt.meta.get("step"),
                        "val_loss": ckpt.meta.get("val_loss"), "source": source},
     }

@@ -30,9 +30,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from onebit import packing
+from onebit.chat_template import generation_tokens
 from onebit.config import ModelConfig
 from onebit.errors import OnebitError
-from onebit.onnx_files import CONFIG_PROP, GRAPH_FILES, GRAPH_PROP, TOKENIZER_FILE
+from onebit.onnx_files import CONFIG_PROP, GENERATION_PROP, GRAPH_FILES, GRAPH_PROP, TOKENIZER_FILE
 from onebit.train import quant
 from onebit.train.model import Transformer
 
@@ -453,16 +454,21 @@ def build_onnx(model: Transformer, kind: str = "native", options: OnnxOptions | 
 # The output folder
 
 
-def genai_config(cfg: ModelConfig, tokenizer, filename: str) -> dict:
-    """onnxruntime-genai's genai_config.json for the decoder `filename` (greedy search by default)."""
+def genai_config(cfg: ModelConfig, tokenizer, filename: str, generation: dict | None = None) -> dict:
+    """onnxruntime-genai's genai_config.json for the decoder `filename` (greedy search by default);
+    an imported model's own EOS ids and BOS (`generation`, onebit.chat_template.generation_tokens)."""
     eot = tokenizer.special_tokens.get("<|endoftext|>")
     # A char vocabulary has no end-of-text token: an empty eos list makes onnxruntime-genai stop
     # at max_length only, like every onebit runtime (docs/SAMPLING.md); bos/pad just need a valid id.
     eos = [] if eot is None else [eot]
     filler = 0 if eot is None else eot
+    generation = generation or {}
+    if generation.get("eos_token_ids"):
+        eos = list(generation["eos_token_ids"])
+        filler = eos[0]
     return {
         "model": {
-            "bos_token_id": filler,
+            "bos_token_id": generation.get("bos_token_id", filler),
             "context_length": cfg.max_seq_len,
             "decoder": {
                 "session_options": {"log_id": "onebit", "provider_options": []},
@@ -499,9 +505,11 @@ def genai_config(cfg: ModelConfig, tokenizer, filename: str) -> dict:
     }
 
 
-def tokenizer_config(cfg: ModelConfig, tokenizer) -> dict:
-    """The tokenizer_config.json that Transformers / Transformers.js / onnxruntime-genai read."""
+def tokenizer_config(cfg: ModelConfig, tokenizer, generation: dict | None = None) -> dict:
+    """The tokenizer_config.json that Transformers / Transformers.js / onnxruntime-genai read
+    (with an imported model's own EOS, BOS and chat template from `generation`)."""
     eot = "<|endoftext|>" if "<|endoftext|>" in tokenizer.special_tokens else None
+    own = {k: v for k, v in (generation or {}).items() if k in ("bos_token", "eos_token", "chat_template")}
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": cfg.max_seq_len,
@@ -509,12 +517,15 @@ def tokenizer_config(cfg: ModelConfig, tokenizer) -> dict:
         "add_bos_token": False, "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "onebit_kind": tokenizer.kind,
+        **own,
     }
 
 
 def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOptions | None = None,
-                 provenance: dict | None = None) -> list[Path]:
-    """Write the graphs, genai_config.json and the tokenizer files into out_dir; the paths written."""
+                 provenance: dict | None = None, generation: dict | None = None) -> list[Path]:
+    """Write the graphs, genai_config.json and the tokenizer files into out_dir; the paths written.
+    `generation`: an imported model's BOS, EOS ids and chat template (generation_tokens), kept in
+    each graph's onebit.generation property for `onebit run-ort`."""
     from onebit.atomic import atomic_write_bytes
 
     options = (options or OnnxOptions()).validate()
@@ -528,16 +539,18 @@ def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOpti
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for kind, proto in protos.items():
-        if provenance:
-            helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
-                                           "onebit.provenance": json.dumps(provenance, default=str)})
+        props = {"onebit.provenance": json.dumps(provenance, default=str)} if provenance else {}
+        if generation:
+            props[GENERATION_PROP] = json.dumps(generation)
+        if props:
+            helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **props})
         written.append(out_dir / GRAPH_FILES[kind])
         atomic_write_bytes(written[-1], proto.SerializeToString())
     tokenizer.save(out_dir / TOKENIZER_FILE)
     written.append(out_dir / TOKENIZER_FILE)
     main = GRAPH_FILES["native" if "native" in options.graphs else "web"]
-    for name, data in (("tokenizer_config.json", tokenizer_config(model.cfg, tokenizer)),
-                       ("genai_config.json", genai_config(model.cfg, tokenizer, main))):
+    for name, data in (("tokenizer_config.json", tokenizer_config(model.cfg, tokenizer, generation)),
+                       ("genai_config.json", genai_config(model.cfg, tokenizer, main, generation))):
         written.append(out_dir / name)
         atomic_write_bytes(written[-1], (json.dumps(data, indent=2) + "\n").encode())
     return written
@@ -556,4 +569,5 @@ def export_onnx(checkpoint_dir: Path, out_dir: Path, **options) -> None:
     ckpt = load_checkpoint(Path(checkpoint_dir))
     provenance = {k: ckpt.meta.get(k) for k in ("step", "val_loss", "onebit_version") if k in ckpt.meta}
     provenance["source"] = str(checkpoint_dir)
-    export_model(ckpt.model, ckpt.tokenizer, Path(out_dir), opts, provenance)
+    export_model(ckpt.model, ckpt.tokenizer, Path(out_dir), opts, provenance,
+                 generation_tokens(ckpt.meta, ckpt.tokenizer))

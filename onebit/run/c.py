@@ -18,16 +18,17 @@ import re
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import click
 import numpy as np
 
+from onebit.chat_template import chat_prompt
 from onebit.errors import OnebitError, cli_errors
 from onebit.sampling import SamplerConfig
-from onebit.textstream import TextStream, sampler_options
+from onebit.textstream import TextStream, sampler_options, stream_bytes
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # onebit/
 _REPO_RUNTIME = _PACKAGE_DIR.parent / "runtime_c"  # present in a source checkout only
@@ -156,6 +157,8 @@ class SharedModel:
         self.max_seq_len: int = info.max_seq_len
         self.tokenizer_kind: str = ffi.string(info.tokenizer).decode()
         self.eot_token: int = info.eot_token  # -1 when the vocabulary has no <|endoftext|>
+        # end-of-sequence ids (metadata tokenizer.eos_token_ids); models trained by onebit have none
+        self.eos_tokens: frozenset[int] = frozenset(info.eos_tokens[i] for i in range(info.n_eos_tokens))
 
     def metadata(self) -> dict:
         """The metadata JSON stored in the file (docs/FORMAT.md)."""
@@ -201,6 +204,19 @@ class SharedModel:
         """Token bytes as text; invalid UTF-8 becomes U+FFFD (as onebit.tokenizer.Tokenizer.decode)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    def chat_prompt(self, message: str) -> str:
+        """The C runtime's one-message chat prompt (ob_chat_prompt: the template's fixed pieces
+        around the message, as `onebit-run --chat` builds it)."""
+        ffi = self.ffi
+        data = message.encode("utf-8")
+        need, err = ffi.new("size_t *"), ffi.new("char[256]")
+        status = self.lib.ob_chat_prompt(self._model, data, len(data), ffi.NULL, 0, need, err, 256)
+        if status == self.lib.OB_ERR_BUFFER:
+            buf = ffi.new("char[]", need[0])
+            status = self.lib.ob_chat_prompt(self._model, data, len(data), buf, need[0], need, err, 256)
+        _check(status, ffi.string(err).decode("utf-8", "replace"))
+        return ffi.unpack(buf, need[0]).decode("utf-8")
+
     def token_bytes(self, token: int) -> bytes:
         ffi = self.ffi
         data, length = ffi.new("const uint8_t **"), ffi.new("size_t *")
@@ -211,10 +227,11 @@ class SharedModel:
 
 
 def _sampler_struct(ffi, temperature: float, top_k: int, top_p: float, repeat_penalty: float,
-                    repeat_window: int, seed: int):
+                    repeat_window: int, seed: int, ignore_eos: bool = False):
     sp = ffi.new("ob_sampler_params *")
     sp.temperature, sp.top_k, sp.top_p = temperature, top_k, top_p
     sp.repeat_penalty, sp.repeat_window, sp.seed = repeat_penalty, repeat_window, seed % (1 << 64)
+    sp.ignore_eos = int(ignore_eos)
     return sp
 
 
@@ -306,15 +323,16 @@ class Session:
 
     def generate(self, prompt: str | Sequence[int], n: int, temperature: float = 0.8, top_k: int = 0,
                  top_p: float = 1.0, repeat_penalty: float = 1.0, repeat_window: int = 64, seed: int = 0,
-                 on_token: Callable[[int, bytes], None] | None = None) -> list[int]:
+                 on_token: Callable[[int, bytes], None] | None = None, ignore_eos: bool = False) -> list[int]:
         """The n new token ids after `prompt` (text or ids), from a fresh context, in one C call
-        (ob_generate); on_token(id, bytes) sees each as it arrives. Same rules as
+        (ob_generate); on_token(id, bytes) sees each as it arrives. Fewer than n when the model's
+        end-of-sequence token comes (it is the last id) unless ignore_eos. Same rules as
         onebit.train.sample.generate (docs/SAMPLING.md)."""
         ffi, lib = self.ffi, self.lib
         ids = self.model.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise CRuntimeError("the prompt is empty: generation needs at least one token")
-        sp = _sampler_struct(ffi, temperature, top_k, top_p, repeat_penalty, repeat_window, seed)
+        sp = _sampler_struct(ffi, temperature, top_k, top_p, repeat_penalty, repeat_window, seed, ignore_eos)
         out = ffi.new("int32_t[]", max(n, 1))
         n_out = ffi.new("int *")
         errors: list[BaseException] = []
@@ -372,12 +390,13 @@ class Model:
 
     def generate(self, prompt: str | Sequence[int], n: int, temperature: float = 0.8, top_k: int = 0,
                  top_p: float = 1.0, repeat_penalty: float = 1.0, repeat_window: int = 64, seed: int = 0,
-                 on_token: Callable[[int, bytes], None] | None = None) -> list[int]:
-        """The n new token ids after `prompt` (text or ids), from a fresh context; on_token(id, bytes)
-        sees each as it arrives. Same rules as onebit.train.sample.generate (docs/SAMPLING.md)."""
+                 on_token: Callable[[int, bytes], None] | None = None, ignore_eos: bool = False) -> list[int]:
+        """The n new token ids after `prompt` (text or ids), from a fresh context, or fewer when the
+        model's end-of-sequence token comes (unless ignore_eos); on_token(id, bytes) sees each as it
+        arrives. Same rules as onebit.train.sample.generate (docs/SAMPLING.md)."""
         return self.session.generate(prompt, n, temperature=temperature, top_k=top_k, top_p=top_p,
                                      repeat_penalty=repeat_penalty, repeat_window=repeat_window, seed=seed,
-                                     on_token=on_token)
+                                     on_token=on_token, ignore_eos=ignore_eos)
 
     def perplexity(self, text: str) -> tuple[float, int]:
         """(perplexity, scored tokens) over `ppl_windows` of the session's context, as onebit-run --ppl."""
@@ -463,15 +482,16 @@ def parse_bytes(text: str) -> int:
 @click.option("--max-memory", default=None,
               help="Fail early if the model and session need more bytes than this, e.g. 512M or 2G.  "
                    "[default: no limit]")
-@click.option("--bench", is_flag=True, help="Report prefill and decode speed on stderr, as onebit-run --bench.")
+@click.option("--bench", is_flag=True,
+              help="Report prefill and decode speed on stderr, as onebit-run --bench (implies --ignore-eos).")
 @click.option("--prompt-tokens", type=int, default=0,
               help="Benchmark with N pseudo-random prompt tokens instead of --prompt (nothing is printed).  "
                    "[default: off]")
 @click.option("--ppl", "ppl_file", type=click.Path(path_type=Path), default=None,
               help="Print the perplexity of this text file instead of generating.  [default: generate]")
 @cli_errors
-def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads: int, ctx: int, kv: str,
-         isa: str | None, batch: int, max_memory: str | None, bench: bool, prompt_tokens: int,
+def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, chat: bool, threads: int, ctx: int,
+         kv: str, isa: str | None, batch: int, max_memory: str | None, bench: bool, prompt_tokens: int,
          ppl_file: Path | None) -> None:
     """Generate text with a .1bit model through the C runtime (stdout: prompt + text)."""
     if batch < 1 or prompt_tokens < 0 or threads < 1 or ctx < 0 or n < 0:
@@ -486,6 +506,10 @@ def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads:
         ppl, count = model.perplexity(text)
         click.echo(f"ppl {ppl:.6f} tokens {count}")
         return
+    if chat and (prompt_tokens or ppl_file is not None):
+        raise CRuntimeError("--chat needs a text prompt (-p), not --prompt-tokens or --ppl")
+    if chat:  # the template itself (Jinja), which the C CLI's stored pieces reproduce
+        prompt = chat_prompt(model.shared.metadata().get("tokenizer") or {}, prompt)
     ids = bench_prompt(prompt_tokens, model.vocab_size) if prompt_tokens else model.encode(prompt)
     if not ids:
         raise CRuntimeError("the prompt is empty: generation needs at least one token")
@@ -494,14 +518,16 @@ def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, threads:
                             "tokens (the prompt itself must fit)")
     stream = TextStream("" if prompt_tokens else prompt)
     clock = TokenClock(time.perf_counter())
+    if bench:  # a benchmark measures the full count
+        sampler = replace(sampler, ignore_eos=True)
 
-    def on_token(_token: int, data: bytes) -> None:
+    def on_token(token: int, data: bytes) -> None:
         clock.tick()
-        stream.write(data)
+        stream.write(stream_bytes(data, token, model.shared.eos_tokens, sampler))
 
     model.generate(ids, n, temperature=sampler.temperature, top_k=sampler.top_k, top_p=sampler.top_p,
                    repeat_penalty=sampler.repeat_penalty, repeat_window=sampler.repeat_window,
-                   seed=sampler.seed, on_token=on_token)
+                   seed=sampler.seed, on_token=on_token, ignore_eos=sampler.ignore_eos)
     stream.close(len(ids), f"C runtime, {threads} thread(s)")
     if bench:
         click.echo(clock.report(len(ids), threads, model.isa, kv, model.n_ctx), err=True)

@@ -20,7 +20,7 @@ import click
 from onebit.atomic import atomic_write_text
 from onebit.errors import OnebitError, cli_errors
 from onebit.run.c import Session, SharedModel
-from onebit.run.chat_template import ChatTemplate, template_for
+from onebit.chat_template import ChatTemplate, template_for
 from onebit.run.textgen import TextGeneration
 from onebit.sampling import SamplerConfig
 

@@ -14,11 +14,12 @@ from typing import Callable
 import click
 import numpy as np
 
+from onebit.chat_template import chat_prompt, eos_ids
 from onebit.config import ModelConfig
 from onebit.errors import OnebitError, cli_errors
-from onebit.onnx_files import CONFIG_PROP, GRAPH_FILES, TOKENIZER_FILE
+from onebit.onnx_files import CONFIG_PROP, GENERATION_PROP, GRAPH_FILES, TOKENIZER_FILE
 from onebit.sampling import SamplerConfig, check_request, decode_loop
-from onebit.textstream import TextStream, sampler_options
+from onebit.textstream import TextStream, sampler_options, stream_bytes
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -56,6 +57,8 @@ class OrtDecoder:
         if CONFIG_PROP not in meta:
             raise OrtError(f"{path}: not a onebit export (no onebit.config metadata)")
         self.cfg = ModelConfig.from_dict(json.loads(meta[CONFIG_PROP]))
+        # an imported model's BOS, EOS ids and chat template (models trained here have none)
+        self.generation: dict = json.loads(meta.get(GENERATION_PROP, "{}"))
         self.provider = provider
 
     def empty_past(self, batch: int = 1) -> list[np.ndarray]:
@@ -82,14 +85,16 @@ class OrtDecoder:
 
 def generate_ort(decoder: OrtDecoder, prompt_ids: list[int], max_new_tokens: int, sampler: SamplerConfig,
                  on_token: Callable[[int], None] | None = None) -> list[int]:
-    """onebit.train.sample.generate with onnxruntime as the model: same checks, loop and sampler."""
+    """onebit.train.sample.generate with onnxruntime as the model: same checks, loop, sampler and
+    end-of-sequence stop."""
     check_request(decoder, prompt_ids, max_new_tokens)
 
     def forward(tokens: list[int], past, _pos: int):
         logits, past = decoder.forward(np.array([tokens], np.int64), decoder.empty_past() if past is None else past)
         return logits[0, -1], past
 
-    return decode_loop(forward, decoder.cfg.max_seq_len, prompt_ids, max_new_tokens, sampler, on_token)
+    return decode_loop(forward, decoder.cfg.max_seq_len, prompt_ids, max_new_tokens, sampler, on_token,
+                       eos_ids(decoder.generation))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +107,7 @@ def generate_ort(decoder: OrtDecoder, prompt_ids: list[int], max_new_tokens: int
               help="native = MatMulNBits (model.onnx), web = standard ops (model_web.onnx)")
 @click.option("--threads", type=int, default=1, show_default=True, help="intra-op threads, 0 = onnxruntime's choice")
 @cli_errors
-def main(model_dir: Path, prompt: str, n: int, sampler: SamplerConfig, provider: str, graph: str,
+def main(model_dir: Path, prompt: str, n: int, sampler: SamplerConfig, chat: bool, provider: str, graph: str,
          threads: int) -> None:
     """Continue PROMPT with an exported ONNX model on onnxruntime."""
     from onebit.tokenizer import Tokenizer
@@ -115,11 +120,15 @@ def main(model_dir: Path, prompt: str, n: int, sampler: SamplerConfig, provider:
     decoder = OrtDecoder(model_dir, graph, provider, threads)
     if tokenizer.vocab_size != decoder.cfg.vocab_size:
         raise OrtError(f"tokenizer.json has {tokenizer.vocab_size} tokens but the model {decoder.cfg.vocab_size}")
+    if chat:
+        prompt = chat_prompt(decoder.generation, prompt)
     prompt_ids = tokenizer.encode(prompt)
     check_request(decoder, prompt_ids, n)  # before any output: an error leaves stdout empty
 
     stream = TextStream(prompt)
-    generate_ort(decoder, prompt_ids, n, sampler, on_token=lambda t: stream.write(tokenizer.token_bytes(t)))
+    eos = eos_ids(decoder.generation)
+    generate_ort(decoder, prompt_ids, n, sampler,
+                 on_token=lambda t: stream.write(stream_bytes(tokenizer.token_bytes(t), t, eos, sampler)))
     stream.close(len(prompt_ids), f"onnxruntime {graph} graph on {provider}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from onebit import packing
+from onebit.chat_template import eos_ids
 from onebit.errors import OnebitError
 from onebit.format import ROW_SCALED, OnebitFile, bitlinear_dtypes, bitlinear_shapes, check_model, read_1bit
 
@@ -207,9 +208,12 @@ class ReferenceModel:
         x = self._norm(x, "norm.weight")
         return x @ self.head.T
 
-    def generate_greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+    def generate_greedy(self, prompt: list[int], max_new_tokens: int, ignore_eos: bool = False) -> list[int]:
         """Prefill the prompt, then decode argmax tokens (ties to the lowest id) one at a time; past
-        the context, slide (docs/SAMPLING.md: keep the last max(1, ctx // 2) tokens, re-prefill)."""
+        the context, slide (docs/SAMPLING.md: keep the last max(1, ctx // 2) tokens, re-prefill).
+        Stops after one of the file's end-of-sequence ids (metadata tokenizer.eos_token_ids) unless
+        ignore_eos."""
+        eos = frozenset() if ignore_eos else eos_ids(self.file.meta.get("tokenizer") or {})
         if not prompt:
             raise ReferenceError("empty prompt")
         ctx = self.cfg["max_seq_len"]
@@ -222,7 +226,7 @@ class ReferenceModel:
             token = int(np.argmax(logits))
             out.append(token)
             seq.append(token)
-            if len(out) == max_new_tokens:
+            if len(out) == max_new_tokens or token in eos:
                 break
             if cache.length == ctx:
                 cache = KVCache()

@@ -23,7 +23,7 @@ import click
 
 from onebit.errors import OnebitError, cli_errors
 from onebit.run.c import CRuntimeError, Session, SharedModel, parse_bytes
-from onebit.run.chat_template import ChatTemplateError, template_for
+from onebit.chat_template import ChatTemplateError, template_for
 from onebit.run.openai_api import ApiError, GenerationRequest, new_id, now, parse_chat, parse_completion, usage
 from onebit.run.textgen import TextGeneration
 

@@ -10,23 +10,24 @@ statistics go to stderr (onebit/textstream.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import click
 import torch
 
+from onebit.chat_template import chat_prompt, eos_ids, generation_tokens
 from onebit.errors import cli_errors
 from onebit.sampling import SamplerConfig, check_request, decode_loop
-from onebit.textstream import TextStream, sampler_options
+from onebit.textstream import TextStream, sampler_options, stream_bytes
 from onebit.train.checkpoint import load_checkpoint
 from onebit.train.model import Transformer
 
 
 @torch.no_grad()
 def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sampler: SamplerConfig,
-             on_token: Callable[[int], None] | None = None) -> list[int]:
+             on_token: Callable[[int], None] | None = None, eos: Collection[int] = ()) -> list[int]:
     """The new tokens (prompt excluded) of a KV-cached decode with the PyTorch model (the oracle);
-    on_token sees each as it arrives."""
+    on_token sees each as it arrives. Stops after one of `eos` unless sampler.ignore_eos."""
     check_request(model, prompt_ids, max_new_tokens)
     device = next(model.parameters()).device
 
@@ -37,7 +38,7 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sam
     was_training = model.training
     model.eval()
     try:
-        return decode_loop(forward, model.cfg.max_seq_len, prompt_ids, max_new_tokens, sampler, on_token)
+        return decode_loop(forward, model.cfg.max_seq_len, prompt_ids, max_new_tokens, sampler, on_token, eos)
     finally:
         model.train(was_training)
 
@@ -46,15 +47,19 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, sam
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @sampler_options
 @cli_errors
-def main(checkpoint: Path, prompt: str, n: int, sampler: SamplerConfig) -> None:
+def main(checkpoint: Path, prompt: str, n: int, sampler: SamplerConfig, chat: bool) -> None:
     """Continue PROMPT with the model in CHECKPOINT (a training run's directory)."""
     torch.set_num_threads(1)  # single-token decode gains nothing from threads on a tiny model
     ckpt = load_checkpoint(checkpoint)
     tokenizer = ckpt.tokenizer
-    prompt_ids = tokenizer.encode(prompt)
+    meta = generation_tokens(ckpt.meta, tokenizer)
+    text = chat_prompt(meta, prompt) if chat else prompt
+    prompt_ids = tokenizer.encode(text)
     check_request(ckpt.model, prompt_ids, n)  # before any output: an error leaves stdout empty
-    stream = TextStream(prompt)
-    generate(ckpt.model, prompt_ids, n, sampler, on_token=lambda t: stream.write(tokenizer.token_bytes(t)))
+    stream = TextStream(text)
+    eos = eos_ids(meta)
+    generate(ckpt.model, prompt_ids, n, sampler, eos=eos,
+             on_token=lambda t: stream.write(stream_bytes(tokenizer.token_bytes(t), t, eos, sampler)))
     stream.close(len(prompt_ids))
 
 

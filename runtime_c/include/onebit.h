@@ -98,10 +98,17 @@ typedef struct ob_model_info {
     const char *tokenizer;   /* "char" | "bpe" */
     int n_merges;
     int eot_token; /* id of "<|endoftext|>", or -1 */
+    /* End-of-sequence ids (metadata tokenizer.eos_token_ids, from the model's generation_config.json /
+     * tokenizer_config.json); models trained by onebit have none.  Generation stops after one. */
+    int n_eos_tokens;
+    int32_t eos_tokens[8]; /* OB_MAX_EOS */
     uint64_t file_size;
 } ob_model_info;
 
 ob_status ob_model_get_info(const ob_model *model, ob_model_info *info);
+#define OB_MAX_EOS 8 /* a model with more end-of-sequence ids is refused */
+/* 1 if token is one of the model's end-of-sequence ids, else 0. */
+int ob_token_is_eos(const ob_model *model, int32_t token);
 /* The metadata JSON as stored (not NUL-terminated; *size bytes). */
 const char *ob_model_metadata(const ob_model *model, size_t *size);
 
@@ -132,6 +139,18 @@ ob_status ob_detokenize_ex(const ob_model *model, const int32_t *tokens, int n, 
 /* The same, recording a failure's message in the model (as ob_tokenize). */
 ob_status ob_detokenize(ob_model *model, const int32_t *tokens, int n, char *buf, size_t cap,
                         size_t *len);
+
+/* The prompt text of a one-message chat: the model's chat template (Hugging Face
+ * tokenizer_config.json) applied to one user message with the assistant's turn opened.  No
+ * template engine here: the exporter renders the template around a placeholder and stores the
+ * fixed text before and after it (metadata tokenizer.chat_prefix / chat_suffix, and chat_trim when
+ * the template strips the message's surrounding whitespace as Python's str.strip does), so the
+ * result is prefix + message + suffix, to be tokenized with ob_tokenize_ex.  Writes it and a NUL
+ * into buf (cap bytes).  *need (may be NULL) receives the text's length on success and the capacity
+ * that suffices with OB_ERR_BUFFER (cap too small).  OB_ERR_UNSUPPORTED if the model has no chat
+ * template pieces (models trained by onebit have no template). */
+ob_status ob_chat_prompt(const ob_model *model, const char *user, size_t len, char *buf, size_t cap,
+                         size_t *need, char *err, size_t err_size);
 
 /* ---------------------------------------------------------------- sessions */
 
@@ -196,9 +215,10 @@ typedef struct ob_sampler_params {
     float repeat_penalty; /* 1 = off */
     int repeat_window;    /* how many of the last tokens the penalty looks at */
     uint64_t seed;
+    int ignore_eos;       /* 0: ob_generate stops after an end-of-sequence token (ob_token_is_eos) */
 } ob_sampler_params;
 
-ob_sampler_params ob_sampler_params_default(void); /* 0.8, 0, 1.0, 1.0, 64, 0 */
+ob_sampler_params ob_sampler_params_default(void); /* 0.8, 0, 1.0, 1.0, 64, 0, 0 */
 
 /* Set the sampler and seed its PRNG (ob_generate does this itself). */
 ob_status ob_session_set_sampler(ob_session *session, const ob_sampler_params *params);
@@ -211,7 +231,8 @@ ob_status ob_session_sample(ob_session *session, int32_t *token);
 typedef int (*ob_token_fn)(void *user, int32_t token, const uint8_t *bytes, size_t len);
 
 /* Evaluate the prompt, then sample and evaluate (ob_session_decode: sliding past the context)
- * n_new tokens.  OB_ERR_CONTEXT_FULL, before any work, if pos + n_prompt > n_ctx (the prompt
+ * n_new tokens, or fewer: after an end-of-sequence token (ob_token_is_eos; included in out and
+ * passed to on_token) it stops unless params->ignore_eos.  OB_ERR_CONTEXT_FULL, before any work, if pos + n_prompt > n_ctx (the prompt
  * itself must fit; the new tokens may go past it).  out (optional, n_new ids) receives the generated
  * tokens and *n_out how many were made.  Allocates nothing. */
 ob_status ob_generate(ob_session *session, const int32_t *prompt, int n_prompt, int n_new,

@@ -67,6 +67,9 @@ int ob_json_is_object(ob_json v);
 int ob_json_get(ob_json obj, const char *key, ob_json *out);
 /* Iterate an object's members: start with *cursor = 0; returns 0 and fills key/value, -1 at end. */
 int ob_json_next(ob_json obj, size_t *cursor, ob_json *key, ob_json *value);
+int ob_json_is_array(ob_json v);
+/* Iterate an array's items the same way. */
+int ob_json_item(ob_json arr, size_t *cursor, ob_json *value);
 /* Conversions; 0 ok, -1 wrong type / out of range. */
 int ob_json_int(ob_json v, long long *out);
 int ob_json_number(ob_json v, double *out);
@@ -134,6 +137,8 @@ typedef struct ob_config {
     int embed_dtype; /* OB_DT_F32 / F16 / I8 */
     int tok_kind;
     int eot_token;
+    int n_eos; /* metadata tokenizer.eos_token_ids: generation stops after one of these */
+    int32_t eos[OB_MAX_EOS];
 } ob_config;
 
 /* A BitLinear weight, read in place. */

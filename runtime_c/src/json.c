@@ -239,6 +239,22 @@ int ob_json_next(ob_json obj, size_t *cursor, ob_json *key, ob_json *value) {
     return 0;
 }
 
+int ob_json_is_array(ob_json v) { return v.n >= 2 && v.p[0] == '['; }
+
+int ob_json_item(ob_json arr, size_t *cursor, ob_json *value) {
+    if (!ob_json_is_array(arr)) return -1;
+    const char *s = arr.p;
+    size_t n = arr.n, i = *cursor ? *cursor : 1;
+    i = skip_ws(s, n, i);
+    if (i < n && s[i] == ',') i = skip_ws(s, n, i + 1);
+    if (i >= n || s[i] == ']') return -1;
+    size_t ve = skip_value(s, n, i);
+    value->p = s + i;
+    value->n = ve - i;
+    *cursor = ve;
+    return 0;
+}
+
 int ob_json_string_eq(ob_json v, const char *str) {
     char buf[128];
     size_t len;

@@ -2,7 +2,7 @@
  *
  *   onebit-run -m model.1bit -p "ROMEO:" -n 200 [--temperature T --top-k K --top-p P
  *              --repeat-penalty R --repeat-window W --seed S --threads N --ctx N --kv f32|f16
- *              --isa NAME --batch N --max-memory BYTES] [--bench [--prompt-tokens N]]
+ *              --isa NAME --batch N --max-memory BYTES --chat --ignore-eos] [--bench [--prompt-tokens N]]
  *   onebit-run -m model.1bit --ppl FILE [--ctx N --threads N]
  *   onebit-run --help | --version
  *
@@ -26,7 +26,7 @@
 
 typedef struct {
     const char *model, *prompt, *ppl_file, *isa;
-    int n, threads, ctx, batch, bench, prompt_tokens, kv_f16;
+    int n, threads, ctx, batch, bench, prompt_tokens, kv_f16, chat;
     uint64_t max_memory;
     ob_sampler_params sp;
 } options;
@@ -104,7 +104,11 @@ static void usage(FILE *f) {
             "      --batch N               tokens per prefill matrix multiply (default: %d)\n"
             "      --max-memory BYTES      fail early if the model and session need more, e.g. 512M, 2G\n"
             "                              (default: no limit)\n"
-            "      --bench                 print prefill and decode speeds (default: off)\n"
+            "      --chat                  the prompt is a user message: wrap it in the model's chat\n"
+            "                              template (default: off)\n"
+            "      --ignore-eos            keep generating after an end-of-sequence token (default: stop\n"
+            "                              there; always on with --bench)\n"
+            "      --bench                 print load time, prefill and decode speeds (default: off)\n"
             "      --prompt-tokens N       with --bench: N pseudo-random prompt ids instead of -p (default: off)\n"
             "      --ppl FILE              compute perplexity over FILE instead of generating (default: off)\n"
             "      --version               print the version and exit\n"
@@ -170,6 +174,14 @@ static int parse_args(int argc, char **argv, options *o) {
             o->bench = 1;
             continue;
         }
+        if (!strcmp(a, "--chat")) {
+            o->chat = 1;
+            continue;
+        }
+        if (!strcmp(a, "--ignore-eos")) {
+            o->sp.ignore_eos = 1;
+            continue;
+        }
         if (!takes_value(a)) return fail("unknown option '%s' (see --help)", a);
         if (i + 1 >= argc) return fail("%s needs a value (see --help)", a);
         const char *v = argv[++i];
@@ -205,6 +217,8 @@ static int parse_args(int argc, char **argv, options *o) {
     if (!(o->sp.temperature >= 0)) return fail("--temperature must be >= 0");
     if (!(o->sp.top_p > 0 && o->sp.top_p <= 1)) return fail("--top-p must be in (0, 1]");
     if (!(o->sp.repeat_penalty > 0)) return fail("--repeat-penalty must be > 0");
+    if (o->chat && (o->prompt_tokens || o->ppl_file)) return fail("--chat needs a text prompt (-p), not --prompt-tokens or --ppl");
+    if (o->bench) o->sp.ignore_eos = 1; /* a benchmark measures the full count */
     return 0;
 }
 
@@ -308,10 +322,38 @@ static int emit_token(void *user, int32_t token, const uint8_t *bytes, size_t le
     return 0;
 }
 
-static int run_generate(ob_model *m, ob_session *s, const options *o) {
+/* The prompt text: -p itself, or with --chat the model's chat template around it (malloc'ed). */
+static char *prompt_text(const ob_model *m, const options *o, size_t *len) {
+    size_t plen = strlen(o->prompt), need = 0;
+    char err[256];
+    if (!o->chat) {
+        char *t = (char *)malloc(plen + 1);
+        if (t) memcpy(t, o->prompt, plen + 1);
+        else fail("out of memory");
+        *len = plen;
+        return t;
+    }
+    ob_status st = ob_chat_prompt(m, o->prompt, plen, NULL, 0, &need, err, sizeof err);
+    char *t = NULL;
+    if (st == OB_ERR_BUFFER) { /* the size query */
+        t = (char *)malloc(need);
+        st = t ? ob_chat_prompt(m, o->prompt, plen, t, need, len, err, sizeof err) : OB_ERR_NOMEM;
+        if (!t) snprintf(err, sizeof err, "out of memory");
+    }
+    if (st) {
+        free(t);
+        fail("--chat: %s", err);
+        return NULL;
+    }
+    return t;
+}
+
+static int run_generate(ob_model *m, ob_session *s, const options *o, double load_s) {
     int n_prompt = 0;
     int32_t *ids;
-    size_t plen = strlen(o->prompt);
+    size_t plen = 0;
+    char *text = o->prompt_tokens ? NULL : prompt_text(m, o, &plen);
+    if (!o->prompt_tokens && !text) return 1;
     ob_model_info info;
     ob_model_get_info(m, &info);
     if (o->prompt_tokens) { /* benchmark prompt: fixed pseudo-random ids */
@@ -324,28 +366,31 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
         }
         n_prompt = o->prompt_tokens;
     } else {
-        ids = (int32_t *)malloc(sizeof(int32_t) * (plen + 1));
-        if (!ids) return fail("out of memory");
-        char err[256];
-        ob_status st = ob_tokenize_ex(m, o->prompt, plen, ids, (int)plen + 1, &n_prompt, err, sizeof err);
+        ids = plen < 0x7fffffff ? (int32_t *)malloc(sizeof(int32_t) * (plen + 1)) : NULL;
+        char err[256] = "out of memory";
+        ob_status st = ids ? ob_tokenize_ex(m, text, plen, ids, (int)plen + 1, &n_prompt, err, sizeof err) : OB_ERR_NOMEM;
         if (st) {
             free(ids);
+            free(text);
             return fail("prompt: %s", err);
         }
     }
     if (n_prompt < 1) {
         free(ids);
+        free(text);
         return fail("the prompt is empty: generation needs at least one token");
     }
     int n_ctx = ob_session_n_ctx(s);
     if (n_prompt > n_ctx) { /* the new tokens may go past the context: ob_session_decode slides */
         free(ids);
+        free(text);
         return fail("the prompt (%d tokens) is longer than the context of %d tokens (the prompt itself must fit)",
                     n_prompt, n_ctx);
     }
-    if (!o->prompt_tokens) {
-        fwrite(o->prompt, 1, plen, stdout);
+    if (text) {
+        fwrite(text, 1, plen, stdout);
         fflush(stdout);
+        free(text);
     }
     ob_status st = ob_session_set_sampler(s, &o->sp);
     double t0 = now_s(), t1 = t0, t2 = t0;
@@ -359,9 +404,10 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
             if (st) break;
             const uint8_t *b;
             size_t len;
+            made++;
+            if (!o->sp.ignore_eos && ob_token_is_eos(m, tok)) break; /* counted, not printed */
             ob_token_bytes(m, tok, &b, &len);
             emit_token(NULL, tok, b, len);
-            made++;
             if (made == o->n || interrupted) break;
             st = ob_session_decode(s, tok); /* decode, sliding past the context */
         }
@@ -381,6 +427,7 @@ static int run_generate(ob_model *m, ob_session *s, const options *o) {
         /* every decode step but the last runs the model; count those forwards */
         int steps = made > 1 ? made - 1 : 0;
         double dc = steps / (decode > 1e-9 ? decode : 1e-9);
+        fprintf(stderr, "load: %.2f ms (open the model, create the session)\n", load_s * 1e3);
         fprintf(stderr, "prefill: %d tokens in %.2f ms: %.1f tok/s, %.3f ms/token\n", n_prompt, prefill * 1e3, pf,
                 prefill * 1e3 / n_prompt);
         fprintf(stderr, "decode: %d tokens in %.2f ms: %.1f tok/s, %.3f ms/token\n", steps, decode * 1e3, dc,
@@ -397,6 +444,7 @@ int main(int argc, char **argv) {
     catch_sigint();
     ob_model *m;
     char err[512];
+    double t0 = now_s();
     ob_status st = ob_model_open(&m, o.model, err, sizeof err);
     if (st) return fail("%s", err);
     ob_session_params sp = ob_session_params_default();
@@ -412,7 +460,8 @@ int main(int argc, char **argv) {
         ob_model_free(m);
         return fail("%s", err);
     }
-    int rc = o.ppl_file ? run_ppl(m, s, &o) : run_generate(m, s, &o);
+    double load_s = now_s() - t0;
+    int rc = o.ppl_file ? run_ppl(m, s, &o) : run_generate(m, s, &o, load_s);
     ob_session_free(s);
     ob_model_free(m);
     return rc;

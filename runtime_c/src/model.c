@@ -325,6 +325,27 @@ static ob_status parse_config(ob_config *c, const ob_file *f, char *err, size_t 
             if (ob_json_string_eq(k, "<|endoftext|>")) c->eot_token = (int)id;
         }
     }
+    c->n_eos = 0; /* models trained by onebit have none: they generate the full count */
+    if (ob_json_get(tj, "eos_token_ids", &v) == 0) {
+        ob_json item;
+        size_t cur = 0;
+        if (!ob_json_is_array(v)) {
+            ob_set_msg(err, es, "metadata: tokenizer.eos_token_ids must be an array");
+            return OB_ERR_FORMAT;
+        }
+        while (ob_json_item(v, &cur, &item) == 0) {
+            long long id;
+            if (ob_json_int(item, &id) || id < 0 || id >= c->vocab_size) {
+                ob_set_msg(err, es, "metadata: tokenizer.eos_token_ids holds an id outside the vocabulary");
+                return OB_ERR_FORMAT;
+            }
+            if (c->n_eos == OB_MAX_EOS) {
+                ob_set_msg(err, es, "metadata: more than %d tokenizer.eos_token_ids", OB_MAX_EOS);
+                return OB_ERR_UNSUPPORTED;
+            }
+            c->eos[c->n_eos++] = (int32_t)id;
+        }
+    }
     return OB_OK;
 }
 
@@ -614,6 +635,13 @@ void ob_model_free(ob_model *m) {
 
 const char *ob_model_error(const ob_model *m) { return m ? m->error : "model is NULL"; }
 
+int ob_token_is_eos(const ob_model *m, int32_t token) {
+    if (!m) return 0;
+    for (int i = 0; i < m->cfg.n_eos; i++)
+        if (m->cfg.eos[i] == token) return 1;
+    return 0;
+}
+
 ob_status ob_model_get_info(const ob_model *m, ob_model_info *info) {
     if (!m || !info) return OB_ERR_INVALID_ARG;
     const ob_config *c = &m->cfg;
@@ -644,6 +672,8 @@ ob_status ob_model_get_info(const ob_model *m, ob_model_info *info) {
     info->tokenizer = kinds[c->tok_kind];
     info->n_merges = m->tok.n_merges;
     info->eot_token = c->eot_token;
+    info->n_eos_tokens = c->n_eos;
+    memcpy(info->eos_tokens, c->eos, sizeof c->eos);
     info->file_size = m->file.size;
     return OB_OK;
 }

@@ -57,6 +57,7 @@ ob_sampler_params ob_sampler_params_default(void) {
     p.repeat_penalty = 1.0f;
     p.repeat_window = 64;
     p.seed = 0;
+    p.ignore_eos = 0;
     return p;
 }
 
@@ -691,7 +692,7 @@ ob_status ob_generate(ob_session *s, const int32_t *prompt, int n_prompt, int n_
                 return OB_ERR_STOPPED;
             }
         }
-        if (i + 1 == n_new) return OB_OK;
+        if (i + 1 == n_new || (!sp.ignore_eos && ob_token_is_eos(s->model, tok))) return OB_OK;
         st = ob_session_decode(s, tok);
         if (st) return st;
     }

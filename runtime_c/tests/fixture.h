@@ -27,6 +27,7 @@ typedef struct fx_config {
     const int32_t (*merges)[3]; /* bpe: n_merges (left, right, merged) rows; merged = 256 + row */
     int n_merges;
     const char *special_tokens; /* the tokenizer.special_tokens JSON object, NULL for {} */
+    const char *tokenizer_extra; /* more tokenizer members, e.g. ", \"eos_token_ids\": [1]" (NULL: none) */
 } fx_config;
 
 typedef struct fx_tensor {
@@ -206,12 +207,12 @@ static uint8_t *fx_write(fx *f, size_t *size, void **raw) {
                       "\"quant\": {\"weights\": \"%s\", \"pack\": \"%s\", \"activations\": \"int8-absmax-per-token\", "
                       "\"embed_dtype\": \"%s\"}, "
                       "\"tokenizer\": {\"type\": \"%s\", \"vocab_size\": %d, \"pretokenizer\": \"%s\", "
-                      "\"special_tokens\": %s}}",
+                      "\"special_tokens\": %s%s}}",
                       c->vocab_size, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->ffn_dim, c->max_seq_len,
                       c->norm_eps, c->rope_theta, c->residual_scale, strcmp(c->pack, "b1") ? "ternary" : "binary",
                       strcmp(c->pack, "b1") ? "ternary" : "binary", c->pack, c->embed, c->bpe ? "bpe" : "char",
                       c->vocab_size, c->bpe ? "gpt2-bytelevel" : "none",
-                      c->special_tokens ? c->special_tokens : "{}");
+                      c->special_tokens ? c->special_tokens : "{}", c->tokenizer_extra ? c->tokenizer_extra : "");
     uint64_t dir_offset = (64 + (uint64_t)ml + 63) / 64 * 64;
     uint64_t data_offset = (dir_offset + 128 * (uint64_t)f->n + 63) / 64 * 64, pos = 0;
     for (int k = 0; k < f->n; k++) {

@@ -87,7 +87,7 @@ int obw_tokenize(obw *h, const char *text, size_t len, int32_t *ids, int cap) {
 OBW_EXPORT(obw_set_sampler)
 int obw_set_sampler(obw *h, float temperature, int top_k, float top_p, float repeat_penalty,
                     int repeat_window, uint64_t seed) {
-    ob_sampler_params p = {temperature, top_k, top_p, repeat_penalty, repeat_window, seed};
+    ob_sampler_params p = {temperature, top_k, top_p, repeat_penalty, repeat_window, seed, 0};
     return status(h, ob_session_set_sampler(h->session, &p), ob_session_error(h->session));
 }
 
@@ -111,6 +111,9 @@ OBW_EXPORT(obw_decode)
 int obw_decode(obw *h, int token) {
     return status(h, ob_session_decode(h->session, token), ob_session_error(h->session));
 }
+
+/* 1 if token ends a sequence for this model (its eos_token_ids), else 0. */
+OBW_EXPORT(obw_is_eos) int obw_is_eos(obw *h, int token) { return ob_token_is_eos(h->model, token); }
 
 /* A token's bytes: returns their address and writes the length to *len. */
 OBW_EXPORT(obw_token_bytes)

@@ -143,13 +143,17 @@ export class Onebit {
   /** The next token id, drawn from the last logits. */
   sample() { return this.check(this.x.obw_sample(this.h)); }
 
+  /** Whether id is one of the model's end-of-sequence ids (its eos_token_ids; none for models trained by onebit). */
+  isEos(id) { return this.x.obw_is_eos(this.h, id) !== 0; }
+
   /** Evaluate one more token (the window slides past the context). */
   decode(id) { this.check(this.x.obw_decode(this.h, id)); }
 
   /**
-   * Continue prompt by nNew tokens with the sampler settings of setSampler.  onToken(bytes, id) is
-   * called per token; returning true stops.  Returns { ids, bytes, prefillMs, decodeMs } (bytes:
-   * the generated text's UTF-8, without the prompt).
+   * Continue prompt by up to nNew tokens with the sampler settings of setSampler.  onToken(bytes, id)
+   * is called per token; returning true stops.  An end-of-sequence token stops too (it ends ids but
+   * has no bytes in the text and no onToken call) unless sampler.ignoreEos.  Returns { ids, bytes,
+   * prefillMs, decodeMs } (bytes: the generated text's UTF-8, without the prompt).
    */
   generate(prompt, nNew, sampler = {}, onToken = null) {
     const ids = this.tokenize(prompt);
@@ -161,8 +165,9 @@ export class Onebit {
     const out = [], parts = [];
     for (let i = 0; i < nNew; i++) {
       const id = this.sample();
-      const bytes = this.tokenBytes(id);
       out.push(id);
+      if (!sampler.ignoreEos && this.isEos(id)) break;
+      const bytes = this.tokenBytes(id);
       parts.push(bytes);
       if (onToken && onToken(bytes, id)) break;
       if (i + 1 < nNew) this.decode(id);

@@ -96,3 +96,77 @@ def template_for(metadata: dict) -> ChatTemplate:
     stop = tok.get("chat_stop") or metadata.get("chat_stop") or ()
     return ChatTemplate(source=source, stop=tuple(stop), stop_tokens=stop_tokens, bos_token=bos, eos_token=eos,
                         name="model's")
+
+
+# ----------------------------------------------------------------------------------------------
+# What a checkpoint's meta.json gives the `.1bit` metadata, and the pieces the C runtime needs
+
+_PLACEHOLDERS = ("OneBitUserMessage", "onebit user message 2")
+
+
+def generation_tokens(meta: dict, tokenizer) -> dict:
+    """BOS, EOS and the chat template that an imported checkpoint's meta.json carries (from the
+    model's tokenizer_config.json / generation_config.json), as the `.1bit` metadata's `tokenizer`
+    object holds them; empty for models trained here."""
+    out: dict = {}
+    bos = meta.get("bos_token_id")
+    if isinstance(bos, int) and 0 <= bos < tokenizer.vocab_size:
+        out["bos_token_id"] = bos
+        out["bos_token"] = tokenizer.token_bytes(bos).decode("utf-8", errors="replace")
+        out["add_bos_token"] = bool(meta.get("add_bos_token"))
+    eos = [i for i in meta.get("eos_token_ids") or [] if isinstance(i, int) and 0 <= i < tokenizer.vocab_size]
+    if eos:
+        out["eos_token_ids"] = eos
+        out["eos_token"] = tokenizer.token_bytes(eos[0]).decode("utf-8", errors="replace")
+    if isinstance(meta.get("chat_template"), str):
+        out["chat_template"] = meta["chat_template"]
+    return out
+
+
+def eos_ids(tokenizer_meta: dict) -> frozenset[int]:
+    """The ids that end generation: `eos_token_ids` of a `.1bit` metadata `tokenizer` object (or of
+    generation_tokens()); none for models trained here, which generate the full count."""
+    ids = tokenizer_meta.get("eos_token_ids") or []
+    return frozenset(int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool))
+
+
+def chat_prompt(tokenizer_meta: dict, message: str) -> str:
+    """The prompt of `--chat`: the model's own template (not PLAIN) around one user message, with
+    the assistant's turn opened."""
+    if not isinstance(tokenizer_meta.get("chat_template"), str):
+        raise ChatTemplateError("--chat needs the model's chat template, and this model has none "
+                                "(models trained by onebit have none; `onebit chat` uses a plain transcript)")
+    return template_for({"tokenizer": tokenizer_meta}).render([{"role": "user", "content": message}])
+
+
+def chat_pieces(tokenizer_meta: dict) -> dict:
+    """`chat_prefix`, `chat_suffix` and `chat_trim` for a runtime without Jinja (the C runtime's
+    ob_chat_prompt): a one-user-message prompt is prefix + message + suffix, the message stripped
+    of surrounding whitespace (Python's str.strip) when chat_trim.
+
+    Rendered from the model's template around placeholders; ChatTemplateError when the template
+    has no such form (the text around the message depends on it, or it changes the message other
+    than by stripping it)."""
+    if not isinstance(tokenizer_meta.get("chat_template"), str):
+        raise ChatTemplateError("the model has no chat template")
+    template = template_for({"tokenizer": tokenizer_meta})
+
+    def render(content: str) -> str:
+        return template.render([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    first, second = _PLACEHOLDERS
+    text = render(first)
+    if text.count(first) != 1:
+        raise ChatTemplateError("the chat template does not place a user message exactly once")
+    prefix, suffix = text.split(first)
+    if render(second) != prefix + second + suffix:
+        raise ChatTemplateError("the text around the user message depends on the message")
+    padded = " \n" + first + "\t "
+    with_space = render(padded)
+    if with_space == prefix + padded + suffix:
+        trim = False
+    elif with_space == text:
+        trim = True
+    else:
+        raise ChatTemplateError("the chat template changes the user message other than by stripping whitespace")
+    return {"chat_prefix": prefix, "chat_suffix": suffix, "chat_trim": trim}
