@@ -29,6 +29,7 @@ from onebit.sampling import SamplerConfig
 from onebit.tokenizer import Tokenizer
 from onebit.train import quant
 from onebit.train.checkpoint import load_checkpoint, save_checkpoint
+from onebit.train.hf_import import latent_weights
 from onebit.train.model import Transformer
 from onebit.train.sample import generate
 
@@ -38,13 +39,13 @@ PROMPT = [5, 6, 7, 8, 9]
 N = 20
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """llama.cpp bitnet's shape (SiLU-gated, sub-norms, tied), every input width 256: one TQ/Q8_K
-    block, so llama.cpp's per-block activation scale is onebit's per-token one."""
+def _random_checkpoint(out: Path, f16_scales: bool = False, **overrides) -> Path:
+    """Every input width 256: one TQ/Q8_K block, so llama.cpp's per-block activation scale is
+    onebit's per-token one. f16_scales: every BitLinear's scale is an f16 value (what a llama file
+    stores), its codes unchanged."""
     tok = Tokenizer(llama3_tokenizer(400))
     cfg = ModelConfig(vocab_size=tok.vocab_size, dim=256, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=256,
-                      max_seq_len=64, activation="silu")
+                      max_seq_len=64, activation="silu", **overrides)
     torch.manual_seed(0)
     model = Transformer(cfg)
     gen = torch.Generator().manual_seed(1)
@@ -52,13 +53,32 @@ def checkpoint(tmp_path_factory) -> Path:
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
-            elif "embed" in name:
+            elif "embed" in name or "head" in name:
                 p.copy_(torch.randn(p.shape, generator=gen))
         for m in model.bitlinears():  # larger scales: the blocks, not the embedding, pick the next token
             m.weight.mul_(300)
-    out = tmp_path_factory.mktemp("gguf_ckpt")
+            if f16_scales:
+                codes, scale = quant.quantize_weight(m.weight, "ternary")
+                latent, exact = latent_weights(codes, float(np.float16(scale.item())))
+                assert exact
+                m.weight.copy_(latent)
     save_checkpoint(out, model, tok, {"step": 0})
     return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """llama.cpp bitnet's shape: SiLU-gated, sub-norms, tied."""
+    return _random_checkpoint(tmp_path_factory.mktemp("gguf_ckpt"))
+
+
+@pytest.fixture(scope="module")
+def llama_checkpoint(tmp_path_factory) -> Path:
+    """llama.cpp llama's shape: SiLU-gated, no sub-norms; untied, so the head is written too. The
+    scales are f16 values, so that the llama file (which rounds scales to f16) holds this exact
+    model; with other scales its greedy tokens parted from onebit's after 12 (a near-tie)."""
+    return _random_checkpoint(tmp_path_factory.mktemp("gguf_llama"), f16_scales=True, subln=False,
+                              tie_embeddings=False)
 
 
 def _export(checkpoint: Path, out: Path, *extra: str) -> Path:
@@ -79,6 +99,22 @@ def test_gguf_keeps_every_code_and_scale(checkpoint, tmp_path, pack):
         assert scale == want_scale.item(), name
 
 
+@pytest.mark.parametrize("pack", ["t2", "t1.6"])
+def test_llama_gguf_keeps_every_code_and_the_f16_scale(llama_checkpoint, tmp_path, pack):
+    from gguf import GGUFReader
+
+    path = _export(llama_checkpoint, tmp_path / "m.gguf", "--pack", pack)
+    fields = GGUFReader(str(path)).fields
+    assert bytes(fields["general.architecture"].parts[-1]).decode() == "llama"
+    state = load_checkpoint(llama_checkpoint).model.state_dict()
+    back = read_gguf_bitlinears(path)
+    assert len(back) == 2 * 7
+    for name, (codes, scale) in back.items():
+        want_codes, want_scale = quant.quantize_weight(state[name], "ternary")
+        assert np.array_equal(codes, want_codes.numpy().astype(np.int8)), name  # Q/K rows put back
+        assert scale == float(np.float16(want_scale.item())), name
+
+
 def test_gguf_carries_the_tokenizer(checkpoint, tmp_path):
     from gguf import GGUFReader
 
@@ -95,6 +131,7 @@ def test_gguf_carries_the_tokenizer(checkpoint, tmp_path):
     ({"activation": "relu2"}, "no llama.cpp architecture has BitNet 2B4T's squared ReLU"),
     ({"activation": "silu", "dim": 128}, "dim 128 is not a multiple of 256"),
     ({"activation": "silu", "tie_embeddings": False}, "the embedding is untied"),
+    ({"activation": "relu2", "subln": False}, "graphs are SiLU-gated"),
 ])
 def test_shapes_llama_cpp_cannot_run_are_refused(random_checkpoint, tmp_path, overrides, reason):
     path = random_checkpoint(**{"dim": 256, "ffn_dim": 256, "n_heads": 4, **overrides})
@@ -139,10 +176,11 @@ def llama_greedy_binary() -> Path:
     return binary
 
 
-@pytest.mark.parametrize("pack", ["t2", "t1.6"])
-def test_llama_cpp_generates_onebit_run_tokens(checkpoint, tmp_path, pack):
+@pytest.mark.parametrize("arch, pack", [("bitnet", "t2"), ("bitnet", "t1.6"), ("llama", "t2")])
+def test_llama_cpp_generates_onebit_run_tokens(request, tmp_path, arch, pack):
     from onebit.run.c import Model
 
+    checkpoint = request.getfixturevalue("checkpoint" if arch == "bitnet" else "llama_checkpoint")
     binary = llama_greedy_binary()
     gguf_path = _export(checkpoint, tmp_path / "m.gguf", "--pack", pack, "--embed-dtype", "f32")
     export_1bit(checkpoint, tmp_path / "m.1bit", ExportOptions(pack=pack, embed_dtype="f32"))

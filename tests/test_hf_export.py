@@ -69,6 +69,26 @@ def test_onebit_hf_onebit_keeps_codes_and_scales(checkpoint, tmp_path):
         assert np.array_equal(a.array(name), b.array(name)), name
 
 
+@pytest.mark.parametrize("weights", ["packed", "latent"])
+def test_hf_export_reads_each_tensor_when_it_is_written(checkpoint, tmp_path, monkeypatch, weights):
+    """The 2B shape's export must not hold the model: nothing is read before the writer asks, and
+    each weight once (a packed layer's codes and scale share one read)."""
+    from onebit.compile.hf import _tensors
+    from onebit.compile.lazy import LazyWeights, load_lazy_checkpoint
+    from onebit.safetensors_stream import write_safetensors
+
+    reads: list[str] = []
+    original = LazyWeights.__getitem__
+    monkeypatch.setattr(LazyWeights, "__getitem__", lambda self, name: reads.append(name) or original(self, name))
+    ckpt = load_lazy_checkpoint(checkpoint)
+    tensors = _tensors(ckpt, weights)
+    assert reads == []
+    seen: list[int] = []
+    write_safetensors(tmp_path / "m.safetensors", tensors, on_tensor=lambda t: seen.append(len(reads)))
+    assert sorted(reads) == sorted(ckpt.model.keys())  # every tensor read, each once
+    assert seen == sorted(seen) and seen[-1] == len(reads)
+
+
 @pytest.mark.parametrize("out_features", [4, 8, 12, 64])
 def test_pack_codes_is_transformers_layout(out_features):
     from transformers.integrations.bitnet import pack_weights

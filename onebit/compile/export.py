@@ -238,8 +238,8 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
 @click.option("--format", "fmt", type=click.Choice(["1bit", "onnx", "hf", "gguf"]), default="1bit", show_default=True,
               help="Output format: one .1bit file, a folder of ONNX graphs (docs/ONNX.md), a Hugging Face "
-                   "BitNetForCausalLM folder, or a llama.cpp GGUF file (TQ2_0, or TQ1_0 with --pack t1.6; "
-                   "docs/INTEROP.md).")
+                   "BitNetForCausalLM folder, or a llama.cpp GGUF file (bitnet or llama architecture by the model's "
+                   "shape; TQ2_0, or TQ1_0 with --pack t1.6; docs/INTEROP.md).")
 @click.option("--hf-weights", type=click.Choice(["packed", "latent"]), default="packed", show_default=True,
               help="--format hf: packed 2-bit codes with onebit's exact scales (offline autobitlinear), or the "
                    "latent fp32 weights (online autobitlinear, for fine-tuning in transformers).")
@@ -271,10 +271,12 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
             raise ExportError("--emit-c-header needs --format 1bit")
         if out.is_dir() or not out.parent.is_dir():
             raise ExportError(f"output {out} must be a file in an existing folder")
-        from onebit.compile.gguf import QTYPES, export_gguf
+        from onebit.compile.gguf import QTYPES, export_gguf, gguf_arch
 
-        size = export_gguf(load_for_export(checkpoint_dir), out, pack or "t2", embed_dtype)
-        print(f"wrote {out} (llama.cpp bitnet, {QTYPES[pack or 't2']} layers, {size:,} bytes)", file=sys.stderr)
+        ckpt = load_for_export(checkpoint_dir)
+        size = export_gguf(ckpt, out, pack or "t2", embed_dtype)
+        print(f"wrote {out} (llama.cpp {gguf_arch(ckpt.config)}, {QTYPES[pack or 't2']} layers, {size:,} bytes)",
+              file=sys.stderr)
         return
     if fmt == "onnx":
         if c_header is not None:

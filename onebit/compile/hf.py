@@ -30,6 +30,7 @@ from onebit.format import bitlinear_shapes
 from onebit.safetensors_stream import LazyTensor, write_safetensors
 from onebit.train import quant
 from onebit.train.checkpoint import Checkpoint
+from onebit.train.model import Transformer
 
 HF_FORMS = ("packed", "latent")
 HF_ACT = {"relu2": "relu2", "silu": "silu", "gelu": "gelu_pytorch_tanh"}
@@ -96,22 +97,35 @@ def pack_codes(codes: np.ndarray) -> np.ndarray:
 
 
 def _tensors(ckpt: Checkpoint, form: str) -> list[LazyTensor]:
-    state = ckpt.model.state_dict()
+    """The folder's tensors, each read (and quantized) only when the writer reaches it: with the
+    lazy checkpoint of onebit-export, memory stays about one tensor, not the model (a packed
+    BitLinear's codes and scale come from one read, held until the scale is written)."""
+    state = ckpt.model.state_dict()  # a dict of tensors, or LazyWeights reading each on demand
+    with torch.device("meta"):
+        shapes = {name: tuple(t.shape) for name, t in Transformer(ckpt.config).state_dict().items()}
     bitlinear = set(bitlinear_shapes(ckpt.config.to_dict()))
+    last: dict[str, tuple[np.ndarray, float]] = {}
+
+    def quantized(name: str) -> tuple[np.ndarray, float]:
+        if name not in last:
+            last.clear()
+            codes, scale = quant.quantize_weight(state[name].detach(), "ternary")
+            last[name] = (codes.to(torch.int8).numpy(), scale.item())
+        return last[name]
+
     out: list[LazyTensor] = []
-    for name, w in state.items():
+    for name in state.keys():
         hf_name = names.to_hf(name)
         if hf_name is None:
             raise HFExportError(f"{name} has no BitNetForCausalLM counterpart")
+        shape = shapes[name]
         if name not in bitlinear or form == "latent":
-            out.append(LazyTensor(hf_name, "F32", tuple(w.shape), lambda w=w: w.detach().float().numpy()))
+            out.append(LazyTensor(hf_name, "F32", shape, lambda n=name: state[n].detach().float().numpy()))
             continue
-        codes, scale = quant.quantize_weight(w.detach(), "ternary")
-        codes_np = codes.to(torch.int8).numpy()
-        packed_shape = (-(-w.shape[0] // PACK_FACTOR), w.shape[1])
-        out.append(LazyTensor(hf_name, "U8", packed_shape, lambda c=codes_np: pack_codes(c)))
+        packed_shape = (-(-shape[0] // PACK_FACTOR), shape[1])
+        out.append(LazyTensor(hf_name, "U8", packed_shape, lambda n=name: pack_codes(quantized(n)[0])))
         out.append(LazyTensor(names.hf_scale_name(hf_name), "F32", (1,),
-                              lambda s=scale: np.array([s.item()], np.float32)))
+                              lambda n=name: np.array([quantized(n)[1]], np.float32)))
     return out
 
 

@@ -54,6 +54,18 @@ class LazyWeights:
     def keys(self) -> list[str]:
         return list(self.names)
 
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """One tensor, read now (for writers that need each tensor at a time of their choosing)."""
+        with open(self.path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            info = json.loads(f.read(n))[name]
+            begin, end = info["data_offsets"]
+            f.seek(8 + n + begin)
+            data = bytearray(end - begin)
+            if f.readinto(data) != len(data):
+                raise CheckpointError(f"{self.path}: tensor {name} is truncated")
+        return torch.frombuffer(data, dtype=_DTYPES[info["dtype"]]).reshape(info["shape"]).float()
+
 
 def load_lazy_checkpoint(path: Path) -> Checkpoint:
     """A validated checkpoint whose `model` is a LazyWeights (only what the exporters use)."""
