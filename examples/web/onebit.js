@@ -14,6 +14,13 @@ export class OnebitModel {
     this.headDim = dec.head_size;
     this.context = config.model.context_length;
     this.vocabSize = config.model.vocab_size;
+    this.name = "onnxruntime-web";
+    this.threads = ort.env.wasm.numThreads;
+  }
+
+  describe() {
+    return `onnxruntime-web (wasm, model_web.onnx), ${this.layers} layers, context ${this.context}, ` +
+      `${this.tokenizer.kind} vocabulary of ${this.vocabSize}`;
   }
 
   /** Load genai_config.json, tokenizer.json and model_web.onnx from the folder at baseUrl. */

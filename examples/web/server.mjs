@@ -1,7 +1,9 @@
 // The demo's dev server: static files with the COOP/COEP headers that make the page cross-origin
 // isolated (SharedArrayBuffer, so onnxruntime-web can use threads). No framework, no network.
-//   node server.mjs --model ../../out/onnx [--port 8000] [--host 127.0.0.1]
-// Serves this folder at /, onnxruntime-web's dist/ at /ort/ and the exported model at /model/.
+//   node server.mjs --model ../../out/onnx [--port 8000] [--host 127.0.0.1] [--onebit DIR]
+// Serves this folder at /, onnxruntime-web's dist/ at /ort/, onebit.wasm and onebit.mjs at /onebit/
+// (DIR, default ../../runtime_c/build/wasm: make -C runtime_c wasm) and the exported model
+// (model_web.onnx and/or model.1bit) at /model/.
 import { createServer } from "node:http";
 import { createReadStream, statSync } from "node:fs";
 import { dirname, extname, join, normalize, resolve, sep } from "node:path";
@@ -11,6 +13,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const args = parseArgs(process.argv.slice(2));
 const roots = {
   "/ort/": join(here, "node_modules", "onnxruntime-web", "dist"),
+  "/onebit/": resolve(args.onebit ?? join(here, "..", "..", "runtime_c", "build", "wasm")),
   "/model/": resolve(args.model ?? join(here, "model")),
   "/": here,
 };
@@ -28,9 +31,9 @@ const ISOLATION = {
 function parseArgs(argv) {
   const out = {};
   for (let i = 0; i < argv.length; i++) {
-    const m = /^--(model|port|host)$/.exec(argv[i]);
+    const m = /^--(model|port|host|onebit)$/.exec(argv[i]);
     if (!m || i + 1 >= argv.length) {
-      console.error(`error: unknown or incomplete argument ${argv[i]} (use --model DIR --port N --host ADDR)`);
+      console.error(`error: unknown or incomplete argument ${argv[i]} (use --model DIR --port N --host ADDR --onebit DIR)`);
       process.exit(1);
     }
     out[m[1]] = argv[++i];
@@ -50,10 +53,16 @@ function resolvePath(urlPath) {
   return null;
 }
 
-try {
-  statSync(join(roots["/model/"], "model_web.onnx"));
-} catch {
-  console.error(`error: ${join(roots["/model/"], "model_web.onnx")} not found (export with onebit-export ... --format onnx -o DIR, then --model DIR)`);
+const exists = (file) => {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+};
+if (!exists(join(roots["/model/"], "model_web.onnx")) && !exists(join(roots["/model/"], "model.1bit"))) {
+  console.error(`error: neither model_web.onnx nor model.1bit in ${roots["/model/"]} (onebit-export CKPT --format onnx ` +
+    `-o DIR and/or onebit-export CKPT -o DIR/model.1bit, then --model DIR)`);
   process.exit(1);
 }
 

@@ -99,8 +99,58 @@ OBW_GEMV(obw_gemv_f16_s, uint16_t, obw_ld_f16, ob_f16_to_f32)
 static void obw_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     obw_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
 }
+
+/* The f16 GEMV of the LM head reads 2 bytes per weight and is most of a decode step, so its
+ * widening must be cheap.  A half's sign-extended bits shifted left by 13 and masked with
+ * 0x8fffe000 are the float w * 2^-112 (sign in place, exponent and mantissa shifted into a
+ * float's, exact for normal and subnormal halves): 2-3 operations for 4 weights.  x is multiplied
+ * by 2^112 once (exact while |x| < 2^15), so each product is exactly the reference's
+ * f32(w) * x.  The same shifts on 32-bit lanes of 8 packed halves give the even halves
+ * ((v << 16) >> 3) and the odd ones (v >> 3) without any shuffle; x is stored split the same way.
+ * Infinities and NaNs do not survive the mask: a row holding one is computed again by the exact
+ * widening above, and so is every row when x is out of range (so a row's result depends only on
+ * the row and x, never on r0 / r1). */
+#define OBW_F16_KMAX 4096
+OB_WINL v128_t obw_f16_scaled(v128_t v) { return wasm_v128_and(wasm_i32x4_shr(v, 3), wasm_i32x4_splat((int32_t)0x8fffe000)); }
 static void obw_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
-    obw_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
+    float xs[OBW_F16_KMAX] __attribute__((aligned(16))); /* per 8: x[even] * 2^112, then x[odd] * 2^112 */
+    int k8 = K & ~7, k16 = K & ~15;
+    int ok = K <= OBW_F16_KMAX;
+    for (int k = 0; ok && k < K; k++) ok = fabsf(x[k]) < 0x1p15f;
+    if (!ok) {
+        obw_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
+        return;
+    }
+    for (int k = 0; k < k8; k += 8)
+        for (int i = 0; i < 4; i++) {
+            xs[k + i] = x[k + 2 * i] * 0x1p112f;
+            xs[k + 4 + i] = x[k + 2 * i + 1] * 0x1p112f;
+        }
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * ldw;
+        v128_t top = wasm_i16x8_splat(0); /* the largest (half << 1), as unsigned 16-bit: >= 0xf800 is Inf/NaN */
+        v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        int k = 0;
+        for (; k < k16; k += 16) {
+            v128_t v0 = wasm_v128_load(wr + k), v1 = wasm_v128_load(wr + k + 8);
+            top = wasm_u16x8_max(top, wasm_u16x8_max(wasm_i16x8_shl(v0, 1), wasm_i16x8_shl(v1, 1)));
+            a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(obw_f16_scaled(wasm_i32x4_shl(v0, 16)), wasm_v128_load(xs + k)));
+            a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(obw_f16_scaled(v0), wasm_v128_load(xs + k + 4)));
+            a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(obw_f16_scaled(wasm_i32x4_shl(v1, 16)), wasm_v128_load(xs + k + 8)));
+            a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(obw_f16_scaled(v1), wasm_v128_load(xs + k + 12)));
+        }
+        if (k < k8) {
+            v128_t v0 = wasm_v128_load(wr + k);
+            top = wasm_u16x8_max(top, wasm_i16x8_shl(v0, 1));
+            a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(obw_f16_scaled(wasm_i32x4_shl(v0, 16)), wasm_v128_load(xs + k)));
+            a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(obw_f16_scaled(v0), wasm_v128_load(xs + k + 4)));
+        }
+        float s = obw_fsum(wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3)));
+        for (k = k8; k < K; k++) s += ob_f16_to_f32(wr[k]) * x[k];
+        y[r] = s;
+        if (wasm_v128_any_true(wasm_u16x8_ge(top, wasm_i16x8_splat((int16_t)0xf800))))
+            obw_gemv_f16_s(w, NULL, ldw, K, x, r, r + 1, y);
+    }
 }
 static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
                         int r1, float *y) {

@@ -339,6 +339,43 @@ static void test_isa_float(const ob_kernels *kern) {
     }
 }
 
+/* The f16 GEMV on the halves a fast widening may get wrong (subnormals, the largest half, signed
+ * zeros, Inf, NaN) and on inputs outside a scaled path's range (|x| >= 2^15, NaN): finite rows
+ * within the float tolerance of the reference, Inf / NaN rows with the reference's class and
+ * sign, and every row the same whether computed alone or in the whole range. */
+static int fclass(float v) { return isnan(v) ? 0 : isinf(v) ? (v > 0 ? 1 : 2) : 3; }
+static void test_isa_f16_gemv_edges(const ob_kernels *kern) {
+    const int Ks[] = {8, 16, 24, 40, 769, 4096, 4097};
+    const uint16_t odd[] = {0x0001, 0x8001, 0x03ff, 0x83ff, 0x0400, 0x7bff, 0xfbff, 0x0000, 0x8000};
+    for (int ki = 0; ki < (int)(sizeof(Ks) / sizeof(Ks[0])); ki++)
+        for (int xcase = 0; xcase < 3; xcase++) {
+            int K = Ks[ki], N = 6;
+            uint16_t *w = xmalloc((size_t)K * N * 2);
+            float *x = xmalloc((size_t)K * 4), *yr = xmalloc(N * 4), *ys = xmalloc(N * 4), *y1 = xmalloc(N * 4);
+            for (int i = 0; i < K * N; i++) w[i] = rnd() % 3 ? ob_f32_to_f16(rndf()) : odd[rnd() % 9];
+            w[1 * K + rndi(0, K - 1)] = 0x7c00;                               /* +Inf */
+            w[2 * K + rndi(0, K - 1)] = 0x7e01;                               /* NaN */
+            w[3 * K + rndi(0, K - 1)] = 0xfc00;                               /* -Inf */
+            w[4 * K + K - 1] = 0xfc00;                                        /* -Inf in the tail */
+            for (int k = 0; k < K; k++) x[k] = rnd() % 7 ? rndf() * 4.0f : (rnd() % 2 ? 1e-40f : -3e-39f);
+            if (xcase == 1) x[rndi(0, K - 1)] = -1e5f;
+            if (xcase == 2) x[rndi(0, K - 1)] = NAN;
+            ob_gemv_f16_ref(w, (size_t)K, K, x, 0, N, yr);
+            kern->gemv_f16(w, (size_t)K, K, x, 0, N, ys);
+            for (int r = 0; r < N; r++) kern->gemv_f16(w, (size_t)K, K, x, r, r + 1, y1);
+            for (int r = 0; r < N; r++) {
+                float mag = 0;
+                for (int k = 0; k < K; k++) mag += fabsf(ob_f16_to_f32(w[(size_t)r * K + k]) * x[k]);
+                int ok = fclass(yr[r]) == 3 ? close_enough(yr[r], ys[r], mag) : fclass(yr[r]) == fclass(ys[r]);
+                CHECK(ok, "%s gemv f16 edges K=%d x=%d r=%d: %.9g vs %.9g", ob_isa_name(kern->isa), K, xcase, r,
+                      yr[r], ys[r]);
+                CHECK(memcmp(&ys[r], &y1[r], 4) == 0 || (isnan(ys[r]) && isnan(y1[r])),
+                      "%s gemv f16 edges K=%d row %d alone differs", ob_isa_name(kern->isa), K, r);
+            }
+            free(w); free(x); free(yr); free(ys); free(y1);
+        }
+}
+
 /* ---------------------------------------------------------------- threads */
 static void test_threads(const ob_kernels *kern) {
     int K = 1000, N = 203, m = 5;
@@ -784,6 +821,7 @@ int main(void) {
         test_isa_matmul(&k);
         test_isa_extremes(&k);
         test_isa_float(&k);
+        test_isa_f16_gemv_edges(&k);
         test_isa_f16conv(&k);
         test_isa_attn(&k);
         test_threads(&k);

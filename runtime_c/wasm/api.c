@@ -71,6 +71,17 @@ int obw_vocab_size(obw *h) {
     ob_model_info info;
     return ob_model_get_info(h->model, &info) ? 0 : info.vocab_size;
 }
+OBW_EXPORT(obw_n_layers)
+int obw_n_layers(obw *h) {
+    ob_model_info info;
+    return ob_model_get_info(h->model, &info) ? 0 : info.n_layers;
+}
+/* "char" or "bpe" */
+OBW_EXPORT(obw_tokenizer)
+const char *obw_tokenizer(obw *h) {
+    ob_model_info info;
+    return ob_model_get_info(h->model, &info) ? "" : info.tokenizer;
+}
 OBW_EXPORT(obw_n_ctx) int obw_n_ctx(obw *h) { return ob_session_n_ctx(h->session); }
 OBW_EXPORT(obw_isa) const char *obw_isa(obw *h) { return ob_session_isa(h->session); }
 

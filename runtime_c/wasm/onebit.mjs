@@ -82,6 +82,8 @@ export class Onebit {
     const err = this.cstr(this.x.obw_error(this.h));
     if (err) { this.close(); throw new Error(`onebit: ${err}`); }
     this.vocabSize = this.x.obw_vocab_size(this.h);
+    this.layers = this.x.obw_n_layers(this.h);
+    this.tokenizerKind = this.cstr(this.x.obw_tokenizer(this.h)); // "char" or "bpe"
     this.nCtx = this.x.obw_n_ctx(this.h);
     this.isa = this.cstr(this.x.obw_isa(this.h));
     this.scratch = this.x.obw_alloc(16); // one size_t out-parameter
