@@ -429,4 +429,17 @@ def check_model(f: OnebitFile) -> dict:
             raise _fail(path, "tokenizer.merges holds a token id outside the vocabulary")
     if tok.get("type") not in ("char", "bpe"):
         raise _fail(path, f"tokenizer.type {tok.get('type')!r} is not char or bpe")
+    if tok.get("pretokenizer") == "sentencepiece":
+        expect("tokenizer.flags", "U8", (vocab,))
+        sp = tok.get("sentencepiece")
+        if not isinstance(sp, dict) or sp.get("prepend") not in SP_PREPEND:
+            raise _fail(path, "tokenizer.sentencepiece is missing or its prepend is not one of "
+                              + ", ".join(SP_PREPEND))
+        unk = sp.get("unk_token_id")
+        if unk is not None and not (isinstance(unk, int) and 0 <= unk < vocab):
+            raise _fail(path, f"tokenizer.sentencepiece.unk_token_id {unk!r} is outside the vocabulary")
     return cfg
+
+
+# how a SentencePiece-style tokenizer prepends `▁` to a text segment (onebit/tokenizer.py)
+SP_PREPEND = ("always", "always-unless-space", "first-unless-space", "never")

@@ -1,10 +1,13 @@
-"""Tokenizers: `char` (one token per corpus character) and byte-level `bpe`, both as HF tokenizer.json.
+"""Tokenizers: `char` (one token per corpus character) and `bpe`, both as HF tokenizer.json.
 
 Both kinds are a Hugging Face `tokenizers.Tokenizer` with a BPE model, so the saved file loads in HF
 unchanged. The char kind is a BPE model whose vocab is the corpus' characters, with no merges, no
 pre-tokenizer and a `Fuse` decoder; since HF silently drops characters it does not know, `encode`
-does its own lookup and raises instead. The bpe kind is GPT-2 style: byte-level alphabet, GPT-2
-regex pre-tokenizer, `<|endoftext|>` special token at id 0.
+does its own lookup and raises instead. The bpe kind trained here is GPT-2 style: byte-level
+alphabet, GPT-2 regex pre-tokenizer, `<|endoftext|>` special token at id 0. Loaded from a
+tokenizer.json, bpe is one of three families (`pretokenizer`): GPT-2's byte-level BPE, Llama-3's,
+or SentencePiece-style (Llama-2, Mistral: `▁` for spaces, `<0xNN>` byte-fallback tokens); any
+other tokenizer.json is refused, since the C runtime could not encode it the way HF does.
 
 Every runtime needs the same two things from a tokenizer: the raw bytes of each token (`token_bytes`)
 and, for bpe, the merge list (`merges`). `decode` is defined from `token_bytes` so that the C and
@@ -33,6 +36,8 @@ KINDS = ("char", "bpe")
 # ByteLevel that has no regex of its own.
 GPT2 = "gpt2-bytelevel"
 LLAMA3 = "llama3-bytelevel"
+SENTENCEPIECE = "sentencepiece"
+METASPACE = "\u2581"  # SentencePiece's stand-in for a space
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 # Encode in pieces of about this many characters; HF encodes a batch of pieces in parallel.
@@ -93,6 +98,131 @@ def _next_boundary(text: str, pos: int, size: int, newline: bool = True) -> int:
     return -1
 
 
+FLAG_BYTE, FLAG_FALLBACK, FLAG_HIDDEN = 1, 2, 4
+
+
+def _check_text(text: str) -> None:
+    """HF takes only valid Unicode text; a str with lone surrogates (undecodable bytes read with
+    surrogateescape) is refused here with its position, as the C runtime refuses invalid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TokenizerError(f"text is not valid UTF-8 (lone surrogate U+{ord(text[e.start]):04X} "
+                             f"at offset {e.start})") from None
+
+
+def _decoder_steps(dec: dict) -> list[str]:
+    steps = dec.get("decoders") or [] if dec.get("type") == "Sequence" else [dec]
+    return [d.get("type") for d in steps]
+
+
+def fallback_byte(token: str) -> int | None:
+    """The byte that HF's ByteFallback decoder reads `token` as, or None: six bytes, `<0x`, two
+    characters that Rust's u8::from_str_radix(_, 16) takes (either case, or a `+` sign), `>`."""
+    if len(token.encode("utf-8")) != 6 or not token.startswith("<0x") or not token.endswith(">"):
+        return None
+    digits = token[3:5]
+    body = digits[1:] if digits.startswith("+") else digits
+    if not body or not all(c in "0123456789abcdefABCDEF" for c in body):
+        return None
+    return int(body, 16)
+
+
+def sentencepiece_settings(spec: dict, vocab: dict[str, int]) -> dict | None:
+    """What the C runtime needs to encode a SentencePiece-style BPE as HF does, or None when the
+    tokenizer is byte-level. The two shapes transformers writes for Llama-2 / Mistral:
+
+    - legacy: normalizer Sequence[Prepend("▁")?, Replace(" ", "▁")], no pre-tokenizer: every text
+      segment between special tokens is one word with `▁` prepended ("prepend": "always");
+    - Metaspace(replacement "▁", prepend_scheme, split) pre-tokenizer, no normalizer: `▁` is
+      prepended unless the segment already starts with one, for "always" every segment, for
+      "first" only the one at the start of the text ("prepend": "always-unless-space" /
+      "first-unless-space" / "never"); split=true cuts words before every `▁`.
+
+    and the decoder Sequence[Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0)?]."""
+    model, norm, pre, dec = spec["model"], spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("decoder") or {}
+    if pre is not None and pre.get("type") != "Metaspace" and not model.get("byte_fallback"):
+        return None
+    if _decoder_steps(dec) == ["ByteLevel"]:
+        return None
+    steps = dec.get("decoders") or [] if dec.get("type") == "Sequence" else [dec]
+    kinds = [d.get("type") for d in steps]
+    if kinds not in (["Replace", "ByteFallback", "Fuse"], ["Replace", "ByteFallback", "Fuse", "Strip"]):
+        raise TokenizerError(f"unsupported SentencePiece-style decoder {'+'.join(map(str, kinds))}: need "
+                             "Replace('▁', ' '), ByteFallback, Fuse and optionally Strip(' ', 1, 0)")
+    if steps[0].get("pattern") != {"String": METASPACE} or steps[0].get("content") != " ":
+        raise TokenizerError("unsupported SentencePiece-style decoder: its Replace is not '▁' -> ' '")
+    strip = 0
+    if len(steps) == 4:
+        if steps[3].get("content") != " " or steps[3].get("stop") != 0 or steps[3].get("start") not in (0, 1):
+            raise TokenizerError("unsupported SentencePiece-style decoder: Strip other than (' ', 1, 0)")
+        strip = steps[3]["start"]
+    if norm is not None:
+        if pre is not None:
+            raise TokenizerError("unsupported SentencePiece-style tokenizer: both a normalizer and a pre-tokenizer")
+        parts = norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]
+        types = [p.get("type") for p in parts]
+        if types not in (["Prepend", "Replace"], ["Replace"]) or parts[-1].get("pattern") != {"String": " "} \
+                or parts[-1].get("content") != METASPACE or (len(parts) == 2 and parts[0].get("prepend") != METASPACE):
+            raise TokenizerError(f"unsupported SentencePiece-style normalizer {'+'.join(map(str, types))}: "
+                                 "need Prepend('▁') and Replace(' ', '▁')")
+        prepend, split = ("always" if len(parts) == 2 else "never"), False
+    elif pre is not None and pre.get("type") == "Metaspace":
+        if pre.get("replacement") != METASPACE:
+            raise TokenizerError(f"unsupported Metaspace replacement {pre.get('replacement')!r}: need '▁'")
+        scheme = pre.get("prepend_scheme", "always")
+        if scheme not in ("always", "first", "never"):
+            raise TokenizerError(f"unsupported Metaspace prepend_scheme {scheme!r}")
+        prepend = "never" if scheme == "never" else f"{scheme}-unless-space"
+        split = bool(pre.get("split", True))
+    else:
+        raise TokenizerError("unsupported SentencePiece-style tokenizer: need the Prepend/Replace normalizer "
+                             "or a Metaspace pre-tokenizer")
+    if model.get("ignore_merges"):
+        raise TokenizerError("unsupported SentencePiece-style tokenizer: ignore_merges")
+    unk = model.get("unk_token")
+    if unk is not None and unk not in vocab:
+        raise TokenizerError(f"unk_token {unk!r} is not in the vocabulary")
+    if METASPACE not in vocab:
+        raise TokenizerError("SentencePiece-style tokenizer has no '▁' token")
+    return {"prepend": prepend, "split": split, "byte_fallback": bool(model.get("byte_fallback")),
+            "unk_token_id": None if unk is None else vocab[unk], "fuse_unk": bool(model.get("fuse_unk")),
+            "strip_leading_space": strip}
+
+
+def decode_sentencepiece(ids: Sequence[int], pieces: Sequence[bytes], flags: np.ndarray, strip: int) -> str:
+    """HF's Replace + ByteFallback + Fuse + Strip: a run of byte tokens becomes its bytes if they
+    are valid UTF-8 as a whole, else one U+FFFD per byte token; `strip` leading spaces of the
+    result go. Unknown ids become U+FFFD (HF drops them)."""
+    out: list[str] = []
+    run = bytearray()
+    n_run = 0
+
+    def flush() -> None:
+        nonlocal n_run
+        if n_run:
+            try:
+                out.append(run.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append("\ufffd" * n_run)
+            run.clear()
+            n_run = 0
+
+    for i in map(int, ids):
+        if 0 <= i < len(pieces) and flags[i] & FLAG_BYTE:
+            run += pieces[i]
+            n_run += 1
+            continue
+        flush()
+        out.append(pieces[i].decode("utf-8") if 0 <= i < len(pieces) else "\ufffd")
+    flush()
+    text = "".join(out)
+    for _ in range(strip):
+        if text.startswith(" "):
+            text = text[1:]
+    return text
+
+
 def split_chunks(text: str, size: int = CHUNK_CHARS, newline: bool = True) -> list[str]:
     """Cut text into pieces of about `size` characters at boundaries where BPE would split anyway
     (before a space followed by text, and before a newline followed by text when `newline`)."""
@@ -128,11 +258,23 @@ class Tokenizer:
             t["content"]: t["id"] for t in spec.get("added_tokens") or [] if t.get("special")
         }
         self.kind: str = self._detect_kind(spec, vocab)
-        self.pretokenizer: str = "none" if self.kind == "char" else self._detect_pretokenizer(spec.get("pre_tokenizer"))
+        # SentencePiece-style settings (None for the other kinds); see sentencepiece_settings
+        self.sentencepiece: dict | None = sentencepiece_settings(spec, vocab) if self.kind == "bpe" else None
+        self.add_prefix_space = False
+        if self.kind == "char":
+            self.pretokenizer: str = "none"
+        elif self.sentencepiece is not None:
+            self.pretokenizer = SENTENCEPIECE
+        else:
+            self.pretokenizer, self.add_prefix_space = self._detect_pretokenizer(spec.get("pre_tokenizer"))
+        self.ignore_merges = bool(model.get("ignore_merges")) and self.kind == "bpe"
+        self._check_model_options(model)
+        self._check_added_tokens(spec)
         self._id_to_token = [""] * self.vocab_size
         for token, i in vocab.items():
             self._id_to_token[i] = token
         self._bytes = [self._raw_bytes(i) for i in range(self.vocab_size)]
+        self._flags = self.token_flags()
         if self.kind == "char":
             # sorted code points and their ids: np.searchsorted encodes the whole corpus at once
             cps = np.array([ord(t) for t in self._id_to_token], dtype=np.int64)
@@ -142,34 +284,75 @@ class Tokenizer:
     @staticmethod
     def _detect_kind(spec: dict, vocab: dict[str, int]) -> str:
         model, pre, dec = spec["model"], spec.get("pre_tokenizer"), spec.get("decoder") or {}
-        if (not model.get("merges") and pre is None and dec.get("type") == "Fuse"
+        if (not model.get("merges") and spec.get("normalizer") is None and pre is None and dec.get("type") == "Fuse"
                 and all(len(t) == 1 for t in vocab) and not spec.get("added_tokens")):
             return "char"
         pre_types = {p.get("type") for p in (pre or {}).get("pretokenizers", [pre or {}])}
         if "ByteLevel" in pre_types and dec.get("type") == "ByteLevel":
+            if spec.get("normalizer") is not None:
+                raise TokenizerError(f"unsupported tokenizer: a byte-level BPE with a normalizer "
+                                     f"({(spec['normalizer'] or {}).get('type')})")
             return "bpe"
-        raise TokenizerError("unsupported tokenizer: need a char tokenizer or a byte-level BPE "
-                             "(ByteLevel pre-tokenizer and decoder)")
+        if model.get("byte_fallback") or _decoder_steps(dec)[:1] == ["Replace"] or dec.get("type") == "Metaspace":
+            return "bpe"  # SentencePiece-style; sentencepiece_settings checks the details
+        raise TokenizerError("unsupported tokenizer: need a char tokenizer, a byte-level BPE (ByteLevel "
+                             "pre-tokenizer and decoder) or a SentencePiece-style BPE (byte_fallback, "
+                             "Replace/ByteFallback/Fuse/Strip decoder)")
 
     @staticmethod
-    def _detect_pretokenizer(pre: dict) -> str:
-        """GPT2 or LLAMA3; any other byte-level pre-tokenizer is refused, since the C runtime could
-        not split text the way HF does."""
+    def _check_model_options(model: dict) -> None:
+        for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(key):
+                raise TokenizerError(f"unsupported tokenizer: BPE {key} {model[key]!r}")
+        if model.get("dropout"):
+            raise TokenizerError(f"unsupported tokenizer: BPE dropout {model['dropout']} (encoding is random)")
+
+    def _check_added_tokens(self, spec: dict) -> None:
+        """The C runtime splits out special tokens by their exact text, before anything else; HF
+        does the same for the added tokens below, so other flavours are refused."""
+        if self.kind == "char":
+            return
+        for t in spec.get("added_tokens") or []:
+            what = t.get("content")
+            if not t.get("special"):
+                raise TokenizerError(f"unsupported tokenizer: added token {what!r} is not special")
+            for flag in ("single_word", "lstrip", "rstrip"):
+                if t.get(flag):
+                    raise TokenizerError(f"unsupported tokenizer: special token {what!r} has {flag}")
+            if t.get("normalized") and spec.get("normalizer") is not None:
+                raise TokenizerError(f"unsupported tokenizer: special token {what!r} is matched after "
+                                     "normalization")
+            if not what:
+                raise TokenizerError("unsupported tokenizer: an empty special token")
+            if self.pretokenizer == SENTENCEPIECE and (METASPACE in what or fallback_byte(what) is not None):
+                # the runtimes find special tokens by their decoded bytes, which are not their text
+                raise TokenizerError(f"unsupported tokenizer: special token {what!r} decodes to other text")
+            if self.pretokenizer == SENTENCEPIECE or self.add_prefix_space:
+                # every text segment may gain a leading token; a special token of two bytes or
+                # more pays for it, which keeps "len + 1 ids always suffice" true in C
+                if len(what.encode("utf-8")) < 2:
+                    raise TokenizerError(f"unsupported tokenizer: special token {what!r} is a single byte")
+
+    @staticmethod
+    def _detect_pretokenizer(pre: dict) -> tuple[str, bool]:
+        """(GPT2 or LLAMA3, add_prefix_space); any other byte-level pre-tokenizer is refused, since
+        the C runtime could not split text the way HF does."""
         steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
         if len(steps) == 1 and steps[0].get("type") == "ByteLevel" and steps[0].get("use_regex", True):
-            if steps[0].get("add_prefix_space"):
-                raise TokenizerError("unsupported tokenizer: ByteLevel with add_prefix_space")
-            return GPT2
+            return GPT2, bool(steps[0].get("add_prefix_space"))
         if (len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel"
                 and not steps[1].get("use_regex", True) and not steps[1].get("add_prefix_space")
                 and (steps[0].get("pattern") or {}).get("Regex") == LLAMA3_SPLIT
                 and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")):
-            return LLAMA3
+            return LLAMA3, False
         raise TokenizerError("unsupported byte-level pre-tokenizer: need GPT-2's ByteLevel regex or "
                              "Llama-3's Split regex followed by ByteLevel(use_regex=false)")
 
     def _raw_bytes(self, token_id: int) -> bytes:
         token = self._id_to_token[token_id]
+        if self.sentencepiece is not None:  # the decoder's Replace, then ByteFallback
+            byte = fallback_byte(token)
+            return token.replace(METASPACE, " ").encode("utf-8") if byte is None else bytes([byte])
         if self.kind == "char" or token in self.special_tokens:
             return token.encode("utf-8")
         table = _byte_decoder()
@@ -182,7 +365,17 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         if self.kind == "char":
             return self._encode_char(text)
+        _check_text(text)
+        if not self._chunkable:
+            return self.hf.encode(text, add_special_tokens=False).ids
         return self._encode_bpe(split_chunks(text, newline=self.pretokenizer == GPT2))
+
+    @property
+    def _chunkable(self) -> bool:
+        """Whether encoding pieces of a text gives the text's ids. Not when every piece would gain
+        a leading space or `▁` (add_prefix_space, SentencePiece), nor under ignore_merges (a
+        whole pre-token in the vocabulary wins, so the split regex alone no longer decides)."""
+        return self.kind == "bpe" and not (self.sentencepiece or self.add_prefix_space or self.ignore_merges)
 
     def encode_stream(self, texts: Iterable[str]) -> Iterator[list[int]]:
         """Encode consecutive pieces of one text; the concatenated ids equal encode("".join(texts)).
@@ -195,6 +388,9 @@ class Tokenizer:
             if self.kind == "char":
                 yield self._encode_char(text, offset)
                 offset += len(text)
+                continue
+            if not self._chunkable:  # held whole: no piece boundary is safe (see _chunkable)
+                carry += text
                 continue
             scanned = max(0, len(carry) - 1)  # the old tail had no boundary; its last char lacked a lookahead
             carry += text
@@ -224,10 +420,34 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Concatenated token bytes as UTF-8; invalid bytes and unknown ids become U+FFFD."""
+        """Concatenated token bytes as UTF-8; invalid bytes and unknown ids become U+FFFD. This is
+        HF's decode(ids, skip_special_tokens=False) for every supported tokenizer.json (its
+        ByteLevel decoder is from_utf8_lossy, which replaces the same maximal invalid subparts as
+        Python), except SentencePiece-style ones: see decode_sentencepiece."""
         n = self.vocab_size
+        if self.sentencepiece is not None:
+            return decode_sentencepiece(ids, self._bytes, self._flags, self.sentencepiece["strip_leading_space"])
         raw = b"".join(self._bytes[i] if 0 <= i < n else REPLACEMENT for i in map(int, ids))
         return raw.decode("utf-8", errors="replace")
+
+    def token_flags(self) -> np.ndarray:
+        """uint8 per token, SentencePiece-style only (zeros otherwise): FLAG_BYTE, the decoder
+        reads the token as one raw byte (`<0xNN>`); FLAG_FALLBACK, the token byte fallback encodes
+        that byte with (`<0xNN>`, upper case exactly); FLAG_HIDDEN, the token's text cannot be
+        looked up by its bytes (a byte token, or text with a real space, which encoding never
+        sees since spaces become `▁`)."""
+        flags = np.zeros(self.vocab_size, dtype=np.uint8)
+        if self.sentencepiece is None:
+            return flags
+        for i, token in enumerate(self._id_to_token):
+            byte = fallback_byte(token)
+            if byte is not None:
+                flags[i] |= FLAG_BYTE | FLAG_HIDDEN
+                if token == f"<0x{byte:02X}>":
+                    flags[i] |= FLAG_FALLBACK
+            if " " in token:
+                flags[i] |= FLAG_HIDDEN
+        return flags
 
     def token_bytes(self, token_id: int) -> bytes:
         if not 0 <= token_id < self.vocab_size:

@@ -89,6 +89,22 @@ def tokenizer_tensors(tok: Tokenizer) -> list[TensorData]:
     merges = np.array(tok.merges(), dtype=np.int32).reshape(-1, 3)
     if len(merges):
         out.append(TensorData("tokenizer.merges", "I32", merges.shape, merges))
+    if tok.sentencepiece is not None:
+        flags = tok.token_flags()
+        out.append(TensorData("tokenizer.flags", "U8", flags.shape, flags))
+    return out
+
+
+def tokenizer_meta(tok: Tokenizer) -> dict:
+    """The metadata `tokenizer` object's encoding fields (docs/FORMAT.md)."""
+    out = {"type": tok.kind, "vocab_size": tok.vocab_size, "pretokenizer": tok.pretokenizer,
+           "special_tokens": dict(tok.special_tokens)}
+    if tok.add_prefix_space:
+        out["add_prefix_space"] = True
+    if tok.ignore_merges:
+        out["ignore_merges"] = True
+    if tok.sentencepiece is not None:
+        out["sentencepiece"] = dict(tok.sentencepiece)
     return out
 
 
@@ -127,8 +143,7 @@ def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
         "config": cfg.to_dict(),
         "quant": {"weights": "mixed" if cfg.mixed else cfg.quant, "pack": effective_pack(cfg.quant, opts.pack, cfg.mixed),
                   "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype},
-        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size, "pretokenizer": tok.pretokenizer,
-                      "special_tokens": dict(tok.special_tokens), **tokenizer_generation_meta(ckpt)},
+        "tokenizer": {**tokenizer_meta(tok), **tokenizer_generation_meta(ckpt)},
         "provenance": {"onebit_version": onebit.__version__, "step": ckpt.meta.get("step"),
                        "val_loss": ckpt.meta.get("val_loss"), "source": source},
     }

@@ -124,7 +124,11 @@ enum { OB_POS_ROPE = 0, OB_POS_LEARNED = 1 };
 enum { OB_ACT_SILU = 0, OB_ACT_RELU2 = 1, OB_ACT_GELU = 2 };
 enum { OB_TOK_CHAR = 0, OB_TOK_BPE = 1 };
 /* pre-tokenizers of byte-level BPE (metadata tokenizer.pretokenizer) */
-enum { OB_PRE_NONE = 0, OB_PRE_GPT2 = 1, OB_PRE_LLAMA3 = 2 };
+enum { OB_PRE_NONE = 0, OB_PRE_GPT2 = 1, OB_PRE_LLAMA3 = 2, OB_PRE_SENTENCEPIECE = 3 };
+/* SentencePiece-style: when a text segment gets a leading metaspace (onebit/tokenizer.py) */
+enum { OB_SP_ALWAYS = 0, OB_SP_ALWAYS_UNLESS_SPACE = 1, OB_SP_FIRST_UNLESS_SPACE = 2, OB_SP_NEVER = 3 };
+/* tokenizer.flags bits (SentencePiece-style only) */
+enum { OB_TOKF_BYTE = 1, OB_TOKF_FALLBACK = 2, OB_TOKF_HIDDEN = 4 };
 
 typedef struct ob_config {
     int vocab_size, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq_len;
@@ -177,6 +181,11 @@ typedef struct ob_tokenizer {
     uint32_t merge_hash_mask;
     uint64_t hash_key; /* keys both tables (tokenizer.c: hash flooding) */
     int pretok; /* OB_PRE_* */
+    int add_prefix_space, ignore_merges; /* byte-level options */
+    /* SentencePiece-style: tokenizer.flags, prepend rule, split at metaspaces, byte fallback,
+     * unk id (-1: none) and fusing, spaces stripped from the front of decoded text, id of "▁" */
+    const uint8_t *flags;
+    int sp_prepend, sp_split, sp_byte_fallback, sp_unk, sp_fuse_unk, sp_strip, sp_space;
     int n_special;
     int32_t special_ids[256]; /* Llama-3 reserves 256 */
 } ob_tokenizer;

@@ -295,7 +295,7 @@ static ob_status parse_config(ob_config *c, const ob_file *f, char *err, size_t 
         return OB_ERR_FORMAT;
     }
     static const char *const kinds[] = {"char", "bpe", NULL};
-    static const char *const pretoks[] = {"none", "gpt2-bytelevel", "llama3-bytelevel", NULL};
+    static const char *const pretoks[] = {"none", "gpt2-bytelevel", "llama3-bytelevel", "sentencepiece", NULL};
     int tvocab, pre;
     TRY(get_choice(tj, "tokenizer", "type", kinds, &c->tok_kind, err, es));
     TRY(get_choice(tj, "tokenizer", "pretokenizer", pretoks, &pre, err, es));

@@ -1,7 +1,8 @@
-/* tokenizer.c - the char and byte-level BPE tokenizers of onebit/tokenizer.py, read in place from
- * the tokenizer.* tensors.  Encoding matches HF tokenizers byte for byte: special tokens are split
- * out first, then (BPE) the GPT-2 or Llama-3 regex pre-tokenizer, then merges by rank inside each
- * pre-token.
+/* tokenizer.c - the char and BPE tokenizers of onebit/tokenizer.py, read in place from the
+ * tokenizer.* tensors.  Encoding matches HF tokenizers byte for byte: special tokens are split out
+ * first, then (byte-level BPE) the GPT-2 or Llama-3 regex pre-tokenizer, or (SentencePiece-style)
+ * spaces become metaspaces and a character missing from the vocabulary becomes its <0xNN> byte
+ * tokens; then merges by rank inside each pre-token.
  * The lookup tables live in the model's arena and scratch in the caller's output, except for a
  * pre-token longer than BPE_SMALL bytes, whose linear-ish merge takes scratch from malloc. */
 #include <stdio.h>
@@ -79,6 +80,49 @@ static int32_t merge_find(const ob_tokenizer *t, int32_t left, int32_t right) {
     }
 }
 
+/* The tokenizer.sentencepiece object and tokenizer.flags (docs/FORMAT.md). */
+static ob_status sp_settings(ob_tokenizer *t, const ob_file *f, ob_json tj, char *err, size_t es) {
+    static const char *const prepends[] = {"always", "always-unless-space", "first-unless-space", "never"};
+    ob_json sp, v;
+    ob_tensor_rec rec;
+    int b;
+    long long unk;
+    int r = ob_file_find(f, "tokenizer.flags", &rec, err, es);
+    if (r > 0) return (ob_status)r;
+    if (r < 0 || rec.dtype != OB_DT_U8 || rec.n_dims != 1 || rec.shape[0] != (uint64_t)t->vocab_size) {
+        ob_set_msg(err, es, "tensor 'tokenizer.flags' (U8 [vocab_size]) is missing or malformed");
+        return OB_ERR_FORMAT;
+    }
+    t->flags = ob_file_tensor_data(f, &rec);
+    if (ob_json_get(tj, "sentencepiece", &sp) || !ob_json_is_object(sp)) {
+        ob_set_msg(err, es, "metadata: tokenizer.sentencepiece object is missing");
+        return OB_ERR_FORMAT;
+    }
+    t->sp_prepend = -1;
+    if (ob_json_get(sp, "prepend", &v) == 0)
+        for (int i = 0; i < 4; i++)
+            if (ob_json_string_eq(v, prepends[i])) t->sp_prepend = i;
+    if (t->sp_prepend < 0) {
+        ob_set_msg(err, es, "metadata: tokenizer.sentencepiece.prepend is not one of always, always-unless-space, "
+                            "first-unless-space, never");
+        return OB_ERR_UNSUPPORTED;
+    }
+    t->sp_unk = -1;
+    if (ob_json_get(sp, "unk_token_id", &v) == 0 && ob_json_int(v, &unk) == 0) {
+        if (unk < 0 || unk >= t->vocab_size) {
+            ob_set_msg(err, es, "metadata: tokenizer.sentencepiece.unk_token_id %lld is outside the vocabulary", unk);
+            return OB_ERR_FORMAT;
+        }
+        t->sp_unk = (int)unk;
+    }
+    if (ob_json_get(sp, "split", &v) == 0 && ob_json_bool(v, &b) == 0) t->sp_split = b;
+    if (ob_json_get(sp, "byte_fallback", &v) == 0 && ob_json_bool(v, &b) == 0) t->sp_byte_fallback = b;
+    if (ob_json_get(sp, "fuse_unk", &v) == 0 && ob_json_bool(v, &b) == 0) t->sp_fuse_unk = b;
+    if (ob_json_get(sp, "strip_leading_space", &v) == 0 && ob_json_int(v, &unk) == 0)
+        t->sp_strip = unk < 0 ? 0 : unk > 8 ? 8 : (int)unk;
+    return OB_OK;
+}
+
 ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size_t merge_cap, char *err,
                             size_t es) {
     ob_tokenizer *t = &m->tok;
@@ -135,6 +179,21 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
                 }
             }
     }
+    ob_json root = ob_json_root((const char *)f->data + f->meta_offset, (size_t)f->meta_size), tj, sj, k, v;
+    t->pretok = t->kind == OB_TOK_CHAR ? OB_PRE_NONE : OB_PRE_GPT2; /* model.c checked the name */
+    if (t->kind == OB_TOK_BPE && ob_json_get(root, "tokenizer", &tj) == 0) {
+        int b;
+        if (ob_json_get(tj, "pretokenizer", &v) == 0 && ob_json_string_eq(v, "llama3-bytelevel"))
+            t->pretok = OB_PRE_LLAMA3;
+        if (ob_json_get(tj, "pretokenizer", &v) == 0 && ob_json_string_eq(v, "sentencepiece"))
+            t->pretok = OB_PRE_SENTENCEPIECE;
+        if (ob_json_get(tj, "add_prefix_space", &v) == 0 && ob_json_bool(v, &b) == 0) t->add_prefix_space = b;
+        if (ob_json_get(tj, "ignore_merges", &v) == 0 && ob_json_bool(v, &b) == 0) t->ignore_merges = b;
+        if (t->pretok == OB_PRE_SENTENCEPIECE) {
+            ob_status st = sp_settings(t, f, tj, err, es);
+            if (st) return st;
+        }
+    }
     t->vocab_hash = (int32_t *)ob_arena_alloc(arena, 4 * vocab_cap);
     t->merge_hash = (int32_t *)ob_arena_alloc(arena, 4 * merge_cap);
     if (!t->vocab_hash || !t->merge_hash) {
@@ -148,7 +207,13 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
     for (int32_t id = 0; id < V; id++) {
         const uint8_t *b;
         int len = ob_tok_len(t, id, &b);
-        if (len == 1 && t->byte_token[b[0]] < 0) t->byte_token[b[0]] = id;
+        if (t->flags) { /* byte fallback goes to the <0xNN> tokens; hidden ones are never looked up */
+            int fl = t->flags[id];
+            if ((fl & OB_TOKF_FALLBACK) && len == 1 && t->byte_token[b[0]] < 0) t->byte_token[b[0]] = id;
+            if (fl & OB_TOKF_HIDDEN) continue;
+        } else if (len == 1 && t->byte_token[b[0]] < 0) {
+            t->byte_token[b[0]] = id;
+        }
         if (vocab_find(t, b, (size_t)len) >= 0) continue; /* the first id wins */
         uint32_t h = bytes_hash(t, b, (size_t)len) & t->vocab_hash_mask;
         while (t->vocab_hash[h]) h = (h + 1) & t->vocab_hash_mask;
@@ -160,19 +225,18 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
         while (t->merge_hash[h]) h = (h + 1) & t->merge_hash_mask;
         t->merge_hash[h] = i + 1;
     }
-    if (t->kind == OB_TOK_BPE)
+    if (t->pretok == OB_PRE_SENTENCEPIECE && (t->sp_space = vocab_find(t, (const uint8_t *)" ", 1)) < 0) {
+        ob_set_msg(err, es, "SentencePiece-style tokenizer has no token for the metaspace");
+        return OB_ERR_FORMAT;
+    }
+    if (t->kind == OB_TOK_BPE && t->pretok != OB_PRE_SENTENCEPIECE)
         for (int b = 0; b < 256; b++)
             if (t->byte_token[b] < 0) {
                 ob_set_msg(err, es, "BPE tokenizer has no token for byte 0x%02x", b);
                 return OB_ERR_FORMAT;
             }
     /* special tokens, split out of the text before pre-tokenization (as HF's added tokens) */
-    ob_json root = ob_json_root((const char *)f->data + f->meta_offset, (size_t)f->meta_size), tj, sj, k, v;
     size_t cur = 0;
-    t->pretok = t->kind == OB_TOK_CHAR ? OB_PRE_NONE : OB_PRE_GPT2; /* model.c checked the name */
-    if (t->kind == OB_TOK_BPE && ob_json_get(root, "tokenizer", &tj) == 0 &&
-        ob_json_get(tj, "pretokenizer", &v) == 0 && ob_json_string_eq(v, "llama3-bytelevel"))
-        t->pretok = OB_PRE_LLAMA3;
     if (ob_json_get(root, "tokenizer", &tj) == 0 && ob_json_get(tj, "special_tokens", &sj) == 0)
         while (ob_json_next(sj, &cur, &k, &v) == 0) {
             long long id;
@@ -187,6 +251,12 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
             if (blen == 0) {
                 ob_set_msg(err, es, "special token %lld is empty", id);
                 return OB_ERR_FORMAT;
+            }
+            /* a segment may gain a leading token (add_prefix_space, a metaspace); a special token of
+             * two bytes or more pays for it, so len + 1 ids always suffice */
+            if (blen < 2 && (t->add_prefix_space || t->pretok == OB_PRE_SENTENCEPIECE)) {
+                ob_set_msg(err, es, "special token %lld is a single byte, not supported with a leading space", id);
+                return OB_ERR_UNSUPPORTED;
             }
             /* encoding tries every special token at every byte: a bounded length keeps it linear */
             if (blen > OB_SPECIAL_MAX) {
@@ -439,19 +509,29 @@ int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n) {
     return len;
 }
 
-/* One pre-token: byte tokens into the output (n slots of scratch), then merged. */
-static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok_out *o) {
-    if ((size_t)(o->cap - o->n) < n) return OB_ERR_BUFFER;
+/* Merges over the len symbols at the end of the output. */
+static ob_status merge_tail(const ob_tokenizer *t, int len, tok_out *o) {
     int32_t *w = o->out + o->n;
-    int len = (int)n;
-    for (int i = 0; i < len; i++) w[i] = t->byte_token[s[i]];
     len = len <= BPE_SMALL ? ob_bpe_merge_small(t, w, len) : ob_bpe_merge_heap(t, w, len);
     if (len < 0) return OB_ERR_NOMEM;
     o->n += len;
     return OB_OK;
 }
 
-static ob_status encode_bpe_segment(const ob_tokenizer *t, text_view seg, tok_out *o) {
+/* One byte-level pre-token: byte tokens into the output (n slots of scratch), then merged; under
+ * ignore_merges a pre-token that is a token by itself is that token. */
+static ob_status bpe_word(const ob_tokenizer *t, const uint8_t *s, size_t n, tok_out *o) {
+    if ((size_t)(o->cap - o->n) < n) return OB_ERR_BUFFER;
+    int32_t whole = t->ignore_merges ? vocab_find(t, s, n) : -1;
+    if (whole >= 0) {
+        o->out[o->n++] = whole;
+        return OB_OK;
+    }
+    for (size_t i = 0; i < n; i++) o->out[o->n + i] = t->byte_token[s[i]];
+    return merge_tail(t, (int)n, o);
+}
+
+static ob_status encode_bytelevel(const ob_tokenizer *t, text_view seg, tok_out *o) {
     size_t i = 0;
     while (i < seg.n) {
         size_t e = t->pretok == OB_PRE_LLAMA3 ? pretoken_end_llama3(seg, i) : pretoken_end(seg, i);
@@ -460,6 +540,82 @@ static ob_status encode_bpe_segment(const ob_tokenizer *t, text_view seg, tok_ou
         i = e;
     }
     return OB_OK;
+}
+
+/* ---------------------------------------------------------------- SentencePiece-style */
+
+/* Bytes of the metaspace (U+2581) or space at s[i], else 0: both are the "▁" token. */
+static int metaspace_at(text_view seg, size_t i) {
+    if (i < seg.n && seg.s[i] == ' ') return 1;
+    if (i + 2 < seg.n && seg.s[i] == 0xe2 && seg.s[i + 1] == 0x96 && seg.s[i + 2] == 0x81) return 3;
+    return 0;
+}
+
+/* One word (HF's BPE merge_word): a symbol per character, the character's own token if the
+ * vocabulary has it, else its <0xNN> tokens (byte_fallback), else unk (consecutive unks fused
+ * into one under fuse_unk; a byte-fallback character does not end a run, as in HF); then merges.
+ * `lead` puts a metaspace first. */
+static ob_status sp_word(const ob_tokenizer *t, text_view seg, size_t i, size_t end, int lead, tok_out *o) {
+    if ((size_t)(o->cap - o->n) < end - i + (size_t)lead) return OB_ERR_BUFFER;
+    int32_t *w = o->out + o->n;
+    int len = 0, pending_unk = 0;
+    if (lead) w[len++] = t->sp_space;
+    while (i < end) {
+        int l = ob_utf8_len(seg.s + i, seg.n - i), m = metaspace_at(seg, i);
+        int32_t id = m ? t->sp_space : vocab_find(t, seg.s + i, (size_t)l);
+        if (m) l = m;
+        if (id >= 0) {
+            if (pending_unk) w[len++] = t->sp_unk;
+            pending_unk = 0;
+            w[len++] = id;
+        } else {
+            int ok = t->sp_byte_fallback;
+            for (int k = 0; ok && k < l; k++) ok = t->byte_token[seg.s[i + (size_t)k]] >= 0;
+            if (ok) {
+                for (int k = 0; k < l; k++) w[len++] = t->byte_token[seg.s[i + (size_t)k]];
+            } else if (t->sp_unk >= 0) {
+                if (pending_unk && !t->sp_fuse_unk) w[len++] = t->sp_unk;
+                pending_unk = 1;
+            }
+        }
+        i += (size_t)l;
+    }
+    if (pending_unk) w[len++] = t->sp_unk;
+    return merge_tail(t, len, o);
+}
+
+/* A text segment between special tokens: maybe a leading metaspace, then one word, or with
+ * split a word starting at every metaspace. */
+static ob_status encode_sentencepiece(const ob_tokenizer *t, text_view seg, int at_start, tok_out *o) {
+    if (seg.n == 0) return OB_OK;
+    int p = t->sp_prepend, space0 = metaspace_at(seg, 0) > 0;
+    int lead = p == OB_SP_ALWAYS || (p == OB_SP_ALWAYS_UNLESS_SPACE && !space0) ||
+               (p == OB_SP_FIRST_UNLESS_SPACE && at_start && !space0);
+    if (!t->sp_split) return sp_word(t, seg, 0, seg.n, lead, o);
+    size_t i = 0; /* (lead is 0 when the text starts with a metaspace: split comes only with Metaspace) */
+    while (i < seg.n) {
+        size_t e = i + (size_t)(metaspace_at(seg, i) ? metaspace_at(seg, i) : ob_utf8_len(seg.s + i, seg.n - i));
+        while (e < seg.n && !metaspace_at(seg, e)) e += (size_t)ob_utf8_len(seg.s + e, seg.n - e);
+        ob_status st = sp_word(t, seg, i, e, lead, o);
+        if (st) return st;
+        lead = 0;
+        i = e;
+    }
+    return OB_OK;
+}
+
+/* A segment of text between special tokens, whichever the pre-tokenizer. */
+static ob_status encode_segment(const ob_tokenizer *t, text_view seg, int at_start, tok_out *o) {
+    if (t->pretok == OB_PRE_SENTENCEPIECE) return encode_sentencepiece(t, seg, at_start, o);
+    if (!t->add_prefix_space || seg.n == 0 || seg.s[0] == ' ') return encode_bytelevel(t, seg, o);
+    /* ByteLevel(add_prefix_space): every segment not starting with a space gets one */
+    uint8_t *copy = (uint8_t *)malloc(seg.n + 1);
+    if (!copy) return OB_ERR_NOMEM;
+    copy[0] = ' ';
+    memcpy(copy + 1, seg.s, seg.n);
+    ob_status st = encode_bytelevel(t, (text_view){copy, seg.n + 1}, o);
+    free(copy);
+    return st;
 }
 
 /* Longest special token starting at s (n bytes left); its id, or -1. */
@@ -523,7 +679,7 @@ ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_
                 continue;
             }
             text_view seg = {s + start, i - start};
-            st = encode_bpe_segment(t, seg, &o);
+            st = encode_segment(t, seg, start == 0, &o);
             if (st == OB_OK && sid >= 0) {
                 if (o.n == o.cap) st = OB_ERR_BUFFER;
                 else o.out[o.n++] = sid;
@@ -538,8 +694,8 @@ ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_
         return st;
     }
     if (st == OB_ERR_BUFFER) {
-        *n_tokens = (int)(len < (size_t)0x7fffffff ? len : 0x7fffffff);
-        ob_set_msg(err, es, "token buffer of %d ids is too small (%zu always suffices)", cap, len);
+        *n_tokens = (int)(len < (size_t)0x7ffffffe ? len + 1 : 0x7fffffff);
+        ob_set_msg(err, es, "token buffer of %d ids is too small (%zu always suffices)", cap, len + 1);
         return st;
     }
     *n_tokens = o.n;
@@ -559,6 +715,58 @@ ob_status ob_token_bytes(const ob_model *m, int32_t token, const uint8_t **bytes
     return OB_OK;
 }
 
+/* Where decoded bytes go: into buf (cap bytes) after the first `skip`; total counts them all and
+ * head keeps the first few, which is all the decoder's Strip needs to see. */
+typedef struct {
+    char *buf;
+    size_t cap, skip, total;
+    uint8_t head[8];
+} text_sink;
+
+static void sink_put(text_sink *k, const uint8_t *p, size_t n) {
+    for (size_t j = 0; j < n; j++, k->total++) {
+        if (k->total < sizeof k->head) k->head[k->total] = p[j];
+        if (k->total >= k->skip && k->total - k->skip < k->cap) k->buf[k->total - k->skip] = (char)p[j];
+    }
+}
+
+static uint8_t byte_of(const ob_tokenizer *t, int32_t id) { return t->bytes[ob_rd_i32(t->offsets + 4 * (size_t)id)]; }
+
+/* Whether the bytes of run byte tokens form valid UTF-8 (Rust's from_utf8, as ob_utf8_len). */
+static int run_is_utf8(const ob_tokenizer *t, const int32_t *ids, int run) {
+    for (int k = 0; k < run;) {
+        uint8_t w[4];
+        int m = run - k < 4 ? run - k : 4;
+        for (int j = 0; j < m; j++) w[j] = byte_of(t, ids[k + j]);
+        int u = ob_utf8_len(w, (size_t)m);
+        if (!u) return 0;
+        k += u;
+    }
+    return 1;
+}
+
+/* The text of the tokens: their bytes, except that a SentencePiece-style tokenizer decodes as HF's
+ * Replace + ByteFallback + Fuse + Strip (a run of byte tokens that is not UTF-8 as a whole is one
+ * U+FFFD per token; leading spaces stripped). */
+static void decode_into(const ob_tokenizer *t, const int32_t *tokens, int n, text_sink *k) {
+    for (int i = 0; i < n;) {
+        int run = 0;
+        while (t->flags && i + run < n && (t->flags[tokens[i + run]] & OB_TOKF_BYTE)) run++;
+        if (run == 0) {
+            const uint8_t *b;
+            int l = ob_tok_len(t, tokens[i++], &b);
+            sink_put(k, b, (size_t)l);
+            continue;
+        }
+        int valid = run_is_utf8(t, tokens + i, run);
+        for (int j = 0; j < run; j++) {
+            uint8_t c = byte_of(t, tokens[i + j]);
+            sink_put(k, valid ? &c : (const uint8_t *)"\xef\xbf\xbd", valid ? 1 : 3);
+        }
+        i += run;
+    }
+}
+
 ob_status ob_detokenize_ex(const ob_model *m, const int32_t *tokens, int n, char *buf, size_t cap, size_t *len,
                            char *err, size_t es) {
     if (err && es) err[0] = 0;
@@ -566,27 +774,33 @@ ob_status ob_detokenize_ex(const ob_model *m, const int32_t *tokens, int n, char
         ob_set_msg(err, es, "invalid argument (NULL model, tokens, buf or len, or a negative count)");
         return OB_ERR_INVALID_ARG;
     }
-    size_t total = 0;
+    const ob_tokenizer *t = &m->tok;
+    uint64_t bound = 0; /* every token's bytes, or 3 per byte token: more than the text */
     for (int i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= m->tok.vocab_size) {
-            ob_set_msg(err, es, "token id %d at index %d is outside the vocabulary of %d", tokens[i], i,
-                       m->tok.vocab_size);
+        if (tokens[i] < 0 || tokens[i] >= t->vocab_size) {
+            ob_set_msg(err, es, "token id %d at index %d is outside the vocabulary of %d", tokens[i], i, t->vocab_size);
             return OB_ERR_TOKEN;
         }
         const uint8_t *b;
-        size_t l = (size_t)ob_tok_len(&m->tok, tokens[i], &b);
-        if (l > SIZE_MAX - total) { /* only reachable with a 32-bit size_t */
-            ob_set_msg(err, es, "the text of %d tokens is larger than the address space", n);
-            return OB_ERR_BUFFER;
-        }
-        if (total + l <= cap) memcpy(buf + total, b, l);
-        total += l;
+        bound += (uint64_t)ob_tok_len(t, tokens[i], &b) + 3;
     }
+    if (bound > (uint64_t)SIZE_MAX) { /* only reachable with a 32-bit size_t */
+        ob_set_msg(err, es, "the text of %d tokens is larger than the address space", n);
+        return OB_ERR_BUFFER;
+    }
+    text_sink k = {buf, 0, 0, 0, {0}};
+    decode_into(t, tokens, n, &k); /* the size and the head only */
+    size_t strip = 0;
+    while (t->flags && (int)strip < t->sp_strip && strip < k.total && strip < sizeof k.head && k.head[strip] == ' ')
+        strip++;
+    size_t total = k.total - strip;
     *len = total;
     if (total > cap) {
         ob_set_msg(err, es, "output buffer of %zu bytes is too small (%zu needed)", cap, total);
         return OB_ERR_BUFFER;
     }
+    k = (text_sink){buf, cap, strip, 0, {0}};
+    decode_into(t, tokens, n, &k);
     return OB_OK;
 }
 

@@ -1,0 +1,157 @@
+"""SentencePiece-style (Llama-2 / Mistral, byte fallback) and GPT-2-style tokenizer.json files:
+onebit's Python tokenizer and the C tokenizer encode a large mixed sample (invalid UTF-8 read
+with replacement included) and decode any ids exactly as HF `tokenizers` does; a model exported
+with such a tokenizer generates the same greedy text in PyTorch and C."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from tokenizer_fixtures import gpt2_tokenizer, mixed_sample, sentencepiece_tokenizer
+
+from conftest import MICRO_MODEL
+from onebit import tokenizer as tokmod
+from onebit.tokenizer import GPT2, SENTENCEPIECE, Tokenizer, TokenizerError
+
+# (name, builder): every tokenizer.json shape transformers writes for these families
+SP_FORMS = {
+    "legacy": lambda: sentencepiece_tokenizer("legacy"),
+    "first": lambda: sentencepiece_tokenizer("first"),
+    "always-split": lambda: sentencepiece_tokenizer("always", split=True),
+    "never": lambda: sentencepiece_tokenizer("never", strip=False),
+    "no-fallback": lambda: sentencepiece_tokenizer("legacy", byte_fallback=False),
+}
+GPT2_FORMS = {"gpt2": lambda: gpt2_tokenizer(), "gpt2-prefix": lambda: gpt2_tokenizer(add_prefix_space=True)}
+FORMS = {**SP_FORMS, **GPT2_FORMS}
+EDGE_TEXTS = ["", " ", "  ", "\u2581", "x", " x", "<s>", "<s>x", "<s> x", "x<s>", "<s><s>", "</s> </s>", "a<s>b",
+              "<unk>", "東京", "\ufffd\ufffd", "<0x41>", "\n", "\u2581\u2581 \u2581", "<|endoftext|>x"]
+
+
+@pytest.fixture(scope="module", params=sorted(FORMS))
+def pair(request):
+    hf = FORMS[request.param]()
+    return request.param, hf, Tokenizer(hf)
+
+
+def hf_ids(hf, text: str) -> list[int]:
+    return hf.encode(text, add_special_tokens=False).ids
+
+
+def random_ids(hf, seed: int, n: int = 200) -> list[list[int]]:
+    """Random ids, and runs of byte tokens (valid and broken UTF-8 across tokens)."""
+    rng = random.Random(seed)
+    v = hf.get_vocab_size()
+    byte_ids = [i for t, i in hf.get_vocab().items() if t.startswith("<0x")] or list(range(v))
+    return [[rng.randrange(v) for _ in range(n)], [rng.choice(byte_ids) for _ in range(n)],
+            [rng.choice(byte_ids + [rng.randrange(v)]) for _ in range(n)], [rng.randrange(v)], []]
+
+
+def test_kinds_detected(pair):
+    name, _, tok = pair
+    assert tok.kind == "bpe"
+    assert tok.pretokenizer == (GPT2 if name.startswith("gpt2") else SENTENCEPIECE)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_python_equals_hf(pair, seed, monkeypatch):
+    _, hf, tok = pair
+    text = mixed_sample(seed)
+    expected = hf_ids(hf, text)
+    assert tok.encode(text) == expected
+    monkeypatch.setattr(tokmod, "CHUNK_CHARS", 40)  # chunked wherever chunking is safe
+    assert tok.encode(text) == expected
+    assert [i for ids in tok.encode_stream([text[:97], text[97:500], text[500:]]) for i in ids] == expected
+    for ids in [expected] + random_ids(hf, seed):
+        assert tok.decode(ids) == hf.decode(ids, skip_special_tokens=False)
+    for text in EDGE_TEXTS:
+        assert tok.encode(text) == hf_ids(hf, text), repr(text)
+
+
+def test_lone_surrogates_are_refused(pair):
+    with pytest.raises(TokenizerError, match="not valid UTF-8"):
+        pair[2].encode("ab\udcffc")
+
+
+@pytest.fixture(scope="module")
+def exported(pair, tmp_path_factory):
+    """An onebit checkpoint with the tokenizer, exported to .1bit, opened in C."""
+    from onebit.compile.export import ExportOptions, export_1bit
+    from onebit.config import ModelConfig
+    from onebit.run.c import Model
+    from onebit.train.checkpoint import load_checkpoint, save_checkpoint
+    from onebit.train.model import Transformer
+
+    name, hf, tok = pair
+    base = tmp_path_factory.mktemp(f"tok-{name}")
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, **{**MICRO_MODEL, "max_seq_len": 64}))
+    save_checkpoint(base / "ckpt", model, tok, {"step": 0, "val_loss": None})
+    export_1bit(base / "ckpt", base / "m.1bit", ExportOptions(embed_dtype="f32"))
+    return load_checkpoint(base / "ckpt"), Model(base / "m.1bit"), base / "m.1bit"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_c_equals_hf(pair, exported, seed):
+    _, hf, _ = pair
+    c = exported[1]
+    text = mixed_sample(100 + seed)
+    assert c.encode(text) == hf_ids(hf, text)
+    for text in EDGE_TEXTS:
+        assert c.encode(text) == hf_ids(hf, text), repr(text)
+    for ids in [hf_ids(hf, text)] + random_ids(hf, seed):
+        assert c.decode(ids) == hf.decode(ids, skip_special_tokens=False)
+
+
+def test_c_buffer_bound(pair, exported):
+    """len + 1 ids always suffice, although a segment may gain a leading token."""
+    c = exported[1]
+    for text in EDGE_TEXTS + [mixed_sample(7, 40)]:
+        data = text.encode()
+        assert len(c.encode(text)) <= len(data) + 1
+
+
+def test_greedy_text_pytorch_equals_c(pair, exported):
+    from onebit.sampling import SamplerConfig
+    from onebit.train.sample import generate
+
+    _, hf, tok = pair
+    ckpt, c, _ = exported
+    prompt = tok.encode("Hello world, naïve 東京")
+    torch_ids = generate(ckpt.model, prompt, 24, SamplerConfig(temperature=0.0))
+    c_ids = c.generate(prompt, 24, temperature=0.0)
+    assert c_ids == torch_ids
+    assert c.decode(prompt + c_ids) == tok.decode(prompt + torch_ids) == hf.decode(prompt + torch_ids,
+                                                                                  skip_special_tokens=False)
+
+
+def test_metadata(pair, exported):
+    name, _, tok = pair
+    from onebit.format import read_1bit
+
+    meta = read_1bit(exported[2]).meta["tokenizer"]
+    assert meta["pretokenizer"] == tok.pretokenizer
+    assert meta.get("add_prefix_space", False) == tok.add_prefix_space
+    assert meta.get("sentencepiece") == tok.sentencepiece
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["decoder"]["decoders"].pop(1), "decoder"),
+    (lambda s: s.update(decoder={"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                                 "split": True}), "decoder"),
+    (lambda s: s["normalizer"]["normalizers"].insert(0, {"type": "NFKC"}), "normalizer"),
+    (lambda s: s["model"].update(ignore_merges=True), "ignore_merges"),
+    (lambda s: s["added_tokens"].append({"id": 3, "content": "<0x00>", "single_word": False, "lstrip": False,
+                                         "rstrip": False, "normalized": False, "special": True}), "other text"),
+    (lambda s: s["added_tokens"][1].update(lstrip=True), "lstrip"),
+    (lambda s: s["model"].update(dropout=0.1), "dropout"),
+])
+def test_unsupported_sentencepiece_shapes_are_refused(change, message):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    spec = json.loads(sentencepiece_tokenizer("legacy").to_str())
+    change(spec)
+    with pytest.raises(TokenizerError, match=message):
+        Tokenizer(HFTokenizer.from_str(json.dumps(spec)))
