@@ -105,6 +105,15 @@ def test_c_equals_hf(pair, exported, seed):
         assert c.decode(ids) == hf.decode(ids, skip_special_tokens=False)
 
 
+def test_reference_runtime_decodes_as_hf(pair, exported):
+    from onebit.run.reference import ReferenceModel
+
+    _, hf, _ = pair
+    ref = ReferenceModel.load(exported[2])
+    for ids in random_ids(hf, 5):
+        assert ref.decode(ids) == hf.decode(ids, skip_special_tokens=False)
+
+
 def test_c_buffer_bound(pair, exported):
     """len + 1 ids always suffice, although a segment may gain a leading token."""
     c = exported[1]

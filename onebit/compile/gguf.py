@@ -103,6 +103,8 @@ def _add_tokenizer(writer, tok: Tokenizer, meta: dict) -> None:
     if tok.kind != "bpe":
         writer.add_tokenizer_model("none")  # llama.cpp then takes token ids only
         return
+    if tok.pretokenizer not in PRE:  # llama.cpp's SentencePiece vocabulary ("llama") is not written yet
+        raise GGUFExportError(f"a {tok.pretokenizer} tokenizer has no GGUF form here yet")
     import gguf
 
     vocab = tok.hf.get_vocab(with_added_tokens=True)

@@ -238,4 +238,11 @@ class ReferenceModel:
     def decode(self, ids: list[int]) -> str:
         """Token ids to text through the file's tokenizer tensors (invalid UTF-8 becomes U+FFFD)."""
         tokens, offsets = self.file.array("tokenizer.tokens"), self.file.array("tokenizer.offsets")
-        return b"".join(tokens[offsets[i]:offsets[i + 1]].tobytes() for i in ids).decode("utf-8", "replace")
+        pieces = [tokens[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+        if "tokenizer.flags" in self.file.tensors:  # SentencePiece-style: HF's decoder rules
+            from onebit.tokenizer import decode_sentencepiece
+
+            sp = self.file.meta["tokenizer"].get("sentencepiece") or {}
+            return decode_sentencepiece(ids, pieces, self.file.array("tokenizer.flags"),
+                                        int(sp.get("strip_leading_space", 0)))
+        return b"".join(pieces[i] for i in ids).decode("utf-8", "replace")

@@ -1,7 +1,9 @@
 /* fuzz_tokenize.c - a real BPE tokenizer (fuzz/models/bpe.1bit, a make_corpus.py export, or
- * $ONEBIT_FUZZ_MODEL) over arbitrary input: byte 0 even encodes the rest as text (any bytes,
- * invalid UTF-8 included), odd decodes the rest as int32 ids (any values).  Encoding checks the
- * round trip, and short buffers must report the size they need. */
+ * $ONEBIT_FUZZ_MODEL, e.g. the SentencePiece-style fuzz/models/sp.1bit) over arbitrary input:
+ * byte 0 even encodes the rest as text (any bytes, invalid UTF-8 included), odd decodes the rest
+ * as int32 ids (any values).  Encoding checks the round trip (byte-level BPE is lossless; a
+ * SentencePiece-style decode is valid UTF-8, since unknown characters may become unk), and
+ * short buffers must report the size they need. */
 #include <stdio.h>
 
 #include "fuzz_common.h"
@@ -34,8 +36,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (st == OB_OK) {
             size_t len = 0;
             char *back = (char *)malloc(n + 1);
-            FUZZ_ASSERT(ob_detokenize_ex(model, ids, n_ids, back, n + 1, &len, err, sizeof err) == OB_OK);
-            FUZZ_ASSERT(len == n && memcmp(back, text, n) == 0); /* byte-level BPE is lossless */
+            if (model->tok.pretok == OB_PRE_SENTENCEPIECE) {
+                size_t need = 0;
+                ob_status ds = ob_detokenize_ex(model, ids, n_ids, NULL, 0, &need, err, sizeof err);
+                FUZZ_ASSERT(ds == OB_OK || ds == OB_ERR_BUFFER);
+                char *sp = (char *)malloc(need ? need : 1);
+                FUZZ_ASSERT(ob_detokenize_ex(model, ids, n_ids, sp, need, &len, err, sizeof err) == OB_OK);
+                for (size_t k = 0; k < len;) {
+                    int u = ob_utf8_len((const unsigned char *)sp + k, len - k);
+                    FUZZ_ASSERT(u > 0);
+                    k += (size_t)u;
+                }
+                free(sp);
+            } else {
+                FUZZ_ASSERT(ob_detokenize_ex(model, ids, n_ids, back, n + 1, &len, err, sizeof err) == OB_OK);
+                FUZZ_ASSERT(len == n && memcmp(back, text, n) == 0); /* byte-level BPE is lossless */
+            }
             free(back);
             if (n_ids > 0) {
                 int need = 0;

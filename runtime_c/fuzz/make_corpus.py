@@ -56,6 +56,7 @@ VARIANTS = [
      {"precision": {"*.q_proj": "int4", "*.down_proj": "int4", "*.up_proj": "int8", "*.v_proj": "binary"}}),
     ("char-mixed-t16-i8", "char", "t1.6", "i8",
      {"quant": "binary", "gated": True, "precision": {"*.gate_proj": "int8", "*.o_proj": "int4", "*.k_proj": "ternary"}}),
+    ("sp-t2-f16", "sentencepiece", "t2", "f16", {}),
 ]
 
 JSON_EDGE_CASES = [
@@ -72,13 +73,43 @@ TOKENIZE_SEEDS = [
     "<|endoftext|>It's<|endoftext|><|endoftext|> end".encode(),
     b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "\u3000\u2028 \u00a0x  \n\n\t '\u00e9'll 9\u0663".encode(),
+    "<s>\u2581\u2581 x</s> \u6771\u4eac\U0001f642 <0x41>".encode(),
     b"\xff\xfe invalid \xc3\x28",
 ]
+
+
+def sentencepiece_tokenizer() -> Tokenizer:
+    """Llama-2's layout: <unk> <s> </s>, the 256 <0xNN> byte tokens, then merges learned over
+    ▁-words; the legacy normalizer (Prepend + Replace) and the Replace/ByteFallback/Fuse/Strip
+    decoder. limit_alphabet leaves the rarer letters to byte fallback."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Metaspace()
+    hf.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=400, limit_alphabet=40, show_progress=False))
+    spec = json.loads(hf.to_str())
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials)} | {f"<0x{b:02X}>": 3 + b for b in range(256)}
+    for token, _ in sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    spec["model"].update(vocab=vocab, byte_fallback=True, unk_token="<unk>", fuse_unk=True)
+    spec["added_tokens"] = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": False, "special": True} for i, t in enumerate(specials)]
+    spec["pre_tokenizer"] = None
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    return Tokenizer(HFTokenizer.from_str(json.dumps(spec)))
 
 
 def tokenizer_for(kind: str, tmp: Path) -> Tokenizer:
     if kind == "char":
         return train_char_tokenizer(TEXT)
+    if kind == "sentencepiece":
+        return sentencepiece_tokenizer()
     text_path = tmp / "text.txt"
     text_path.write_text(TEXT, encoding="utf-8")
     return train_bpe_tokenizer([text_path], vocab_size=320)
@@ -119,12 +150,16 @@ def main() -> None:
             write(corpus / "json", data[64:64 + meta_size], name)
             if name == "bpe-t2-f16":
                 (HERE / "models" / "bpe.1bit").write_bytes(data)
+            if name == "sp-t2-f16":  # fuzz_tokenize with ONEBIT_FUZZ_MODEL=fuzz/models/sp.1bit
+                (HERE / "models" / "sp.1bit").write_bytes(data)
     for case in JSON_EDGE_CASES:
         write(corpus / "json", case)
     # fuzz_tokenize: byte 0 even = tokenize the rest; odd = detokenize the rest as int32 ids
     for text in TOKENIZE_SEEDS:
         write(corpus / "tokenize", b"\x00" + text)
-    for ids in ([0, 1, 2, 255, 256, 300, 319], [5] * 40, [-1, 320, 2**31 - 1]):
+    # (byte tokens of the SentencePiece model are ids 3..258: a valid and a broken UTF-8 run)
+    for ids in ([0, 1, 2, 255, 256, 300, 319], [5] * 40, [-1, 320, 2**31 - 1], [3 + 0xE6, 3 + 0x97, 3 + 0xA5, 300],
+                [3 + 0xE6, 3 + 0x97, 300, 3 + 0x20, 3 + 0xFF]):
         write(corpus / "tokenize", b"\x01" + b"".join(struct.pack("<i", i) for i in ids))
     total = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file())
     print(json.dumps({"files": sum(1 for p in corpus.rglob("*") if p.is_file()), "bytes": total}))

@@ -117,7 +117,8 @@ const char *ob_model_metadata(const ob_model *model, size_t *size);
 /* Encode UTF-8 text (len bytes; invalid UTF-8 is an error) exactly as onebit/tokenizer.py does.
  * Writes at most cap ids; *n_tokens receives the number of ids the text needs.  If cap is too
  * small returns OB_ERR_BUFFER (call again with cap >= *n_tokens).  Encoding needs up to one id
- * slot per byte of the longest pre-token as scratch, so cap >= len always suffices.  BPE merging
+ * slot per byte of the longest pre-token as scratch, and a text segment may gain one leading
+ * token (add_prefix_space, SentencePiece's metaspace), so cap >= len + 1 always suffices.  BPE merging
  * is O(n log n) in a pre-token's length; a pre-token longer than 64 bytes takes about 36 bytes
  * of scratch per byte from malloc, freed before returning (OB_ERR_NOMEM if that fails).
  * Reads the model only; the message of a failure goes to err (err_size bytes; may be NULL). */
@@ -132,7 +133,9 @@ ob_status ob_tokenize(ob_model *model, const char *text, size_t len, int32_t *to
 ob_status ob_token_bytes(const ob_model *model, int32_t token, const uint8_t **bytes, size_t *len);
 
 /* Concatenate the bytes of n tokens into buf (cap bytes); *len receives the bytes needed.
- * OB_ERR_BUFFER if cap is too small.  Invalid UTF-8 is passed through as raw bytes.  Reads the
+ * OB_ERR_BUFFER if cap is too small.  Invalid UTF-8 is passed through as raw bytes, except with a
+ * SentencePiece-style tokenizer, whose text is HF's decode: a run of byte tokens that is not UTF-8
+ * becomes one U+FFFD per token, and leading spaces are stripped as its decoder says.  Reads the
  * model only; the message of a failure goes to err (may be NULL). */
 ob_status ob_detokenize_ex(const ob_model *model, const int32_t *tokens, int n, char *buf, size_t cap,
                            size_t *len, char *err, size_t err_size);

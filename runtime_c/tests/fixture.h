@@ -28,6 +28,10 @@ typedef struct fx_config {
     int n_merges;
     const char *special_tokens; /* the tokenizer.special_tokens JSON object, NULL for {} */
     const char *tokenizer_extra; /* more tokenizer members, e.g. ", \"eos_token_ids\": [1]" (NULL: none) */
+    /* bpe: another tokenizer.pretokenizer (NULL: gpt2-bytelevel) and the tokenizer.flags tensor
+     * (vocab_size bytes; NULL: none) */
+    const char *pretokenizer;
+    const uint8_t *tok_flags;
 } fx_config;
 
 typedef struct fx_tensor {
@@ -182,6 +186,7 @@ static void fx_model(fx *f) {
         memcpy(f->merge_rows, c->merges, sizeof(int32_t) * 3 * (size_t)c->n_merges);
         fx_add(f, "tokenizer.merges", OB_DT_I32, (uint64_t)c->n_merges, 3, f->merge_rows);
     }
+    if (c->tok_flags) fx_add(f, "tokenizer.flags", OB_DT_U8, (uint64_t)V, 0, c->tok_flags);
 }
 
 static void fx_put(uint8_t *p, uint64_t v, int bytes) {
@@ -211,7 +216,7 @@ static uint8_t *fx_write(fx *f, size_t *size, void **raw) {
                       c->vocab_size, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->ffn_dim, c->max_seq_len,
                       c->norm_eps, c->rope_theta, c->residual_scale, strcmp(c->pack, "b1") ? "ternary" : "binary",
                       strcmp(c->pack, "b1") ? "ternary" : "binary", c->pack, c->embed, c->bpe ? "bpe" : "char",
-                      c->vocab_size, c->bpe ? "gpt2-bytelevel" : "none",
+                      c->vocab_size, !c->bpe ? "none" : c->pretokenizer ? c->pretokenizer : "gpt2-bytelevel",
                       c->special_tokens ? c->special_tokens : "{}", c->tokenizer_extra ? c->tokenizer_extra : "");
     uint64_t dir_offset = (64 + (uint64_t)ml + 63) / 64 * 64;
     uint64_t data_offset = (dir_offset + 128 * (uint64_t)f->n + 63) / 64 * 64, pos = 0;

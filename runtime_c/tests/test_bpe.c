@@ -1,6 +1,9 @@
 /* test_bpe.c - BPE merging: the heap merge (long pre-tokens) against the rescan (short ones, the
  * simple reference) on random words and random merge tables, whole-text tokenization through
- * both paths, and 1 MB of one letter (a single pre-token) in linear-ish time. */
+ * both paths, and 1 MB of one letter (a single pre-token) in linear-ish time; the same bound for
+ * a SentencePiece-style tokenizer (a whole text is one word there), and its byte fallback and
+ * decoding rules on a hand-made vocabulary.  tests/test_tokenizer_families.py compares real
+ * tokenizer.json files with HF tokenizers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,8 +168,98 @@ static void test_special_tokens(void) {
     }
 }
 
+/* A SentencePiece-style model over the 256 single-byte tokens and merges a+a, aa+aa, ...: bytes
+ * 0x80.. are <0xNN> fallback tokens (flags), the rest plain characters, " " is the metaspace. */
+static ob_model *sp_model(const char *prepend, void **raw, uint8_t *flags) {
+    enum { N_MERGES = 12 };
+    static int32_t merges[N_MERGES][3];
+    for (int k = 0; k < N_MERGES; k++) {
+        merges[k][0] = merges[k][1] = k == 0 ? 'a' : 256 + k - 1;
+        merges[k][2] = 256 + k;
+    }
+    memset(flags, 0, 256 + N_MERGES);
+    for (int b = 0x80; b < 256; b++) flags[b] = 1 | 2 | 4; /* byte, fallback, hidden */
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             ", \"sentencepiece\": {\"prepend\": \"%s\", \"split\": false, \"byte_fallback\": true, "
+             "\"unk_token_id\": null, \"fuse_unk\": true, \"strip_leading_space\": 1}",
+             prepend);
+    fx_config c = fx_default_config();
+    c.bpe = 1;
+    c.vocab_size = 256 + N_MERGES;
+    c.merges = (const int32_t(*)[3])merges;
+    c.n_merges = N_MERGES;
+    c.pretokenizer = "sentencepiece";
+    c.tokenizer_extra = extra;
+    c.tok_flags = flags;
+    fx f;
+    fx_init(&f, &c);
+    fx_model(&f);
+    size_t size;
+    uint8_t *d = fx_write(&f, &size, raw);
+    fx_free(&f);
+    ob_model *m = NULL;
+    char err[256];
+    CHECK(ob_model_open_memory(&m, d, size, NULL, 0, err, sizeof err) == OB_OK, "open SentencePiece: %s", err);
+    return m;
+}
+
+static void test_sentencepiece(void) {
+    uint8_t flags[256 + 12];
+    void *raw;
+    ob_model *m = sp_model("always", &raw, flags);
+    if (failures) return;
+    int32_t ids[64];
+    int n;
+    char err[256], text[64];
+    size_t len;
+    /* "é" is not a token: its two bytes fall back; " " and U+2581 are both the metaspace */
+    CHECK(ob_tokenize_ex(m, "a\xc3\xa9 \xe2\x96\x81", 7, ids, 64, &n, err, sizeof err) == OB_OK && n == 6 &&
+              ids[0] == ' ' && ids[1] == 'a' && ids[2] == 0xc3 && ids[3] == 0xa9 && ids[4] == ' ' && ids[5] == ' ',
+          "fallback and metaspaces: %s (%d ids)", err, n);
+    /* decoding strips the leading space; a byte run that is not UTF-8 is one U+FFFD per token */
+    CHECK(ob_detokenize_ex(m, ids, 4, text, sizeof text, &len, err, sizeof err) == OB_OK && len == 3 &&
+              memcmp(text, "a\xc3\xa9", 3) == 0,
+          "decode: %s", err);
+    int32_t broken[4] = {'x', 0xc3, 0xc3, 'y'};
+    CHECK(ob_detokenize_ex(m, broken, 4, text, sizeof text, &len, err, sizeof err) == OB_OK && len == 8 &&
+              memcmp(text, "x\xef\xbf\xbd\xef\xbf\xbdy", 8) == 0,
+          "broken run: %s", err);
+    /* the size query agrees with the text, and a short buffer is refused */
+    CHECK(ob_detokenize_ex(m, broken, 4, NULL, 0, &len, err, sizeof err) == OB_ERR_BUFFER && len == 8, "size query");
+    CHECK(ob_detokenize_ex(m, ids, 1, text, sizeof text, &len, err, sizeof err) == OB_OK && len == 0, "lone space");
+    /* 1 MB of one letter is one word after the metaspace; 1 MB of spaces is 2^20 + 1 metaspaces,
+     * so len + 1 ids are needed and suffice */
+    size_t big = (size_t)1 << 20;
+    char *t = (char *)malloc(big);
+    int32_t *out = (int32_t *)malloc(sizeof(int32_t) * (big + 1));
+    memset(t, 'a', big);
+    double t0 = now_s();
+    ob_status st = ob_tokenize_ex(m, t, big, out, (int)big + 1, &n, err, sizeof err);
+    double dt = now_s() - t0;
+    CHECK(st == OB_OK && n == 257 && out[0] == ' ' && out[1] == 256 + 11, "1 MB SentencePiece: %s, %d ids", err, n);
+    CHECK(dt < 10.0, "1 MB of one letter (SentencePiece) took %.1f s", dt);
+    memset(t, ' ', big);
+    CHECK(ob_tokenize_ex(m, t, big, out, (int)big, &n, err, sizeof err) == OB_ERR_BUFFER && n == (int)big + 1,
+          "spaces with len ids: %d", n);
+    CHECK(ob_tokenize_ex(m, t, big, out, (int)big + 1, &n, err, sizeof err) == OB_OK && n == (int)big + 1,
+          "spaces with len + 1 ids: %s", err);
+    free(t);
+    free(out);
+    ob_model_free(m);
+    free(raw);
+    /* "first-unless-space": no metaspace before a text that starts with a space */
+    m = sp_model("first-unless-space", &raw, flags);
+    if (failures) return;
+    CHECK(ob_tokenize_ex(m, " a", 2, ids, 64, &n, err, sizeof err) == OB_OK && n == 2 && ids[0] == ' ' && ids[1] == 'a',
+          "first-unless-space: %d ids", n);
+    ob_model_free(m);
+    free(raw);
+}
+
 int main(void) {
     test_special_tokens();
+    test_sentencepiece();
     test_heap_matches_rescan();
     test_one_megabyte();
     if (failures) {
