@@ -363,19 +363,19 @@ class Tokenizer:
     # ------------------------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
+        _check_text(text)
         if self.kind == "char":
             return self._encode_char(text)
-        _check_text(text)
         if not self._chunkable:
             return self.hf.encode(text, add_special_tokens=False).ids
         return self._encode_bpe(split_chunks(text, newline=self.pretokenizer == GPT2))
 
     @property
     def _chunkable(self) -> bool:
-        """Whether encoding pieces of a text gives the text's ids. Not when every piece would gain
-        a leading space or `▁` (add_prefix_space, SentencePiece), nor under ignore_merges (a
-        whole pre-token in the vocabulary wins, so the split regex alone no longer decides)."""
-        return self.kind == "bpe" and not (self.sentencepiece or self.add_prefix_space or self.ignore_merges)
+        """Whether encoding pieces of a text gives the text's ids: not when every piece would gain a
+        leading space or `▁` (add_prefix_space, SentencePiece). ignore_merges is no obstacle: it
+        acts inside a pre-token, and pieces are cut between pre-tokens."""
+        return self.kind == "bpe" and not (self.sentencepiece or self.add_prefix_space)
 
     def encode_stream(self, texts: Iterable[str]) -> Iterator[list[int]]:
         """Encode consecutive pieces of one text; the concatenated ids equal encode("".join(texts)).

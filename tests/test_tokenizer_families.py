@@ -10,11 +10,12 @@ import random
 
 import pytest
 import torch
-from tokenizer_fixtures import gpt2_tokenizer, mixed_sample, sentencepiece_tokenizer
+from hf_fixtures import llama3_tokenizer
+from tokenizer_fixtures import gpt2_tokenizer, mixed_sample, sentencepiece_tokenizer, with_unmerged_words
 
 from conftest import MICRO_MODEL
 from onebit import tokenizer as tokmod
-from onebit.tokenizer import GPT2, SENTENCEPIECE, Tokenizer, TokenizerError
+from onebit.tokenizer import GPT2, LLAMA3, SENTENCEPIECE, Tokenizer, TokenizerError
 
 # (name, builder): every tokenizer.json shape transformers writes for these families
 SP_FORMS = {
@@ -24,7 +25,10 @@ SP_FORMS = {
     "never": lambda: sentencepiece_tokenizer("never", strip=False),
     "no-fallback": lambda: sentencepiece_tokenizer("legacy", byte_fallback=False),
 }
-GPT2_FORMS = {"gpt2": lambda: gpt2_tokenizer(), "gpt2-prefix": lambda: gpt2_tokenizer(add_prefix_space=True)}
+UNMERGED = [" naïve", " 数据模型", "Hello", " world", "🙂", "123", "東京", "\n\n"]
+GPT2_FORMS = {"gpt2": lambda: gpt2_tokenizer(), "gpt2-prefix": lambda: gpt2_tokenizer(add_prefix_space=True),
+              "gpt2-ignore-merges": lambda: with_unmerged_words(gpt2_tokenizer(), UNMERGED),
+              "llama3-ignore-merges": lambda: with_unmerged_words(llama3_tokenizer(600), UNMERGED)}
 FORMS = {**SP_FORMS, **GPT2_FORMS}
 EDGE_TEXTS = ["", " ", "  ", "\u2581", "x", " x", "<s>", "<s>x", "<s> x", "x<s>", "<s><s>", "</s> </s>", "a<s>b",
               "<unk>", "東京", "\ufffd\ufffd", "<0x41>", "\n", "\u2581\u2581 \u2581", "<|endoftext|>x"]
@@ -52,7 +56,15 @@ def random_ids(hf, seed: int, n: int = 200) -> list[list[int]]:
 def test_kinds_detected(pair):
     name, _, tok = pair
     assert tok.kind == "bpe"
-    assert tok.pretokenizer == (GPT2 if name.startswith("gpt2") else SENTENCEPIECE)
+    assert tok.pretokenizer == (GPT2 if name.startswith("gpt2") else LLAMA3 if name.startswith("llama3")
+                                else SENTENCEPIECE)
+    if name.endswith("ignore-merges"):  # the unmerged whole words do make a difference
+        from tokenizers import Tokenizer as HFTokenizer
+
+        spec = json.loads(pair[1].to_str())
+        spec["model"]["ignore_merges"] = False
+        merged_only = HFTokenizer.from_str(json.dumps(spec))
+        assert tok.ignore_merges and tok.encode(" 数据模型") != hf_ids(merged_only, " 数据模型")
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -77,6 +77,27 @@ def sentencepiece_tokenizer(form: str = "legacy", split: bool = False, vocab_siz
     return Tokenizer.from_str(json.dumps(spec))
 
 
+def with_unmerged_words(tok: Tokenizer, words: list[str]) -> Tokenizer:
+    """ignore_merges (as Llama-3's file sets) and vocabulary entries for whole pre-tokens that no
+    merge reaches: only a tokenizer that looks a pre-token up before merging emits them."""
+    from onebit.tokenizer import _byte_decoder
+
+    to_char = {b: c for c, b in _byte_decoder().items()}
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    new = [t for t in dict.fromkeys("".join(to_char[b] for b in w.encode()) for w in words) if t not in vocab]
+    first = max(vocab.values()) + 1
+    vocab.update({t: first + k for k, t in enumerate(new)})
+    # added tokens outside the model's vocabulary move up past the new words (HF numbers them so)
+    moved = {t["id"]: t["id"] + len(new) for t in spec["added_tokens"] if t["content"] not in vocab}
+    for t in spec["added_tokens"]:
+        t["id"] = moved.get(t["id"], t["id"])
+    for entry in ((spec.get("post_processor") or {}).get("special_tokens") or {}).values():
+        entry["ids"] = [moved.get(i, i) for i in entry["ids"]]
+    spec["model"]["ignore_merges"] = True
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def gpt2_tokenizer(add_prefix_space: bool = False, vocab_size: int = 500) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
