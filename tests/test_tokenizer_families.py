@@ -176,3 +176,12 @@ def test_unsupported_sentencepiece_shapes_are_refused(change, message):
     change(spec)
     with pytest.raises(TokenizerError, match=message):
         Tokenizer(HFTokenizer.from_str(json.dumps(spec)))
+
+
+
+@pytest.mark.parametrize("name", ["legacy", "gpt2-prefix"])
+def test_gguf_refuses_what_llama_cpp_would_tokenize_differently(name):
+    from onebit.compile.gguf import GGUFExportError, _add_tokenizer
+
+    with pytest.raises(GGUFExportError, match="no GGUF form here yet"):
+        _add_tokenizer(None, Tokenizer(FORMS[name]()), {})

@@ -105,6 +105,8 @@ def _add_tokenizer(writer, tok: Tokenizer, meta: dict) -> None:
         return
     if tok.pretokenizer not in PRE:  # llama.cpp's SentencePiece vocabulary ("llama") is not written yet
         raise GGUFExportError(f"a {tok.pretokenizer} tokenizer has no GGUF form here yet")
+    if tok.add_prefix_space:  # llama.cpp's gpt-2 pre-tokenizer would not put the space in
+        raise GGUFExportError("a ByteLevel tokenizer with add_prefix_space has no GGUF form here yet")
     import gguf
 
     vocab = tok.hf.get_vocab(with_added_tokens=True)
