@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from hf_fixtures import llama3_tokenizer
-from tokenizer_fixtures import gpt2_tokenizer, mixed_sample, sentencepiece_tokenizer, with_unmerged_words
+from tokenizer_fixtures import (gpt2_tokenizer, mixed_sample, sentencepiece_model_tokenizer, sentencepiece_tokenizer,
+                                with_unmerged_words)
 
 from conftest import MICRO_MODEL
 from onebit import tokenizer as tokmod
@@ -24,6 +27,9 @@ SP_FORMS = {
     "always-split": lambda: sentencepiece_tokenizer("always", split=True),
     "never": lambda: sentencepiece_tokenizer("never", strip=False),
     "no-fallback": lambda: sentencepiece_tokenizer("legacy", byte_fallback=False),
+    # trained by the sentencepiece library and converted by transformers, as Llama-2 / Mistral are
+    "spm-legacy": lambda: sentencepiece_model_tokenizer(True, Path(tempfile.mkdtemp()) / "spm"),
+    "spm-first": lambda: sentencepiece_model_tokenizer(False, Path(tempfile.mkdtemp()) / "spm"),
 }
 UNMERGED = [" naïve", " 数据模型", "Hello", " world", "🙂", "123", "東京", "\n\n"]
 GPT2_FORMS = {"gpt2": lambda: gpt2_tokenizer(), "gpt2-prefix": lambda: gpt2_tokenizer(add_prefix_space=True),

@@ -106,3 +106,23 @@ def gpt2_tokenizer(add_prefix_space: bool = False, vocab_size: int = 500) -> Tok
         vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return tok
+
+
+def sentencepiece_model_tokenizer(legacy: bool, folder) -> Tokenizer:
+    """A real SentencePiece BPE model (byte fallback, Llama-2's trainer settings) trained by the
+    `sentencepiece` library, converted to tokenizer.json by transformers' LlamaTokenizer the way
+    it converts Llama-2 and Mistral checkpoints (legacy=True / False)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAIN_TEXT), model_writer=model, model_type="bpe", vocab_size=700,
+        byte_fallback=True, character_coverage=0.98, split_digits=True, allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity", add_dummy_prefix=True, remove_extra_whitespaces=False,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2, num_threads=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    return LlamaTokenizer.from_pretrained(folder, legacy=legacy).backend_tokenizer
