@@ -31,8 +31,11 @@ RoPE theta 500000, vocab 128256, tied embedding): llama.cpp runs it with its `bi
 architecture (per-tensor `.scale` tensors, SubLN, tied Q8_0 token embedding as the head); note
 that llama.cpp's bitnet graph gates with SiLU, not ReLU^2 (same matrices, same bytes).
 
-Not done here (said so in the output): onnxruntime as a whole-model peer (the kernel-level
-MatMulNBits comparison is tools/bench_kernels.py's job).
+onnxruntime is the third peer ("onnxruntime MatMulNBits", 134m shape only): tools/bench_ort_peer.py
+exports onebit's own ONNX graph of the same random model (MatMulNBits bits 2, block 128, accuracy
+level 4; its head is fp32, as the exporter writes it) and times tg128 / pp128 / pp512 in a fresh
+process at each thread count.  It has no decode-at-depth or TTFT test here ("-" in the table), and
+at the 2b4t shape it is not run: the exporter goes through a 2.4B-parameter fp32 PyTorch model.
 """
 
 from __future__ import annotations
@@ -63,7 +66,9 @@ from onebit.format import TensorData, bitlinear_shapes, float_shapes, write_1bit
 CACHE = Path(os.environ.get("ONEBIT_CACHE", Path.home() / ".cache" / "onebit"))
 LLAMA_PKG, LLAMA_VERSION = "llama-cpp-python", "0.3.36"
 MODEL_VERSION = 1  # bump when the files written below change
-ENGINES = "onebit T2,onebit T1.6,llama.cpp TQ2_0,llama.cpp TQ1_0"
+ENGINES = "onebit T2,onebit T1.6,llama.cpp TQ2_0,llama.cpp TQ1_0,onnxruntime MatMulNBits"
+ORT = "onnxruntime MatMulNBits"
+ORT_TESTS = ("tg128", "pp128", "pp512")
 TESTS = ("tg128", "tg128@d512", "pp128", "pp512", "ttft")
 
 
@@ -263,6 +268,17 @@ def models(shape: str, seed: int) -> tuple[Path, dict]:
             "onebit T1.6": ("model-t16.1bit", lambda p: write_onebit(p, sh, "t1.6", seed)),
             "llama.cpp TQ2_0": ("model-tq2_0.gguf", lambda p: write_gguf(p, sh, "TQ2_0", seed)),
             "llama.cpp TQ1_0": ("model-tq1_0.gguf", lambda p: write_gguf(p, sh, "TQ1_0", seed))}
+    if shape != "tiny" and ORT not in info and sh.n_layers <= 12:  # the ONNX peer, a folder
+        p = d / "onnx"
+        log(f"exporting {p} (onnxruntime peer) ...")
+        t0 = time.time()
+        subprocess.run([sys.executable, str(REPO / "tools" / "bench_ort_peer.py"), "export", str(p), "--shape", shape,
+                        "--seed", str(seed)], check=True, stdout=sys.stderr)
+        onnx_bytes = (p / "model.onnx").stat().st_size
+        gathered = sh.vocab * sh.dim * 4 if not sh.tied else 0  # the fp32 embedding: one row per token
+        info[ORT] = {"file": "onnx/model.onnx", "bytes_per_token": onnx_bytes - gathered}
+        info_path.write_text(json.dumps(info, indent=1))
+        log(f"  {onnx_bytes / 2**20:.0f} MiB in {time.time() - t0:.0f} s")
     for engine, (fname, fn) in jobs.items():
         p = d / fname
         if engine not in info or not p.exists():
@@ -375,6 +391,16 @@ def run_llama(llama: Llama, model: Path, engine: str, threads: int, test: str) -
     return s
 
 
+def run_ort(model: Path, engine: str, threads: int, test: str) -> Sample:
+    cmd = [sys.executable, str(REPO / "tools" / "bench_ort_peer.py"), "time", str(model.parent), "--threads",
+           str(threads), "--test", test]
+    text, wall, rss = run_proc(cmd)
+    m = re.search(r"bench: prefill_tok_s=([\d.]+) decode_tok_s=([\d.]+)", text)
+    if not m:
+        raise RuntimeError(f"no bench line from {' '.join(cmd)}: {text.strip()[-300:]}")
+    return Sample(engine, threads, test, float(m.group(2 if test.startswith("tg") else 1)), wall, None, rss)
+
+
 def read_bw(tool: Path, mib: int, threads: int) -> float:
     out = subprocess.run([str(tool), "--read-bw", str(mib), "--threads", str(threads), "--reps", "5"],
                          capture_output=True, text=True, check=True).stdout
@@ -417,6 +443,9 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     for t in test_list:
         if t not in TESTS:
             raise click.BadParameter(f"unknown test {t!r}", param_hint="--tests")
+    if shape != "134m" and ORT in engine_list:
+        engine_list.remove(ORT)
+        log(f"{ORT}: not run at shape {shape} (see the module docstring)")
     subprocess.run(["make", "-s", "-C", str(REPO / "runtime_c"), f"BUILD={build_dir}", "all", "bench"],
                    check=True, stdout=sys.stderr)
     if cli is None:
@@ -437,8 +466,10 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
             for test in test_list:
                 for e in engine_list:
                     model = folder / info[e]["file"]
+                    if e == ORT and test not in ORT_TESTS:
+                        continue
                     s = (run_onebit(cli, model, e, n, test, kv) if e.startswith("onebit")
-                         else run_llama(llama, model, e, n, test))
+                         else run_ort(model, e, n, test) if e == ORT else run_llama(llama, model, e, n, test))
                     samples.append(s)
                     log(f"round {r + 1}/{rounds} threads {n} {test:11s} {e:16s} "
                         + f"{s.tok_s:8.1f} tok/s" + (f"  rss {s.rss_mib:.0f} MiB" if s.rss_mib else ""))
@@ -467,7 +498,12 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     print("read bandwidth (roofline), best over rounds: "
           + ", ".join(f"{n} thread{'s' if n > 1 else ''} {max(bws[n]):.1f} GB/s" for n in counts)
           + f" on a {bw_mib} MiB buffer")
-    print("onnxruntime whole-model peer: not run (not implemented in this tool)")
+    if ORT in engine_list:
+        import onnxruntime
+        print(f"onnxruntime: {onnxruntime.__version__}, onebit's ONNX export (MatMulNBits bits 2, block 128, "
+              "accuracy level 4, fp32 head), intra_op_num_threads = threads; tg128, pp128, pp512 only")
+    else:
+        print(f"onnxruntime whole-model peer: not run (shape {shape} or --engines)")
     print(f"\ntok/s, best / median of {rounds} interleaved rounds; roofline = tg128 best x bytes read per token "
           "/ best read bandwidth at that thread count; startup = TTFT wall time - the engine's own pp128 time; "
           "TTFT and peak RSS (GNU time) from one fresh process per round (files in the page cache)\n")
@@ -483,7 +519,7 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
         for e in engine_list:
             row = [e, str(n), *[fmt(pick(e, n, t)) for t in cols]]
             if "tg128" in test_list:
-                best_tg = max(pick(e, n, "tg128"))
+                best_tg = max(pick(e, n, "tg128"), default=0.0)
                 row.append(f"{100 * best_tg * info[e]['bytes_per_token'] / (max(bws[n]) * 1e9):.0f}%")
             if "ttft" in test_list:
                 row += [fmt(pick(e, n, "ttft", "wall_s"), 3), fmt(pick(e, n, "ttft", "startup_s"), 3),
@@ -492,12 +528,15 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     if json_out:
         json_out.write_text(json.dumps({"samples": [asdict(s) for s in samples], "bandwidth": bws}, indent=1))
 
-    def ratio(test: str, n: int, how) -> float:
-        a, b = pick("onebit T2", n, test), pick("llama.cpp TQ2_0", n, test)
+    def ratio(test: str, n: int, how, peer: str = "llama.cpp TQ2_0") -> float:
+        a, b = pick("onebit T2", n, test), pick(peer, n, test)
         return how(a) / how(b) if a and b else float("nan")
 
-    parts = lambda how: " ".join(f"{k}_{n}t={ratio(t, n, how):.2f}"  # noqa: E731
-                                 for k, t in (("decode", "tg128"), ("prefill", "pp128")) for n in (1, 2))
+    parts = lambda how, peer="llama.cpp TQ2_0": " ".join(f"{k}_{n}t={ratio(t, n, how, peer):.2f}"  # noqa: E731
+                                                         for k, t in (("decode", "tg128"), ("prefill", "pp128"))
+                                                         for n in (1, 2))
+    if ORT in engine_list:
+        print(f"\nonebit T2 over {ORT}, shape {shape}, medians: {parts(statistics.median, ORT)}")
     print(f"\nonebit T2 over llama.cpp TQ2_0, shape {shape}, medians: {parts(statistics.median)}")
     print(f"ratio {parts(max)}")
 

@@ -173,6 +173,17 @@ typedef float (*ob_dot_f16_fn)(const float *a, const uint16_t *b, int n);
 typedef void (*ob_axpy_f32_fn)(float *y, float a, const float *x, int n);
 typedef void (*ob_axpy_f16_fn)(float *y, float a, const uint16_t *x, int n);
 
+/* One head's attention over n cached rows of hd values, rows hd apart (the cache layout), fused so
+ * that the decode step makes one call per head instead of two per key:
+ *   scores: out[j] = dot(q, row j) * scale                     (dot as above, then one multiply)
+ *   mix   : y[i] = 0, then y[i] += p[j] * row_j[i] for j = 0..n-1   (the axpy sequence)
+ * The same operations in the same order as the per-row loop, so the bits of the references.  An
+ * entry may be NULL (an ISA without them): the caller then loops over dot / axpy. */
+typedef void (*ob_scores_f32_fn)(const float *q, const float *rows, int hd, int n, float scale, float *out);
+typedef void (*ob_scores_f16_fn)(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out);
+typedef void (*ob_mix_f32_fn)(float *y, const float *p, const float *rows, int hd, int n);
+typedef void (*ob_mix_f16_fn)(float *y, const float *p, const uint16_t *rows, int hd, int n);
+
 /* The dispatch table.  Fill once with ob_kernels_init; plain data, copy freely. */
 typedef struct ob_kernels {
     ob_isa isa;
@@ -188,6 +199,10 @@ typedef struct ob_kernels {
     ob_axpy_f32_fn axpy_f32;
     ob_axpy_f16_fn axpy_f16;
     ob_matmul_rs_fn matmul_rs[OB_IFMT_COUNT]; /* int4 / int8 BitLinears, indexed by ob_ifmt */
+    ob_scores_f32_fn scores_f32; /* may be NULL, see above */
+    ob_scores_f16_fn scores_f16;
+    ob_mix_f32_fn mix_f32;
+    ob_mix_f16_fn mix_f16;
 } ob_kernels;
 
 /* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
@@ -226,6 +241,10 @@ float ob_dot_f32_ref(const float *a, const float *b, int n);
 float ob_dot_f16_ref(const float *a, const uint16_t *b, int n);
 void ob_axpy_f32_ref(float *y, float a, const float *x, int n);
 void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n);
+void ob_scores_f32_ref(const float *q, const float *rows, int hd, int n, float scale, float *out);
+void ob_scores_f16_ref(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out);
+void ob_mix_f32_ref(float *y, const float *p, const float *rows, int hd, int n);
+void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int n);
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y);
 void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1,
                      float *y);

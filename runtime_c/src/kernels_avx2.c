@@ -439,6 +439,74 @@ OB_DEF_TILES(OB_T256, ob256_i4, 4, 2)
 OB_DEF_TILES(OB_T256, ob256_i8, 4, 2)
 OB_DEF_MATMUL_RS(ob256_i4, OB_IFMT_I4, 8)
 OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
+/* Fused attention (kernels.h: scores / mix).  scores: 8 rows at a time, each row's 8 partial sums
+ * in one ymm exactly as ob256_dot_*; then an 8x8 transpose puts lane l of every row in one
+ * register, and kernels.h's tree ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)) runs for the 8
+ * rows at once.  mix: y kept in registers, 64 values at a time, over all rows.  Both need hd % 8 ==
+ * 0 (any head_dim of a real model); otherwise they loop over dot / axpy. */
+OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+    __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+    __m256 t4 = _mm256_unpacklo_ps(a[4], a[5]), t5 = _mm256_unpackhi_ps(a[4], a[5]);
+    __m256 t6 = _mm256_unpacklo_ps(a[6], a[7]), t7 = _mm256_unpackhi_ps(a[6], a[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    __m256 s0 = _mm256_permute2f128_ps(u0, u4, 0x20), s4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+    __m256 s1 = _mm256_permute2f128_ps(u1, u5, 0x20), s5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+    __m256 s2 = _mm256_permute2f128_ps(u2, u6, 0x20), s6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+    __m256 s3 = _mm256_permute2f128_ps(u3, u7, 0x20), s7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s4), _mm256_add_ps(s1, s5)),
+                         _mm256_add_ps(_mm256_add_ps(s2, s6), _mm256_add_ps(s3, s7)));
+}
+#define OB256_LD_F32(p) _mm256_loadu_ps(p)
+#define OB256_ATTN(T, sfx, LD, dot, axpy)                                                              \
+    OB_T256 static void ob256_scores_##sfx(const float *q, const T *rows, int hd, int n, float scale, float *out) { \
+        int j = 0;                                                                                     \
+        if ((hd & 7) == 0)                                                                             \
+            for (; j + 8 <= n; j += 8) {                                                               \
+                const T *r = rows + (size_t)j * hd;                                                    \
+                __m256 acc[8];                                                                         \
+                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();      \
+                for (int i = 0; i < hd; i += 8) {                                                      \
+                    const __m256 qv = _mm256_loadu_ps(q + i);                                          \
+                    _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                                \
+                        acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(qv, LD(r + (size_t)t * hd + i))); \
+                }                                                                                      \
+                _mm256_storeu_ps(out + j, _mm256_mul_ps(ob256_tree8(acc), _mm256_set1_ps(scale)));      \
+            }                                                                                          \
+        for (; j < n; j++) out[j] = dot(q, rows + (size_t)j * hd, hd) * scale;                         \
+    }                                                                                                  \
+    OB_T256 static void ob256_mix_##sfx(float *y, const float *p, const T *rows, int hd, int n) {      \
+        if (hd & 7) {                                                                                  \
+            for (int i = 0; i < hd; i++) y[i] = 0.0f;                                                  \
+            for (int j = 0; j < n; j++) axpy(y, p[j], rows + (size_t)j * hd, hd);                      \
+            return;                                                                                    \
+        }                                                                                              \
+        for (int d = 0; d < hd; d += 64) {                                                             \
+            const int c = (hd - d) / 8 < 8 ? (hd - d) / 8 : 8;                                         \
+            __m256 acc[8];                                                                             \
+            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();          \
+            if (c == 8) {                                                                              \
+                for (int j = 0; j < n; j++) {                                                          \
+                    const __m256 pj = _mm256_set1_ps(p[j]);                                            \
+                    const T *r = rows + (size_t)j * hd + d;                                            \
+                    _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                                \
+                        acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t)));              \
+                }                                                                                      \
+            } else {                                                                                   \
+                for (int j = 0; j < n; j++) {                                                          \
+                    const __m256 pj = _mm256_set1_ps(p[j]);                                            \
+                    const T *r = rows + (size_t)j * hd + d;                                            \
+                    for (int t = 0; t < c; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t))); \
+                }                                                                                      \
+            }                                                                                          \
+            for (int t = 0; t < c; t++) _mm256_storeu_ps(y + d + 8 * t, acc[t]);                       \
+        }                                                                                              \
+    }
+OB256_ATTN(float, f32, OB256_LD_F32, ob256_dot_f32, ob256_axpy_f32)
+OB256_ATTN(uint16_t, f16, OB256_LD_F16, ob256_dot_f16, ob256_axpy_f16)
 
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
@@ -456,6 +524,10 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->axpy_f16 = ob256_axpy_f16;
     k->matmul_rs[OB_IFMT_I4] = ob256_i4_matmul;
     k->matmul_rs[OB_IFMT_I8] = ob256_i8_matmul;
+    k->scores_f32 = ob256_scores_f32;
+    k->scores_f16 = ob256_scores_f16;
+    k->mix_f32 = ob256_mix_f32;
+    k->mix_f16 = ob256_mix_f16;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

@@ -6,9 +6,6 @@
 #include <immintrin.h>
 
 #define OB_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-#ifndef OB_PF_DIST
-#define OB_PF_DIST 0
-#endif
 /* acc += dpbusd(a: u8, b: s8).  Inline asm with a read-write operand: with the intrinsic, GCC 12
  * copies every accumulator of an unrolled tile once per iteration (and spills); this keeps each
  * accumulator in one register. */
@@ -35,55 +32,31 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
     const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
-    if (T == 1 && R == 1) { /* GEMV, one row: a single sequential weight stream (see OB512_T2_RG),
-                              * even and odd blocks in separate accumulators so that two
-                              * vpdpbusd chains run in parallel; the int32 sums are exact in any
-                              * order */
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-        int b = 0;
-        for (; b + 2 <= nblk; b += 2) {
-            const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32)));
-            const __m512i W1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32 + 32)));
-            OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
-            OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
-            OB_DP512(a2, _mm512_and_si512(W1, m01), _mm512_loadu_si512((const void *)(x + b * 128 + 128)));
-            OB_DP512(a3, _mm512_and_si512(W1, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 192)));
-        }
-        if (b < nblk) {
-            const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32)));
-            OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
-            OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
-        }
-        out[0] = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(_mm512_add_epi32(a0, a2), sh01),
-                                                          _mm512_srav_epi32(_mm512_add_epi32(a1, a3), sh23)));
-        return;
-    }
-    if (T == 1) { /* GEMV: two accumulators per row (scales 1|4 and 16|64), no shifts */
-        __m512i acc0[8], acc1[8];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_si512();
-        for (int b = 0; b < nblk; b++) {
-            const __m512i x0 = _mm512_loadu_si512((const void *)(x + b * 128));
-            const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
-#if OB_PF_DIST > 0
-            if ((b & 1) == 0) {
-#pragma GCC unroll 8
-                for (int r = 0; r < R; r++)
-                    _mm_prefetch((const char *)(w + (size_t)r * rb + (size_t)b * 32 + OB_PF_DIST), _MM_HINT_T0);
+    if (T == 1) { /* GEMV: each row a single sequential weight stream, one row after the other
+                   * (rows are contiguous, so the tile reads one stream; see OB512_T2_RG), even
+                   * and odd blocks in separate accumulators so that two vpdpbusd chains run in
+                   * parallel; the int32 sums are exact in any order */
+        for (int r = 0; r < R; r++) {
+            const uint8_t *wr = w + (size_t)r * rb;
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+            int b = 0;
+            for (; b + 2 <= nblk; b += 2) {
+                const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32)));
+                const __m512i W1 =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32 + 32)));
+                OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
+                OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
+                OB_DP512(a2, _mm512_and_si512(W1, m01), _mm512_loadu_si512((const void *)(x + b * 128 + 128)));
+                OB_DP512(a3, _mm512_and_si512(W1, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 192)));
             }
-#endif
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const __m512i W = _mm512_broadcast_i64x4(
-                    _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32)));
-                OB_DP512(acc0[r], _mm512_and_si512(W, m01), x0);
-                OB_DP512(acc1[r], _mm512_and_si512(W, m23), x1);
+            if (b < nblk) {
+                const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32)));
+                OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
+                OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
             }
+            out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(_mm512_add_epi32(a0, a2), sh01),
+                                                              _mm512_srav_epi32(_mm512_add_epi32(a1, a3), sh23)));
         }
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            out[r] = _mm512_reduce_add_epi32(
-                _mm512_add_epi32(_mm512_srav_epi32(acc0[r], sh01), _mm512_srav_epi32(acc1[r], sh23)));
         return;
     }
     /* GEMM: one accumulator per (row, token): codes of 64..127 shifted down into bits 0-3 */
@@ -197,11 +170,12 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
     for (int i = 0; i < R * T; i++) out[i] = _mm512_reduce_add_epi32(acc[i]);
 }
 
-/* Rows per T2 GEMV tile.  One row at a time reads the weights as one sequential stream; 8
- * interleaved rows (8 streams 640-1728 bytes apart at the 2B shape) measured slower from DRAM
- * here, as for the int8 GEMV below (tools/bench_kernels, "T2 GEMV, DRAM"). */
+/* Rows per T2 GEMV tile call.  Each row is read as one sequential stream, row after row (8
+ * interleaved rows, 8 streams 640-1728 bytes apart at the 2B shape, measured slower from DRAM
+ * here, as for the int8 GEMV below); 8 rows a call only save the call and the loop overhead,
+ * which at K = 768 (6 blocks a row) is a good part of a row's work. */
 #ifndef OB512_T2_RG
-#define OB512_T2_RG 1
+#define OB512_T2_RG 8
 #endif
 OB_DEF_TILES(OB_T512, ob512_t2, OB512_T2_RG, 4)
 OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)

@@ -146,6 +146,10 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->axpy_f16 = ob_axpy_f16_ref;
     k->matmul_rs[OB_IFMT_I4] = ob_matmul_i4_ref;
     k->matmul_rs[OB_IFMT_I8] = ob_matmul_i8_ref;
+    k->scores_f32 = NULL; /* the caller loops over dot / axpy unless an ISA fills these */
+    k->scores_f16 = NULL;
+    k->mix_f32 = NULL;
+    k->mix_f16 = NULL;
     if (!ob_isa_supported(isa)) return OB_ISA_EUNSUPPORTED;
     k->isa = isa;
     ob_simd_fill(k, isa);

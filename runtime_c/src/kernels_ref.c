@@ -360,6 +360,24 @@ void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n) {
     for (; i < n; i++) y[i] += a * ob_f16_to_f32(x[i]);
 }
 
+void ob_scores_f32_ref(const float *q, const float *rows, int hd, int n, float scale, float *out) {
+    for (int j = 0; j < n; j++) out[j] = ob_dot_f32_ref(q, rows + (size_t)j * hd, hd) * scale;
+}
+
+void ob_scores_f16_ref(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out) {
+    for (int j = 0; j < n; j++) out[j] = ob_dot_f16_ref(q, rows + (size_t)j * hd, hd) * scale;
+}
+
+void ob_mix_f32_ref(float *y, const float *p, const float *rows, int hd, int n) {
+    for (int i = 0; i < hd; i++) y[i] = 0.0f;
+    for (int j = 0; j < n; j++) ob_axpy_f32_ref(y, p[j], rows + (size_t)j * hd, hd);
+}
+
+void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int n) {
+    for (int i = 0; i < hd; i++) y[i] = 0.0f;
+    for (int j = 0; j < n; j++) ob_axpy_f16_ref(y, p[j], rows + (size_t)j * hd, hd);
+}
+
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     for (int r = r0; r < r1; r++) {
         const float *wr = w + (size_t)r * ldw;

@@ -76,8 +76,9 @@ int32_t ob_sampler_draw(ob_sampler_state *s, float *logits, int V, const int32_t
     /* 2. greedy: argmax, ties to the lowest id, no draw */
     if (p->temperature == 0.0f) {
         int32_t best = 0;
+        float bv = logits[0]; /* in a register: comparing against logits[best] chains a load per id */
         for (int i = 1; i < V; i++)
-            if (logits[i] > logits[best]) best = i;
+            if (logits[i] > bv) bv = logits[best = i];
         return best;
     }
     /* 3. temperature */

@@ -461,24 +461,33 @@ static void attention_task(void *ctx, int ith, int nth) {
         for (int tok = 0; tok < t->m; tok++) {
             int n_keys = t->pos0 + tok + 1;
             const float *q = s->q + ((size_t)tok * c->n_heads + h) * hd;
+            size_t off0 = base + (size_t)kvh * s->n_ctx * hd; /* this head's rows 0..n_keys-1, hd apart */
+            const uint16_t *k16 = (const uint16_t *)s->key_cache + off0, *v16 = (const uint16_t *)s->value_cache + off0;
+            const float *k32 = (const float *)s->key_cache + off0, *v32 = (const float *)s->value_cache + off0;
+            if (f16 && s->k.scores_f16) s->k.scores_f16(q, k16, hd, n_keys, scale, sc);
+            else if (!f16 && s->k.scores_f32) s->k.scores_f32(q, k32, hd, n_keys, scale, sc);
+            else
+                for (int j = 0; j < n_keys; j++)
+                    sc[j] = (f16 ? s->k.dot_f16(q, k16 + (size_t)j * hd, hd) : s->k.dot_f32(q, k32 + (size_t)j * hd, hd)) *
+                            scale;
             float mx = -INFINITY;
-            for (int j = 0; j < n_keys; j++) {
-                size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
-                sc[j] = (f16 ? s->k.dot_f16(q, (const uint16_t *)s->key_cache + off, hd)
-                             : s->k.dot_f32(q, (const float *)s->key_cache + off, hd)) * scale;
+            for (int j = 0; j < n_keys; j++)
                 if (sc[j] > mx) mx = sc[j];
-            }
             float sum = 0.0f;
             for (int j = 0; j < n_keys; j++) {
                 sc[j] = expf(sc[j] - mx);
                 sum += sc[j];
             }
+            for (int j = 0; j < n_keys; j++) sc[j] = sc[j] / sum;
             float *out = s->att + ((size_t)tok * c->n_heads + h) * hd;
-            for (int d = 0; d < hd; d++) out[d] = 0.0f;
-            for (int j = 0; j < n_keys; j++) {
-                size_t off = base + ((size_t)kvh * s->n_ctx + (size_t)j) * hd;
-                if (f16) s->k.axpy_f16(out, sc[j] / sum, (const uint16_t *)s->value_cache + off, hd);
-                else s->k.axpy_f32(out, sc[j] / sum, (const float *)s->value_cache + off, hd);
+            if (f16 && s->k.mix_f16) s->k.mix_f16(out, sc, v16, hd, n_keys);
+            else if (!f16 && s->k.mix_f32) s->k.mix_f32(out, sc, v32, hd, n_keys);
+            else {
+                for (int d = 0; d < hd; d++) out[d] = 0.0f;
+                for (int j = 0; j < n_keys; j++) {
+                    if (f16) s->k.axpy_f16(out, sc[j], v16 + (size_t)j * hd, hd);
+                    else s->k.axpy_f32(out, sc[j], v32 + (size_t)j * hd, hd);
+                }
             }
         }
     }
