@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from conftest import write_word_corpus
 
 from onebit.train import trainer as train_cli
-from onebit.train.dist_checkpoint import load_any_checkpoint as load_checkpoint
+from onebit.train.checkpoint import load_checkpoint
 from onebit.train.metrics import read_metrics
 
 MODEL = ("dim=32", "n_layers=2", "n_heads=4", "n_kv_heads=2", "ffn_dim=64", "max_seq_len=16")
@@ -148,7 +148,7 @@ def test_fsdp_sharded_checkpoint_exports_and_resumes(corpus, env, tmp_path, refe
     """Each rank writes its shard at step 8; export reads the shards; FSDP on 2 ranks resumes from them."""
     from onebit.compile.export import ExportOptions, export_1bit
     from onebit.format import read_1bit
-    from onebit.train.dist_checkpoint import is_sharded, load_any_checkpoint
+    from onebit.train.dist_checkpoint import is_sharded
 
     out = tmp_path / "sharded"
     finish(torchrun(2, run_args(corpus, "--out", str(out), "--fsdp", "--sharded-checkpoint", "--stop-after", "8"),
@@ -157,12 +157,36 @@ def test_fsdp_sharded_checkpoint_exports_and_resumes(corpus, env, tmp_path, refe
     assert saved_step(out) == 8
     exported = tmp_path / "sharded.1bit"
     export_1bit(out, exported, ExportOptions())
-    packed, gathered = read_1bit(exported), load_any_checkpoint(out).model.state_dict()
+    packed, gathered = read_1bit(exported), load_checkpoint(out).model.state_dict()
     assert packed.meta["provenance"]["step"] == 8
     assert torch.equal(torch.from_numpy(packed.array("norm.weight").astype("float32")), gathered["norm.weight"])
+    assert_onnx_and_sample_read_shards(out, tmp_path)
     finish(torchrun(2, ["--resume", str(out), "--full-checkpoint", "--quiet"], env))
     assert not is_sharded(out)
     assert_same_run(reference, out)
+
+
+def assert_onnx_and_sample_read_shards(sharded: Path, tmp_path: Path) -> None:
+    """ONNX export and `onebit sample` read the shards: the same greedy tokens as the model put
+    back together in this process, and as a full checkpoint of it."""
+    from onebit.compile.onnx_export import export_onnx
+    from onebit.run.ort import OrtDecoder, generate_ort
+    from onebit.sampling import SamplerConfig
+    from onebit.train import sample as sample_cli
+    from onebit.train.checkpoint import save_checkpoint
+    from onebit.train.sample import generate
+
+    ckpt = load_checkpoint(sharded)
+    prompt, greedy = ckpt.tokenizer.encode("the king"), SamplerConfig(temperature=0)
+    export_onnx(sharded, tmp_path / "onnx", graphs="web")  # the web graph computes DESIGN.md exactly
+    assert generate_ort(OrtDecoder(tmp_path / "onnx", "web"), prompt, 12, greedy) == generate(ckpt.model, prompt, 12,
+                                                                                              greedy)
+    full = tmp_path / "full"
+    save_checkpoint(full, ckpt.model, ckpt.tokenizer, ckpt.meta)
+    texts = [CliRunner().invoke(sample_cli.main, [str(path), "--prompt", "the king", "-n", "12", "--temperature", "0"])
+             for path in (sharded, full)]
+    assert texts[0].exit_code == 0, texts[0].output
+    assert texts[0].stdout == texts[1].stdout and texts[0].stdout.startswith("the king")
 
 
 def test_two_nodes_match_one(corpus, env, tmp_path):

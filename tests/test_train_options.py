@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import MICRO_MODEL, write_word_corpus
 
-from onebit.train.dist_checkpoint import load_any_checkpoint
+from onebit.train.checkpoint import load_checkpoint
 from onebit.train.flops import device_peak_tflops, flops_per_token, mfu
 from onebit.train.metrics import read_metrics
 from onebit.train.model import Transformer
@@ -34,7 +34,7 @@ def config(corpus: Path, **over) -> TrainConfig:
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_any_checkpoint(run).model.state_dict()
+    return load_checkpoint(run).model.state_dict()
 
 
 def test_activation_checkpointing_changes_nothing(corpus, tmp_path):

@@ -23,8 +23,7 @@ from onebit.errors import OnebitError, cli_errors
 from onebit.format import EMBED_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
 from onebit.tokenizer import Tokenizer
 from onebit.train import quant
-from onebit.train.checkpoint import Checkpoint
-from onebit.train.dist_checkpoint import load_any_checkpoint
+from onebit.train.checkpoint import Checkpoint, load_checkpoint
 
 PACKS = ("t2", "t1.6")
 EMBED_DTYPES = ("f32", "f16", "i8")
@@ -212,7 +211,7 @@ def load_for_export(checkpoint_dir: Path) -> Checkpoint:
         sharded = is_sharded(checkpoint_dir)
     except OSError:
         sharded = False  # let the loader name what is wrong with the folder
-    return load_any_checkpoint(checkpoint_dir) if sharded else load_lazy_checkpoint(checkpoint_dir)
+    return load_checkpoint(checkpoint_dir) if sharded else load_lazy_checkpoint(checkpoint_dir)
 
 
 def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: Path | None = None,

@@ -75,44 +75,71 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, meta: dict,
-                    train_state: dict | None = None) -> None:
-    """Write a complete checkpoint and make it out_dir's latest; meta gets "onebit_version" and "quant".
+def checkpoint_meta(cfg: ModelConfig, meta: dict) -> str:
+    """meta.json's text: meta with "onebit_version" and "quant" added, NaN and infinities as null.
 
-    Any failure (a full disk included) leaves the previous checkpoint as it was and raises
-    CheckpointError; a checkpoint never pairs weights with the optimizer state of another step.
+    Strict JSON, so that C and JavaScript can read it too; raises TypeError before anything is on disk.
     """
-    out_dir = Path(out_dir)
-    cfg = model.cfg
-    if tokenizer.vocab_size != cfg.vocab_size:
-        raise CheckpointError(f"tokenizer vocab size {tokenizer.vocab_size} != model vocab_size {cfg.vocab_size}")
     meta = {"onebit_version": onebit.__version__, "quant": cfg.quant, **meta}
-    # fail before touching disk; strict JSON (no NaN) so that C and JavaScript can read it too
-    meta_text = json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return json.dumps(_finite(meta), indent=2, default=_json_default, allow_nan=False) + "\n"
 
-    versions = out_dir / VERSIONS_DIR
+
+def new_version(out_dir: Path, step: Any) -> tuple[Path, str]:
+    """A hidden folder in out_dir/checkpoints/ to write the next checkpoint version in, and the name
+    commit_version will give it (000007-step40).
+
+    A save is new_version, write_checkpoint_files, commit_version; save_checkpoint and the sharded
+    writer (onebit/train/dist_checkpoint.py) both go through the three."""
+    versions = Path(out_dir) / VERSIONS_DIR
     try:
         versions.mkdir(parents=True, exist_ok=True)
-        name = _next_version(versions, meta.get("step"))
+        name = _next_version(versions, step)
         tmp = Path(tempfile.mkdtemp(dir=versions, prefix=f".{name}.", suffix=".tmp"))
-    except OSError as e:
-        raise _save_error(out_dir, e, versions) from None
-    try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the checkpoint from other users
-        save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    except OSError as e:
+        raise _save_error(Path(out_dir), e, versions) from None
+    return tmp, name
+
+
+def write_checkpoint_files(tmp: Path, cfg: ModelConfig, tokenizer: Tokenizer, meta_text: str,
+                           train_state: dict | None, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Fill the version folder tmp (from new_version): model.safetensors when tensors are given (a
+    sharded checkpoint writes its weights itself), config, tokenizer, train state, then meta.json,
+    whose presence marks a finished save. On failure tmp is removed and CheckpointError raised."""
+    out_dir = tmp.parent.parent
+    try:
+        if tensors is not None:
+            save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
         tokenizer.save(tmp / TOKENIZER_FILE)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
         (tmp / META_FILE).write_text(meta_text, encoding="utf-8")
-        for file in tmp.iterdir():
-            os.chmod(file, 0o666 & ~_umask())  # safetensors creates 0600
-            fsync_path(file)
+    except Exception as e:  # safetensors and torch report a full disk in their own exception types
+        error = _save_error(out_dir, e, tmp.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise error from None
+    except BaseException:  # Ctrl-C: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def commit_version(out_dir: Path, tmp: Path, name: str) -> None:
+    """Make the finished version folder `tmp` (from new_version) out_dir's latest checkpoint.
+
+    Every file and folder in it is fsynced, it is renamed to `name`, and `latest` switches to it in
+    one rename; only then are older versions removed. On failure tmp is removed, the previous
+    checkpoint stays latest, and CheckpointError is raised.
+    """
+    out_dir, versions = Path(out_dir), Path(tmp).parent
+    try:
+        for path in sorted(tmp.rglob("*"), reverse=True):  # children before their folder
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())  # safetensors creates 0600
+            fsync_path(path)
         fsync_path(tmp)
         os.rename(tmp, versions / name)
         fsync_path(versions)
-    except Exception as e:  # safetensors and torch report a full disk in their own exception types
+    except Exception as e:
         error = _save_error(out_dir, e, versions)
         shutil.rmtree(tmp, ignore_errors=True)
         raise error from None
@@ -133,6 +160,24 @@ def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, met
     for plain in REQUIRED_FILES + (TRAIN_STATE_FILE,):
         if (out_dir / plain).is_file():
             (out_dir / plain).unlink(missing_ok=True)
+
+
+def save_checkpoint(out_dir: Path, model: Transformer, tokenizer: Tokenizer, meta: dict,
+                    train_state: dict | None = None) -> None:
+    """Write a complete checkpoint and make it out_dir's latest; meta gets "onebit_version" and "quant".
+
+    Any failure (a full disk included) leaves the previous checkpoint as it was and raises
+    CheckpointError; a checkpoint never pairs weights with the optimizer state of another step.
+    """
+    out_dir = Path(out_dir)
+    cfg = model.cfg
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise CheckpointError(f"tokenizer vocab size {tokenizer.vocab_size} != model vocab_size {cfg.vocab_size}")
+    meta_text = checkpoint_meta(cfg, meta)  # fails before touching disk
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp, name = new_version(out_dir, meta.get("step"))
+    write_checkpoint_files(tmp, cfg, tokenizer, meta_text, train_state, tensors)
+    commit_version(out_dir, tmp, name)
 
 
 def _umask() -> int:
@@ -171,7 +216,7 @@ def _replace_symlink(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
-def _checkpoint_dir(path: Path) -> Path:
+def checkpoint_dir(path: Path) -> Path:
     """The folder that holds the checkpoint's files: path itself, or the version its `latest` names."""
     path = Path(path)
     if not path.exists():
@@ -189,11 +234,15 @@ def _checkpoint_dir(path: Path) -> Path:
     return path
 
 
-def read_checkpoint_parts(path: Path) -> tuple[Path, ModelConfig, dict, Tokenizer]:
+_checkpoint_dir = checkpoint_dir  # the name onebit/compile/search.py imports
+
+
+def read_checkpoint_parts(path: Path, weights_file: bool = True) -> tuple[Path, ModelConfig, dict, Tokenizer]:
     """Everything of a checkpoint but its weights: the version folder, config, meta.json and
-    tokenizer, each checked and checked against each other (shared with the lazy exporter)."""
-    ckpt = _checkpoint_dir(path)
-    for name in REQUIRED_FILES:
+    tokenizer, each checked and checked against each other (shared with the lazy exporter and the
+    sharded loader, whose weights are not in model.safetensors: weights_file=False)."""
+    ckpt = checkpoint_dir(path)
+    for name in REQUIRED_FILES if weights_file else tuple(n for n in REQUIRED_FILES if n != MODEL_FILE):
         if not (ckpt / name).is_file():
             hint = " (the save did not finish)" if name == META_FILE else ""
             raise CheckpointError(f"checkpoint {ckpt}: missing {name}{hint}")
@@ -212,7 +261,12 @@ def read_checkpoint_parts(path: Path) -> tuple[Path, ModelConfig, dict, Tokenize
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
-    """Load and validate a checkpoint directory; the model comes back in eval mode on device."""
+    """Load and validate a checkpoint directory, full or sharded (FSDP, onebit/train/dist_checkpoint.py);
+    the model comes back in eval mode on device."""
+    from onebit.train import dist_checkpoint  # imports this module
+
+    if dist_checkpoint.is_sharded(path):
+        return dist_checkpoint.load_sharded_checkpoint(path, device)
     ckpt, config, meta, tokenizer = read_checkpoint_parts(path)
 
     try:
@@ -295,7 +349,7 @@ def load_train_state(path: Path) -> dict | None:
 
     Loaded with torch's weights_only unpickler: tensors, numbers, strings and containers only.
     """
-    file = _checkpoint_dir(path) / TRAIN_STATE_FILE
+    file = checkpoint_dir(path) / TRAIN_STATE_FILE
     if not file.is_file():
         return None
     try:

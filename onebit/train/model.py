@@ -34,6 +34,7 @@ class BitLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.grad_scale = 1.0
         self.anneal_alpha: float | None = None  # soft quantizer sharpness; None = hard
+        self.fused = True  # quant.BitLinearFn; False = quant.bitlinear_reference, the same training
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,19 +50,15 @@ class BitLinear(nn.Module):
             else:
                 acc = F.linear(xq, codes)
             return (acc * (scale / a)).to(x.dtype)
+        # int4/int8 never anneal: 15 or 255 levels are already smooth enough
+        if self.anneal_alpha is None or self.quant in quant.INT_LEVELS:
+            if self.fused:
+                return quant.BitLinearFn.apply(x, self.weight, self.quant, self.grad_scale)
+            return quant.bitlinear_reference(x, self.weight, self.quant, self.grad_scale)
         xq, a = quant.quantize_activation(x)
         x_fake = quant.ste(x, (xq / a).to(x.dtype))
-        if self.quant in quant.INT_LEVELS:
-            # per-row scales; no soft quantizer: 15 or 255 levels are already smooth enough
-            codes, rows = quant.int_codes(self.weight.detach(), self.quant)
-            w_fake = quant.ste(self.weight, codes * rows[:, None], self.grad_scale)
-            return F.linear(x_fake, w_fake.to(x_fake.dtype))
         scale = quant.weight_scale(self.weight).detach()
-        if self.anneal_alpha is not None:
-            w_fake = quant.soft_codes(self.weight, scale, self.quant, self.anneal_alpha) * scale
-        else:
-            codes, _ = quant.quantize_weight(self.weight.detach(), self.quant)
-            w_fake = quant.ste(self.weight, codes * scale, self.grad_scale)
+        w_fake = quant.soft_codes(self.weight, scale, self.quant, self.anneal_alpha) * scale
         return F.linear(x_fake, w_fake.to(x_fake.dtype))
 
     @torch.no_grad()
@@ -266,6 +263,10 @@ class Transformer(nn.Module):
     def set_anneal(self, alpha: float | None) -> None:
         for m in self.bitlinears():
             m.anneal_alpha = alpha
+
+    def set_fused(self, fused: bool) -> None:
+        for m in self.bitlinears():
+            m.fused = fused
 
     def set_grad_scale(self, factor: float) -> None:
         for m in self.bitlinears():

@@ -119,6 +119,67 @@ def ste(x: torch.Tensor, x_quant: torch.Tensor, grad_scale: float = 1.0) -> torc
     return out
 
 
+def fake_quant_weight(w: torch.Tensor, kind: str) -> torch.Tensor:
+    """The dequantized weight the training forward multiplies by: Q * s (per-row s for int4/int8)."""
+    codes, scale = quantize_weight(w, kind)
+    return codes * scale[:, None] if kind in INT_LEVELS else codes * scale
+
+
+def bitlinear_reference(x: torch.Tensor, w: torch.Tensor, kind: str, grad_scale: float = 1.0) -> torch.Tensor:
+    """The training forward of a hard-quantized BitLinear, built from autograd ops: the reference
+    that BitLinearFn must match, and the path for anything BitLinearFn does not cover."""
+    xq, a = quantize_activation(x)
+    x_fake = ste(x, (xq / a).to(x.dtype))
+    w_fake = ste(w, fake_quant_weight(w.detach(), kind), grad_scale)
+    return torch.nn.functional.linear(x_fake, w_fake.to(x_fake.dtype))
+
+
+class BitLinearFn(torch.autograd.Function):
+    """bitlinear_reference as one autograd node: the same numbers, bit for bit, for less work.
+
+    The reference records every quantizer op in the graph (and keeps their inputs alive) only for
+    the straight-through estimator to route the gradient around them. Here the forward runs
+    without a graph, on one fresh buffer per tensor, and saves the two tensors the matmul consumed;
+    the backward is a linear layer's two matmuls, in the order autograd runs them.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, kind: str,  # type: ignore[override]
+                grad_scale: float) -> torch.Tensor:
+        # quantize_activation, in place; max|x| from one min/max pass instead of abs then amax
+        lo, hi = torch.aminmax(x.float(), dim=-1, keepdim=True)
+        a = 127.0 / torch.maximum(-lo, hi).clamp_(min=EPS)
+        x_fake = (x.float() * a).round_().clamp_(-128, 127).div_(a).to(x.dtype)
+        if kind == "ternary":  # ternary_codes, in place
+            scale = weight_scale(w)
+            w_fake = (w.float() / scale).round_().clamp_(-1, 1).mul_(scale)
+        else:
+            w_fake = fake_quant_weight(w, kind)
+        # ste's forward value is x + (q - x), which can differ from q by an ulp; ternary training
+        # follows such an ulp wherever it flips a code, so the same value is formed here
+        x_fake = x_fake.sub_(x).add_(x)
+        w_fake = w_fake.sub_(w).add_(w).to(x_fake.dtype)
+        if torch.is_autocast_enabled(x.device.type):  # what autocast hands F.linear
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x_fake, w_fake = x_fake.to(dtype), w_fake.to(dtype)
+        ctx.save_for_backward(x_fake, w_fake)
+        ctx.x_dtype, ctx.w_dtype, ctx.grad_scale = x.dtype, w.dtype, grad_scale
+        return torch.nn.functional.linear(x_fake, w_fake)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x_fake, w_fake = ctx.saved_tensors
+        grad_x = grad_w = None
+        grad2d = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[0]:
+            grad_x = grad2d.mm(w_fake).view(*grad.shape[:-1], w_fake.shape[1]).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_w = x_fake.reshape(-1, x_fake.shape[-1]).t().mm(grad2d).t().to(ctx.w_dtype)
+            if ctx.grad_scale != 1.0:
+                grad_w = grad_w * ctx.grad_scale
+        return grad_x, grad_w, None, None
+
+
 def bits_per_weight(kind: str) -> float:
     """Information content of one quantized weight (packing overhead not included)."""
     return {"ternary": math.log2(3), "binary": 1.0, "int4": 4.0, "int8": 8.0, "none": 32.0}[kind]

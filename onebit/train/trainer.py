@@ -25,7 +25,7 @@ from onebit.config import QUANT_KINDS, ModelConfig, parse_precision
 from onebit.errors import cli_errors
 from onebit.progress import progress_bar
 from onebit.tokenizer import Tokenizer, make_tokenizer
-from onebit.train.checkpoint import load_train_state, save_checkpoint
+from onebit.train.checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from onebit.train import distributed
 from onebit.train.data import TokenData, default_cache_dir, load_token_data, resolve_corpus
 from onebit.train.distributed import DistributedError, World
@@ -322,8 +322,6 @@ def init_from_run(cfg: TrainConfig, out_dir: Path, device: torch.device, world: 
     names one (--precision), else the checkpoint's. The map changes no parameter shape, so every
     weight loads as it was and only the quantizers change (docs/SEARCH.md).
     """
-    from onebit.train.checkpoint import load_checkpoint
-
     src = load_checkpoint(Path(cfg.init_from))
     shape = src.config.to_dict()
     precision = cfg.model.get("precision", src.config.precision)
@@ -372,7 +370,7 @@ def resume_run(resume_dir: Path, out_dir: Path, cfg: TrainConfig, state: dict, w
 
     device = resolve_device(cfg.device, world)
     sharded = dist_checkpoint.is_sharded(resume_dir)
-    ckpt = dist_checkpoint.load_any_checkpoint(resume_dir, device=str(device))
+    ckpt = load_checkpoint(resume_dir, device=str(device))
     data = _load_data(cfg, ckpt.tokenizer, world)
     trainer = Trainer(cfg, ckpt.model, ckpt.tokenizer, data, out_dir, device, world,
                       _teacher(cfg, ckpt.tokenizer, device))
