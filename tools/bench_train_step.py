@@ -72,6 +72,21 @@ def stepper(model: Transformer, batch: int, seed: int) -> Callable[[], None]:
     return step
 
 
+def saved_bytes(model: Transformer, batch: int) -> int:
+    """Bytes autograd keeps for the backward pass of one forward (each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.zeros(batch, model.cfg.max_seq_len, dtype=torch.long)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model.loss(x, x)
+    del loss
+    return sum(storages.values())
+
+
 VARIANTS = {
     # name: (preset shape, quant, fused quantizer, torch.compile per block)
     "fp, ternary shape": ("ternary", "none", True, False),
@@ -95,10 +110,12 @@ def main(rounds: int, steps: int, warmup: int, batch: int, threads: int, compile
     variants = dict(VARIANTS)
     if compiled:
         variants["ternary, fused, compiled"] = ("ternary", "ternary", True, True)
-    steps_of = {}
+    steps_of, saved = {}, {}
     for i, (name, spec) in enumerate(variants.items()):
         torch.manual_seed(1337)
-        steps_of[name] = stepper(build(*spec), batch, seed=i)
+        model = build(*spec)
+        saved[name] = saved_bytes(model, batch) if not spec[3] else None
+        steps_of[name] = stepper(model, batch, seed=i)
         for _ in range(warmup):
             steps_of[name]()
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -112,8 +129,9 @@ def main(rounds: int, steps: int, warmup: int, batch: int, threads: int, compile
     fp = ms["fp, ternary shape"]
     command = shlex.join(["tools/bench_train_step.py", *sys.argv[1:]])
     lines = [f"Machine: {machine(threads)}.", f"Command: `{command}` (median of {rounds} rounds of {steps} steps).",
-             "", "| step | ms | ratio to FP, same shape |", "|---|---|---|"]
-    lines += [f"| {name} | {t:.1f} | {t / fp:.2f}x |" for name, t in ms.items()]
+             "", "| step | ms | ratio to FP, same shape | saved for backward |", "|---|---|---|---|"]
+    lines += [f"| {name} | {t:.1f} | {t / fp:.2f}x | "
+              f"{'-' if saved[name] is None else f'{saved[name] / 2**20:.1f} MiB'} |" for name, t in ms.items()]
     click.echo("\n".join(lines))
 
 
