@@ -431,6 +431,9 @@ def check_model(f: OnebitFile) -> dict:
         raise _fail(path, f"tokenizer.type {tok.get('type')!r} is not char or bpe")
     if tok.get("pretokenizer") == "sentencepiece":
         expect("tokenizer.flags", "U8", (vocab,))
+        byte_tokens = (f.array("tokenizer.flags") & 3) != 0
+        if (np.diff(offsets)[byte_tokens] != 1).any():
+            raise _fail(path, "tokenizer.flags marks a token of other than one byte as a byte token")
         sp = tok.get("sentencepiece")
         if not isinstance(sp, dict) or sp.get("prepend") not in SP_PREPEND:
             raise _fail(path, "tokenizer.sentencepiece is missing or its prepend is not one of "

@@ -94,6 +94,14 @@ static ob_status sp_settings(ob_tokenizer *t, const ob_file *f, ob_json tj, char
         return OB_ERR_FORMAT;
     }
     t->flags = ob_file_tensor_data(f, &rec);
+    for (int32_t id = 0; id < t->vocab_size; id++) { /* decoding reads a byte token's one byte */
+        const uint8_t *bytes;
+        int len = ob_tok_len(t, id, &bytes);
+        if ((t->flags[id] & (OB_TOKF_BYTE | OB_TOKF_FALLBACK)) && len != 1) {
+            ob_set_msg(err, es, "tokenizer.flags marks token %d as a byte token, but it has %d bytes", (int)id, len);
+            return OB_ERR_FORMAT;
+        }
+    }
     if (ob_json_get(tj, "sentencepiece", &sp) || !ob_json_is_object(sp)) {
         ob_set_msg(err, es, "metadata: tokenizer.sentencepiece object is missing");
         return OB_ERR_FORMAT;

@@ -169,8 +169,10 @@ static void test_special_tokens(void) {
 }
 
 /* A SentencePiece-style model over the 256 single-byte tokens and merges a+a, aa+aa, ...: bytes
- * 0x80.. are <0xNN> fallback tokens (flags), the rest plain characters, " " is the metaspace. */
-static ob_model *sp_model(const char *prepend, void **raw, uint8_t *flags) {
+ * 0x80.. are <0xNN> fallback tokens (flags), the rest plain characters, " " is the metaspace.
+ * `bad` also flags the two-byte token "aa" as a byte token. */
+static ob_status sp_model(const char *prepend, int bad, ob_model **m, void **raw, uint8_t *flags, char *err,
+                          size_t es) {
     enum { N_MERGES = 12 };
     static int32_t merges[N_MERGES][3];
     for (int k = 0; k < N_MERGES; k++) {
@@ -179,6 +181,7 @@ static ob_model *sp_model(const char *prepend, void **raw, uint8_t *flags) {
     }
     memset(flags, 0, 256 + N_MERGES);
     for (int b = 0x80; b < 256; b++) flags[b] = 1 | 2 | 4; /* byte, fallback, hidden */
+    if (bad) flags[256] = 1;
     char extra[256];
     snprintf(extra, sizeof extra,
              ", \"sentencepiece\": {\"prepend\": \"%s\", \"split\": false, \"byte_fallback\": true, "
@@ -198,20 +201,19 @@ static ob_model *sp_model(const char *prepend, void **raw, uint8_t *flags) {
     size_t size;
     uint8_t *d = fx_write(&f, &size, raw);
     fx_free(&f);
-    ob_model *m = NULL;
-    char err[256];
-    CHECK(ob_model_open_memory(&m, d, size, NULL, 0, err, sizeof err) == OB_OK, "open SentencePiece: %s", err);
-    return m;
+    *m = NULL;
+    return ob_model_open_memory(m, d, size, NULL, 0, err, es);
 }
 
 static void test_sentencepiece(void) {
     uint8_t flags[256 + 12];
     void *raw;
-    ob_model *m = sp_model("always", &raw, flags);
+    ob_model *m;
+    char err[256], text[64];
+    CHECK(sp_model("always", 0, &m, &raw, flags, err, sizeof err) == OB_OK, "open SentencePiece: %s", err);
     if (failures) return;
     int32_t ids[64];
     int n;
-    char err[256], text[64];
     size_t len;
     /* "é" is not a token: its two bytes fall back; " " and U+2581 are both the metaspace */
     CHECK(ob_tokenize_ex(m, "a\xc3\xa9 \xe2\x96\x81", 7, ids, 64, &n, err, sizeof err) == OB_OK && n == 6 &&
@@ -248,8 +250,12 @@ static void test_sentencepiece(void) {
     free(out);
     ob_model_free(m);
     free(raw);
+    /* a byte token must be one byte: decoding reads it */
+    CHECK(sp_model("always", 1, &m, &raw, flags, err, sizeof err) == OB_ERR_FORMAT && strstr(err, "token 256"),
+          "a two-byte token flagged as a byte: %s", err);
+    free(raw);
     /* "first-unless-space": no metaspace before a text that starts with a space */
-    m = sp_model("first-unless-space", &raw, flags);
+    CHECK(sp_model("first-unless-space", 0, &m, &raw, flags, err, sizeof err) == OB_OK, "open: %s", err);
     if (failures) return;
     CHECK(ob_tokenize_ex(m, " a", 2, ids, 64, &n, err, sizeof err) == OB_OK && n == 2 && ids[0] == ' ' && ids[1] == 'a',
           "first-unless-space: %d ids", n);
