@@ -148,7 +148,7 @@ def test_greedy_text_pytorch_equals_c(pair, exported):
     ckpt, c, _ = exported
     prompt = tok.encode("Hello world, naïve 東京")
     torch_ids = generate(ckpt.model, prompt, 24, SamplerConfig(temperature=0.0))
-    c_ids = c.generate(prompt, 24, temperature=0.0)
+    c_ids = c.generate(prompt, 24, temperature=0.0, ignore_eos=True)
     assert c_ids == torch_ids
     assert c.decode(prompt + c_ids) == tok.decode(prompt + torch_ids) == hf.decode(prompt + torch_ids,
                                                                                   skip_special_tokens=False)
@@ -191,3 +191,25 @@ def test_gguf_refuses_what_llama_cpp_would_tokenize_differently(name):
 
     with pytest.raises(GGUFExportError, match="no GGUF form here yet"):
         _add_tokenizer(None, Tokenizer(FORMS[name]()), {})
+
+
+def test_hf_bitnet_with_a_llama2_tokenizer(tmp_path):
+    """A BitNetForCausalLM saved by transformers with a Llama-2-style tokenizer: imported and
+    exported, C encodes as HF and generates transformers' greedy tokens."""
+    from hf_fixtures import hf_greedy, save_hf_bitnet
+
+    from onebit.compile.export import ExportOptions, export_1bit
+    from onebit.run.c import Model
+    from onebit.train.hf_import import import_hf
+
+    hf = FORMS["legacy"]()
+    save_hf_bitnet(tmp_path / "hf", "packed", tokenizer=hf, bos_token_id=1, eos_token_id=2)
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "tokenizer_class": "LlamaTokenizerFast"}))
+    import_hf(tmp_path / "hf", tmp_path / "ckpt", show_progress=False)
+    export_1bit(tmp_path / "ckpt", tmp_path / "m.1bit", ExportOptions(embed_dtype="f32"))
+    c = Model(tmp_path / "m.1bit")
+    text = mixed_sample(3, 60)
+    assert c.encode(text) == hf_ids(hf, text)
+    prompt = [1] + hf_ids(hf, "Hello world, naïve 東京 🙂")
+    assert c.generate(prompt, 10, temperature=0.0, ignore_eos=True) == hf_greedy(tmp_path / "hf", prompt, 10)
