@@ -27,6 +27,7 @@ SP_FORMS = {
     "always-split": lambda: sentencepiece_tokenizer("always", split=True),
     "never": lambda: sentencepiece_tokenizer("never", strip=False),
     "no-fallback": lambda: sentencepiece_tokenizer("legacy", byte_fallback=False),
+    "ascii-fallback": lambda: sentencepiece_tokenizer("first", byte_tokens=128),
     # trained by the sentencepiece library and converted by transformers, as Llama-2 / Mistral are
     "spm-legacy": lambda: sentencepiece_model_tokenizer(True, Path(tempfile.mkdtemp()) / "spm"),
     "spm-first": lambda: sentencepiece_model_tokenizer(False, Path(tempfile.mkdtemp()) / "spm"),

@@ -49,13 +49,14 @@ def _train(pre_tokenizer, vocab_size: int, **trainer_args) -> dict:
 
 
 def sentencepiece_tokenizer(form: str = "legacy", split: bool = False, vocab_size: int = 500,
-                            byte_fallback: bool = True, strip: bool = True) -> Tokenizer:
-    """form: "legacy" (normalizer Prepend + Replace) or a Metaspace prepend_scheme."""
+                            byte_fallback: bool = True, strip: bool = True, byte_tokens: int = 256) -> Tokenizer:
+    """form: "legacy" (normalizer Prepend + Replace) or a Metaspace prepend_scheme; byte_tokens < 256
+    keeps only <0x00> .. (so some characters fall back to bytes and others to unk)."""
     spec = _train(pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True),
                   vocab_size, limit_alphabet=70)
     vocab = {t: i for i, t in enumerate(SP_SPECIALS)}
     if byte_fallback:
-        vocab.update({f"<0x{b:02X}>": len(vocab) + b for b in range(256)})
+        vocab.update({f"<0x{b:02X}>": len(vocab) + b for b in range(byte_tokens)})
     for token, _ in sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(token, len(vocab))
     spec["model"].update(vocab=vocab, byte_fallback=byte_fallback, unk_token="<unk>", fuse_unk=True)
