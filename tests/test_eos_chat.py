@@ -119,13 +119,14 @@ def test_clis_print_up_to_the_eos_and_past_it_with_ignore_eos(model):
 
 
 def test_bench_generates_the_full_count(model):
-    from onebit.run.native import locate_cli
-
-    done = _cli([str(locate_cli()), "-m", str(model["bin"]), "-p", PROMPT, "-n", str(N), "--temperature", "0",
-                 "--bench"])
-    assert done.returncode == 0, done.stderr
-    assert f"+ {N} new tokens" in done.stderr
-    assert "load: " in done.stderr
+    """--bench implies --ignore-eos in both `onebit-run` and `onebit run`: benchmarks measure N tokens."""
+    clis = _clis(model)
+    for name in ("onebit-run", "run_c"):
+        done = _cli(clis[name] + ["-p", PROMPT, "-n", str(N), "--temperature", "0", "--bench"])
+        assert done.returncode == 0, (name, done.stderr)
+        assert f"+ {N} new tokens" in done.stderr, name
+        assert done.stdout == PROMPT + model["tok"].decode(model["full"], skip_special_tokens=False), name
+        assert "load: " in done.stderr, name
 
 
 @pytest.mark.skipif(not all(shutil.which(t) for t in ("clang", "wasm-ld", "llvm-ar", "node", "make"))

@@ -496,8 +496,10 @@ def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, chat: bo
     """Generate text with a .1bit model through the C runtime (stdout: prompt + text)."""
     if batch < 1 or prompt_tokens < 0 or threads < 1 or ctx < 0 or n < 0:
         raise CRuntimeError("--batch and --threads must be >= 1; --ctx, -n and --prompt-tokens >= 0")
+    opened = time.perf_counter()
     model = Model(model_path, n_ctx=ctx, threads=threads, kv=kv, isa=isa, n_batch=batch,
                   max_memory=parse_bytes(max_memory) if max_memory is not None else 0)
+    load_s = time.perf_counter() - opened
     if ppl_file is not None:
         try:
             text = ppl_file.read_bytes().decode("utf-8")
@@ -530,6 +532,7 @@ def main(model_path: Path, prompt: str, n: int, sampler: SamplerConfig, chat: bo
                    seed=sampler.seed, on_token=on_token, ignore_eos=sampler.ignore_eos)
     stream.close(len(ids), f"C runtime, {threads} thread(s)")
     if bench:
+        click.echo(f"load: {load_s * 1e3:.2f} ms (open the model, create the session)", err=True)
         click.echo(clock.report(len(ids), threads, model.isa, kv, model.n_ctx), err=True)
 
 
