@@ -222,10 +222,27 @@ size_t ob_model_plan_bytes(const ob_model_plan *plan);
 ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size_t merge_cap,
                             char *err, size_t err_size);
 int ob_tok_len(const ob_tokenizer *t, int32_t id, const uint8_t **bytes);
+/* The keyed hashes of the lookup tables, and a refill of both tables under a given key (the tests
+ * use key 0 to show that a crafted file really collides without the key). */
+uint32_t ob_tok_bytes_hash(uint64_t key, const uint8_t *p, size_t n);
+uint32_t ob_tok_pair_hash(uint64_t key, int32_t a, int32_t b);
+void ob_tokenizer_index(ob_tokenizer *t, uint64_t key);
+/* Merge scratch for long pre-tokens, grown by doubling and reused across them; n_alloc counts the
+ * allocations.  free(p) when done. */
+typedef struct ob_bpe_scratch {
+    void *p;
+    size_t cap;
+    int n_alloc;
+} ob_bpe_scratch;
 /* BPE merges over one pre-token's byte tokens w[0..n), in place; the new length (-1: no memory).
- * The rescan (short words) and the heap (long ones) give identical results (tests compare them). */
+ * The rescan (short words) and the heap (long ones) give identical results (tests compare them).
+ * ob_bpe_merge_heap is ob_bpe_merge_heap_in with a scratch of its own. */
 int ob_bpe_merge_small(const ob_tokenizer *t, int32_t *w, int n);
+int ob_bpe_merge_heap_in(const ob_tokenizer *t, int32_t *w, int n, ob_bpe_scratch *s);
 int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n);
+/* ob_tokenize_ex with the caller's merge scratch (ob_tokenize_ex: one of its own per call). */
+ob_status ob_tokenize_in(const ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens,
+                         ob_bpe_scratch *scratch, char *err, size_t err_size);
 
 /* sampler.c */
 typedef struct ob_sampler_state {

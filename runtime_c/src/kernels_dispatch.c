@@ -39,7 +39,7 @@ static uint64_t ob_xgetbv0(void) {
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((uint64_t)hi << 32) | lo;
 }
-static int ob_x86_level(void) { /* 0 scalar, 1 avx2, 2 avx512 */
+static int ob_x86_probe(void) { /* 0 scalar, 1 avx2, 2 avx512 */
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
@@ -53,6 +53,18 @@ static int ob_x86_level(void) { /* 0 scalar, 1 avx2, 2 avx512 */
     if (!(avx2 && fma && f16c)) return 0;
     if (avx512f && avx512bw && avx512vl && vnni && (xcr0 & 0xe6) == 0xe6) return 2;
     return 1;
+}
+/* CPUID traps to the hypervisor in a virtual machine (23 us a call on the development VM) and every
+ * session asks, so the answer is kept: level + 1, 0 until first asked.  Relaxed atomics, since
+ * sessions are created on several threads at once. */
+static int ob_x86_level(void) {
+    static int known;
+    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (!k) {
+        k = ob_x86_probe() + 1;
+        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
+    }
+    return k - 1;
 }
 #endif
 

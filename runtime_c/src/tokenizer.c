@@ -3,8 +3,10 @@
  * first, then (byte-level BPE) the GPT-2 or Llama-3 regex pre-tokenizer, or (SentencePiece-style)
  * spaces become metaspaces and a character missing from the vocabulary becomes its <0xNN> byte
  * tokens; then merges by rank inside each pre-token.
- * The lookup tables live in the model's arena and scratch in the caller's output, except for a
- * pre-token longer than BPE_SMALL bytes, whose linear-ish merge takes scratch from malloc. */
+ * The lookup tables live in the model's arena and scratch in the caller's output, except for
+ * pre-tokens longer than BPE_SMALL bytes, whose linear-ish merge takes scratch from malloc: one
+ * block per call, grown by doubling, so at most log2(longest / BPE_SMALL) + 1 allocations
+ * whatever the number of long pre-tokens (tests/test_tokenizer_bounds.c counts them). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,15 +31,19 @@ static uint64_t mix64(uint64_t x) { /* a bijective finalizer: every input bit re
     return x;
 }
 
-static uint32_t bytes_hash(const ob_tokenizer *t, const uint8_t *p, size_t n) {
-    uint64_t h = t->hash_key ^ 0xcbf29ce484222325ULL; /* FNV-1a from a keyed basis */
+uint32_t ob_tok_bytes_hash(uint64_t key, const uint8_t *p, size_t n) {
+    uint64_t h = key ^ 0xcbf29ce484222325ULL; /* FNV-1a from a keyed basis */
     for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
     return (uint32_t)mix64(h ^ n);
 }
 
-static uint32_t pair_hash(const ob_tokenizer *t, int32_t a, int32_t b) {
-    return (uint32_t)mix64((((uint64_t)(uint32_t)a << 32) | (uint32_t)b) ^ t->hash_key);
+uint32_t ob_tok_pair_hash(uint64_t key, int32_t a, int32_t b) {
+    return (uint32_t)mix64((((uint64_t)(uint32_t)a << 32) | (uint32_t)b) ^ key);
 }
+
+static uint32_t bytes_hash(const ob_tokenizer *t, const uint8_t *p, size_t n) { return ob_tok_bytes_hash(t->hash_key, p, n); }
+
+static uint32_t pair_hash(const ob_tokenizer *t, int32_t a, int32_t b) { return ob_tok_pair_hash(t->hash_key, a, b); }
 
 /* Different in every process (ASLR) and every open: the addresses of this call's stack and of
  * the tables, and the clocks.  Where none of them varies (a fixed-address MCU image) the key is
@@ -131,6 +137,27 @@ static ob_status sp_settings(ob_tokenizer *t, const ob_file *f, ob_json tj, char
     return OB_OK;
 }
 
+void ob_tokenizer_index(ob_tokenizer *t, uint64_t key) {
+    t->hash_key = key;
+    memset(t->vocab_hash, 0, sizeof(int32_t) * ((size_t)t->vocab_hash_mask + 1));
+    memset(t->merge_hash, 0, sizeof(int32_t) * ((size_t)t->merge_hash_mask + 1));
+    for (int32_t id = 0; id < t->vocab_size; id++) {
+        const uint8_t *b;
+        int len = ob_tok_len(t, id, &b);
+        if (t->flags && (t->flags[id] & OB_TOKF_HIDDEN)) continue; /* never looked up */
+        if (vocab_find(t, b, (size_t)len) >= 0) continue;           /* the first id wins */
+        uint32_t h = bytes_hash(t, b, (size_t)len) & t->vocab_hash_mask;
+        while (t->vocab_hash[h]) h = (h + 1) & t->vocab_hash_mask;
+        t->vocab_hash[h] = id + 1;
+    }
+    for (int32_t i = 0; i < t->n_merges; i++) {
+        if (merge_find(t, merge_field(t, i, 0), merge_field(t, i, 1)) >= 0) continue; /* lowest rank wins */
+        uint32_t h = pair_hash(t, merge_field(t, i, 0), merge_field(t, i, 1)) & t->merge_hash_mask;
+        while (t->merge_hash[h]) h = (h + 1) & t->merge_hash_mask;
+        t->merge_hash[h] = i + 1;
+    }
+}
+
 ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size_t merge_cap, char *err,
                             size_t es) {
     ob_tokenizer *t = &m->tok;
@@ -208,30 +235,18 @@ ob_status ob_tokenizer_init(ob_model *m, ob_arena *arena, size_t vocab_cap, size
         ob_set_msg(err, es, "arena too small for the tokenizer tables");
         return OB_ERR_NOMEM;
     }
-    t->hash_key = draw_key(t->vocab_hash);
     t->vocab_hash_mask = (uint32_t)vocab_cap - 1;
     t->merge_hash_mask = (uint32_t)merge_cap - 1;
+    ob_tokenizer_index(t, draw_key(t->vocab_hash));
     for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
     for (int32_t id = 0; id < V; id++) {
         const uint8_t *b;
         int len = ob_tok_len(t, id, &b);
-        if (t->flags) { /* byte fallback goes to the <0xNN> tokens; hidden ones are never looked up */
-            int fl = t->flags[id];
-            if ((fl & OB_TOKF_FALLBACK) && len == 1 && t->byte_token[b[0]] < 0) t->byte_token[b[0]] = id;
-            if (fl & OB_TOKF_HIDDEN) continue;
+        if (t->flags) { /* byte fallback goes to the <0xNN> tokens */
+            if ((t->flags[id] & OB_TOKF_FALLBACK) && len == 1 && t->byte_token[b[0]] < 0) t->byte_token[b[0]] = id;
         } else if (len == 1 && t->byte_token[b[0]] < 0) {
             t->byte_token[b[0]] = id;
         }
-        if (vocab_find(t, b, (size_t)len) >= 0) continue; /* the first id wins */
-        uint32_t h = bytes_hash(t, b, (size_t)len) & t->vocab_hash_mask;
-        while (t->vocab_hash[h]) h = (h + 1) & t->vocab_hash_mask;
-        t->vocab_hash[h] = id + 1;
-    }
-    for (int32_t i = 0; i < t->n_merges; i++) {
-        if (merge_find(t, merge_field(t, i, 0), merge_field(t, i, 1)) >= 0) continue; /* lowest rank wins */
-        uint32_t h = pair_hash(t, merge_field(t, i, 0), merge_field(t, i, 1)) & t->merge_hash_mask;
-        while (t->merge_hash[h]) h = (h + 1) & t->merge_hash_mask;
-        t->merge_hash[h] = i + 1;
     }
     if (t->pretok == OB_PRE_SENTENCEPIECE && (t->sp_space = vocab_find(t, (const uint8_t *)" ", 1)) < 0) {
         ob_set_msg(err, es, "SentencePiece-style tokenizer has no token for the metaspace");
@@ -418,6 +433,7 @@ static size_t pretoken_end_llama3(text_view t, size_t i) {
 typedef struct {
     int32_t *out;
     int cap, n;
+    ob_bpe_scratch *scratch;
 } tok_out;
 
 /* Pre-tokens up to this many bytes merge in place by rescanning (quadratic, but no memory and the
@@ -480,12 +496,21 @@ static bpe_cand heap_pop(bpe_cand *h, int *n) {
  * and a min-heap orders the candidate pairs by (rank, position), the order the rescan above
  * picks them in.  Entries go stale when a neighbour merges; a popped entry is used only if its
  * pair still exists with that rank.  Each merge pushes at most two entries, so the heap never
- * holds more than 3n.  Scratch (3 ints + 3 heap entries per byte) from malloc, freed here. */
-int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n) {
+ * holds more than 3n.  Scratch: 3 ints + 3 heap entries per byte, in s (grown if too small). */
+int ob_bpe_merge_heap_in(const ob_tokenizer *t, int32_t *w, int n, ob_bpe_scratch *s) {
     if (n < 2) return n;
     size_t per = 3 * sizeof(int32_t) + 3 * sizeof(bpe_cand);
     if ((size_t)n > SIZE_MAX / per) return -1;
-    int32_t *id = (int32_t *)malloc(per * (size_t)n);
+    size_t need = per * (size_t)n;
+    if (need > s->cap) {
+        size_t cap = s->cap <= SIZE_MAX / 2 && s->cap * 2 > need ? s->cap * 2 : need;
+        free(s->p);
+        s->p = malloc(cap);
+        s->cap = s->p ? cap : 0;
+        s->n_alloc++;
+        if (!s->p) return -1;
+    }
+    int32_t *id = (int32_t *)s->p;
     if (!id) return -1;
     int32_t *prev = id + n, *next = prev + n;
     bpe_cand *heap = (bpe_cand *)(next + n);
@@ -513,14 +538,20 @@ int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n) {
     }
     int len = 0;
     for (int i = 0; i >= 0; i = next[i]) w[len++] = id[i]; /* symbol 0 is always the head */
-    free(id);
+    return len;
+}
+
+int ob_bpe_merge_heap(const ob_tokenizer *t, int32_t *w, int n) {
+    ob_bpe_scratch s = {NULL, 0, 0};
+    int len = ob_bpe_merge_heap_in(t, w, n, &s);
+    free(s.p);
     return len;
 }
 
 /* Merges over the len symbols at the end of the output. */
 static ob_status merge_tail(const ob_tokenizer *t, int len, tok_out *o) {
     int32_t *w = o->out + o->n;
-    len = len <= BPE_SMALL ? ob_bpe_merge_small(t, w, len) : ob_bpe_merge_heap(t, w, len);
+    len = len <= BPE_SMALL ? ob_bpe_merge_small(t, w, len) : ob_bpe_merge_heap_in(t, w, len, o->scratch);
     if (len < 0) return OB_ERR_NOMEM;
     o->n += len;
     return OB_OK;
@@ -641,8 +672,8 @@ static int32_t special_at(const ob_tokenizer *t, const uint8_t *s, size_t n, siz
     return best;
 }
 
-ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens,
-                         char *err, size_t es) {
+ob_status ob_tokenize_in(const ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens,
+                         ob_bpe_scratch *scratch, char *err, size_t es) {
     if (err && es) err[0] = 0;
     if (!m || (!text && len) || (!tokens && cap) || cap < 0 || !n_tokens) {
         ob_set_msg(err, es, "invalid argument (NULL model, text, tokens or n_tokens, or a negative cap)");
@@ -659,7 +690,7 @@ ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_
         }
         i += (size_t)l;
     }
-    tok_out o = {tokens, cap, 0};
+    tok_out o = {tokens, cap, 0, scratch};
     ob_status st = OB_OK;
     if (t->kind == OB_TOK_CHAR) {
         for (size_t i = 0; i < len;) {
@@ -708,6 +739,14 @@ ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_
     }
     *n_tokens = o.n;
     return OB_OK;
+}
+
+ob_status ob_tokenize_ex(const ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens,
+                         char *err, size_t es) {
+    ob_bpe_scratch scratch = {NULL, 0, 0};
+    ob_status st = ob_tokenize_in(m, text, len, tokens, cap, n_tokens, &scratch, err, es);
+    free(scratch.p);
+    return st;
 }
 
 ob_status ob_tokenize(ob_model *m, const char *text, size_t len, int32_t *tokens, int cap, int *n_tokens) {
