@@ -521,12 +521,17 @@ def tokenizer_config(cfg: ModelConfig, tokenizer, generation: dict | None = None
     }
 
 
+EXPORT_FILES = (*GRAPH_FILES.values(), TOKENIZER_FILE, "tokenizer_config.json", "genai_config.json")
+
+
 def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOptions | None = None,
                  provenance: dict | None = None, generation: dict | None = None) -> list[Path]:
     """Write the graphs, genai_config.json and the tokenizer files into out_dir; the paths written.
     `generation`: an imported model's BOS, EOS ids and chat template (generation_tokens), kept in
-    each graph's onebit.generation property for `onebit run-ort`."""
-    from onebit.atomic import atomic_write_bytes
+    each graph's onebit.generation property for `onebit run-ort`.  The folder appears complete or
+    not at all (onebit.atomic.atomic_dir); an existing one is replaced only if it holds nothing but
+    a previous export's files."""
+    from onebit.atomic import atomic_dir
 
     options = (options or OnnxOptions()).validate()
     if tokenizer.vocab_size != model.cfg.vocab_size:
@@ -534,26 +539,28 @@ def export_model(model: Transformer, tokenizer, out_dir: Path, options: OnnxOpti
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OnnxExportError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+        if foreign:
+            raise OnnxExportError(f"{out_dir} holds files that are not an ONNX export ({', '.join(foreign[:3])}"
+                                  f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
     model = model.eval().float()
     protos = {kind: build_onnx(model, kind, options) for kind in options.graphs}  # all built before any write
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for kind, proto in protos.items():
-        props = {"onebit.provenance": json.dumps(provenance, default=str)} if provenance else {}
-        if generation:
-            props[GENERATION_PROP] = json.dumps(generation)
-        if props:
-            helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **props})
-        written.append(out_dir / GRAPH_FILES[kind])
-        atomic_write_bytes(written[-1], proto.SerializeToString())
-    tokenizer.save(out_dir / TOKENIZER_FILE)
-    written.append(out_dir / TOKENIZER_FILE)
-    main = GRAPH_FILES["native" if "native" in options.graphs else "web"]
-    for name, data in (("tokenizer_config.json", tokenizer_config(model.cfg, tokenizer, generation)),
-                       ("genai_config.json", genai_config(model.cfg, tokenizer, main, generation))):
-        written.append(out_dir / name)
-        atomic_write_bytes(written[-1], (json.dumps(data, indent=2) + "\n").encode())
-    return written
+    names = [GRAPH_FILES[kind] for kind in protos] + [TOKENIZER_FILE, "tokenizer_config.json", "genai_config.json"]
+    with atomic_dir(out_dir) as tmp:
+        for kind, proto in protos.items():
+            props = {"onebit.provenance": json.dumps(provenance, default=str)} if provenance else {}
+            if generation:
+                props[GENERATION_PROP] = json.dumps(generation)
+            if props:
+                helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **props})
+            (tmp / GRAPH_FILES[kind]).write_bytes(proto.SerializeToString())
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        main = GRAPH_FILES["native" if "native" in options.graphs else "web"]
+        for name, data in (("tokenizer_config.json", tokenizer_config(model.cfg, tokenizer, generation)),
+                           ("genai_config.json", genai_config(model.cfg, tokenizer, main, generation))):
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return [out_dir / name for name in names]
 
 
 def export_onnx(checkpoint_dir: Path, out_dir: Path, **options) -> None:
