@@ -64,6 +64,7 @@ class W:
         self.corpus, self.empty, self.binary = root / "corpus.txt", root / "empty.txt", root / "binary.txt"
         self.secret = root / "secret.txt"  # unreadable
         self.dir, self.ro = root / "dir", root / "ro"  # an empty folder; a read-only one
+        self.foreign = root / "foreign"  # a folder holding someone's file
         self.ckpt, self.other, self.mixed = root / "ckpt", root / "other", root / "mixed"
         self.locked = root / "locked"  # a checkpoint whose weights are unreadable
         self.model, self.truncated, self.garbage = root / "model.1bit", root / "truncated.1bit", root / "garbage.1bit"
@@ -95,6 +96,8 @@ def world(tmp_path_factory) -> W:
     w.secret.write_text(TEXT)
     w.dir.mkdir()
     w.ro.mkdir()
+    w.foreign.mkdir()
+    (w.foreign / "notes.txt").write_text("not an export\n")
     w.out.mkdir()
     _checkpoint(w.ckpt, TEXT)
     _checkpoint(w.other, "abcdefghijklmnopqrstuvwxyz \n")
@@ -123,6 +126,7 @@ class Case:
     expect: str = ""  # a fragment of the error line
     rc: int = 1
     output: Callable[[W], Path] | None = None  # where no file may be left (an empty folder may)
+    absent: Callable[[W], Path] | None = None  # what must not exist afterwards, not even as an empty folder
     logs: bool = False  # the tool may log lines (train's settings) before its error
     interrupt: bool = False  # send SIGINT once it is in the middle of its work
     permissions: bool = False  # needs file permissions to hold (root: setpriv)
@@ -177,19 +181,22 @@ def _model_file_cases(tool: str) -> list[Case]:
 CASES: list[Case] = [
     # -- onebit train
     Case("train", "unknown flag", lambda w: ["--bogus"], rc=2),
-    Case("train", "missing corpus", lambda w: ["--data", w.nope("nope.txt"), "--out", w.out / "t1"], "nope.txt",
-         output=lambda w: w.out / "t1"),
+    Case("train", "missing corpus", lambda w: ["--data", w.nope("nope.txt"), "--out", w.out / "t1" / "run"],
+         "nope.txt", absent=lambda w: w.out / "t1"),
     Case("train", "unreadable corpus", lambda w: ["--data", w.secret, "--out", w.out / "t4"], "ermission",
-         permissions=True),
-    Case("train", "invalid UTF-8 corpus", lambda w: ["--data", w.binary, "--out", w.out / "t5"], "UTF-8"),
+         permissions=True, absent=lambda w: w.out / "t4"),
+    Case("train", "invalid UTF-8 corpus", lambda w: ["--data", w.binary, "--out", w.out / "t5"], "UTF-8",
+         absent=lambda w: w.out / "t5"),
     Case("train", "enormous steps", lambda w: ["--data", w.corpus, "--max-steps", HUGE, "--out", w.out / "t7"],
-         "max_steps"),
-    Case("train", "NaN learning rate", lambda w: ["--data", w.corpus, "--lr", "nan", "--out", w.out / "t8"], "lr"),
+         "max_steps", absent=lambda w: w.out / "t7"),
+    Case("train", "NaN learning rate", lambda w: ["--data", w.corpus, "--lr", "nan", "--out", w.out / "t8"], "lr",
+         absent=lambda w: w.out / "t8"),
     Case("train", "a file as the run folder", lambda w: ["--data", w.corpus, "--out", w.corpus], "corpus.txt"),
     Case("train", "read-only run folder", lambda w: ["--data", w.corpus, "--out", w.ro / "run"], "ermission",
          output=lambda w: w.ro / "run", permissions=True),
     Case("train", "checkpoint of another vocabulary",
-         lambda w: ["--init-from", w.other, "--data", w.corpus, "--out", w.out / "t10"], "vocabulary", logs=True),
+         lambda w: ["--init-from", w.other, "--data", w.corpus, "--out", w.out / "t10"], "vocabulary", logs=True,
+         absent=lambda w: w.out / "t10"),
     Case("train", "Ctrl-C while training",
          lambda w: ["--data", w.corpus, "--max-steps", "100000", "--eval-interval", "1000", "--ckpt-interval", "3",
                     "--set", "dim=32", "--set", "n_layers=1", "--set", "max_seq_len=32", "--out", w.out / "t11"],
@@ -205,6 +212,8 @@ CASES: list[Case] = [
          output=lambda w: w.out / "e4.1bit", permissions=True),
     Case("export", "ONNX into a read-only folder", lambda w: [w.ckpt, "--format", "onnx", "-o", w.ro / "onnx"],
          "ermission", output=lambda w: w.ro / "onnx", permissions=True),
+    Case("export", "ONNX into a folder of other files", lambda w: [w.ckpt, "--format", "onnx", "-o", w.foreign],
+         "not an ONNX export", output=lambda w: w.foreign),
     Case("export", "unreadable weights", lambda w: [w.locked, "-o", w.out / "e5.1bit"], "ermission",
          output=lambda w: w.out / "e5.1bit", permissions=True),
     Case("export", "checkpoint of another vocabulary", lambda w: [w.mixed, "-o", w.out / "e6.1bit"], "vocab_size",
@@ -365,6 +374,8 @@ def _fails(case: Case, world: W, result: Result) -> str | None:
         leftover = [name for name in result.new_files if name == prefix or name.startswith(prefix + "/")]
         if leftover:
             return f"left behind {leftover}"
+    if case.absent is not None and case.absent(world).exists():
+        return f"left {case.absent(world)} behind"
     return None
 
 

@@ -410,15 +410,40 @@ def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, resume_ov
         _WORLD = World()
 
 
+def _make_run_dir(out_dir: Path) -> list[Path]:
+    """mkdir -p out_dir, early, so that an unwritable --out fails before the data is read; the
+    folders it created, deepest first."""
+    created, p = [], out_dir
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _setup(cfg: TrainConfig, world: World, out_dir: Path, resume: Path | None, state: dict | None,
+           expect_vocab: int | None) -> Trainer:
+    """The run's trainer, or no trace of it: a failure before training starts (a missing corpus, a
+    vocabulary mismatch, Ctrl-C while tokenizing) removes the --out folders this run created."""
+    created = _make_run_dir(out_dir) if world.is_main else []
+    try:
+        if resume is not None:
+            trainer = resume_run(resume, out_dir, cfg, state or {}, world)
+            log(f"resuming {resume} at step {trainer.progress.step} of {trainer.cfg.max_steps}")
+            return trainer
+        return new_run(cfg, out_dir, expect_vocab, world)
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only if still empty: never anything that another process put there
+            except OSError:
+                break
+        raise
+
+
 def _train(cfg: TrainConfig, world: World, out_dir: Path, resume: Path | None, state: dict | None,
            show_progress: bool, expect_vocab: int | None, stop_after: int | None) -> Progress:
-    if world.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if resume is not None:
-        trainer = resume_run(resume, out_dir, cfg, state or {}, world)
-        log(f"resuming {resume} at step {trainer.progress.step} of {trainer.cfg.max_steps}")
-    else:
-        trainer = new_run(cfg, out_dir, expect_vocab, world)
+    trainer = _setup(cfg, world, out_dir, resume, state, expect_vocab)
     log(format_stats(trainer.model.param_stats()))
     log(f"tokenizer {trainer.tokenizer.kind}, vocab {trainer.tokenizer.vocab_size}; "
         f"{trainer.data.train.shape[0]:,} train / {trainer.data.val.shape[0]:,} val tokens")
