@@ -337,14 +337,14 @@ class Session:
         n_out = ffi.new("int *")
         errors: list[BaseException] = []
 
-        @ffi.callback("int(void *, int32_t, const uint8_t *, size_t)")
+        # Any exception stops the C loop (the callback returns 1) and is re-raised below.  onerror,
+        # not a try inside: a Ctrl-C that arrived while C ran is raised on the callback's first
+        # bytecode, before any try in it, and cffi would print and ignore it.
+        @ffi.callback("int(void *, int32_t, const uint8_t *, size_t)", error=1,
+                      onerror=lambda _type, value, _tb: errors.append(value))
         def relay(_user, token, data, length):
-            try:
-                on_token(int(token), ffi.unpack(ffi.cast("char *", data), length))
-                return 0
-            except BaseException as e:  # stop the C loop; re-raised below
-                errors.append(e)
-                return 1
+            on_token(int(token), ffi.unpack(ffi.cast("char *", data), length))
+            return 0
 
         with self.lock:
             lib.ob_session_reset(self._session)
