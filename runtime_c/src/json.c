@@ -258,6 +258,12 @@ int ob_json_item(ob_json arr, size_t *cursor, ob_json *value) {
 int ob_json_string_eq(ob_json v, const char *str) {
     char buf[128];
     size_t len;
+    /* a string without escapes is its own bytes: compare in place (every key lookup of the loader
+     * comes here for every member it passes, so decoding each into buf was most of an open) */
+    if (v.n >= 2 && v.p[0] == '"' && !memchr(v.p + 1, '\\', v.n - 2)) {
+        len = strlen(str);
+        return v.n - 2 == len && memcmp(v.p + 1, str, len) == 0;
+    }
     if (ob_json_string(v, buf, sizeof buf, &len)) return 0;
     return strlen(str) == len && memcmp(buf, str, len) == 0;
 }
