@@ -18,8 +18,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch.distributed.checkpoint as dcp
-
 from onebit.train import distributed
 from onebit.train.checkpoint import (LATEST, Checkpoint, CheckpointError, checkpoint_meta, commit_version,
                                      new_version, read_checkpoint_parts, write_checkpoint_files)
@@ -51,6 +49,7 @@ def is_sharded(path: Path) -> bool:
 
 def save_sharded(trainer: "Trainer", meta: dict) -> None:
     """Every rank writes its shard of the weights and optimizer state; rank 0 writes the rest and commits."""
+    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     world, out_dir, cfg = trainer.world, Path(trainer.out_dir), trainer.model.cfg
@@ -93,6 +92,7 @@ def load_sharded_optimizer(path: Path, trainer: "Trainer") -> None:
 
 
 def _read(folder: Path, state: dict, no_dist: bool = True) -> None:
+    import torch.distributed.checkpoint as dcp  # 0.8 s of imports that a full checkpoint never needs
     try:
         with warnings.catch_warnings():  # reading in one process is the intent, not a mistake to warn of
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
