@@ -55,6 +55,18 @@ def run(kind: str, out: Path, seed: int, kd: tuple[float, float], extra: tuple[s
         raise click.ClickException(f"{kind} seed {seed} failed (see {log_path})")
 
 
+def val_loss(metrics: Path, step: int | None) -> float:
+    rows = read_metrics(metrics) if metrics.is_file() else []
+    if step is None:
+        if not rows:
+            raise click.ClickException(f"{metrics}: no evaluation logged yet")
+        return rows[-1]["val_loss"]
+    for row in rows:
+        if row["step"] == step:
+            return row["val_loss"]
+    raise click.ClickException(f"{metrics}: no evaluation at step {step}")
+
+
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bench_distill"), show_default=True,
               help="Folder of the runs and their logs.")
@@ -64,8 +76,11 @@ def run(kind: str, out: Path, seed: int, kd: tuple[float, float], extra: tuple[s
 @click.option("--jobs", type=int, default=2, show_default=True, help="Runs at the same time (1 thread each).")
 @click.option("--extra", default="", show_default=True, help="Extra onebit train flags for every run.")
 @click.option("--table-only", is_flag=True, help="Tabulate the runs already in --out without training.")
+@click.option("--at-step", type=int, default=None,
+              help="Tabulate the val loss every run logged at this step (runs still going, or stopped "
+                   "early).  [default: each run's last row]")
 def main(out: Path, seeds: tuple[int, ...], kd_weight: float, kd_temperature: float, jobs: int, extra: str,
-         table_only: bool) -> None:
+         table_only: bool, at_step: int | None) -> None:
     """Train FP, ternary and distilled ternary (tiny preset) per seed and print the table."""
     seeds = seeds or (1337,)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +95,7 @@ def main(out: Path, seeds: tuple[int, ...], kd_weight: float, kd_temperature: fl
              "| seed | full precision | ternary | ternary distilled | ternary gap to FP | distilled gap to FP |",
              "|---|---|---|---|---|---|"]
     for s in seeds:
-        fp, tern, dist = (read_metrics(out / f"{k}-{s}" / "metrics.csv")[-1]["val_loss"]
-                          for k in ("fp", "ternary", "distilled"))
+        fp, tern, dist = (val_loss(out / f"{k}-{s}" / "metrics.csv", at_step) for k in ("fp", "ternary", "distilled"))
         lines.append(f"| {s} | {fp:.4f} | {tern:.4f} | {dist:.4f} | {100 * (tern / fp - 1):+.1f} % | "
                      f"{100 * (dist / fp - 1):+.1f} % |")
     command = shlex.join(["onebit", "train", *args_for("distilled", out, seeds[0], kd, flags)])
