@@ -141,8 +141,8 @@ class BitLinearFn(torch.autograd.Function):
     estimator to detach the branch and route the gradient around them. Here the forward runs
     without a graph, in place on one fresh buffer per tensor, and saves the two tensors the matmul
     consumed; the backward is a linear layer's two matmuls, in the order autograd runs them. On
-    CPU the two measure the same (docs/BENCHMARKS.md): the time is in the elementwise passes, which
-    both make. Fewer kernels and graph nodes may matter on a GPU; that is not measured.
+    CPU that gains little (docs/BENCHMARKS.md): the time is in the elementwise passes, which both
+    make. Fewer kernels and graph nodes may matter more on a GPU; that is not measured.
     """
 
     @staticmethod
