@@ -1,0 +1,70 @@
+"""A/B of two onebit-run builds on one model, interleaved: the tool behind BENCHMARKS.md's
+"before / after" figures.
+
+    python tools/bench_ab.py --a OLD/onebit-run --b NEW/onebit-run -m model.1bit \
+        [--threads 1,2] [--rounds 6] [--test tg128] [--kv f16]
+
+Each round runs A then B (then the next thread count) with `--bench` and the same arguments, so
+both builds see the same machine state; it prints every sample, then per thread count the best
+and the median of each build and B / A of the medians.  Tests: tg128 (one prompt token, 128
+decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512.  To build
+the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+from pathlib import Path
+
+import click
+
+TESTS = {"tg128": (1, 129, "decode_tok_s"), "tg128@d512": (512, 129, "decode_tok_s"),
+         "pp128": (128, 1, "prefill_tok_s"), "pp512": (512, 1, "prefill_tok_s")}
+
+
+def one(binary: Path, model: Path, threads: int, test: str, kv: str) -> float:
+    prompt, n, key = TESTS[test]
+    cmd = [str(binary), "-m", str(model), "--bench", "--prompt-tokens", str(prompt), "-n", str(n), "--temperature",
+           "0", "--threads", str(threads), "--ctx", str(prompt + n), "--kv", kv]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(key + r"=([\d.]+)", done.stderr)
+    if done.returncode != 0 or not m:
+        raise click.ClickException(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    return float(m.group(1))
+
+
+@click.command()
+@click.option("--a", "a", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="build A (the baseline) onebit-run")
+@click.option("--b", "b", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="build B (the change) onebit-run")
+@click.option("-m", "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help=".1bit model")
+@click.option("--threads", default="1,2", show_default=True, help="comma-separated thread counts")
+@click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 100), help="interleaved rounds")
+@click.option("--test", type=click.Choice(list(TESTS)), default="tg128", show_default=True, help="what to time")
+@click.option("--kv", type=click.Choice(["f32", "f16"]), default="f16", show_default=True, help="KV-cache type")
+def main(a: Path, b: Path, model: Path, threads: str, rounds: int, test: str, kv: str) -> None:
+    """Interleaved A/B of two onebit-run builds; tok/s, best / median, and B / A."""
+    counts = [int(t) for t in threads.split(",")]
+    got: dict[tuple[str, int], list[float]] = {(k, n): [] for k in "AB" for n in counts}
+    for r in range(rounds):
+        for n in counts:
+            for k, binary in (("A", a), ("B", b)):
+                got[(k, n)].append(one(binary, model, n, test, kv))
+                click.echo(f"round {r + 1} threads {n} {k} {got[(k, n)][-1]:.1f} tok/s", err=True)
+    print(f"A/B {test} --kv {kv}, {rounds} interleaved rounds, model {model.name}, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
+    print(f"A: {a}\nB: {b}")
+    print("| threads | A best / median | B best / median | B / A (medians) |\n|---|---|---|---|")
+    for n in counts:
+        xa, xb = got[("A", n)], got[("B", n)]
+        print(f"| {n} | {max(xa):.1f} / {statistics.median(xa):.1f} | {max(xb):.1f} / {statistics.median(xb):.1f} | "
+              f"{statistics.median(xb) / statistics.median(xa):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
