@@ -52,7 +52,64 @@ OB_WINL void obw_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, si
 #define OB_SIMD128_ATTR
 /* GEMV tiles of 2 rows: faster than 4 under Node (more live vectors than x86 has registers?) */
 OB_DEF_TILES(OB_SIMD128_ATTR, obw_t2, 2, 4)
-OB_DEF_MATMUL(obw_t2, OB_WFMT_T2)
+
+/* The decode GEMV (one token) in 16-bit lanes, where SIMD128 has a multiply-add (i32x4.dot_i16x8,
+ * x86's pmaddwd): a 16-byte slice of a row read as eight 16-bit lanes holds in lane j the codes
+ * of bytes 2j and 2j + 1, so (lane >> s) & 3 for s = 0, 2, .., 14 gives eight codes at once, no
+ * widening.  Shift s = 2i + 8e reads byte 2j + e's slice i: weight 32i + 2j + e of the half-block
+ * (the T2 layout).  The token's int8 activations are widened once per call into that order
+ * (x16), so each 8 weights cost a shift, an and, one dot and one add, against the extending
+ * multiplies of the tiles above.  The int32 sums are exact, so the result is the reference's. */
+#define OBW_T2_KMAX 8192
+OB_WINL void obw_t2_rows(const uint8_t *w, size_t rb, int nblk, const int16_t *x16, int32_t *out, const int R) {
+    const v128_t m3 = wasm_i16x8_splat(3);
+    v128_t acc[4];
+    for (int r = 0; r < R; r++) acc[r] = wasm_i32x4_splat(0);
+    for (int b = 0; b < nblk; b++)
+        for (int h = 0; h < 2; h++) {
+            const int16_t *xp = x16 + (size_t)b * 128 + 64 * h;
+            v128_t W[4];
+            for (int r = 0; r < R; r++) W[r] = wasm_v128_load(w + (size_t)r * rb + (size_t)b * 32 + 16 * h);
+            for (int q = 0; q < 8; q++) { /* q = 2i + e: shift 2i + 8e */
+                v128_t xv = wasm_v128_load(xp + 8 * q);
+                int sh = 2 * (q >> 1) + 8 * (q & 1);
+                for (int r = 0; r < R; r++) {
+                    v128_t c = sh == 14 ? wasm_u16x8_shr(W[r], 14) : wasm_v128_and(wasm_u16x8_shr(W[r], sh), m3);
+                    acc[r] = wasm_i32x4_add(acc[r], wasm_i32x4_dot_i16x8(c, xv));
+                }
+            }
+        }
+    for (int r = 0; r < R; r++) out[r] = obw_hsum(acc[r]);
+}
+static void obw_t2_gemv4(const uint8_t *w, size_t rb, int nblk, const int16_t *x16, int32_t *out) {
+    obw_t2_rows(w, rb, nblk, x16, out, 4);
+}
+static void obw_t2_gemv1(const uint8_t *w, size_t rb, int nblk, const int16_t *x16, int32_t *out) {
+    obw_t2_rows(w, rb, nblk, x16, out, 1);
+}
+
+static void obw_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
+                          const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    if (m != 1 || K > OBW_T2_KMAX) {
+        ob_run_tiles(&obw_t2_tiles, OB_WFMT_T2, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
+        return;
+    }
+    int16_t x16[OBW_T2_KMAX] __attribute__((aligned(16)));
+    int nblk = (K + 127) / 128;
+    size_t rb = ob_row_bytes(OB_WFMT_T2, K);
+    for (int b = 0; b < nblk; b++)
+        for (int h = 0; h < 2; h++)
+            for (int q = 0; q < 8; q++)
+                for (int j = 0; j < 8; j++)
+                    x16[b * 128 + 64 * h + 8 * q + j] = xq[b * 128 + 16 * h + 32 * (q >> 1) + 2 * j + (q & 1)];
+    int32_t out[4];
+    for (int r = r0; r < r1;) {
+        int nr = r1 - r >= 4 ? 4 : 1;
+        (nr == 4 ? obw_t2_gemv4 : obw_t2_gemv1)(w + (size_t)r * rb, rb, nblk, x16, out);
+        for (int i = 0; i < nr; i++) y[r + i] = ob_out(out[i] - xsum[0], wscale, a[0]);
+        r += nr;
+    }
+}
 
 OB_WINL v128_t obw_ld_f32(const float *p) { return wasm_v128_load(p); }
 /* Four int8 weights as four floats. */
