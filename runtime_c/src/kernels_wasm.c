@@ -70,6 +70,7 @@ OB_WINL void obw_t2_rows(const uint8_t *w, size_t rb, int nblk, const int16_t *x
             const int16_t *xp = x16 + (size_t)b * 128 + 64 * h;
             v128_t W[4];
             for (int r = 0; r < R; r++) W[r] = wasm_v128_load(w + (size_t)r * rb + (size_t)b * 32 + 16 * h);
+#pragma clang loop unroll(full) /* constant shifts: V8 turns a variable one into several instructions */
             for (int q = 0; q < 8; q++) { /* q = 2i + e: shift 2i + 8e */
                 v128_t xv = wasm_v128_load(xp + 8 * q);
                 int sh = 2 * (q >> 1) + 8 * (q & 1);
