@@ -1,5 +1,5 @@
-/* kernels_wasm.c - WebAssembly SIMD128 kernels (clang -msimd128): T2 and the f32 / f16 / int8
- * GEMVs of the LM head.  The other entries keep the scalar references. */
+/* kernels_wasm.c - WebAssembly SIMD128 kernels (clang -msimd128): quantize, T2 and the f32 / f16 /
+ * int8 GEMVs of the LM head.  The other entries keep the scalar references. */
 #include "kernels_impl.h"
 
 #if defined(OB_HAVE_SIMD128)
@@ -215,7 +215,52 @@ static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, 
     obw_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
 
+/* Quantize as ob_quantize_ref, 16 values a step: pmax skips a NaN as the reference's `>` does,
+ * f32x4.nearest rounds half to even as nearbyintf, and the clamp leaves integers that the
+ * saturating conversions and narrowings keep exactly. */
+static void obw_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
+    v128_t mx = wasm_f32x4_splat(0.0f);
+    int k = 0;
+    for (; k + 4 <= K; k += 4) mx = wasm_f32x4_pmax(mx, wasm_f32x4_abs(wasm_v128_load(x + k)));
+    float amax = 0.0f;
+    for (int i = 0; i < 4; i++) {
+        float v = wasm_f32x4_extract_lane(mx, 0);
+        mx = wasm_i32x4_shuffle(mx, mx, 1, 2, 3, 0);
+        if (v > amax) amax = v;
+    }
+    for (; k < K; k++) {
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    float a = 127.0f / fmaxf(amax, 1e-5f);
+    const v128_t va = wasm_f32x4_splat(a), lo = wasm_f32x4_splat(-128.0f), hi = wasm_f32x4_splat(127.0f);
+    v128_t s = wasm_i32x4_splat(0);
+    for (k = 0; k + 16 <= K; k += 16) {
+        v128_t q[4];
+        for (int i = 0; i < 4; i++) {
+            v128_t v = wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + k + 4 * i), va));
+            q[i] = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_pmin(wasm_f32x4_pmax(v, lo), hi));
+            s = wasm_i32x4_add(s, q[i]);
+        }
+        wasm_v128_store(xq + k, wasm_i8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(q[0], q[1]),
+                                                        wasm_i16x8_narrow_i32x4(q[2], q[3])));
+    }
+    int32_t sum = obw_hsum(s);
+    for (; k < K; k++) {
+        float v = nearbyintf(x[k] * a);
+        if (v > 127.0f) v = 127.0f;
+        if (v < -128.0f) v = -128.0f;
+        xq[k] = (int8_t)v;
+        sum += xq[k];
+    }
+    size_t st = ob_act_stride(K);
+    memset(xq + K, 0, st - (size_t)K);
+    *a_out = a;
+    *sum_out = sum;
+}
+
 void ob_kernels_fill_simd128(ob_kernels *k) {
+    k->quantize = obw_quantize;
     k->matmul[OB_WFMT_T2] = obw_t2_matmul;
     k->gemv_f32 = obw_gemv_f32;
     k->gemv_f16 = obw_gemv_f16;
