@@ -42,6 +42,8 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 # Encode in pieces of about this many characters; HF encodes a batch of pieces in parallel.
 CHUNK_CHARS = 1 << 16
+# Characters after a cut that its patterns may look at (one, or a special token: cut_patterns)
+LOOKAHEAD = 1024
 REPLACEMENT = "\ufffd".encode()
 
 # A chunk may end right before a newline (or space) that is followed by a non-space. The GPT-2
@@ -51,6 +53,8 @@ REPLACEMENT = "\ufffd".encode()
 # HF would not.
 _NEWLINE_BOUNDARY = re.compile(r"\n(?=\S)")
 _SPACE_BOUNDARY = re.compile(r" (?=\S)")
+# SentencePiece: a space (a metaspace to come) right after a character that is not one
+_SP_BOUNDARY = re.compile("(?<=[^\\s\u2581]) ")
 
 
 class TokenizerError(OnebitError):
@@ -71,29 +75,48 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-def _boundaries(newline: bool) -> tuple[re.Pattern, ...]:
+Cuts = bool | tuple[re.Pattern, ...]
+
+
+def _boundaries(newline: Cuts) -> tuple[re.Pattern, ...]:
     # Llama-3's ` ?[^\s\p{L}\p{N}]+[\r\n]*` keeps the newlines after punctuation in one pre-token,
-    # so only the space boundary is safe there.
+    # so only the space boundary is safe there. A tokenizer passes its own patterns (cut_patterns).
+    if isinstance(newline, tuple):
+        return newline
     return (_NEWLINE_BOUNDARY, _SPACE_BOUNDARY) if newline else (_SPACE_BOUNDARY,)
 
 
-def _last_boundary(text: str, start: int, newline: bool = True) -> int:
-    """Index of the last safe chunk boundary in text[start:], or -1."""
+def cut_patterns(pretokenizer: str, specials: Iterable[str]) -> tuple[re.Pattern, ...]:
+    """Where a text may be cut for `pretokenizer`: the module's boundaries, except right before a
+    special token. Special tokens are split out before pre-tokenization, so a space in front of one
+    ends its segment and joins the whitespace run before it, where a cut would split that run."""
+    specials = sorted(specials, key=len, reverse=True)
+    avoid = "(?!" + "|".join(map(re.escape, specials)) + ")" if specials else ""
+    if pretokenizer == SENTENCEPIECE:
+        return (re.compile(_SP_BOUNDARY.pattern + avoid),)
+    space = re.compile(_SPACE_BOUNDARY.pattern + avoid)
+    return (re.compile(_NEWLINE_BOUNDARY.pattern + avoid), space) if pretokenizer == GPT2 else (space,)
+
+
+def _last_boundary(text: str, start: int, newline: Cuts = True, before: int | None = None) -> int:
+    """Index of the last safe chunk boundary in text[start:before], or -1."""
     for pattern in _boundaries(newline):
         at = -1
         for m in pattern.finditer(text, start):
-            at = m.start()
+            if before is None or m.start() < before:
+                at = m.start()
         if at > 0:
             return at
     return -1
 
 
-def _next_boundary(text: str, pos: int, size: int, newline: bool = True) -> int:
+def _next_boundary(text: str, pos: int, size: int, newline: Cuts = True) -> int:
     """First safe boundary at or after pos: a newline within the next `size` characters if there
     is one, else a space there, else whichever comes first further on; -1 when there is none."""
-    for endpos in (pos + size, len(text)):
+    for limit in (pos + size, len(text)):
         for pattern in _boundaries(newline):
-            if m := pattern.search(text, pos, endpos):
+            # endpos would hide the text after the cut from the lookaheads; LOOKAHEAD bounds the scan
+            if (m := pattern.search(text, pos, limit + LOOKAHEAD)) and m.start() < limit:
                 return m.start()
     return -1
 
@@ -223,9 +246,11 @@ def decode_sentencepiece(ids: Sequence[int], pieces: Sequence[bytes], flags: np.
     return text
 
 
-def split_chunks(text: str, size: int = CHUNK_CHARS, newline: bool = True) -> list[str]:
+def split_chunks(text: str, size: int | None = None, newline: Cuts = True) -> list[str]:
     """Cut text into pieces of about `size` characters at boundaries where BPE would split anyway
-    (before a space followed by text, and before a newline followed by text when `newline`)."""
+    (before a space followed by text, and before a newline followed by text when `newline`; or at
+    a tokenizer's cut_patterns)."""
+    size = CHUNK_CHARS if size is None else size  # read at call time: tests shrink it
     pieces, start = [], 0
     while len(text) - start > size:
         cut = _next_boundary(text, start + size, size, newline)
@@ -275,6 +300,10 @@ class Tokenizer:
             self._id_to_token[i] = token
         self._bytes = [self._raw_bytes(i) for i in range(self.vocab_size)]
         self._flags = self.token_flags()
+        self._cut_patterns: tuple[re.Pattern, ...] | None = None
+        self._merges_stay_in_words = not any(
+            left[-1:] != METASPACE and right[:1] == METASPACE
+            for left, right in (m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges") or []))
         if self.kind == "char":
             # sorted code points and their ids: np.searchsorted encodes the whole corpus at once
             cps = np.array([ord(t) for t in self._id_to_token], dtype=np.int64)
@@ -368,14 +397,29 @@ class Tokenizer:
             return self._encode_char(text)
         if not self._chunkable:
             return self.hf.encode(text, add_special_tokens=False).ids
-        return self._encode_bpe(split_chunks(text, newline=self.pretokenizer == GPT2))
+        return self._encode_bpe(split_chunks(text, newline=self._cuts))
+
+    @property
+    def _cuts(self) -> tuple[re.Pattern, ...]:
+        if self._cut_patterns is None:
+            self._cut_patterns = cut_patterns(self.pretokenizer, self.special_tokens)
+        return self._cut_patterns
 
     @property
     def _chunkable(self) -> bool:
-        """Whether encoding pieces of a text gives the text's ids: not when every piece would gain a
-        leading space or `▁` (add_prefix_space, SentencePiece). ignore_merges is no obstacle: it
-        acts inside a pre-token, and pieces are cut between pre-tokens."""
-        return self.kind == "bpe" and not (self.sentencepiece or self.add_prefix_space)
+        """Whether encoding pieces of a text gives the text's ids. ignore_merges is no obstacle: it
+        acts inside a pre-token, and byte-level pieces are cut between pre-tokens. Not when every
+        piece would gain a leading space or `▁` (add_prefix_space, the legacy SentencePiece
+        normalizer), nor when a special token holds a space or newline (a cut could split it).
+        A Metaspace SentencePiece piece starting with a space gains no `▁`, and a cut before that
+        space is one that BPE never merges across when split is on, or when no merge joins a
+        token ending in a character other than `▁` to one starting with `▁`."""
+        if self.kind != "bpe" or self.add_prefix_space or any(
+                c in t or len(t) >= LOOKAHEAD for t in self.special_tokens for c in " \r\n"):
+            return False
+        if self.sentencepiece is None:
+            return True
+        return self.sentencepiece["prepend"] != "always" and (self.sentencepiece["split"] or self._merges_stay_in_words)
 
     def encode_stream(self, texts: Iterable[str]) -> Iterator[list[int]]:
         """Encode consecutive pieces of one text; the concatenated ids equal encode("".join(texts)).
@@ -392,11 +436,14 @@ class Tokenizer:
             if not self._chunkable:  # held whole: no piece boundary is safe (see _chunkable)
                 carry += text
                 continue
-            scanned = max(0, len(carry) - 1)  # the old tail had no boundary; its last char lacked a lookahead
+            # the old tail had no boundary; its last chars lacked the lookahead: one character, and a
+            # whole special token (a cut right before one is not safe, see cut_patterns)
+            span = max(map(len, self.special_tokens), default=0)
+            scanned = max(0, len(carry) - 1 - span)
             carry += text
-            cut = _last_boundary(carry, scanned, newline=self.pretokenizer == GPT2)
+            cut = _last_boundary(carry, scanned, newline=self._cuts, before=len(carry) - span)
             if cut > 0:
-                yield self._encode_bpe(split_chunks(carry[:cut], newline=self.pretokenizer == GPT2))
+                yield self._encode_bpe(split_chunks(carry[:cut], newline=self._cuts))
                 carry = carry[cut:]
         if carry:
             yield self.encode(carry)

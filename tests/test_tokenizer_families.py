@@ -60,9 +60,14 @@ def random_ids(hf, seed: int, n: int = 200) -> list[list[int]]:
             [rng.choice(byte_ids + [rng.randrange(v)]) for _ in range(n)], [rng.randrange(v)], []]
 
 
+# forms whose text Python cannot encode in pieces (every piece would gain a leading space or ▁)
+WHOLE = {"legacy", "no-fallback", "gpt2-prefix"}
+
+
 def test_kinds_detected(pair):
     name, _, tok = pair
     assert tok.kind == "bpe"
+    assert tok._chunkable == (name not in WHOLE)
     assert tok.pretokenizer == (GPT2 if name.startswith("gpt2") else LLAMA3 if name.startswith("llama3")
                                 else SENTENCEPIECE)
     if name.endswith("ignore-merges"):  # the unmerged whole words do make a difference
@@ -214,3 +219,38 @@ def test_hf_bitnet_with_a_llama2_tokenizer(tmp_path):
     assert c.encode(text) == hf_ids(hf, text)
     prompt = [1] + hf_ids(hf, "Hello world, naïve 東京 🙂")
     assert c.generate(prompt, 10, temperature=0.0, ignore_eos=True) == hf_greedy(tmp_path / "hf", prompt, 10)
+
+
+def test_merge_across_words_stops_chunking(monkeypatch):
+    """A Metaspace tokenizer with a merge that joins a word's end to the next `▁`-word: a cut
+    before that space would change the ids, so Python encodes the text whole."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    spec = json.loads(sentencepiece_tokenizer("first").to_str())
+    vocab = spec["model"]["vocab"]
+    assert "d" in vocab and "\u2581w" in vocab
+    vocab["d\u2581w"] = len(vocab)
+    spec["model"]["merges"].insert(0, ["d", "\u2581w"])
+    hf = HFTokenizer.from_str(json.dumps(spec))
+    tok = Tokenizer(hf)
+    assert not tok._chunkable
+    monkeypatch.setattr(tokmod, "CHUNK_CHARS", 3)  # a cut before every " world" if it were allowed
+    text = "and world " * 20
+    assert vocab["d\u2581w"] in hf_ids(hf, text)
+    assert tok.encode(text) == hf_ids(hf, text)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama3-ignore-merges"])
+def test_no_cut_right_before_a_special_token(name, monkeypatch):
+    """Spaces before a special token end their segment in one pre-token: a cut between them
+    (even one found before the special token's end has arrived in a stream) changes the ids."""
+    hf = FORMS[name]()
+    tok = Tokenizer(hf)
+    special = next(iter(tok.special_tokens))
+    text = ("word  " + special + " x\n\n " + special + "y  ") * 30
+    expected = hf_ids(hf, text)
+    monkeypatch.setattr(tokmod, "CHUNK_CHARS", 4)
+    assert tok.encode(text) == expected
+    for size in (1, 3, 7):  # the special token arrives split across pieces
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        assert [i for ids in tok.encode_stream(pieces) for i in ids] == expected
