@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_fixtures import llama3_tokenizer
-from tokenizer_fixtures import (gpt2_tokenizer, mixed_sample, sentencepiece_model_tokenizer, sentencepiece_tokenizer,
-                                with_unmerged_words)
-
 from conftest import MICRO_MODEL
+from hf_fixtures import llama3_tokenizer
+from tokenizer_fixtures import (
+    gpt2_tokenizer,
+    mixed_sample,
+    sentencepiece_model_tokenizer,
+    sentencepiece_tokenizer,
+    with_unmerged_words,
+)
+
 from onebit import tokenizer as tokmod
 from onebit.tokenizer import GPT2, LLAMA3, SENTENCEPIECE, Tokenizer, TokenizerError
 
@@ -108,7 +113,7 @@ def exported(pair, tmp_path_factory):
     from onebit.train.checkpoint import load_checkpoint, save_checkpoint
     from onebit.train.model import Transformer
 
-    name, hf, tok = pair
+    name, _, tok = pair
     base = tmp_path_factory.mktemp(f"tok-{name}")
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=tok.vocab_size, **{**MICRO_MODEL, "max_seq_len": 64}))
@@ -161,7 +166,7 @@ def test_greedy_text_pytorch_equals_c(pair, exported):
 
 
 def test_metadata(pair, exported):
-    name, _, tok = pair
+    tok = pair[2]
     from onebit.format import read_1bit
 
     meta = read_1bit(exported[2]).meta["tokenizer"]
