@@ -21,6 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             size_t len;
             FUZZ_ASSERT(ob_token_bytes(m, t, &b, &len) == OB_OK);
         }
+        for (int i = 0; i < info.n_eos_tokens; i++) FUZZ_ASSERT(ob_token_is_eos(m, info.eos_tokens[i]));
+        /* the chat template's pieces: any metadata string, escapes included, within the buffer */
+        char chat[256];
+        size_t need = 0;
+        st = ob_chat_prompt(m, " \xe3\x80\x80hi\n", 6, chat, sizeof chat, &need, err, sizeof err);
+        FUZZ_ASSERT(st == OB_OK ? need < sizeof chat && chat[need] == 0 : err[0] != 0);
         size_t mb = 0, sb = 0;
         ob_session_params p = ob_session_params_default();
         p.n_ctx = 8;

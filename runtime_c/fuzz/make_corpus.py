@@ -9,8 +9,8 @@ faster than the 10-50 KB exports of a 32-wide model.  Every tokenizer kind (char
 Llama-3 BPE with special tokens, SentencePiece-style BPE with byte fallback), pack (t2, t1.6, b1,
 mixed int4 / int8 maps) and embedding dtype (f32, f16, i8), and the config options the forward
 pass branches on (layernorm, learned positions, gated silu / gelu, qk_norm, subln, untied head,
-grouped kv heads).  From them: corpus/open and corpus/decode (whole files), corpus/json (their
-metadata plus hand-written edge cases) and corpus/tokenize (texts and id lists for the four
+grouped kv heads), and an imported model's EOS ids and chat pieces.  From them: corpus/open and
+corpus/decode (whole files), corpus/json (their metadata plus hand-written edge cases) and corpus/tokenize (texts and id lists for the four
 tokenizer models that fuzz_tokenize loads, models/{bpe,char,llama3,sp}.1bit).
 """
 
@@ -64,6 +64,12 @@ VARIANTS = [
     ("bpe-b1-f32", "bpe", "b1", "f32", {"quant": "binary"}),
     ("llama3-t2-i8", "llama3", "t2", "i8", {"n_kv_heads": 1}),
     ("sp-t2-f16", "sentencepiece", "t2", "f16", {}),
+    # an imported model's metadata: end-of-sequence ids and a chat template, whose fixed pieces the
+    # exporter stores (tokenizer.chat_prefix / chat_suffix / chat_trim) for ob_chat_prompt
+    ("bpe-t2-f32-chat", "bpe", "t2", "f32", {"meta": {
+        "bos_token_id": 0, "add_bos_token": True, "eos_token_ids": [0, 7],
+        "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]\n{{ m['content'] | trim }}"
+                         "<|endoftext|>{% endfor %}{% if add_generation_prompt %}[assistant]\n{% endif %}"}}),
 ]
 
 JSON_EDGE_CASES = [
@@ -148,12 +154,14 @@ def export(name: str, kind: str, pack: str, embed: str, overrides: dict, tmp: Pa
     tokenizer = tokenizer_for(kind, tmp)
     fields = dict(vocab_size=tokenizer.vocab_size, dim=8, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=16,
                   max_seq_len=8, gated=False)
+    overrides = dict(overrides)
+    meta = overrides.pop("meta", {})  # what onebit import writes into meta.json
     fields.update(overrides)
     config = ModelConfig(**fields)
     torch.manual_seed(len(name))
     model = Transformer(config)
     ckpt = tmp / name
-    save_checkpoint(ckpt, model, tokenizer, {"step": 0, "val_loss": None})
+    save_checkpoint(ckpt, model, tokenizer, {"step": 0, "val_loss": None, **meta})
     out = tmp / f"{name}.1bit"
     # a binary model always packs as b1; the option names a ternary pack
     export_1bit(ckpt, out, ExportOptions(pack="t2" if pack == "b1" else pack, embed_dtype=embed))
