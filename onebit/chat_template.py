@@ -59,7 +59,8 @@ class ChatTemplate:
             if self._compiled is None:
                 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-                env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+                env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                    extensions=["jinja2.ext.loopcontrols"])  # as transformers
                 env.globals["raise_exception"] = _raise
                 self._compiled = env.from_string(self.source)
             return self._compiled.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
