@@ -104,10 +104,11 @@ static void obw_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *x
                 for (int j = 0; j < 8; j++)
                     x16[b * 128 + 64 * h + 8 * q + j] = xq[b * 128 + 16 * h + 32 * (q >> 1) + 2 * j + (q & 1)];
     int32_t out[4];
+    float f = wscale / a[0]; /* ob_out's factor, once per call */
     for (int r = r0; r < r1;) {
         int nr = r1 - r >= 4 ? 4 : 1;
         (nr == 4 ? obw_t2_gemv4 : obw_t2_gemv1)(w + (size_t)r * rb, rb, nblk, x16, out);
-        for (int i = 0; i < nr; i++) y[r + i] = ob_out(out[i] - xsum[0], wscale, a[0]);
+        for (int i = 0; i < nr; i++) y[r + i] = (float)(out[i] - xsum[0]) * f; /* = ob_out */
         r += nr;
     }
 }
