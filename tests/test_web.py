@@ -55,7 +55,8 @@ def backends() -> list[str]:
     """The page's backends to check: onebit.wasm first (built here) when the toolchain is there."""
     if not HAVE_WASM:
         return ["ort"]
-    done = subprocess.run(["make", "-C", str(REPO / "runtime_c"), "-s", "wasm"], capture_output=True, text=True, check=False)
+    done = subprocess.run(["make", "-C", str(REPO / "runtime_c"), "-s", "wasm"], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return ["onebit", "ort"]
 

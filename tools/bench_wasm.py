@@ -130,7 +130,8 @@ def node_json(cmd: list[str], cwd: Path) -> dict:
 def main(shapes: tuple[str, ...], places: tuple[str, ...], steps: int, runs: int, models: Path | None) -> None:
     """Time onebit.wasm and onnxruntime-web on the same models under Node and in Chromium."""
     print(f"machine: {machine()}")
-    chromium = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    chromium = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True,
+                              check=False).stdout.strip()
     if "chromium" in places:
         print(f"browser: {chromium}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
