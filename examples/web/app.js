@@ -141,6 +141,12 @@ async function main() {
   }
   if (params.has("prompt")) $("prompt").value = params.get("prompt");
   if (params.has("backend")) $("backend").value = params.get("backend");
+  else {
+    // onebit.wasm is the default; a folder exported for onnxruntime-web only has no model.1bit
+    const base = new URL(params.get("model") ?? "model/", location.href);
+    const res = await fetch(new URL("model.1bit", base), { method: "HEAD" });
+    if (!res.ok) $("backend").value = "ort";
+  }
   await useBackend();
   const rerun = debounce(run, 250);
   $("prompt").addEventListener("input", rerun);
