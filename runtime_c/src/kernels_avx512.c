@@ -41,6 +41,9 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
             __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
             int b = 0;
             for (; b + 2 <= nblk; b += 2) {
+#if OB512_T2_PF > 0
+                _mm_prefetch((const char *)(wr + (size_t)b * 32 + OB512_T2_PF), _MM_HINT_T0);
+#endif
                 const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32)));
                 const __m512i W1 =
                     _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32 + 32)));
@@ -176,6 +179,9 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
  * which at K = 768 (6 blocks a row) is a good part of a row's work. */
 #ifndef OB512_T2_RG
 #define OB512_T2_RG 8
+#endif
+#ifndef OB512_T2_PF
+#define OB512_T2_PF 0 /* software prefetch distance in bytes along the weight stream (0: none) */
 #endif
 OB_DEF_TILES(OB_T512, ob512_t2, OB512_T2_RG, 4)
 OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
