@@ -180,8 +180,12 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
 #ifndef OB512_T2_RG
 #define OB512_T2_RG 8
 #endif
+/* Software prefetch this many bytes ahead along the weight stream (0: none).  On one 256 MB
+ * matrix ("T2 GEMV, DRAM", tools/bench_kernels) 8 KB ahead ran 11.1 ms against 15.5-17.4
+ * without, but whole-model decode did not gain (134m tg128 0.90x at 1 thread, 2b4t 0.98x;
+ * tools/bench_ab.py, docs/BENCHMARKS.md "Speed"), so it is off. */
 #ifndef OB512_T2_PF
-#define OB512_T2_PF 0 /* software prefetch distance in bytes along the weight stream (0: none) */
+#define OB512_T2_PF 0
 #endif
 OB_DEF_TILES(OB_T512, ob512_t2, OB512_T2_RG, 4)
 OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
@@ -285,8 +289,11 @@ OB512_GEMV(ob512_gemv_f16_s, 1, 0)
 #ifndef OB512_Q8_ROWS
 #define OB512_Q8_ROWS 1
 #endif
+/* Software prefetch distance (bytes) along the row stream.  0.5-4 KB did not help; farther does:
+ * "int8 GEMV" (32000x2048, tools/bench_kernels, two quiet rounds) 2.61 / 2.24 ms without, 2.35 /
+ * 1.84 at 8 KB, 1.90 / 1.75 at 16 KB. */
 #ifndef OB512_Q8_PF
-#define OB512_Q8_PF 0
+#define OB512_Q8_PF 16384
 #endif
 #ifndef OB512_Q8_NA
 #define OB512_Q8_NA 2
