@@ -48,8 +48,8 @@ def export(out_dir: Path, shape: str, seed: int) -> None:
     import shutil
 
     import torch
-
     from bench_peers import SHAPES, head_matrix, onebit_config, ternary
+
     from onebit.atomic import atomic_write_bytes
     from onebit.compile.onnx_export import OnnxOptions, build_onnx
     from onebit.format import bitlinear_shapes
