@@ -7,7 +7,7 @@
  * weights.  Ternary kernels compute acc = sum(c * xq) - sum(xq) with c = w + 1 the stored code.
  *
  * Every kernel has a scalar reference and SIMD twins (AVX2, AVX-512 VNNI on x86-64, NEON on
- * aarch64).  One x86-64 binary runs everywhere: the SIMD functions are compiled with
+ * aarch64 and ARMv7).  One x86-64 binary runs everywhere: the SIMD functions are compiled with
  * function-level target attributes and chosen once at run time (CPUID + XGETBV), or forced with
  * the environment variable ONEBIT_ISA=scalar|avx2|avx512|neon|mve|simd128|dsp.  MVE, SIMD128 and DSP are
  * compile-time choices (there is no run-time detection on those targets).
@@ -57,7 +57,7 @@ typedef enum {
     OB_ISA_SCALAR = 0,
     OB_ISA_AVX2 = 1,   /* x86-64 AVX2 + FMA + F16C */
     OB_ISA_AVX512 = 2, /* x86-64 AVX-512 F/BW/VL/VNNI (+ F16C); OS must enable zmm state */
-    OB_ISA_NEON = 3,   /* aarch64 Advanced SIMD (+ dotprod when compiled with it) */
+    OB_ISA_NEON = 3,   /* aarch64 (+ dotprod when compiled with it) or ARMv7 Advanced SIMD */
     OB_ISA_MVE = 4,    /* Armv8.1-M Helium (MVE), e.g. Cortex-M55: compiled in with -mcpu=cortex-m55 */
     OB_ISA_SIMD128 = 5, /* WebAssembly SIMD128: compiled in with -msimd128 */
     OB_ISA_DSP = 6,    /* Cortex-M DSP extension (SMLAD), e.g. Cortex-M4: compiled in with -mcpu */

@@ -12,7 +12,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define OB_HAVE_X86 1
 #endif
-#if defined(__aarch64__)
+#if defined(__aarch64__) || (defined(__arm__) && defined(__ARM_NEON))
 #define OB_HAVE_NEON 1
 #endif
 #if defined(__ARM_FEATURE_MVE)

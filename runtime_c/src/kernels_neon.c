@@ -1,20 +1,73 @@
-/* kernels_neon.c - aarch64 Advanced SIMD kernels (+ dotprod when compiled with it). */
+/* kernels_neon.c - Advanced SIMD kernels for aarch64 (+ dotprod when compiled with it) and for
+ * 32-bit ARMv7 with NEON (+ FMA and f16 conversions with -mfpu=neon-vfpv4 -mfp16-format=ieee). */
 #include "kernels_impl.h"
 
 #if defined(OB_HAVE_NEON)
 #include <arm_neon.h>
-/* =================================================================== NEON (aarch64)
+/* =================================================================== NEON
  * Codes are decoded with byte shifts / masks (T2), byte multiplies + a widening multiply by 3
  * (T1.6), or bit tests (B1).  Dot products use vdotq_s32 when compiled with dotprod
- * (__ARM_FEATURE_DOTPROD), else vmull_s8 / vmlal_high_s8 (|pair| <= 2 * 3 * 128) + vpadalq_s16. */
+ * (__ARM_FEATURE_DOTPROD), else vmull_s8 / vmlal_s8 (|pair| <= 2 * 3 * 128) + vpadalq_s16. */
 #define OB_NINL static inline __attribute__((always_inline))
+
+/* What ARMv7 NEON lacks (across-vector adds, the _high widening forms, vfmaq without VFPv4,
+ * f16 vectors without the half-precision extension), written with what both have.  The
+ * pairwise order (a0 + a1) + (a2 + a3) is the one aarch64's faddp gives. */
+#if defined(__aarch64__)
+#define OBN_F16 1
+OB_NINL int32_t obn_hadd_s32(int32x4_t v) { return vaddvq_s32(v); }
+OB_NINL float obn_hadd_f32(float32x4_t v) { return vaddvq_f32(v); }
+#else
+#if defined(__ARM_NEON_FP) && (__ARM_NEON_FP & 2) && defined(__ARM_FP16_FORMAT_IEEE)
+#define OBN_F16 1
+#endif
+OB_NINL int32_t obn_hadd_s32(int32x4_t v) {
+    int32x2_t s = vpadd_s32(vget_low_s32(v), vget_high_s32(v));
+    return vget_lane_s32(vpadd_s32(s, s), 0);
+}
+OB_NINL float obn_hadd_f32(float32x4_t v) {
+    float32x2_t s = vpadd_f32(vget_low_f32(v), vget_high_f32(v));
+    return vget_lane_f32(vpadd_f32(s, s), 0);
+}
+#endif
+OB_NINL int16x8_t obn_mull_hi_s8(int8x16_t a, int8x16_t b) { return vmull_s8(vget_high_s8(a), vget_high_s8(b)); }
+OB_NINL int16x8_t obn_mlal_hi_s8(int16x8_t p, int8x16_t a, int8x16_t b) {
+    return vmlal_s8(p, vget_high_s8(a), vget_high_s8(b));
+}
+OB_NINL uint16x8_t obn_mull_hi_u8(uint8x16_t a, uint8x8_t b) { return vmull_u8(vget_high_u8(a), b); }
+/* max(m, v) that skips NaN like the reference's v > amax, and round to nearest even: the
+ * magic-number add is exact here since |v| <= 127 after the scale (ARMv7 NEON always rounds to
+ * nearest; its flush of subnormals to zero cannot change a value that rounds to 0 anyway). */
+#if defined(__aarch64__)
+OB_NINL float32x4_t obn_max_f32(float32x4_t m, float32x4_t v) { return vmaxnmq_f32(m, v); }
+OB_NINL float obn_hmax_f32(float32x4_t v) { return vmaxnmvq_f32(v); }
+OB_NINL float32x4_t obn_round_f32(float32x4_t v) { return vrndnq_f32(v); }
+#else
+OB_NINL float32x4_t obn_max_f32(float32x4_t m, float32x4_t v) { return vbslq_f32(vcgtq_f32(v, m), v, m); }
+OB_NINL float obn_hmax_f32(float32x4_t v) {
+    float32x2_t s = vpmax_f32(vget_low_f32(v), vget_high_f32(v));
+    return vget_lane_f32(vpmax_f32(s, s), 0);
+}
+OB_NINL float32x4_t obn_round_f32(float32x4_t v) {
+    const float32x4_t magic = vdupq_n_f32(12582912.0f); /* 1.5 * 2^23 */
+    return vsubq_f32(vaddq_f32(v, magic), magic);
+}
+#endif
+/* acc + a * b: fused where the ISA has it; the float GEMVs are checked to a tolerance, not bits */
+OB_NINL float32x4_t obn_mla_f32(float32x4_t acc, float32x4_t a, float32x4_t b) {
+#if defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
+    return vfmaq_f32(acc, a, b);
+#else
+    return vmlaq_f32(acc, a, b);
+#endif
+}
 
 OB_NINL int32x4_t obn_dot(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #if defined(__ARM_FEATURE_DOTPROD)
     return vdotq_s32(acc, a, b);
 #else
     int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-    p = vmlal_high_s8(p, a, b);
+    p = obn_mlal_hi_s8(p, a, b);
     return vpadalq_s16(acc, p);
 #endif
 }
@@ -43,7 +96,7 @@ OB_NINL void obn_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, si
                 }
             }
         }
-    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+    for (int i = 0; i < R * T; i++) out[i] = obn_hadd_s32(acc[i]);
 }
 
 OB_NINL void obn_t16_block(const uint8_t *w, size_t rb, const int8_t *x, size_t xs,
@@ -57,7 +110,7 @@ OB_NINL void obn_t16_block(const uint8_t *w, size_t rb, const int8_t *x, size_t 
             for (int r = 0; r < R; r++) {
                 uint8x16_t q = vmulq_u8(B[r], vdupq_n_u8(pow3[i]));
                 uint8x8_t lo = vshrn_n_u16(vmull_u8(vget_low_u8(q), vdup_n_u8(3)), 8);
-                uint8x8_t hi = vshrn_n_u16(vmull_high_u8(q, vdupq_n_u8(3)), 8);
+                uint8x8_t hi = vshrn_n_u16(obn_mull_hi_u8(q, vdup_n_u8(3)), 8);
                 tr[r] = vreinterpretq_s8_u8(vcombine_u8(lo, hi));
             }
             for (int t = 0; t < T; t++) {
@@ -85,7 +138,7 @@ OB_NINL void obn_t16_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, s
                 memcpy(xt + t * 160 + i * 32, x + (size_t)t * xs + (size_t)nfull * 160 + (size_t)(i * L), (size_t)L);
         obn_t16_block(wt, 32, xt, 160, acc, R, T);
     }
-    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+    for (int i = 0; i < R * T; i++) out[i] = obn_hadd_s32(acc[i]);
 }
 
 OB_NINL void obn_b1_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
@@ -107,7 +160,7 @@ OB_NINL void obn_b1_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, si
             for (int r = 0; r < R; r++) acc[r * T + t] = obn_dot(acc[r * T + t], bits[r], xv);
         }
     }
-    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+    for (int i = 0; i < R * T; i++) out[i] = obn_hadd_s32(acc[i]);
 }
 
 #define OB_NEON_ATTR
@@ -121,8 +174,8 @@ OB_DEF_MATMUL(obn_b1, OB_WFMT_B1)
 static void obn_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_t *sum_out) {
     float32x4_t mx = vdupq_n_f32(0.0f);
     int k = 0;
-    for (; k + 4 <= K; k += 4) mx = vmaxnmq_f32(mx, vabsq_f32(vld1q_f32(x + k)));
-    float amax = vmaxnmvq_f32(mx);
+    for (; k + 4 <= K; k += 4) mx = obn_max_f32(mx, vabsq_f32(vld1q_f32(x + k)));
+    float amax = obn_hmax_f32(mx);
     for (; k < K; k++) {
         float v = fabsf(x[k]);
         if (v > amax) amax = v;
@@ -131,14 +184,14 @@ static void obn_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_
     const float32x4_t va = vdupq_n_f32(a), lo = vdupq_n_f32(-128.0f), hi = vdupq_n_f32(127.0f);
     int32x4_t s = vdupq_n_s32(0);
     for (k = 0; k + 8 <= K; k += 8) {
-        float32x4_t v0 = vminq_f32(vmaxq_f32(vrndnq_f32(vmulq_f32(vld1q_f32(x + k), va)), lo), hi);
-        float32x4_t v1 = vminq_f32(vmaxq_f32(vrndnq_f32(vmulq_f32(vld1q_f32(x + k + 4), va)), lo), hi);
+        float32x4_t v0 = vminq_f32(vmaxq_f32(obn_round_f32(vmulq_f32(vld1q_f32(x + k), va)), lo), hi);
+        float32x4_t v1 = vminq_f32(vmaxq_f32(obn_round_f32(vmulq_f32(vld1q_f32(x + k + 4), va)), lo), hi);
         int32x4_t q0 = vcvtq_s32_f32(v0), q1 = vcvtq_s32_f32(v1);
         s = vaddq_s32(s, vaddq_s32(q0, q1));
         int16x8_t q16 = vcombine_s16(vmovn_s32(q0), vmovn_s32(q1));
         vst1_s8(xq + k, vmovn_s16(q16));
     }
-    int32_t sum = vaddvq_s32(s);
+    int32_t sum = obn_hadd_s32(s);
     for (; k < K; k++) {
         float v = nearbyintf(x[k] * a);
         if (v > 127.0f) v = 127.0f;
@@ -152,10 +205,12 @@ static void obn_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_
     *sum_out = sum;
 }
 
-/* Float GEMVs: one 4-lane FMA accumulator per row over K & ~3 columns, vaddvq, then the last
- * K % 4 products in order in scalar. */
+/* Float GEMVs: one 4-lane (fused where available) multiply-add accumulator per row over K & ~3
+ * columns, a pairwise horizontal add, then the last K % 4 products in order in scalar. */
 OB_NINL float32x4_t obn_ld_f32(const float *p) { return vld1q_f32(p); }
+#if defined(OBN_F16) && defined(__aarch64__)
 OB_NINL float32x4_t obn_ld_f16(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+#endif
 OB_NINL float32x4_t obn_ld_q8(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -169,25 +224,34 @@ OB_NINL float32x4_t obn_ld_q8(const int8_t *p) {
         for (int r = r0; r < r1; r++) {                                                            \
             const WT *wr = w + (size_t)r * ldw;                                                    \
             float32x4_t acc = vdupq_n_f32(0.0f);                                                   \
-            for (int k = 0; k < kfull; k += 4) acc = vfmaq_f32(acc, LOAD4(wr + k), vld1q_f32(x + k)); \
-            float s = vaddvq_f32(acc);                                                             \
+            for (int k = 0; k < kfull; k += 4) acc = obn_mla_f32(acc, LOAD4(wr + k), vld1q_f32(x + k)); \
+            float s = obn_hadd_f32(acc);                                                           \
             for (int k = kfull; k < K; k++) s += CVT1(wr[k]) * x[k];                               \
             y[r] = scale ? scale[r] * s : s;                                                       \
         }                                                                                          \
     }
 OBN_GEMV(obn_gemv_f32_s, float, obn_ld_f32, OB_CVT_F32)
-OBN_GEMV(obn_gemv_f16_s, uint16_t, obn_ld_f16, ob_f16_to_f32)
 OBN_GEMV(obn_gemv_q8_s, int8_t, obn_ld_q8, (float))
 static void obn_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     obn_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
-}
-static void obn_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
-    obn_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
 }
 static void obn_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
                         int r1, float *y) {
     obn_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
+
+/* ARMv7 NEON always flushes subnormals to zero, so there a subnormal x times an Inf half weight
+ * gives NaN where the reference gives Inf: the f16 GEMV keeps the reference on ARMv7 (the f32 and
+ * q8 GEMVs take the flush: their weights are finite, and a flushed product stays inside the
+ * tolerance). */
+#if defined(OBN_F16) && defined(__aarch64__)
+OBN_GEMV(obn_gemv_f16_s, uint16_t, obn_ld_f16, ob_f16_to_f32)
+static void obn_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
+    obn_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
+}
+#endif
+
+#if defined(OBN_F16) /* else the f16 conversions keep the scalar references */
 
 /* f16 <-> f32, 4 at a time (fcvtl exact; fcvtn rounds per FPCR, round to nearest even by default). */
 static void obn_f16_to_f32(const uint16_t *src, int n, float *dst) {
@@ -200,6 +264,7 @@ static void obn_f32_to_f16(const float *src, int n, uint16_t *dst) {
     for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
     for (; i < n; i++) dst[i] = ob_f32_to_f16(src[i]);
 }
+#endif
 
 /* I4 (mixed models): the low nibbles of a 16-byte half block are weights 16h..16h+15, the high
  * nibbles weights 32+16h..; codes c = q + 8 <= 15 fit obn_dot's pairs.  The driver subtracts
@@ -227,7 +292,7 @@ OB_NINL void obn_i4_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, si
                 }
             }
         }
-    for (int i = 0; i < R * T; i++) out[i] = vaddvq_s32(acc[i]);
+    for (int i = 0; i < R * T; i++) out[i] = obn_hadd_s32(acc[i]);
 }
 
 /* I8: signed x signed.  Without dotprod each product (|.| <= 128 * 128) is widened on its own:
@@ -238,7 +303,7 @@ OB_NINL int32x4_t obn_dot_i8(int32x4_t acc, int8x16_t a, int8x16_t b) {
     return vdotq_s32(acc, a, b);
 #else
     acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
-    return vpadalq_s16(acc, vmull_high_s8(a, b));
+    return vpadalq_s16(acc, obn_mull_hi_s8(a, b));
 #endif
 }
 
@@ -258,7 +323,7 @@ OB_NINL void obn_i8_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, si
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) {
             const int8_t *wr = (const int8_t *)w + (size_t)r * rb, *xp = x + (size_t)t * xs;
-            int32_t s = vaddvq_s32(acc[r * T + t]);
+            int32_t s = obn_hadd_s32(acc[r * T + t]);
             for (int j = k; j < K; j++) s += (int32_t)wr[j] * xp[j];
             out[r * T + t] = s;
         }
@@ -275,10 +340,14 @@ void ob_kernels_fill_neon(ob_kernels *k) {
     k->matmul[OB_WFMT_T16] = obn_t16_matmul;
     k->matmul[OB_WFMT_B1] = obn_b1_matmul;
     k->gemv_f32 = obn_gemv_f32;
-    k->gemv_f16 = obn_gemv_f16;
     k->gemv_q8 = obn_gemv_q8;
+#if defined(OBN_F16) && defined(__aarch64__)
+    k->gemv_f16 = obn_gemv_f16;
+#endif
+#if defined(OBN_F16)
     k->f16_to_f32 = obn_f16_to_f32;
     k->f32_to_f16 = obn_f32_to_f16;
+#endif
     k->matmul_rs[OB_IFMT_I4] = obn_i4_matmul;
     k->matmul_rs[OB_IFMT_I8] = obn_i8_matmul;
 }

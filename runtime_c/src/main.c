@@ -99,7 +99,7 @@ static void usage(FILE *f) {
             "  -t, --threads N             worker threads, 1..256; same output for any N (default: %d)\n"
             "      --ctx N                 context length in tokens (default: min(max_seq_len, %d))\n"
             "      --kv f32|f16            KV-cache element type (default: f32)\n"
-            "      --isa NAME              kernels: scalar, avx2 or avx512 (x86-64), neon (aarch64),\n"
+            "      --isa NAME              kernels: scalar, avx2 or avx512 (x86-64), neon (aarch64, armv7),\n"
             "                              simd128 (wasm), mve or dsp (Cortex-M); those compiled in\n"
             "                              (default: $ONEBIT_ISA, else the best this CPU has)\n"
             "      --batch N               tokens per prefill matrix multiply (default: %d)\n"
