@@ -17,6 +17,9 @@
 #define OBN_F16 1
 OB_NINL int32_t obn_hadd_s32(int32x4_t v) { return vaddvq_s32(v); }
 OB_NINL float obn_hadd_f32(float32x4_t v) { return vaddvq_f32(v); }
+OB_NINL int16x8_t obn_mull_hi_s8(int8x16_t a, int8x16_t b) { return vmull_high_s8(a, b); }
+OB_NINL int16x8_t obn_mlal_hi_s8(int16x8_t p, int8x16_t a, int8x16_t b) { return vmlal_high_s8(p, a, b); }
+OB_NINL uint16x8_t obn_mull_hi_u8(uint8x16_t a, uint8x8_t b) { return vmull_high_u8(a, vcombine_u8(b, b)); }
 #else
 #if defined(__ARM_NEON_FP) && (__ARM_NEON_FP & 2) && defined(__ARM_FP16_FORMAT_IEEE)
 #define OBN_F16 1
@@ -29,12 +32,12 @@ OB_NINL float obn_hadd_f32(float32x4_t v) {
     float32x2_t s = vpadd_f32(vget_low_f32(v), vget_high_f32(v));
     return vget_lane_f32(vpadd_f32(s, s), 0);
 }
-#endif
 OB_NINL int16x8_t obn_mull_hi_s8(int8x16_t a, int8x16_t b) { return vmull_s8(vget_high_s8(a), vget_high_s8(b)); }
 OB_NINL int16x8_t obn_mlal_hi_s8(int16x8_t p, int8x16_t a, int8x16_t b) {
     return vmlal_s8(p, vget_high_s8(a), vget_high_s8(b));
 }
 OB_NINL uint16x8_t obn_mull_hi_u8(uint8x16_t a, uint8x8_t b) { return vmull_u8(vget_high_u8(a), b); }
+#endif
 /* max(m, v) that skips NaN like the reference's v > amax, and round to nearest even: the
  * magic-number add is exact here since |v| <= 127 after the scale (ARMv7 NEON always rounds to
  * nearest; its flush of subnormals to zero cannot change a value that rounds to 0 anyway). */
