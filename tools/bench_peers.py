@@ -55,6 +55,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from machine import cpu_name  # tools/machine.py
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -478,11 +479,7 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     def pick(e: str, n: int, t: str, field: str = "tok_s") -> list[float]:
         return [getattr(s, field) for s in samples if s.engine == e and s.threads == n and s.test == t]
 
-    cpu = "unknown"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     print(f"machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}")
     print(f"command: python tools/bench_peers.py --shape {shape} --threads {threads} --rounds {rounds}"
           + (f" --tests {tests}" if tests != ",".join(TESTS) else "")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import click
 import torch
+from machine import cpu_name  # tools/machine.py
 
 from onebit.compile.export import ExportOptions, export_1bit
 from onebit.config import ModelConfig
@@ -156,9 +156,7 @@ def direct(model: Path, requests: int, max_tokens: int) -> dict:
               help="Seconds per run of a --parallel value; requests not started by then are not sent.")
 def main(requests: int, clients: int, max_tokens: int, parallel: str, runs: int, time_limit: float) -> None:
     """Load-test onebit serve on 127.0.0.1 (bounded: fixed requests and a time limit)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_name()
     print(f"machine: {cpu}, {os.cpu_count()} cores, load average before {os.getloadavg()[0]:.2f}")
     print(f"command: {' '.join(sys.argv)}")
     shape = ", ".join(f"{k} {v}" for k, v in SMALL_MODEL.items())

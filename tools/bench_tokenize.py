@@ -11,7 +11,6 @@ the command, the peak RSS, the wall time and the throughput, for docs/BENCHMARKS
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import click
+from machine import cpu_name  # tools/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,11 +66,7 @@ def make_corpus(folder: Path, size_mb: int, files: int) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} cores"
 
 

@@ -12,7 +12,6 @@ turns, round after round, so a change of load hits them all; each reports its me
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -23,6 +22,7 @@ from typing import Callable
 
 import click
 import torch
+from machine import cpu_name  # tools/machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,14 +35,7 @@ VOCAB = 65  # the tiny preset's character vocabulary on tinyshakespeare
 
 
 def machine(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s), torch {torch.__version__}"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import click
 import torch
+from machine import cpu_name  # tools/machine.py
 
 from onebit.config import ModelConfig
 from onebit.tokenizer import train_char_tokenizer
@@ -50,8 +51,7 @@ VOCAB = {"tiny": 65, "134m": 32000}
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, node {node}"
 
