@@ -524,7 +524,11 @@ class Tokenizer:
             raise TokenizerError(f"tokenizer file {path} not found")
         try:
             hf = HFTokenizer.from_file(str(path))
-        except Exception as e:  # HF raises a bare Exception with a multi-line serde message
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        # HF raises a bare Exception with a multi-line serde message, and for some malformed merges a
+        # Rust panic, which pyo3 raises as PanicException: a BaseException (found by atheris)
+        except BaseException as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TokenizerError(f"{path}: not a valid tokenizer.json ({first})") from None
         try:
