@@ -129,11 +129,28 @@ def test_search_by_bits_per_weight(base, tmp_path):
     assert 8 * packed / weights == pytest.approx(r["bits_per_weight"])
 
 
+def test_search_distils_the_map_and_the_baselines_alike(base, tmp_path):
+    r = Search(base, tmp_path / "kd", _opts(max_bits_per_weight=1.3, finetune_teacher="anchor", kd_weight=0.5,
+                                           kd_temperature=2.0, finetune_baselines=("ternary",))).run()
+    runs = {"map": tmp_path / "kd" / "checkpoint", "baseline": tmp_path / "kd" / "baselines" / "ternary"}
+    for run in runs.values():
+        tc = load_checkpoint(run).meta["train_config"]
+        assert (tc["teacher"], tc["kd_weight"], tc["kd_temperature"]) == (str(tmp_path / "kd" / "anchor"), 0.5, 2.0)
+    assert load_checkpoint(tmp_path / "kd" / "anchor").meta["train_config"]["teacher"] is None
+    plain = Search(base, tmp_path / "plain", _opts(max_bits_per_weight=1.3)).run()
+    assert plain["map"] == r["map"]  # the same search; only the fine-tune's loss changes
+    assert plain["val_loss"] != r["val_loss"]
+    assert load_checkpoint(tmp_path / "plain" / "checkpoint").meta["train_config"]["teacher"] is None
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max-size", "1KB"], "over the budget"),
     (["--max-size", "lots"], "expected a number"),
     ([], "exactly one of"),
     (["--max-size", "1MB", "--kinds", "int3"], "unknown kind"),
+    (["--max-size", "1MB", "--finetune-teacher", "no/such/run"], "no such checkpoint folder"),
+    (["--max-size", "1MB", "--finetune-teacher", "anchor", "--anchor-steps", "0"], "needs --anchor-steps"),
+    (["--max-size", "1MB", "--kd-temperature", "0"], "--kd-temperature > 0"),
 ])
 def test_search_cli_errors_are_one_line(base, tmp_path, args, message):
     result = CliRunner().invoke(main, [str(base), "--out", str(tmp_path / "o"), "--quiet", *args])

@@ -260,6 +260,11 @@ class SearchOptions:
     seed: int = 0
     sweep: int = 6  # extra budgets (no fine-tune) for the Pareto plot
     finetune_baselines: tuple[str, ...] = ()
+    # distillation in the fine-tunes of the map and the baselines alike (not the anchor): a
+    # checkpoint folder, or "anchor" for the search's own int8 anchor; None = plain QAT
+    finetune_teacher: str | None = None
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
     show_progress: bool = True
 
 
@@ -290,6 +295,10 @@ class Search:
         bad = [k for k in opts.kinds if k not in PRECISION_KINDS]
         if bad or not opts.kinds:
             raise SearchError(f"--kinds: unknown kind(s) {', '.join(bad)} (choose {', '.join(PRECISION_KINDS)})")
+        if opts.finetune_teacher not in (None, "anchor") and not Path(opts.finetune_teacher).is_dir():
+            raise SearchError(f"--finetune-teacher {opts.finetune_teacher}: no such checkpoint folder")
+        if opts.finetune_teacher == "anchor" and opts.anchor_steps == 0:
+            raise SearchError("--finetune-teacher anchor needs --anchor-steps > 0")
         torch.manual_seed(opts.seed)
         self.ckpt = load_checkpoint(ckpt_dir)
         if self.ckpt.config.quant == "none":
@@ -475,13 +484,21 @@ class Search:
         self.save_cache()
         return points
 
+    def teacher_dir(self) -> str | None:
+        """The fine-tunes' teacher: --finetune-teacher, with "anchor" meaning this search's anchor."""
+        t = self.opts.finetune_teacher
+        return str(self.out / "anchor") if t == "anchor" else t
+
     def _finetune_config(self, assignment: dict[str, str], steps: int | None = None) -> TrainConfig:
+        """The fine-tune of a map; steps given = the anchor's (never distilled)."""
         o, base = self.opts, self.train_cfg
+        teacher = self.teacher_dir() if steps is None else None
         steps = o.finetune_steps if steps is None else steps
         cfg = replace(base, init_from=str(self.ckpt_dir), max_steps=steps, lr=o.finetune_lr,
                       warmup_steps=min(steps // 10, base.warmup_steps), two_stage=False,
                       schedule="cosine", eval_interval=steps, ckpt_interval=steps,
-                      seed=o.seed, teacher=None, model={"precision": dict(assignment)})
+                      seed=o.seed, teacher=teacher, kd_weight=o.kd_weight, kd_temperature=o.kd_temperature,
+                      model={"precision": dict(assignment)})
         return cfg.validate()
 
     def _train(self, assignment: dict[str, str], out_dir: Path) -> tuple[float, int]:
@@ -603,6 +620,13 @@ def format_summary(r: dict) -> str:
 @click.option("--finetune-baselines", default="",
               help="Also fine-tune these uniform kinds (comma separated) the same way, for a fair comparison.  "
                    "[default: none]")
+@click.option("--finetune-teacher", default=None,
+              help="Distil the fine-tunes (the map's and the baselines' alike, not the anchor's) from this "
+                   "checkpoint folder, or 'anchor' for the search's own anchor.  [default: none]")
+@click.option("--kd-weight", type=float, default=1.0, show_default=True,
+              help="With --finetune-teacher: weight of the KL(teacher || student) term.")
+@click.option("--kd-temperature", type=float, default=1.0, show_default=True,
+              help="With --finetune-teacher: softmax temperature of both models.")
 @click.option("--sweep", type=int, default=6, show_default=True,
               help="Budgets between the smallest and largest uniform model searched (without fine-tune) for the plot.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration windows and the fine-tune.")
@@ -610,7 +634,8 @@ def format_summary(r: dict) -> str:
 @cli_errors
 def main(checkpoint: Path, max_size: str | None, max_bits_per_weight: float | None, out: Path, kinds: str,
          pack: str, embed_dtype: str, calib_batches: int, anchor_steps: int, finetune_steps: int, finetune_lr: float,
-         finetune_baselines: str, sweep: int, seed: int, quiet: bool) -> None:
+         finetune_baselines: str, finetune_teacher: str | None, kd_weight: float, kd_temperature: float,
+         sweep: int, seed: int, quiet: bool) -> None:
     """Find the precision of every BitLinear of CHECKPOINT that minimises loss within a size budget,
     fine-tune it and write the checkpoint (docs/SEARCH.md)."""
     threads = os.environ.get("ONEBIT_THREADS", "")
@@ -621,6 +646,8 @@ def main(checkpoint: Path, max_size: str | None, max_bits_per_weight: float | No
     if calib_batches < 1 or finetune_steps < 1 or min(seed, sweep, anchor_steps) < 0:
         raise SearchError("--calib-batches and --finetune-steps must be positive; --seed, --sweep and "
                           "--anchor-steps >= 0")
+    if not (kd_weight >= 0 and kd_temperature > 0):
+        raise SearchError("--kd-weight must be >= 0 and --kd-temperature > 0")
     if max_bits_per_weight is not None and not max_bits_per_weight > 0:
         raise SearchError("--max-bits-per-weight must be positive")
     opts = SearchOptions(max_size=parse_size(max_size) if max_size is not None else None,
@@ -630,6 +657,7 @@ def main(checkpoint: Path, max_size: str | None, max_bits_per_weight: float | No
                          finetune_steps=finetune_steps,
                          finetune_lr=finetune_lr, seed=seed, sweep=sweep,
                          finetune_baselines=tuple(k.strip() for k in finetune_baselines.split(",") if k.strip()),
+                         finetune_teacher=finetune_teacher, kd_weight=kd_weight, kd_temperature=kd_temperature,
                          show_progress=not quiet)
     bad = [k for k in opts.finetune_baselines if k not in PRECISION_KINDS]
     if bad:
