@@ -217,3 +217,29 @@ def test_switching_to_int_kinds_keeps_the_checkpoints_function():
         after = dst(x)[0]
     assert (changed - before).abs().max() > 1e-2  # the latents alone are another network
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_one_layer_losses_replay_the_blocks_before_the_switched_layer():
+    """Sensitivities replay the unchanged blocks' outputs: the same losses as whole forwards."""
+    import torch
+
+    from onebit.compile.search import Evaluator
+    from onebit.config import ModelConfig
+    from onebit.train.model import Transformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=3, precision={"layers.1.*": "int8"})
+    model = Transformer(cfg)
+    batches = [(torch.randint(0, 65, (2, 24)), torch.randint(0, 65, (2, 24))) for _ in range(2)]
+    names = cfg.bitlinear_names()
+    base = {n: cfg.layer_quant(n) for n in names}
+    jobs = [(n, k) for n in names[::3] + [names[-1]] for k in ("binary", "int4") if k != base[n]]
+    assert {int(n.split(".")[1]) for n, _ in jobs} == {0, 1, 2}
+    counted = []
+    fast = Evaluator(model, cfg, batches, {}, "t").one_layer_losses(base, jobs, lambda: counted.append(1))
+    whole = Evaluator(model, cfg, batches, {}, "t")
+    assert len(counted) == len(jobs) and len(set(fast.values())) == len(jobs)
+    for (n, k), loss in fast.items():
+        assert loss == whole.loss({**base, n: k})
+    assert [type(b).__name__ for b in model.layers] == ["Block"] * 3  # the model is left as it was
+    assert [m.quant for m in model.bitlinears()] == [base[n] for n in names]
