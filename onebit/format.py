@@ -349,8 +349,21 @@ def float_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def head_dtype(quant: dict) -> str:
+    """The head's metadata dtype name: quant.head_dtype, else quant.embed_dtype."""
+    return quant.get("head_dtype", quant.get("embed_dtype"))
+
+
+def separate_head(cfg: dict, quant: dict) -> bool:
+    """Whether the file stores head.weight: an untied head, or a tied one stored in its own dtype."""
+    return not cfg["tie_embeddings"] or head_dtype(quant) != quant.get("embed_dtype")
+
+
 PACK_DTYPE = {"t2": "T2", "t1.6": "T1_6", "b1": "B1"}
 EMBED_DTYPE = {"f32": "F32", "f16": "F16", "i8": "I8"}
+# quant.head_dtype (optional; absent = embed_dtype): the LM head's own storage.  "i4" is an I4 head
+# with per-row scales that quantizes its input as a BitLinear does (docs/FORMAT.md "LM head").
+HEAD_DTYPE = {**EMBED_DTYPE, "i4": "I4"}
 # int4 / int8 BitLinears keep their per-row scales in a NAME.scale F32 [rows] tensor, as I8 embeddings do
 ROW_SCALED = ("I4", "I8")
 
@@ -389,6 +402,8 @@ def check_model(f: OnebitFile) -> dict:
                           f"for {cfg['quant']} weights")
     if q.get("embed_dtype") not in EMBED_DTYPE:
         raise _fail(path, f"quant.embed_dtype {q.get('embed_dtype')!r} is not one of f32, f16, i8")
+    if "head_dtype" in q and (not isinstance(q["head_dtype"], str) or q["head_dtype"] not in HEAD_DTYPE):
+        raise _fail(path, f"quant.head_dtype {q['head_dtype']!r} is not one of f32, f16, i8, i4")
     if tok.get("vocab_size") != cfg["vocab_size"]:
         raise _fail(path, f"tokenizer vocab_size {tok.get('vocab_size')} != config vocab_size {cfg['vocab_size']}")
 
@@ -406,10 +421,13 @@ def check_model(f: OnebitFile) -> dict:
         if dtypes[name] in ROW_SCALED:
             expect(name + ".scale", "F32", shape[:1])
     embed = EMBED_DTYPE[q["embed_dtype"]]
-    for name, shape in float_shapes(cfg).items():
-        dtype = embed if name in ("embed.weight", "head.weight") else "F32"
+    shapes = float_shapes(cfg)
+    if separate_head(cfg, q):
+        shapes["head.weight"] = (cfg["vocab_size"], cfg["dim"])
+    for name, shape in shapes.items():
+        dtype = HEAD_DTYPE[head_dtype(q)] if name == "head.weight" else embed if name == "embed.weight" else "F32"
         expect(name, dtype, shape)
-        if dtype == "I8":
+        if dtype in ROW_SCALED:
             expect(name + ".scale", "F32", shape[:1])
 
     vocab = cfg["vocab_size"]

@@ -20,13 +20,14 @@ from onebit import packing
 from onebit.atomic import atomic_path
 from onebit.chat_template import ChatTemplateError, chat_pieces, generation_tokens
 from onebit.errors import OnebitError, cli_errors
-from onebit.format import EMBED_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
+from onebit.format import EMBED_DTYPE, HEAD_DTYPE, ROW_SCALED, TensorData, bitlinear_dtypes, write_stream
 from onebit.tokenizer import Tokenizer
 from onebit.train import quant
 from onebit.train.checkpoint import Checkpoint, load_checkpoint
 
 PACKS = ("t2", "t1.6")
 EMBED_DTYPES = ("f32", "f16", "i8")
+HEAD_DTYPES = ("f32", "f16", "i8", "i4")
 F16_MAX = 65504.0
 
 
@@ -38,6 +39,10 @@ class ExportError(OnebitError):
 class ExportOptions:
     pack: str = "t2"
     embed_dtype: str = "f16"
+    head_dtype: str | None = None  # None: the head is stored as the embedding is (and a tied head is not stored)
+
+    def head(self) -> str:
+        return self.head_dtype or self.embed_dtype
 
 
 def effective_pack(quant_kind: str, pack: str, mixed: bool = False) -> str:
@@ -70,6 +75,9 @@ def _float_tensor(name: str, w: np.ndarray, dtype: str) -> list[TensorData]:
         if np.abs(w).max() > F16_MAX:
             raise ExportError(f"{name} has values beyond the f16 range; export with --embed-dtype f32 or i8")
         return [TensorData(name, "F16", w.shape, w.astype(np.float16))]
+    if dtype == "I4":  # the int4 head: per-row absmax / 7 (as an int4 BitLinear), FORMAT.md "LM head"
+        q, scale = packing.quantize_rows(w, 7)
+        return [TensorData(name, "I4", w.shape, packing.pack_i4(q)), TensorData(name + ".scale", "F32", scale.shape, scale)]
     q, scale = packing.quantize_rows_i8(w)
     return [TensorData(name, "I8", w.shape, q), TensorData(name + ".scale", "F32", scale.shape, scale)]
 
@@ -114,13 +122,18 @@ def model_tensors(ckpt: Checkpoint, opts: ExportOptions) -> list[TensorData]:
     dtypes = bitlinear_dtypes(cfg.to_dict(), pack)
     embed_dtype = EMBED_DTYPE[opts.embed_dtype]
     out: list[TensorData] = []
-    for name, w in ckpt.model.state_dict().items():
+    state = ckpt.model.state_dict()
+    for name, w in state.items():
         if name in dtypes:
             out += bitlinear_tensors(name, w, cfg.layer_quant(name), dtypes[name])
-        elif name in ("embed.weight", "head.weight"):
+        elif name == "embed.weight":
             out += _float_tensor(name, _numpy(w), embed_dtype)
+        elif name == "head.weight":
+            out += _float_tensor(name, _numpy(w), HEAD_DTYPE[opts.head()])
         else:
             out.append(TensorData(name, "F32", tuple(w.shape), _numpy(w)))
+    if cfg.tie_embeddings and opts.head() != opts.embed_dtype:  # a tied head in its own dtype: stored once more
+        out += _float_tensor("head.weight", _numpy(state["embed.weight"]), HEAD_DTYPE[opts.head()])
     return out + tokenizer_tensors(ckpt.tokenizer)
 
 
@@ -141,7 +154,8 @@ def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
     return {
         "config": cfg.to_dict(),
         "quant": {"weights": "mixed" if cfg.mixed else cfg.quant, "pack": effective_pack(cfg.quant, opts.pack, cfg.mixed),
-                  "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype},
+                  "activations": "int8-absmax-per-token", "embed_dtype": opts.embed_dtype,
+                  **({"head_dtype": opts.head_dtype} if opts.head_dtype else {})},
         "tokenizer": {**tokenizer_meta(tok), **tokenizer_generation_meta(ckpt)},
         "provenance": {"onebit_version": onebit.__version__, "step": ckpt.meta.get("step"),
                        "val_loss": ckpt.meta.get("val_loss"), "source": source},
@@ -153,7 +167,7 @@ def file_meta(ckpt: Checkpoint, opts: ExportOptions, source: str) -> dict:
 
 
 def _kind(t: TensorData) -> str:
-    if t.dtype in ("T2", "T1_6", "B1", "I4") or (t.name.startswith("layers.") and "_proj.weight" in t.name):
+    if t.name.startswith("layers.") and (t.dtype in ("T2", "T1_6", "B1", "I4") or "_proj.weight" in t.name):
         return "bitlinear"  # an int4 / int8 layer's per-row scales count with it
     if t.name.startswith("tokenizer."):
         return "tokenizer"
@@ -219,8 +233,9 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
     """Write `out` (and the C header) atomically; returns the size report, metadata and tensors."""
     from onebit.compile.cheader import check_c_name, write_c_header
 
-    if opts.pack not in PACKS or opts.embed_dtype not in EMBED_DTYPES:
-        raise ExportError(f"unknown --pack {opts.pack!r} or --embed-dtype {opts.embed_dtype!r}")
+    if opts.pack not in PACKS or opts.embed_dtype not in EMBED_DTYPES or opts.head() not in HEAD_DTYPES:
+        raise ExportError(f"unknown --pack {opts.pack!r}, --embed-dtype {opts.embed_dtype!r} or "
+                          f"--head-dtype {opts.head_dtype!r}")
     if c_header is not None:
         check_c_name(c_name)
     ckpt = load_for_export(checkpoint_dir)
@@ -246,7 +261,11 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @click.option("--pack", type=click.Choice(PACKS), default=None,
               help="Ternary packing: t2 (2 bits, fastest) or t1.6 (5 weights a byte); binary models always pack as b1.  [default: t2]")
 @click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES), default="f16", show_default=True,
-              help="Storage of the embedding (and untied head).")
+              help="Storage of the embedding (and of the head, unless --head-dtype is given).")
+@click.option("--head-dtype", type=click.Choice(HEAD_DTYPES), default=None,
+              help="Storage of the LM head, when it should differ from --embed-dtype: i4 is int4 with per-row "
+                   "scales and int8 activations (half the bytes of i8; docs/FORMAT.md \"LM head\"); a tied head "
+                   "is then stored a second time.  .1bit only.  [default: as --embed-dtype]")
 @click.option("--emit-c-header", "c_header", type=click.Path(path_type=Path), default=None,
               help="Also write a C header holding the file's bytes.  [default: none]")
 @click.option("--c-name", default="onebit_model", show_default=True, help="C array name in the header.")
@@ -266,11 +285,13 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @click.option("--onnx-web-matmul", type=click.Choice(["float", "int8"]), default="float", show_default=True,
               help="Web graph matmul: fp32 MatMul on integer codes, or MatMulInteger.")
 @cli_errors
-def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_header: Path | None,
+def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, head_dtype: str | None, c_header: Path | None,
          c_name: str, fmt: str, onnx_graphs: str, onnx_block_size: str, onnx_accuracy_level: str,
          onnx_web_matmul: str, hf_weights: str) -> None:
     """Compile CHECKPOINT_DIR into a packed .1bit file (or ONNX, or a Hugging Face folder)."""
     torch.set_num_threads(1)
+    if head_dtype is not None and fmt != "1bit":
+        raise ExportError(f"--head-dtype needs --format 1bit (the {fmt} export keeps its own head)")
     if fmt == "hf":
         if c_header is not None:
             raise ExportError("--emit-c-header needs --format 1bit")
@@ -305,7 +326,7 @@ def main(checkpoint_dir: Path, out: Path, pack: str | None, embed_dtype: str, c_
             raise ExportError(f"output {target} is a directory; give a file name")
         if target is not None and not target.parent.is_dir():
             raise ExportError(f"output directory {target.parent} does not exist")
-    result = export_1bit(checkpoint_dir, out, ExportOptions(pack or "t2", embed_dtype), c_header, c_name)
+    result = export_1bit(checkpoint_dir, out, ExportOptions(pack or "t2", embed_dtype, head_dtype), c_header, c_name)
     used = result.meta["quant"]["pack"]
     note = f" (binary model: packed as {used}, --pack {pack} ignored)" if pack and used != pack else ""
     print(format_report(result.report, note), file=sys.stderr)

@@ -16,7 +16,8 @@ import numpy as np
 from onebit import packing
 from onebit.chat_template import eos_ids
 from onebit.errors import OnebitError
-from onebit.format import ROW_SCALED, OnebitFile, bitlinear_dtypes, bitlinear_shapes, check_model, read_1bit
+from onebit.format import (ROW_SCALED, OnebitFile, bitlinear_dtypes, bitlinear_shapes, check_model, read_1bit,
+                           separate_head)
 
 F32 = np.float32
 EPS = F32(packing.EPS)
@@ -132,7 +133,17 @@ class ReferenceModel:
         self.floats = {name: _dequant_float(f, name) for name, t in f.tensors.items()
                        if t.dtype in ("F32", "F16", "I8") and not name.endswith(".scale") and name not in dtypes}
         self.embed = self.floats["embed.weight"]
-        self.head = self.embed if cfg["tie_embeddings"] else self.floats["head.weight"]
+        # the LM head: a float matmul (f32 / f16 / i8 dequantized), or an int4 head run as a BitLinear
+        self.head_i4: BitLinearWeights | None = None
+        if not separate_head(cfg, f.meta["quant"]):
+            self.head = self.embed
+        elif f.tensors["head.weight"].dtype == "I4":
+            codes = packing.unpack_i4(f.array("head.weight"), cfg["dim"])
+            wide = np.float64 if cfg["dim"] * 128 * 7 >= 1 << 24 else F32
+            self.head_i4 = BitLinearWeights(np.ascontiguousarray(codes.T, dtype=wide),
+                                            np.array(f.array("head.weight.scale"), dtype=F32))
+        else:
+            self.head = self.floats["head.weight"]
 
     @classmethod
     def load(cls, path: str | Path) -> "ReferenceModel":
@@ -206,6 +217,8 @@ class ReferenceModel:
             x = x + rs * self._attention(i, self._norm(x, f"layers.{i}.attn_norm.weight"), cache, start)
             x = x + rs * self._mlp(i, self._norm(x, f"layers.{i}.mlp_norm.weight"))
         x = self._norm(x, "norm.weight")
+        if self.head_i4 is not None:
+            return bitlinear(x, self.head_i4)
         return x @ self.head.T
 
     def generate_greedy(self, prompt: list[int], max_new_tokens: int, ignore_eos: bool = False) -> list[int]:

@@ -139,6 +139,8 @@ typedef struct ob_config {
     int mixed;      /* quant.weights "mixed": each BitLinear's kind from config.precision */
     ob_json precision; /* config.precision (mixed only): pattern -> kind, first match decides */
     int embed_dtype; /* OB_DT_F32 / F16 / I8 */
+    int head_dtype;  /* quant.head_dtype (absent: embed_dtype): OB_DT_F32 / F16 / I8, or I4 (int8 activations) */
+    int separate_head; /* head.weight is stored: an untied head, or a tied one in its own dtype */
     int tok_kind;
     int eot_token;
     int n_eos; /* metadata tokenizer.eos_token_ids: generation stops after one of these */
@@ -158,7 +160,7 @@ typedef struct ob_linear {
 /* A float matrix used by the embedding / head ([rows, cols]). */
 typedef struct ob_fmatrix {
     const void *w;
-    const float *row_scale; /* I8 only */
+    const float *row_scale; /* I8 / I4 only */
     int dtype, rows, cols;
 } ob_fmatrix;
 

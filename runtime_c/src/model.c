@@ -289,6 +289,15 @@ static ob_status parse_config(ob_config *c, const ob_file *f, char *err, size_t 
     }
     c->wdtype = pack == 0 ? OB_DT_T2 : pack == 1 ? OB_DT_T16 : OB_DT_B1;
     c->embed_dtype = embed == 0 ? OB_DT_F32 : embed == 1 ? OB_DT_F16 : OB_DT_I8;
+    c->head_dtype = c->embed_dtype;
+    if (ob_json_get(qj, "head_dtype", &v) == 0) { /* optional: the LM head in its own dtype */
+        static const char *const heads[] = {"f32", "f16", "i8", "i4", NULL};
+        static const int head_dt[] = {OB_DT_F32, OB_DT_F16, OB_DT_I8, OB_DT_I4};
+        int head;
+        TRY(get_choice(qj, "quant", "head_dtype", heads, &head, err, es));
+        c->head_dtype = head_dt[head];
+    }
+    c->separate_head = !c->tie_embeddings || c->head_dtype != c->embed_dtype;
 
     if (ob_json_get(root, "tokenizer", &tj) || !ob_json_is_object(tj)) {
         ob_set_msg(err, es, "metadata: 'tokenizer' object is missing");
@@ -373,16 +382,16 @@ static ob_status need(const ob_file *f, const char *name, uint32_t dtype, int n_
     return OB_OK;
 }
 
-static ob_status bind_float(const ob_file *f, ob_fmatrix *m, const char *name, const ob_config *c, int rows,
-                            char *err, size_t es) {
+static ob_status bind_float(const ob_file *f, ob_fmatrix *m, const char *name, const ob_config *c, int dtype,
+                            int rows, char *err, size_t es) {
     ob_tensor_rec rec, sc;
-    TRY(need(f, name, (uint32_t)c->embed_dtype, 2, (uint64_t)rows, (uint64_t)c->dim, &rec, err, es));
+    TRY(need(f, name, (uint32_t)dtype, 2, (uint64_t)rows, (uint64_t)c->dim, &rec, err, es));
     m->w = ob_file_tensor_data(f, &rec);
-    m->dtype = c->embed_dtype;
+    m->dtype = dtype;
     m->rows = rows;
     m->cols = c->dim;
     m->row_scale = NULL;
-    if (c->embed_dtype == OB_DT_I8) {
+    if (dtype == OB_DT_I8 || dtype == OB_DT_I4) {
         char sname[OB_NAME_MAX + 8];
         snprintf(sname, sizeof sname, "%s.scale", name);
         TRY(need(f, sname, OB_DT_F32, 1, (uint64_t)rows, 1, &sc, err, es));
@@ -430,11 +439,11 @@ static ob_status bind_weights(ob_model *m, char *err, size_t es) {
     const ob_config *c = &m->cfg;
     char name[OB_NAME_MAX + 32];
     int inner = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
-    TRY(bind_float(f, &m->embed, "embed.weight", c, c->vocab_size, err, es));
-    if (c->tie_embeddings) {
+    TRY(bind_float(f, &m->embed, "embed.weight", c, c->embed_dtype, c->vocab_size, err, es));
+    if (!c->separate_head) {
         m->head = m->embed;
     } else {
-        TRY(bind_float(f, &m->head, "head.weight", c, c->vocab_size, err, es));
+        TRY(bind_float(f, &m->head, "head.weight", c, c->head_dtype, c->vocab_size, err, es));
     }
     m->pos_embed = NULL;
     if (c->pos == OB_POS_LEARNED) {

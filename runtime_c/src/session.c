@@ -501,7 +501,11 @@ static void head_row(ob_session *s, const float *x, float *logits) {
         ob_gemv_f32_mt(s->pool, &s->k, (const float *)H->w, (size_t)c->dim, c->vocab_size, c->dim, x, logits);
     else if (H->dtype == OB_DT_F16)
         ob_gemv_f16_mt(s->pool, &s->k, (const uint16_t *)H->w, (size_t)c->dim, c->vocab_size, c->dim, x, logits);
-    else
+    else if (H->dtype == OB_DT_I4) { /* int4 head (FORMAT.md "LM head"): quantize x as a BitLinear input */
+        quantize_in(s, x, 1, c->dim);
+        ob_matmul_rs_mt(s->pool, &s->k, OB_IFMT_I4, (const uint8_t *)H->w, c->vocab_size, c->dim, H->row_scale, s->xq,
+                        s->xq_stride, s->act_a, s->act_sum, 1, logits, (size_t)c->vocab_size);
+    } else
         ob_gemv_q8_mt(s->pool, &s->k, (const int8_t *)H->w, H->row_scale, (size_t)c->dim, c->vocab_size, c->dim, x,
                       logits);
 }
