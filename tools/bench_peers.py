@@ -11,7 +11,10 @@ What it does, in order:
      for onebit-run, GGUF through the PyPI `gguf` package with TQ2_0 and with TQ1_0 layers (Q8_0
      head, f16 embedding when the head is untied) for llama-bench.  The GGUF writer is checked
      once against llama-quantize: a small F32 GGUF of the same kind quantized by llama-quantize
-     must equal the writer's TQ2_0 / TQ1_0 file tensor by tensor, byte for byte.
+     must equal the writer's TQ2_0 / TQ1_0 file tensor by tensor, byte for byte.  Asked for by
+     --engines (not in the default list), the 4-bit-head pair: "onebit T2 i4-head" (the T2 file
+     with an int4 head, quant.head_dtype i4) and "llama.cpp TQ2_0 Q4_0-head" (the TQ2_0 file with
+     a Q4_0 head); the table then ends with their own ratio line.
   3. Measures the machine's read bandwidth (runtime_c bench_kernels --read-bw) on a buffer of the
      bytes one decoded token reads, at each thread count, interleaved with the engines.
   4. Runs every engine interleaved, several rounds: decode from an empty context (tg128, as
@@ -68,6 +71,9 @@ CACHE = Path(os.environ.get("ONEBIT_CACHE", Path.home() / ".cache" / "onebit"))
 LLAMA_PKG, LLAMA_VERSION = "llama-cpp-python", "0.3.36"
 MODEL_VERSION = 1  # bump when the files written below change
 ENGINES = "onebit T2,onebit T1.6,llama.cpp TQ2_0,llama.cpp TQ1_0,onnxruntime MatMulNBits"
+# the 4-bit-head pair (not in the default list): onebit's int4 head (per-row scales, int8 activations)
+# against llama.cpp's Q4_0 head (blocks of 32, f16 scales), the same layers as onebit T2 / llama.cpp TQ2_0
+HEAD4 = ("onebit T2 i4-head", "llama.cpp TQ2_0 Q4_0-head")
 ORT = "onnxruntime MatMulNBits"
 ORT_TESTS = ("tg128", "pp128", "pp512")
 TESTS = ("tg128", "tg128@d512", "pp128", "pp512", "ttft")
@@ -158,8 +164,9 @@ def head_matrix(sh: Shape, seed: int) -> np.ndarray:
     return rng.standard_normal((sh.vocab, sh.dim), dtype=np.float32)
 
 
-def write_onebit(path: Path, sh: Shape, pack: str, seed: int) -> int:
-    """Writes the .1bit; returns the bytes one decoded token reads (layers + head)."""
+def write_onebit(path: Path, sh: Shape, pack: str, seed: int, head_dtype: str = "i8") -> int:
+    """Writes the .1bit; returns the bytes one decoded token reads (layers + head).  head_dtype i4:
+    an int4 head (quant.head_dtype, FORMAT.md "LM head"), stored besides the int8 embedding."""
     cfg = onebit_config(sh)
     pack_fn = packing.PACKERS[pack][0]
     dtype = {"t2": "T2", "t1.6": "T1_6"}[pack]
@@ -171,11 +178,15 @@ def write_onebit(path: Path, sh: Shape, pack: str, seed: int) -> int:
         tensors.append(TensorData(name, dtype, (n, k), packed, s))
     w = head_matrix(sh, seed)
     q, qs = packing.quantize_rows_i8(w)
-    del w
-    per_token += q.nbytes + qs.nbytes
-    head_names = ["embed.weight"] if sh.tied else ["embed.weight", "head.weight"]
+    head_names = ["embed.weight"] if sh.tied or head_dtype == "i4" else ["embed.weight", "head.weight"]
     for name in head_names:
         tensors += [TensorData(name, "I8", q.shape, q), TensorData(name + ".scale", "F32", qs.shape, qs)]
+    if head_dtype == "i4":
+        q, qs = packing.quantize_rows(w, 7)
+        q = packing.pack_i4(q)
+        tensors += [TensorData("head.weight", "I4", w.shape, q), TensorData("head.weight.scale", "F32", qs.shape, qs)]
+    del w
+    per_token += q.nbytes + qs.nbytes
     for name, shape in float_shapes(cfg.to_dict()).items():
         if name not in ("embed.weight", "head.weight"):
             tensors.append(TensorData(name, "F32", shape, np.ones(shape, dtype=np.float32)))
@@ -185,7 +196,8 @@ def write_onebit(path: Path, sh: Shape, pack: str, seed: int) -> int:
     tensors += [TensorData("tokenizer.tokens", "U8", (int(offsets[-1]),), np.frombuffer(b"".join(pieces), np.uint8)),
                 TensorData("tokenizer.offsets", "I32", offsets.shape, offsets)]
     meta = {"config": cfg.to_dict(),
-            "quant": {"weights": "ternary", "pack": pack, "activations": "int8-absmax-per-token", "embed_dtype": "i8"},
+            "quant": {"weights": "ternary", "pack": pack, "activations": "int8-absmax-per-token", "embed_dtype": "i8",
+                      **({"head_dtype": head_dtype} if head_dtype != "i8" else {})},
             "tokenizer": {"type": "bpe", "vocab_size": sh.vocab, "pretokenizer": "gpt2-bytelevel",
                           "special_tokens": {"<|endoftext|>": 0}},
             "provenance": {"onebit_version": "bench_peers", "step": 0, "val_loss": None, "source": "random"}}
@@ -197,8 +209,9 @@ GGUF_NAMES = {"attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "
               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
 
 
-def write_gguf(path: Path, sh: Shape, qtype: str, seed: int) -> int:
-    """Writes the GGUF (qtype TQ2_0, TQ1_0 or F32 layers); returns the bytes one decoded token reads."""
+def write_gguf(path: Path, sh: Shape, qtype: str, seed: int, head_q: str = "Q8_0") -> int:
+    """Writes the GGUF (qtype TQ2_0, TQ1_0 or F32 layers; a Q8_0 or Q4_0 head); returns the bytes one
+    decoded token reads."""
     import gguf
     from gguf import GGMLQuantizationType as Q
     from gguf import quants
@@ -226,14 +239,15 @@ def write_gguf(path: Path, sh: Shape, qtype: str, seed: int) -> int:
         if scaled:
             wr.add_tensor(gname + ".scale", np.array([s], dtype=np.float32))
     w = head_matrix(sh, seed)
-    head = w if qtype == "F32" else np.concatenate([quants.quantize(w[i:i + 8192], Q.Q8_0)
+    hq = Q[head_q]
+    head = w if qtype == "F32" else np.concatenate([quants.quantize(w[i:i + 8192], hq)
                                                     for i in range(0, sh.vocab, 8192)])
     per_token += head.nbytes
     if sh.tied:  # the bitnet graph uses token_embd as the head
-        wr.add_tensor("token_embd.weight", head, raw_dtype=None if qtype == "F32" else Q.Q8_0)
+        wr.add_tensor("token_embd.weight", head, raw_dtype=None if qtype == "F32" else hq)
     else:
         wr.add_tensor("token_embd.weight", w.astype(np.float16))
-        wr.add_tensor("output.weight", head, raw_dtype=None if qtype == "F32" else Q.Q8_0)
+        wr.add_tensor("output.weight", head, raw_dtype=None if qtype == "F32" else hq)
     del w
     ones = lambda m: np.ones(m, dtype=np.float32)  # noqa: E731
     for i in range(sh.n_layers):
@@ -258,8 +272,9 @@ def write_atomic(path: Path, fn) -> int:
     return result
 
 
-def models(shape: str, seed: int) -> tuple[Path, dict]:
-    """The cached model files of a shape; returns the folder and {engine: (file, bytes per token)}."""
+def models(shape: str, seed: int, wanted: list[str] | None = None) -> tuple[Path, dict]:
+    """The cached model files of a shape; returns the folder and {engine: (file, bytes per token)}.
+    The 4-bit-head variants (HEAD4) are written only when `wanted` names them."""
     sh = SHAPES[shape]
     d = CACHE / "bench_peers" / f"{shape}-seed{seed}-v{MODEL_VERSION}"
     d.mkdir(parents=True, exist_ok=True)
@@ -269,6 +284,10 @@ def models(shape: str, seed: int) -> tuple[Path, dict]:
             "onebit T1.6": ("model-t16.1bit", lambda p: write_onebit(p, sh, "t1.6", seed)),
             "llama.cpp TQ2_0": ("model-tq2_0.gguf", lambda p: write_gguf(p, sh, "TQ2_0", seed)),
             "llama.cpp TQ1_0": ("model-tq1_0.gguf", lambda p: write_gguf(p, sh, "TQ1_0", seed))}
+    head4 = {"onebit T2 i4-head": ("model-t2-i4head.1bit", lambda p: write_onebit(p, sh, "t2", seed, "i4")),
+             "llama.cpp TQ2_0 Q4_0-head": ("model-tq2_0-q4_0head.gguf",
+                                           lambda p: write_gguf(p, sh, "TQ2_0", seed, "Q4_0"))}
+    jobs.update({e: job for e, job in head4.items() if e in (wanted or [])})
     if shape != "tiny" and ORT not in info and sh.n_layers <= 12:  # the ONNX peer, a folder
         p = d / "onnx"
         log(f"exporting {p} (onnxruntime peer) ...")
@@ -455,7 +474,7 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     llama = build_llama()
     check = quantize_check(llama, seed)
     log(f"llama-quantize cross-check: {check}")
-    folder, info = models(shape, seed)
+    folder, info = models(shape, seed, engine_list)
     sizes = {e: (folder / info[e]["file"]).stat().st_size for e in info}
     bw_mib = max(64, int(info["onebit T2"]["bytes_per_token"] / 2**20))
     load0 = os.getloadavg()
@@ -525,13 +544,15 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     if json_out:
         json_out.write_text(json.dumps({"samples": [asdict(s) for s in samples], "bandwidth": bws}, indent=1))
 
-    def ratio(test: str, n: int, how, peer: str = "llama.cpp TQ2_0") -> float:
-        a, b = pick("onebit T2", n, test), pick(peer, n, test)
+    def ratio(test: str, n: int, how, peer: str = "llama.cpp TQ2_0", ours: str = "onebit T2") -> float:
+        a, b = pick(ours, n, test), pick(peer, n, test)
         return how(a) / how(b) if a and b else float("nan")
 
-    parts = lambda how, peer="llama.cpp TQ2_0": " ".join(f"{k}_{n}t={ratio(t, n, how, peer):.2f}"  # noqa: E731
-                                                         for k, t in (("decode", "tg128"), ("prefill", "pp128"))
-                                                         for n in (1, 2))
+    parts = lambda how, peer="llama.cpp TQ2_0", ours="onebit T2": " ".join(  # noqa: E731
+        f"{k}_{n}t={ratio(t, n, how, peer, ours):.2f}" for k, t in (("decode", "tg128"), ("prefill", "pp128"))
+        for n in (1, 2))
+    if all(e in engine_list for e in HEAD4):
+        print(f"\n{HEAD4[0]} over {HEAD4[1]}, shape {shape}, medians: {parts(statistics.median, HEAD4[1], HEAD4[0])}")
     if ORT in engine_list:
         print(f"\nonebit T2 over {ORT}, shape {shape}, medians: {parts(statistics.median, ORT)}")
     print(f"\nonebit T2 over llama.cpp TQ2_0, shape {shape}, medians: {parts(statistics.median)}")

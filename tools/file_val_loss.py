@@ -5,7 +5,9 @@ exported file stores the embedding as f16 or i8. This measures what the file com
 runtime's logits (onebit.run.c, one fresh context per window) on the same fixed windows
 (EVAL_SEED, eval_batches x batch_size sequences of max_seq_len tokens), mean cross-entropy per
 batch, then the mean over batches, as the trainer does. It also prints the PyTorch loss of
-CHECKPOINT on those windows, so the two can be compared.
+CHECKPOINT on those windows, so the two can be compared, and for every file after the first the
+top-1 agreement with the first file: the share of window positions where both files' logits have
+the same argmax (the next token greedy decoding would pick from the same context).
 
     python tools/file_val_loss.py runs/base2000 a.1bit b.1bit ...
 """
@@ -42,14 +44,23 @@ def main(checkpoint: str, files: list[str]) -> None:
         torch_loss = float(np.mean([ckpt.model.loss(x, y).item() for x, y in batches]))
     print(f"{checkpoint} (PyTorch, f32 embedding): val loss {torch_loss:.4f} "
           f"({len(batches)} x {cfg.batch_size} windows of {ckpt.config.max_seq_len})")
+    first_top1: np.ndarray | None = None
     for path in files:
         model = Model(path)
-        per_batch = []
+        per_batch, top1 = [], []
         for x, y in batches:
-            per_batch.append(np.mean([cross_entropy(model.logits(row.tolist()), t.numpy())
-                                      for row, t in zip(x, y)]))
+            losses = []
+            for row, t in zip(x, y):
+                logits = model.logits(row.tolist())
+                losses.append(cross_entropy(logits, t.numpy()))
+                top1.append(logits.argmax(axis=-1))
+            per_batch.append(np.mean(losses))
         size = Path(path).stat().st_size
-        print(f"{path}: {size:,} bytes, val loss {float(np.mean(per_batch)):.4f} (C runtime)")
+        top1_all = np.concatenate(top1)
+        agree = "" if first_top1 is None else \
+            f", top-1 agreement with {files[0]} {100 * float(np.mean(top1_all == first_top1)):.2f} %"
+        first_top1 = top1_all if first_top1 is None else first_top1
+        print(f"{path}: {size:,} bytes, val loss {float(np.mean(per_batch)):.4f} (C runtime){agree}")
 
 
 if __name__ == "__main__":
