@@ -143,6 +143,28 @@ def test_search_distils_the_map_and_the_baselines_alike(base, tmp_path):
     assert load_checkpoint(tmp_path / "plain" / "checkpoint").meta["train_config"]["teacher"] is None
 
 
+def test_search_finetune_tool_repeats_the_searchs_finetune(base, tmp_path):
+    import subprocess
+    import sys
+
+    r = Search(base, tmp_path / "s", _opts(max_bits_per_weight=1.3, finetune_teacher="anchor")).run()
+    tool = Path(__file__).resolve().parents[1] / "tools" / "search_finetune.py"
+    args = [sys.executable, str(tool), str(base), "--map", str(tmp_path / "s" / "precision.json"), "--seed", "1",
+            "--finetune-steps", "2", "--finetune-teacher", str(tmp_path / "s" / "anchor")]
+    again = subprocess.run(args + ["--out", str(tmp_path / "again")], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"val loss {r['val_loss']:.4f}, {r['size']:,} bytes" in again.stdout
+    assert load_checkpoint(tmp_path / "again").meta["train_config"] == \
+        load_checkpoint(tmp_path / "s" / "checkpoint").meta["train_config"]
+    plain = [sys.executable, str(tool), str(base), "--map", "ternary", "--seed", "2", "--finetune-steps", "2"]
+    other = subprocess.run(plain + ["--out", str(tmp_path / "seed2")], capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    assert load_checkpoint(tmp_path / "seed2").meta["train_config"]["seed"] == 2
+    seed2 = load_checkpoint(tmp_path / "seed2")
+    assert seed2.meta["train_config"]["teacher"] is None
+    assert set(seed2.config.precision.values()) == {"ternary"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max-size", "1KB"], "over the budget"),
     (["--max-size", "lots"], "expected a number"),
