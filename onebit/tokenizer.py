@@ -17,10 +17,16 @@ ONNX runtimes, which print token bytes, produce exactly the same text.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
@@ -260,6 +266,108 @@ def split_chunks(text: str, size: int | None = None, newline: Cuts = True) -> li
         start = cut
     pieces.append(text[start:])
     return [p for p in pieces if p]
+
+
+def _merge_pairs(merges: object) -> list[tuple[str, str]] | None:
+    """The (left, right) pairs that HF reads from a BPE `merges` list: pairs of strings, or legacy
+    "left right" strings (lines starting with `#version` skipped); None for any other shape, which
+    HF refuses with an error of its own."""
+    if not isinstance(merges, list):
+        return None
+    if all(isinstance(m, list) and len(m) == 2 and all(isinstance(t, str) for t in m) for m in merges):
+        return [(m[0], m[1]) for m in merges]
+    if not all(isinstance(m, str) for m in merges):
+        return None
+    pairs = []
+    for line in merges:
+        if not line.startswith("#version"):
+            parts = line.split(" ")
+            if len(parts) != 2:
+                return None
+            pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def check_bpe_model(spec: object) -> None:
+    """Refuse, before HF `tokenizers` sees it, a tokenizer.json model that would make it panic.
+
+    HF (0.23, `BpeBuilder::build` in bpe/model.rs) copies each merge's left token and its right
+    token less `continuing_subword_prefix` into a buffer as long as the longest vocabulary token,
+    and only then looks the result up. A merge whose two tokens are in the vocabulary but whose
+    concatenation is longer than every token overruns that buffer: a Rust panic, whose message
+    Rust's panic hook prints on stderr whatever Python does with the exception. A prefix longer
+    than a right token panics the same way, and one that ends inside a right token's first
+    character makes an invalid UTF-8 string that pyo3 cannot turn into an error: the process
+    aborts. So: the prefix and suffix options are refused here (no runtime implements them), and
+    every merge must join two vocabulary tokens into a third, which HF requires anyway. Models of
+    another type are refused here too (HF would build them first, with checks of their own).
+    """
+    if not isinstance(spec, dict) or not isinstance(model := spec.get("model"), dict):
+        return  # HF says what is wrong
+    kind = model.get("type", "BPE")
+    if kind != "BPE":
+        raise TokenizerError(f"unsupported tokenizer model {kind!r}: need BPE (char or byte-level)")
+    Tokenizer._check_model_options(model)
+    vocab, merges = model.get("vocab"), _merge_pairs(model.get("merges"))
+    if not isinstance(vocab, dict) or merges is None:
+        return
+    for rank, (left, right) in enumerate(merges):
+        for token in (left, right, left + right):
+            if token not in vocab:
+                raise TokenizerError(f"BPE merge {rank} ({left!r} + {right!r}): {token!r} is not in the "
+                                     "vocabulary")
+
+
+_STDERR_LOCK = threading.Lock()
+_CAPTURE: dict[int, IO[bytes]] = {}  # pid -> its capture file (a forked child makes its own)
+
+
+@contextmanager
+def _rust_panics_silenced() -> Iterator[None]:
+    """Run the body with file descriptor 2 captured into a temporary file, for the Rust panic hook.
+
+    A panic inside HF `tokenizers` reaches Python as a PanicException, which load() turns into one
+    TokenizerError line; but Rust's default panic hook first writes "thread ... panicked at ..."
+    (and with RUST_BACKTRACE a backtrace) straight to fd 2, out of Python's reach. check_bpe_model
+    refuses the shapes known to panic; this catches the rest (a malformed Precompiled normalizer,
+    for one). If the body panics, what fd 2 received is dropped (the panic's message is in the
+    exception); otherwise it is written to stderr after all. The lock keeps two loads on two
+    threads from swapping fd 2 under each other; other threads' writes to fd 2 while a load runs
+    are delayed until it ends (and lost if it panics). Where fd 2 cannot be duplicated, nothing
+    is captured. The capture file (an unlinked temporary file) is made once per process and
+    emptied after each use: making one per load took longer than loading a small tokenizer."""
+    with _STDERR_LOCK:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all
+            yield
+            return
+        if (capture_file := _CAPTURE.get(os.getpid())) is None:
+            capture_file = _CAPTURE[os.getpid()] = tempfile.TemporaryFile()
+        capture = capture_file.fileno()
+        panicked = False
+        try:
+            os.dup2(capture, 2)
+            yield
+        except BaseException as e:
+            panicked = type(e).__name__ == "PanicException"
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(capture, 0, os.SEEK_END)
+            if size and not panicked:
+                _write_all(2, os.pread(capture, size, 0))
+            if size:
+                os.ftruncate(capture, 0)
+            os.lseek(capture, 0, os.SEEK_SET)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 class Tokenizer:
@@ -523,11 +631,25 @@ class Tokenizer:
         if not path.is_file():
             raise TokenizerError(f"tokenizer file {path} not found")
         try:
-            hf = HFTokenizer.from_file(str(path))
+            text = path.read_bytes().decode("utf-8")
+        except OSError as e:
+            raise TokenizerError(f"{path}: cannot read it ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise TokenizerError(f"{path}: not a valid tokenizer.json (not UTF-8: {e.reason} at byte "
+                                 f"{e.start})") from None
+        try:
+            check_bpe_model(json.loads(text))
+        except TokenizerError as e:
+            raise TokenizerError(f"{path}: {e}") from None
+        except (ValueError, RecursionError):
+            pass  # not JSON to Python either: HF says why below
+        try:
+            with _rust_panics_silenced():
+                hf = HFTokenizer.from_str(text)
         except (KeyboardInterrupt, SystemExit):
             raise
-        # HF raises a bare Exception with a multi-line serde message, and for some malformed merges a
-        # Rust panic, which pyo3 raises as PanicException: a BaseException (found by atheris)
+        # HF raises a bare Exception with a multi-line serde message, and, for inputs that
+        # check_bpe_model does not foresee, may panic: pyo3 raises a PanicException (a BaseException)
         except BaseException as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TokenizerError(f"{path}: not a valid tokenizer.json ({first})") from None
