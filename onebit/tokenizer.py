@@ -443,6 +443,11 @@ class Tokenizer:
                 raise TokenizerError(f"unsupported tokenizer: BPE {key} {model[key]!r}")
         if model.get("dropout"):
             raise TokenizerError(f"unsupported tokenizer: BPE dropout {model['dropout']} (encoding is random)")
+        # HF loads such a model, then fails to encode any text that needs the unknown token (an
+        # added token of that name does not count: the model looks it up in its own vocabulary)
+        unk, vocab = model.get("unk_token"), model.get("vocab")
+        if isinstance(unk, str) and isinstance(vocab, dict) and unk not in vocab:
+            raise TokenizerError(f"unk_token {unk!r} is not in the BPE model's vocabulary")
 
     def _check_added_tokens(self, spec: dict) -> None:
         """The C runtime splits out special tokens by their exact text, before anything else; HF
