@@ -309,7 +309,18 @@ def check_bpe_model(spec: object) -> None:
         raise TokenizerError(f"unsupported tokenizer model {kind!r}: need BPE (char or byte-level)")
     Tokenizer._check_model_options(model)
     vocab, merges = model.get("vocab"), _merge_pairs(model.get("merges"))
-    if not isinstance(vocab, dict) or merges is None:
+    if not isinstance(vocab, dict):
+        return
+    # HF serializes a BPE vocabulary (to_str, which __init__ calls) by walking every id up to the
+    # largest and listing the missing ones: an id near 2^32 costs minutes and gigabytes (found by
+    # atheris). The ids must be dense anyway (__init__); bounding them first keeps that cheap.
+    added = spec.get("added_tokens")
+    limit = len(vocab) + (len(added) if isinstance(added, list) else 0)
+    for token, i in vocab.items():
+        if type(i) is int and not 0 <= i < limit:
+            raise TokenizerError(f"token {token!r} has id {i}, outside 0 .. {limit - 1}: the ids must be the "
+                                 "dense range 0 .. vocab_size - 1")
+    if merges is None:
         return
     for rank, (left, right) in enumerate(merges):
         for token in (left, right, left + right):
@@ -374,6 +385,12 @@ class Tokenizer:
     """A char or byte-level BPE tokenizer backed by a HF `tokenizers.Tokenizer`."""
 
     def __init__(self, hf: HFTokenizer):
+        # A tokenizer.json may carry padding and truncation settings, which HF applies to every
+        # encode: ids cut short, or padded (a Fixed length of 10^9 allocates gigabytes); and
+        # encode_batch pads each chunk to the longest. onebit encodes whole texts, as the
+        # runtimes do, so both are switched off (and left out of a saved copy).
+        hf.no_padding()
+        hf.no_truncation()
         self.hf = hf
         spec = json.loads(hf.to_str())
         model = spec.get("model") or {}
