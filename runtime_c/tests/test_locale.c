@@ -106,6 +106,9 @@ int main(void) {
     if (!loc) {
         printf("no de_DE or fr_FR locale on this machine (tools/setup_system.sh generates de_DE.UTF-8): "
                "the comma-locale half is skipped\n");
+        /* in CI (CI=true, .ci/run) setup_system.sh has generated it: a missing locale is a failure */
+        const char *ci = getenv("CI");
+        CHECK(!(ci && !strcmp(ci, "true")), "CI=true: the de_DE locale is missing, so the comma-locale half was not run");
     } else {
         /* the locale really has a ',' separator, or this half would prove nothing */
         CHECK(strtod("0.5", NULL) == 0.0 && strtod("0,5", NULL) == 0.5, "%s does not use ',': nothing tested", loc);

@@ -204,6 +204,81 @@ static void test_arena(const uint8_t *data, size_t size) {
     free(raw2);
 }
 
+/* The KV-cache is not zeroed (session.c, layout): every position is written before attention
+ * reads it.  A session whose arena starts as all-ones bytes (NaN as f32 and as f16) must give the
+ * bits of a fresh session: every logit of a prefill, then a greedy run that slides past the
+ * context twice; then the same after the cache was filled with another sequence and reset (stale
+ * rows instead of NaNs).  (A NaN read is not always a NaN logit: int8 activation quantization can
+ * turn it into a finite code, so the comparison of the bits is what decides.) */
+static void test_dirty_arena(const uint8_t *data, size_t size) {
+    enum { CTX = 24, T = 20, NN = 60 };
+    ob_model *m;
+    char err[256];
+    if (ob_model_open_memory(&m, data, size, NULL, 0, err, sizeof err) != OB_OK) {
+        CHECK(0, "open: %s", err);
+        return;
+    }
+    ob_model_info info;
+    ob_model_get_info(m, &info);
+    int V = info.vocab_size;
+    int32_t toks[T];
+    for (int i = 0; i < T; i++) toks[i] = (int32_t)(rnd() % (uint32_t)V);
+    float *a = (float *)malloc(sizeof(float) * (size_t)V * T), *b = (float *)malloc(sizeof(float) * (size_t)V * T);
+    ob_sampler_params greedy = ob_sampler_params_default();
+    greedy.temperature = 0.0f;
+    for (int kv = 0; kv < 2; kv++) {
+        ob_session_params p = ob_session_params_default();
+        p.n_ctx = CTX;
+        p.n_batch = 7;
+        p.kv_type = kv ? OB_KV_F16 : OB_KV_F32;
+        size_t mb = 0, sb = 0;
+        CHECK(ob_memory_required(data, size, &p, &mb, &sb) == OB_OK, "memory_required");
+        void *raw;
+        uint8_t *arena = (uint8_t *)aligned64(sb, &raw);
+        memset(arena, 0xff, sb);
+        ob_session *dirty = NULL, *clean = NULL;
+        ob_status st = ob_session_create(&dirty, m, &p, arena, sb, err, sizeof err);
+        if (st == OB_OK) st = ob_session_create(&clean, m, &p, NULL, 0, err, sizeof err);
+        if (st != OB_OK) {
+            CHECK(0, "session: %s", err);
+            ob_session_free(dirty);
+            free(raw);
+            break;
+        }
+        for (int round = 0; round < 2; round++) {
+            if (round == 1) { /* fill the whole cache with rows of another sequence: stale, not NaN */
+                int32_t other[CTX];
+                for (int i = 0; i < CTX; i++) other[i] = (int32_t)((toks[i % T] + 1 + i) % V);
+                ob_session_reset(dirty);
+                CHECK(ob_session_eval(dirty, other, CTX, NULL, 0) == OB_OK, "other eval");
+            }
+            ob_session_reset(dirty);
+            ob_session_reset(clean);
+            CHECK(ob_session_eval(dirty, toks, T, a, 1) == OB_OK && ob_session_eval(clean, toks, T, b, 1) == OB_OK,
+                  "eval");
+            int finite = 1;
+            for (int i = 0; i < V * T; i++) finite &= a[i] == a[i] && a[i] - a[i] == 0.0f;
+            CHECK(finite, "kv %s round %d: a logit is NaN or Inf: the cache was read before it was written",
+                  kv ? "f16" : "f32", round);
+            CHECK(memcmp(a, b, sizeof(float) * (size_t)V * T) == 0, "kv %s round %d: prefill logits differ",
+                  kv ? "f16" : "f32", round);
+            int32_t o1[NN], o2[NN];
+            int n1 = 0, n2 = 0;
+            ob_session_reset(dirty);
+            ob_session_reset(clean);
+            CHECK(ob_generate(dirty, toks, 3, NN, &greedy, NULL, NULL, o1, &n1) == OB_OK && n1 == NN, "generate");
+            CHECK(ob_generate(clean, toks, 3, NN, &greedy, NULL, NULL, o2, &n2) == OB_OK && n2 == NN, "generate");
+            CHECK(memcmp(o1, o2, sizeof o1) == 0, "kv %s round %d: greedy tokens differ", kv ? "f16" : "f32", round);
+        }
+        ob_session_free(dirty);
+        ob_session_free(clean);
+        free(raw);
+    }
+    free(a);
+    free(b);
+    ob_model_free(m);
+}
+
 static void fuzz(const uint8_t *data, size_t size) {
     void *raw;
     uint8_t *d = (uint8_t *)aligned64(size, &raw);
@@ -256,6 +331,7 @@ int main(void) {
         ob_model_free(m);
     }
     test_arena(data, size);
+    test_dirty_arena(data, size);
     CHECK(ob_model_open(&m, "tests/data/missing.1bit", err, sizeof err) == OB_ERR_IO && strstr(err, "missing.1bit"),
           "missing file: %s", err);
     CHECK(ob_model_open_memory(&m, data, 63, NULL, 0, err, sizeof err) == OB_ERR_FORMAT && strstr(err, "truncated"),
