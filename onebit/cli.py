@@ -9,6 +9,7 @@ Each subcommand is the `main` of its stage's module, imported only when it runs,
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -39,7 +40,11 @@ class PipelineGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        command = importlib.import_module(COMMANDS[name][0]).main
+        try:  # the stage's imports (torch) take seconds: Ctrl-C there is the tools' one line, exit 130
+            command = importlib.import_module(COMMANDS[name][0]).main
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
         command.short_help = COMMANDS[name][1]
         return command
 

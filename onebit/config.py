@@ -84,6 +84,18 @@ class ModelConfig:
         return self.dim // self.n_heads
 
     def validate(self) -> "ModelConfig":
+        # types first: a config.json or `--set norm_eps=abc` may hold anything, and a comparison
+        # below would then raise TypeError instead of naming the field
+        for name in ("norm_eps", "rope_theta", "residual_scale", "dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+        for name in ("gated", "qk_norm", "subln", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("norm", "pos", "activation", "quant"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         positive = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len")
         for name in positive:
             value = getattr(self, name)

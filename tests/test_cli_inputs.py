@@ -6,6 +6,13 @@ errors end in its `Error:` line), and no output file, not even a partial or temp
 run concurrently (they are mostly interpreter start-up), then one test per case checks its result.
 Running as root, the tools run with CAP_DAC_OVERRIDE dropped (setpriv) so that unreadable files
 and read-only folders are what they are for everyone else.
+
+The tools: the issue's seven (train, export, sample, inspect, onebit-run, run_c, run_ort; `onebit
+run` and the old per-stage scripts are the same functions), and the commands added since (import,
+plot, search, chat, serve). Ctrl-C is sent in the middle of generating and of training; export is
+too short to interrupt from outside on these models: its Ctrl-C is tests/test_atomic.py's (a
+KeyboardInterrupt in the middle of writing leaves nothing), and Ctrl-C while any `onebit COMMAND`
+is still importing its stage is the last test here.
 """
 
 from __future__ import annotations
@@ -48,6 +55,12 @@ TOOLS: dict[str, list] = {
     "run_c": [PY, "-m", "onebit.run_c"],
     "run_ort": [PY, "-m", "onebit.run_ort"],
     "onebit-run": [str(C_CLI)],
+    # the commands added after the issue's list
+    "import": [PY, "-m", "onebit.cli", "import"],
+    "plot": [PY, "-m", "onebit.cli", "plot"],
+    "search": [PY, "-m", "onebit.cli", "search"],
+    "chat": [PY, "-m", "onebit.cli", "chat"],
+    "serve": [PY, "-m", "onebit.cli", "serve"],
     # the per-stage scripts that predate `onebit`
     "onebit-train": [str(BIN / "onebit-train")],
     "onebit-export": [str(BIN / "onebit-export")],
@@ -70,6 +83,8 @@ class W:
         self.model, self.truncated, self.garbage = root / "model.1bit", root / "truncated.1bit", root / "garbage.1bit"
         self.locked_model = root / "locked.1bit"
         self.onnx, self.onnx_other = root / "onnx", root / "onnx_other"
+        self.onnx_locked = root / "onnx_locked"  # an export whose graph is unreadable
+        self.run, self.badrun = root / "run", root / "badrun"  # metrics.csv: a real one; garbage
         self.out = root / "out"  # each case writes under out/<case id>/
 
     def nope(self, name: str = "nope") -> Path:
@@ -112,7 +127,13 @@ def world(tmp_path_factory) -> W:
     export_onnx(w.ckpt, w.onnx)
     shutil.copytree(w.onnx, w.onnx_other)
     shutil.copy(w.other / "latest" / "tokenizer.json", w.onnx_other / "tokenizer.json")
-    for path in (w.secret, w.locked / "latest" / "model.safetensors", w.locked_model):
+    shutil.copytree(w.onnx, w.onnx_locked)
+    w.run.mkdir()
+    (w.run / "metrics.csv").write_text("step,train_loss,val_loss,val_ppl,lr,tokens_per_s,elapsed_s\n"
+                                       "1,4.0,4.1,60.3,0.001,100,1\n2,3.5,3.6,36.6,0.001,100,2\n")
+    w.badrun.mkdir()
+    (w.badrun / "metrics.csv").write_bytes(b"\x00\xffnot,a\ncsv")
+    for path in (w.secret, w.locked / "latest" / "model.safetensors", w.locked_model, w.onnx_locked / "model.onnx"):
         path.chmod(0)
     w.ro.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     return w
@@ -192,6 +213,16 @@ CASES: list[Case] = [
     Case("train", "NaN learning rate", lambda w: ["--data", w.corpus, "--lr", "nan", "--out", w.out / "t8"], "lr",
          absent=lambda w: w.out / "t8"),
     Case("train", "a file as the run folder", lambda w: ["--data", w.corpus, "--out", w.corpus], "corpus.txt"),
+    Case("train", "a folder as the corpus", lambda w: ["--data", w.dir, "--out", w.out / "t12"], "dir",
+         absent=lambda w: w.out / "t12"),
+    Case("train", "empty corpus", lambda w: ["--data", w.empty, "--out", w.out / "t13"], "empty.txt",
+         absent=lambda w: w.out / "t13"),
+    Case("train", "negative steps", lambda w: ["--data", w.corpus, "--max-steps", "-5", "--out", w.out / "t14"],
+         "max_steps", absent=lambda w: w.out / "t14"),
+    Case("train", "NaN in a model setting", lambda w: ["--data", w.corpus, "--set", "norm_eps=nan", "--out",
+                                                       w.out / "t15"], "norm_eps", absent=lambda w: w.out / "t15"),
+    Case("train", "missing run to resume", lambda w: ["--resume", w.nope("nope-run")], "nope-run"),
+    Case("train", "a file as the run to resume", lambda w: ["--resume", w.corpus], "corpus.txt"),
     Case("train", "read-only run folder", lambda w: ["--data", w.corpus, "--out", w.ro / "run"], "ermission",
          output=lambda w: w.ro / "run", permissions=True),
     Case("train", "checkpoint of another vocabulary",
@@ -218,11 +249,18 @@ CASES: list[Case] = [
          output=lambda w: w.out / "e5.1bit", permissions=True),
     Case("export", "checkpoint of another vocabulary", lambda w: [w.mixed, "-o", w.out / "e6.1bit"], "vocab_size",
          output=lambda w: w.out / "e6.1bit"),
+    Case("export", "unknown flag", lambda w: [w.ckpt, "-o", w.out / "e7.1bit", "--bogus"], "--bogus", rc=2,
+         output=lambda w: w.out / "e7.1bit"),
+    Case("export", "a file as the checkpoint", lambda w: [w.model, "-o", w.out / "e8.1bit"], "model.1bit",
+         output=lambda w: w.out / "e8.1bit"),
+    Case("export", "a folder without a checkpoint", lambda w: [w.dir, "-o", w.out / "e9.1bit"], "dir",
+         output=lambda w: w.out / "e9.1bit"),
     # -- onebit sample (the PyTorch generator)
     Case("sample", "missing checkpoint", lambda w: [w.nope()], "does not exist"),
     Case("sample", "checkpoint of another vocabulary", lambda w: [w.mixed], "vocab_size"),
     Case("sample", "unreadable weights", lambda w: [w.locked], "ermission", permissions=True),
-    *_generator_cases("sample", ("invalid UTF-8 prompt", "huge prompt", "NaN temperature", "Ctrl-C while generating")),
+    Case("sample", "a folder without a checkpoint", lambda w: [w.dir], "dir"),
+    *_generator_cases("sample"),
     # -- onebit inspect
     Case("inspect", "unknown flag", lambda w: [w.model, "--bogus"], rc=2),
     *_model_file_cases("inspect"),
@@ -234,6 +272,12 @@ CASES: list[Case] = [
     Case("run_c", "perplexity of invalid UTF-8", lambda w: ["-m", w.model, "--ppl", w.binary], "UTF-8"),
     Case("run_c", "enormous context", lambda w: ["-m", w.model, "--ctx", HUGE], "ctx"),
     Case("run_c", "zero threads", lambda w: ["-m", w.model, "-t", "0"], "threads"),
+    Case("run_c", "negative context", lambda w: ["-m", w.model, "--ctx", "-8"], "ctx"),
+    Case("run_c", "unreadable perplexity file", lambda w: ["-m", w.model, "--ppl", w.secret], "not readable", rc=2,
+         permissions=True),
+    Case("run_c", "NaN top-p", lambda w: ["-m", w.model, "--top-p", "nan"], "top"),
+    Case("run_c", "memory budget too small", lambda w: ["-m", w.model, "--max-memory", "64K"], "budget"),
+    Case("run_c", "negative memory budget", lambda w: ["-m", w.model, "--max-memory", "-1G"], "--max-memory"),
     Case("run", "missing model", lambda w: ["-m", w.nope("nope.1bit")], "nope.1bit"),
     # -- python -m onebit.run_ort (onnxruntime)
     Case("run_ort", "missing model folder", lambda w: ["--model", w.nope()], "nope"),
@@ -241,6 +285,7 @@ CASES: list[Case] = [
     Case("run_ort", "a folder without graphs", lambda w: ["--model", w.dir], "dir"),
     Case("run_ort", "tokenizer of another vocabulary", lambda w: ["--model", w.onnx_other], "tokens"),
     Case("run_ort", "negative threads", lambda w: ["--model", w.onnx, "--threads", "-3"], "threads"),
+    Case("run_ort", "unreadable graph", lambda w: ["--model", w.onnx_locked], "ermission", permissions=True),
     *_generator_cases("run_ort"),
     # -- onebit-run (the C CLI)
     *_model_file_cases("onebit-run"),
@@ -249,12 +294,56 @@ CASES: list[Case] = [
     Case("onebit-run", "a flag without its value", lambda w: ["-m"], "-m"),
     Case("onebit-run", "enormous context", lambda w: ["-m", w.model, "--ctx", HUGE], "ctx"),
     Case("onebit-run", "perplexity of a folder", lambda w: ["-m", w.model, "--ppl", w.dir], "dir"),
+    Case("onebit-run", "perplexity of a missing file", lambda w: ["-m", w.model, "--ppl", w.nope("nope.txt")],
+         "nope.txt"),
+    Case("onebit-run", "perplexity of invalid UTF-8", lambda w: ["-m", w.model, "--ppl", w.binary], "UTF-8"),
+    Case("onebit-run", "unreadable perplexity file", lambda w: ["-m", w.model, "--ppl", w.secret], "ermission",
+         permissions=True),
+    Case("onebit-run", "zero threads", lambda w: ["-m", w.model, "-t", "0"], "-t"),
+    Case("onebit-run", "negative context", lambda w: ["-m", w.model, "--ctx", "-8"], "ctx"),
+    Case("onebit-run", "NaN top-p", lambda w: ["-m", w.model, "--top-p", "nan"], "top-p"),
+    Case("onebit-run", "memory budget too small", lambda w: ["-m", w.model, "--max-memory", "64K"], "budget"),
+    Case("onebit-run", "negative memory budget", lambda w: ["-m", w.model, "--max-memory", "-1G"], "--max-memory"),
+    Case("onebit-run", "enormous memory budget", lambda w: ["-m", w.model, "--max-memory", HUGE + "T"],
+         "--max-memory"),
+    Case("onebit-run", "NaN memory budget", lambda w: ["-m", w.model, "--max-memory", "nan"], "--max-memory"),
+    # -- the commands added after the issue's list: import, plot, search, chat, serve
+    Case("import", "unknown flag", lambda w: [w.dir, "-o", w.out / "i1", "--bogus"], "--bogus", rc=2),
+    Case("import", "missing folder", lambda w: [w.nope("nope-hf"), "-o", w.out / "i2"], "nope-hf",
+         absent=lambda w: w.out / "i2"),
+    Case("import", "a folder without a model", lambda w: [w.dir, "-o", w.out / "i3"], "dir",
+         absent=lambda w: w.out / "i3"),
+    Case("import", "a file as the model folder", lambda w: [w.corpus, "-o", w.out / "i4"], "corpus.txt",
+         absent=lambda w: w.out / "i4"),
+    Case("plot", "missing run folder", lambda w: [w.nope("nope-run")], "nope-run"),
+    Case("plot", "a run without metrics", lambda w: [w.dir], "metrics.csv"),
+    Case("plot", "garbage metrics", lambda w: [w.badrun], "metrics.csv", output=lambda w: w.badrun / "curves.png"),
+    Case("plot", "read-only output folder", lambda w: [w.run, "--out", w.ro / "curves.png"], "ermission",
+         output=lambda w: w.ro / "curves.png", permissions=True),
+    Case("search", "unknown flag", lambda w: [w.ckpt, "--bogus"], "--bogus", rc=2),
+    Case("search", "missing checkpoint", lambda w: [w.nope(), "--max-size", "100KB", "--out", w.out / "s1"],
+         "nope", absent=lambda w: w.out / "s1"),
+    Case("search", "a budget that is not a size", lambda w: [w.ckpt, "--max-size", "lots", "--out", w.out / "s2"],
+         "--max-size", absent=lambda w: w.out / "s2"),
+    Case("search", "negative budget", lambda w: [w.ckpt, "--max-size", "-5KB", "--out", w.out / "s3"],
+         "--max-size", absent=lambda w: w.out / "s3"),
+    Case("search", "NaN bits per weight", lambda w: [w.ckpt, "--max-bits-per-weight", "nan", "--out", w.out / "s4"],
+         "bits", absent=lambda w: w.out / "s4"),
+    Case("chat", "unknown flag", lambda w: [w.model, "--bogus"], "--bogus", rc=2),
+    Case("chat", "missing model", lambda w: [w.nope("nope.1bit")], "nope.1bit"),
+    Case("chat", "not a .1bit file", lambda w: [w.garbage], "garbage.1bit"),
+    Case("chat", "NaN temperature", lambda w: [w.model, "--temperature", "nan"], "temperature"),
+    Case("serve", "unknown flag", lambda w: ["-m", w.model, "--bogus"], "--bogus", rc=2),
+    Case("serve", "missing model", lambda w: ["-m", w.nope("nope.1bit")], "nope.1bit"),
+    Case("serve", "negative port", lambda w: ["-m", w.model, "--port", "-1"], "port"),
+    Case("serve", "enormous port", lambda w: ["-m", w.model, "--port", HUGE], "port"),
     # -- the old scripts
     Case("onebit-train", "unknown flag", lambda w: ["--bogus"], rc=2),
     Case("onebit-export", "missing checkpoint", lambda w: [w.nope(), "-o", w.out / "a2.1bit"], "does not exist"),
     Case("onebit-sample", "NaN temperature", lambda w: [w.ckpt, "--temperature", "nan"], "temperature"),
     Case("onebit-run-ort", "missing model folder", lambda w: ["--model", w.nope()], "nope"),
 ]
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,3 +471,18 @@ def _fails(case: Case, world: W, result: Result) -> str | None:
 def test_no_temp_file_is_left_anywhere(world: W, results: dict[str, Result]) -> None:
     new = next(iter(results.values())).new_files
     assert not [name for name in new if name.endswith(".tmp") or "/." in "/" + name]
+
+
+def test_ctrl_c_while_a_command_is_imported(monkeypatch) -> None:
+    """`onebit COMMAND` imports the stage (torch: seconds) after click has started: Ctrl-C there is
+    the same one line and exit 130 as anywhere else, not click's "Aborted!" and exit 1."""
+    from click.testing import CliRunner
+
+    import onebit.cli
+
+    def interrupted(name: str):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onebit.cli.importlib, "import_module", interrupted)
+    got = CliRunner().invoke(onebit.cli.main, ["export", "ckpt", "-o", "m.1bit"])
+    assert got.exit_code == 130 and got.stderr.strip() == "error: interrupted" and got.stdout == ""

@@ -45,6 +45,11 @@ class OrtDecoder:
             raise OrtError(f"onnxruntime {ort.__version__} has no {PROVIDERS[provider]} here "
                            f"(available: {', '.join(ort.get_available_providers())}); "
                            "install onnxruntime-gpu with a matching CUDA for --provider cuda")
+        try:  # onnxruntime would say only "system error number 13"
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise OrtError(f"{path}: {e.strerror or e}") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3

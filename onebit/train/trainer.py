@@ -626,7 +626,11 @@ def resolve_config(preset: str, given: dict, model_overrides: tuple[str, ...]) -
     cfg.model = {**cfg.model, **parse_overrides(model_overrides)}
     if precision is not None:
         cfg.model["precision"] = parse_precision(precision)
-    return cfg.validate()
+    cfg.validate()
+    # the model settings too, before the corpus is read (the vocabulary size is known only then;
+    # a stand-in here, the real one when the model is built)
+    cfg.model_config(cfg.vocab_size)
+    return cfg
 
 
 def printable_config(cfg: TrainConfig) -> dict:
