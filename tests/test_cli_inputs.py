@@ -66,7 +66,11 @@ TOOLS: dict[str, list] = {
     "onebit-export": [str(BIN / "onebit-export")],
     "onebit-sample": [str(BIN / "onebit-sample")],
     "onebit-run-ort": [str(BIN / "onebit-run-ort")],
+    "onebit-import": [str(BIN / "onebit-import")],
 }
+# A tokenizer.json whose BPE merges made HF `tokenizers` panic (found by atheris), and one with a
+# Precompiled normalizer that still panics inside HF (caught there, its hook's lines captured)
+FORGED_TOKENIZER = REPO / "tests" / "fuzz" / "tokenizer" / "panic-merges-f02cfa50"
 
 
 class W:
@@ -85,6 +89,9 @@ class W:
         self.onnx, self.onnx_other = root / "onnx", root / "onnx_other"
         self.onnx_locked = root / "onnx_locked"  # an export whose graph is unreadable
         self.run, self.badrun = root / "run", root / "badrun"  # metrics.csv: a real one; garbage
+        # a forged tokenizer.json, alone and in a checkpoint, an ONNX export and a HF folder
+        self.forged, self.panicky = root / "forged-tokenizer.json", root / "panicky-tokenizer.json"
+        self.forged_ckpt, self.forged_onnx, self.forged_hf = root / "forged_ckpt", root / "forged_onnx", root / "forged_hf"
         self.out = root / "out"  # each case writes under out/<case id>/
 
     def nope(self, name: str = "nope") -> Path:
@@ -133,10 +140,58 @@ def world(tmp_path_factory) -> W:
                                        "1,4.0,4.1,60.3,0.001,100,1\n2,3.5,3.6,36.6,0.001,100,2\n")
     w.badrun.mkdir()
     (w.badrun / "metrics.csv").write_bytes(b"\x00\xffnot,a\ncsv")
+    _forged_tokenizers(w)
     for path in (w.secret, w.locked / "latest" / "model.safetensors", w.locked_model, w.onnx_locked / "model.onnx"):
         path.chmod(0)
     w.ro.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     return w
+
+
+def _forged_tokenizers(w: W) -> None:
+    import base64
+    import json
+
+    from hf_fixtures import save_hf_bitnet
+
+    shutil.copy(FORGED_TOKENIZER, w.forged)
+    spec = json.loads((w.ckpt / "latest" / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(b"\xff" * 7).decode()}
+    w.panicky.write_text(json.dumps(spec))
+    shutil.copytree(w.ckpt, w.forged_ckpt, symlinks=True)
+    (w.forged_ckpt / "latest" / "tokenizer.json").unlink()  # a hard link or a copy: never write through
+    shutil.copy(w.forged, w.forged_ckpt / "latest" / "tokenizer.json")
+    shutil.copytree(w.onnx, w.forged_onnx)
+    shutil.copy(w.forged, w.forged_onnx / "tokenizer.json")
+    save_hf_bitnet(w.forged_hf, "latent")
+    shutil.copy(w.forged, w.forged_hf / "tokenizer.json")
+
+
+def _forged_tokenizer_cases() -> list[Case]:
+    """Every tool that loads a tokenizer.json (a checkpoint holds one), over the forged one: one line,
+    no Rust panic text."""
+    want = "is not in the vocabulary"  # the merge check's words, before HF sees the file
+    cases = []
+    for train in ("train", "onebit-train"):
+        cases.append(Case(train, "forged tokenizer.json", lambda w, t=train: [
+            "--data", w.corpus, "--tokenizer", w.forged, "--out", w.out / f"{t}-forged"], want,
+            absent=lambda w, t=train: w.out / f"{t}-forged"))
+    for export in ("export", "onebit-export"):
+        cases.append(Case(export, "checkpoint with a forged tokenizer.json", lambda w, t=export: [
+            w.forged_ckpt, "-o", w.out / f"{t}-forged.1bit"], want, output=lambda w, t=export: w.out / f"{t}-forged.1bit"))
+    for sample in ("sample", "onebit-sample"):
+        cases.append(Case(sample, "checkpoint with a forged tokenizer.json", lambda w: [w.forged_ckpt], want))
+    for ort in ("run_ort", "onebit-run-ort"):
+        cases.append(Case(ort, "ONNX export with a forged tokenizer.json", lambda w: ["--model", w.forged_onnx], want))
+    cases.append(Case("search", "checkpoint with a forged tokenizer.json", lambda w: [
+        w.forged_ckpt, "--max-size", "100KB", "--out", w.out / "search-forged"], want,
+        absent=lambda w: w.out / "search-forged"))
+    for imp in ("import", "onebit-import"):
+        cases.append(Case(imp, "HF folder with a forged tokenizer.json", lambda w, t=imp: [
+            w.forged_hf, "--out", w.out / f"{t}-forged", "--no-progress"], want, absent=lambda w, t=imp: w.out / f"{t}-forged"))
+    cases.append(Case("train", "tokenizer.json that panics inside HF", lambda w: [
+        "--data", w.corpus, "--tokenizer", w.panicky, "--out", w.out / "train-panicky"], "not a valid tokenizer.json",
+        absent=lambda w: w.out / "train-panicky"))
+    return cases
 
 
 @dataclass
@@ -342,6 +397,7 @@ CASES: list[Case] = [
     Case("onebit-export", "missing checkpoint", lambda w: [w.nope(), "-o", w.out / "a2.1bit"], "does not exist"),
     Case("onebit-sample", "NaN temperature", lambda w: [w.ckpt, "--temperature", "nan"], "temperature"),
     Case("onebit-run-ort", "missing model folder", lambda w: ["--model", w.nope()], "nope"),
+    *_forged_tokenizer_cases(),
 ]
 
 
@@ -447,6 +503,8 @@ def _fails(case: Case, world: W, result: Result) -> str | None:
     context = f"exit {result.rc}, stderr:\n{result.stderr[-3000:]}"
     if "Traceback" in result.stderr:
         return f"a traceback: {context}"
+    if "panicked at" in result.stderr:
+        return f"a Rust panic's message: {context}"
     if result.rc != case.rc:
         return f"expected exit {case.rc}: {context}"
     if not lines:
