@@ -265,3 +265,28 @@ def test_one_layer_losses_replay_the_blocks_before_the_switched_layer():
         assert loss == whole.loss({**base, n: k})
     assert [type(b).__name__ for b in model.layers] == ["Block"] * 3  # the model is left as it was
     assert [m.quant for m in model.bitlinears()] == [base[n] for n in names]
+
+
+def test_the_anchor_is_reused_only_when_it_is_the_one_asked_for(base, tmp_path):
+    """A finished anchor in --out is reused (a copy in another folder too); another kind set,
+    learning rate or length trains it again instead of measuring on a stale one."""
+    import shutil
+
+    from onebit.compile.search import anchor_matches
+
+    s = Search(base, tmp_path / "a", _opts(max_bits_per_weight=1.3))
+    s.use_anchor()
+    anchor = tmp_path / "a" / "anchor"
+    assert load_checkpoint(anchor).config.precision == {n: "int8" for n in s.names}
+    shutil.copytree(anchor, tmp_path / "b" / "anchor")
+    for where, over, reused in [("a", {}, True), ("b", {}, True), ("b", dict(kinds=("binary", "ternary", "int4")), False),
+                                ("b", dict(finetune_lr=2e-3), False), ("b", dict(anchor_steps=3), False)]:
+        o = _opts(max_bits_per_weight=1.3, **over)
+        t = Search(base, tmp_path / where, o)
+        top = max(o.kinds, key=["binary", "ternary", "int4", "int8"].index)
+        assert anchor_matches(tmp_path / where / "anchor",
+                              t._finetune_config({n: top for n in t.names}, o.anchor_steps)) == reused
+    t = Search(base, tmp_path / "b", _opts(max_bits_per_weight=1.3, kinds=("binary", "ternary", "int4")))
+    t.use_anchor()
+    assert load_checkpoint(tmp_path / "b" / "anchor").config.precision == {n: "int4" for n in t.names}
+    assert t.sens_base == {n: "int4" for n in t.names}

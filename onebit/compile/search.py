@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -416,15 +417,13 @@ class Search:
         if o.anchor_steps == 0:
             return
         anchor_dir = self.out / "anchor"
-        try:
-            done = load_checkpoint(anchor_dir).meta.get("step") == o.anchor_steps
-        except OnebitError:
-            done = False
-        if not done:
+        cfg = self._finetune_config({n: top for n in self.names}, o.anchor_steps)
+        if not anchor_matches(anchor_dir, cfg):
             log(f"anchor: fine-tuning every layer as {top} for {o.anchor_steps} steps")
             from onebit.train.trainer import train
 
-            cfg = self._finetune_config({n: top for n in self.names}, o.anchor_steps)
+            if anchor_dir.exists():  # another anchor (other kinds, steps or lr): replaced, not reused
+                shutil.rmtree(anchor_dir)
             train(cfg, anchor_dir, show_progress=o.show_progress)
         anchor = load_checkpoint(anchor_dir)
         digest = _file_digest(load_checkpoint_dir(anchor_dir) / "model.safetensors")
@@ -610,6 +609,19 @@ class Search:
         atomic_write(self.out / "precision.json", lambda f: f.write((json.dumps(precision, indent=2) + "\n").encode()))
         atomic_write(self.out / "search.json", lambda f: f.write((json.dumps(r, indent=2) + "\n").encode()))
         plot_pareto(r, self.out / "pareto.png")
+
+
+def anchor_matches(anchor_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether anchor_dir holds the finished anchor that cfg would train (same source checkpoint,
+    map, steps, learning rate, seed...), so it can be reused instead of trained again."""
+    try:
+        anchor = load_checkpoint(anchor_dir)
+    except OnebitError:
+        return False
+    saved = anchor.meta.get("train_config") or {}
+    want = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig) if f.name not in ("model", "quant")}
+    return (anchor.meta.get("step") == cfg.max_steps and anchor.config.precision == cfg.model["precision"]
+            and all(saved.get(k) == v for k, v in want.items()))
 
 
 def load_checkpoint_dir(path: Path) -> Path:
