@@ -2,7 +2,8 @@
 
 Logits against the NumPy reference over the same packed file; greedy and seeded sampling against
 PyTorch generation for every ISA this machine runs and 1-3 threads; the tokenizers against
-onebit.tokenizer on the whole corpus; bad files and requests give clear errors, never a crash.
+onebit.tokenizer on the whole corpus; bad files and requests give clear errors, never a crash;
+the binding from several Python threads (the GIL released in C) and its memory budget.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ import torch
 
 from onebit.compile.export import ExportOptions, export_1bit
 from onebit.config import ModelConfig
-from onebit.run.c import CRuntimeError, Model, load_library, ppl_windows
+from onebit.run.c import CRuntimeError, Model, SharedModel, load_library, ppl_windows
 from onebit.run.reference import ReferenceModel
 from onebit.sampling import SamplerConfig
 from onebit.tokenizer import train_bpe_tokenizer
@@ -438,3 +442,74 @@ def test_c_unit_tests_pass(c_runtime):
     for binary in mine:
         run = subprocess.run([str(binary)], cwd=RUNTIME, capture_output=True, text=True)
         assert run.returncode == 0, f"{binary.name}: {run.stdout[-1000:]}{run.stderr[-1000:]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the binding from Python threads, and its memory budget (onebit.run.c, not the server's extras)
+
+
+@pytest.fixture(scope="session")
+def varied_model(random_checkpoint, tmp_path_factory) -> Path:
+    """Printable ASCII (any test text encodes); random norms and embeddings give varied text."""
+    ckpt = random_checkpoint(randomize=3, vocab_size=96, max_seq_len=128, dim=64, ffn_dim=128,
+                             tie_embeddings=False)
+    out = tmp_path_factory.mktemp("threads") / "tiny.1bit"
+    export_1bit(ckpt, out, ExportOptions())
+    return out
+
+
+def test_binding_threads_share_one_model_and_release_the_gil(c_runtime, varied_model):
+    """Sessions over one SharedModel on several threads give what each gives alone; a C call lets
+    other Python threads run (cffi drops the GIL), and a Model shared by threads takes turns."""
+    shared = SharedModel(varied_model)
+    settings = [SamplerConfig(temperature=0.8, seed=s) for s in range(4)]
+    prompt = shared.encode("Threads:")
+
+    def run(sampler: SamplerConfig) -> list[int]:
+        return list(shared.session().stream(prompt, 200, sampler))
+
+    alone = [run(s) for s in settings]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(run, settings)) == alone
+    model = Model(varied_model)
+    with ThreadPoolExecutor(4) as pool:  # one session: the lock serializes the calls
+        got = list(pool.map(lambda s: model.generate(prompt, 200, temperature=0.8, seed=s.seed), settings))
+    assert got == alone
+
+    # the GIL: while one thread is inside one long C call, another keeps running Python
+    session = shared.session()
+    ticks: list[float] = []
+    inside = threading.Event()
+
+    def spin() -> None:
+        inside.wait()
+        while inside.is_set():
+            ticks.append(time.perf_counter())
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    inside.set()
+    start = time.perf_counter()
+    session.generate(prompt, 10000, temperature=0)  # one ob_generate, no callback
+    end = time.perf_counter()
+    inside.clear()
+    spinner.join()
+    middle = [t for t in ticks if start + 0.25 * (end - start) < t < start + 0.75 * (end - start)]
+    assert middle, f"no Python ran during a {end - start:.2f} s C call: the GIL was held"
+
+
+def test_onebit_run_max_memory_as_the_c_cli(c_runtime, varied_model):
+    """`onebit run --max-memory` (the binding's CLI) takes the C CLI's byte counts and fails with its message."""
+    from click.testing import CliRunner
+
+    from onebit.run.c import main
+
+    c = subprocess.run([str(CLI), "-m", str(varied_model), "-n", "2", "--max-memory", "64KiB"],
+                       capture_output=True, text=True)
+    assert c.returncode != 0
+    runner = CliRunner()
+    got = runner.invoke(main, ["-m", str(varied_model), "-n", "2", "--max-memory", "64KiB"])
+    assert got.exit_code == 1 and got.stderr.strip() == c.stderr.strip()
+    assert runner.invoke(main, ["-m", str(varied_model), "-n", "2", "--max-memory", "1G"]).exit_code == 0
+    got = runner.invoke(main, ["-m", str(varied_model), "--max-memory", "0"])
+    assert got.exit_code == 1 and got.stderr.startswith("error: --max-memory needs a positive byte count")

@@ -1,4 +1,4 @@
-"""`onebit serve` through the official `openai` client, and the C binding under threads.
+"""`onebit serve` through the official `openai` client.
 
 A server process per configuration on a free port of 127.0.0.1; the answers are compared with the
 C runtime called directly (`onebit-run` and `onebit.run.c`): greedy text identical, seeded sampling
@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,9 +27,8 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 from onebit.compile.export import ExportOptions, export_1bit  # noqa: E402
-from onebit.run.c import Model, SharedModel  # noqa: E402
+from onebit.run.c import Model  # noqa: E402
 from onebit.chat_template import ChatTemplate  # noqa: E402
-from onebit.sampling import SamplerConfig  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the C runtime needs cc and make")
@@ -281,46 +279,6 @@ def test_bad_server_options_are_one_line(model_path, args, message):
     assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
 
 
-def test_binding_threads_share_one_model_and_release_the_gil(model_path):
-    """Sessions over one SharedModel on several threads give what each gives alone; a C call lets
-    other Python threads run (cffi drops the GIL), and a Model shared by threads takes turns."""
-    shared = SharedModel(model_path)
-    settings = [SamplerConfig(temperature=0.8, seed=s) for s in range(4)]
-    prompt = shared.encode("Threads:")
-
-    def run(sampler: SamplerConfig) -> list[int]:
-        return list(shared.session().stream(prompt, 200, sampler))
-
-    alone = [run(s) for s in settings]
-    with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(run, settings)) == alone
-    model = Model(model_path)
-    with ThreadPoolExecutor(4) as pool:  # one session: the lock serializes the calls
-        got = list(pool.map(lambda s: model.generate(prompt, 200, temperature=0.8, seed=s.seed), settings))
-    assert got == alone
-
-    # the GIL: while one thread is inside one long C call, another keeps running Python
-    session = shared.session()
-    ticks: list[float] = []
-    inside = threading.Event()
-
-    def spin() -> None:
-        inside.wait()
-        while inside.is_set():
-            ticks.append(time.perf_counter())
-
-    spinner = threading.Thread(target=spin)
-    spinner.start()
-    inside.set()
-    start = time.perf_counter()
-    session.generate(prompt, 10000, temperature=0)  # one ob_generate, no callback
-    end = time.perf_counter()
-    inside.clear()
-    spinner.join()
-    middle = [t for t in ticks if start + 0.25 * (end - start) < t < start + 0.75 * (end - start)]
-    assert middle, f"no Python ran during a {end - start:.2f} s C call: the GIL was held"
-
-
 def _page_missing() -> str | None:
     if shutil.which("node") is None:
         return "node is not installed"
@@ -378,23 +336,6 @@ def test_terminal_chat_says_what_the_server_says(server, model_path):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-
-
-def test_onebit_run_max_memory_as_the_c_cli(model_path, onebit_run):
-    """`onebit run --max-memory` (the binding's CLI) takes the C CLI's byte counts and fails with its message."""
-    from click.testing import CliRunner
-
-    from onebit.run.c import main
-
-    c = subprocess.run([str(onebit_run), "-m", str(model_path), "-n", "2", "--max-memory", "64KiB"],
-                       capture_output=True, text=True)
-    assert c.returncode != 0
-    runner = CliRunner()
-    got = runner.invoke(main, ["-m", str(model_path), "-n", "2", "--max-memory", "64KiB"])
-    assert got.exit_code == 1 and got.stderr.strip() == c.stderr.strip()
-    assert runner.invoke(main, ["-m", str(model_path), "-n", "2", "--max-memory", "1G"]).exit_code == 0
-    got = runner.invoke(main, ["-m", str(model_path), "--max-memory", "0"])
-    assert got.exit_code == 1 and got.stderr.startswith("error: --max-memory needs a positive byte count")
 
 
 def test_sigterm_ends_running_generations_and_exits(model_path):
