@@ -1,0 +1,93 @@
+"""What a smaller LM head costs in quality, before any file is written: a checkpoint's validation
+loss and top-1 agreement with its own f32 head when only the head is replaced by a quantized copy.
+
+    python tools/head_quality.py runs/base2000 [--group 32]
+
+The trunk runs once in PyTorch (eval mode, the trainer's fixed validation windows: EVAL_SEED,
+eval_batches x batch_size windows of max_seq_len tokens, as tools/file_val_loss.py); its final-normed
+hidden states then go through each head variant:
+  f32            the checkpoint's head (what the trainer reports)
+  i8             per-row int8 (the .1bit i8 embedding / head), f32 activations
+  i4             per-row int4 (absmax / 7), f32 activations
+  i4 + a8        per-row int4 with int8 per-token activations: what `--head-dtype i4` computes
+  i4 gG          int4 with one scale per G weights of a row (absmax / 7 per group), f32 activations:
+                 the group-scaled layout a future format could use (llama.cpp's Q4_0 is G = 32
+                 with f16 scales), measured here only, not a .1bit dtype
+Loss is the mean over batches of the mean cross-entropy, as the trainer computes it; agreement is
+the share of positions whose argmax equals the f32 head's.  The `.1bit` files themselves are
+measured by tools/file_val_loss.py in the C runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onebit.compile.search import _train_config, fixed_batches
+from onebit.train.checkpoint import load_checkpoint
+from onebit.train.data import default_cache_dir, load_token_data
+from onebit.train.trainer import EVAL_SEED
+
+
+def rows_q(w: torch.Tensor, levels: int, group: int = 0) -> torch.Tensor:
+    """Dequantized symmetric absmax quantization per row (group 0) or per `group` weights of a row."""
+    v, k = w.shape
+    g = w if group == 0 else F.pad(w, (0, (-k) % group)).view(v, -1, group)
+    scale = g.abs().amax(dim=-1, keepdim=True).clamp_min(1e-5) / levels
+    q = torch.clamp(torch.round(g / scale), -levels, levels) * scale
+    return q.reshape(v, -1)[:, :k] if group else q
+
+
+def act_q8(x: torch.Tensor) -> torch.Tensor:
+    """DESIGN.md's per-token int8 activations, dequantized."""
+    a = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-5)
+    return torch.clamp(torch.round(x * a), -128, 127) / a
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--group", default=32, show_default=True, type=click.IntRange(1, 4096),
+              help="group size of the group-scaled int4 variant")
+def main(checkpoint: Path, group: int) -> None:
+    """Validation loss and top-1 agreement of head variants of CHECKPOINT."""
+    torch.set_num_threads(1)
+    ckpt = load_checkpoint(checkpoint)
+    cfg = _train_config(ckpt)
+    data = load_token_data(cfg.data, ckpt.tokenizer, default_cache_dir(), cfg.val_fraction)
+    batches = fixed_batches(data, "val", cfg.eval_batches, cfg.batch_size, ckpt.config.max_seq_len, EVAL_SEED)
+    model = ckpt.model.eval()
+    hidden: list[torch.Tensor] = []
+    hook = model.norm.register_forward_hook(lambda _m, _i, out: hidden.append(out.detach()))
+    with torch.no_grad():
+        for x, _ in batches:
+            model(x)
+    hook.remove()
+    w = (model.embed.weight if model.head is None else model.head.weight).detach().float()
+    heads = {"f32": (w, False), "i8": (rows_q(w, 127), False), "i4": (rows_q(w, 7), False),
+             "i4 + a8": (rows_q(w, 7), True), f"i4 g{group}": (rows_q(w, 7, group), False)}
+    print(f"{checkpoint}: vocab {w.shape[0]}, dim {w.shape[1]}, {len(batches)} x {cfg.batch_size} windows of "
+          f"{ckpt.config.max_seq_len} tokens")
+    print("| head | val loss | delta vs f32 | top-1 agreement with f32 |")
+    print("|---|---|---|---|")
+    base_loss, base_top = None, None
+    with torch.no_grad():
+        for name, (hw, a8) in heads.items():
+            losses, tops = [], []
+            for h, (_, y) in zip(hidden, batches):
+                logits = F.linear(act_q8(h) if a8 else h, hw)
+                losses.append(F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1)).item())
+                tops.append(logits.argmax(dim=-1).flatten())
+            loss, top = float(np.mean(losses)), torch.cat(tops)
+            if base_loss is None:
+                base_loss, base_top = loss, top
+            agree = 100 * float((top == base_top).float().mean())
+            print(f"| {name} | {loss:.4f} | {loss - base_loss:+.4f} ({100 * (loss / base_loss - 1):+.2f} %) | "
+                  f"{agree:.2f} % |")
+
+
+if __name__ == "__main__":
+    main()
