@@ -158,6 +158,29 @@ def quantize_rows(w: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+def quantize_rows_mse(w: np.ndarray, levels: int, steps: int = 40, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric with a searched scale (the int4 LM head, FORMAT.md "LM head"): among
+    scale = max(max|row|, EPS) / levels * (1 - i / (2 * steps)) for i = 0..steps-1, the one whose
+    codes clip(rint(w / scale), +-levels) give the least squared error of the row (the first on a
+    tie), so the largest weights are clipped when that serves the row better.  fp32 throughout."""
+    w = np.asarray(w, dtype=np.float32)
+    q_out = np.empty(w.shape, dtype=np.int8)
+    s_out = np.empty(w.shape[0], dtype=np.float32)
+    for r0 in range(0, w.shape[0], chunk):
+        x = w[r0:r0 + chunk]
+        amax = (np.maximum(np.abs(x).max(axis=1), np.float32(EPS)) / np.float32(levels)).astype(np.float32)
+        best_err = np.full(x.shape[0], np.inf, dtype=np.float64)
+        for i in range(steps):
+            scale = (amax * np.float32(1.0 - i / (2 * steps))).astype(np.float32)
+            q = np.clip(np.rint(x / scale[:, None]), -levels, levels)
+            err = np.square(q * scale[:, None] - x, dtype=np.float32).sum(axis=1, dtype=np.float64)
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            s_out[r0:r0 + chunk] = np.where(better, scale, s_out[r0:r0 + chunk])
+            q_out[r0:r0 + chunk][better] = q[better].astype(np.int8)
+    return q_out, s_out
+
+
 def quantize_rows_i8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 (embedding / head): scale = max(max|row|, EPS) / 127, q in [-127, 127]."""
     return quantize_rows(w, 127)

@@ -58,11 +58,11 @@ def test_i4_head_is_stored_as_int4_and_matches_the_reference(c_runtime, random_c
     vocab, dim = emb.shape
     assert head.dtype == "I4" and head.shape == (vocab, dim) and emb.dtype == {"f16": "F16", "i8": "I8"}[embed]
     assert f.tensors["head.weight.scale"].shape == (vocab,)
-    # the codes are the per-row absmax / 7 quantization of the checkpoint's head (the embedding when tied)
+    # the codes are the searched-scale int4 quantization of the checkpoint's head (the embedding when tied)
     from onebit.train.checkpoint import load_checkpoint
 
     w = load_checkpoint(ckpt).model.state_dict()["embed.weight" if tied else "head.weight"].numpy()
-    q, scale = packing.quantize_rows(w, 7)
+    q, scale = packing.quantize_rows_mse(w, 7)
     np.testing.assert_array_equal(packing.unpack_i4(f.array("head.weight"), dim), q)
     np.testing.assert_array_equal(f.array("head.weight.scale"), scale)
 
@@ -211,3 +211,20 @@ def test_bench_peers_int4_head_file_runs_as_the_reference_does(c_runtime, tmp_pa
     assert ref.head_i4 is not None
     tokens = list(range(1, 40))
     assert _rel(Model(tmp_path / "i4.1bit", threads=2).logits(tokens), ref.forward(tokens)) < TOL
+
+
+def test_searched_int4_scales_never_lose_to_absmax():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((300, 96)).astype(np.float32) * rng.uniform(0.01, 3, (300, 1)).astype(np.float32)
+    w[::7] = 0  # rows of zeros keep the EPS scale
+    w[5, 3] = 40.0  # an outlier the search may clip
+    q, scale = packing.quantize_rows_mse(w, 7, chunk=64)  # several chunks
+    qa, sa = packing.quantize_rows(w, 7)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 7 and scale.dtype == np.float32 and (scale > 0).all()
+    err = np.square(q * scale[:, None] - w).sum(axis=1)
+    err_abs = np.square(qa * sa[:, None] - w).sum(axis=1)
+    nz = err_abs > 0
+    assert (err <= err_abs * (1 + 1e-6)).all() and np.median(err[nz] / err_abs[nz]) < 0.9
+    np.testing.assert_array_equal(q[::7], 0)
+    assert (scale <= sa).all() and (scale >= 0.5 * sa).all()
+    np.testing.assert_array_equal(q, np.clip(np.rint(w / scale[:, None]), -7, 7))

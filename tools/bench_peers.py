@@ -182,7 +182,7 @@ def write_onebit(path: Path, sh: Shape, pack: str, seed: int, head_dtype: str = 
     for name in head_names:
         tensors += [TensorData(name, "I8", q.shape, q), TensorData(name + ".scale", "F32", qs.shape, qs)]
     if head_dtype == "i4":
-        q, qs = packing.quantize_rows(w, 7)
+        q, qs = packing.quantize_rows_mse(w, 7)
         q = packing.pack_i4(q)
         tensors += [TensorData("head.weight", "I4", w.shape, q), TensorData("head.weight.scale", "F32", qs.shape, qs)]
     del w

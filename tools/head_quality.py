@@ -9,7 +9,10 @@ hidden states then go through each head variant:
   f32            the checkpoint's head (what the trainer reports)
   i8             per-row int8 (the .1bit i8 embedding / head), f32 activations
   i4             per-row int4 (absmax / 7), f32 activations
-  i4 + a8        per-row int4 with int8 per-token activations: what `--head-dtype i4` computes
+  i4 + a8        per-row int4 with int8 per-token activations
+  i4 mse + a8    per-row int4 whose scale minimizes the row's squared error (absmax / 7 times a
+                 ratio in (0.5, 1], packing.quantize_rows_mse), int8 activations: what
+                 `--head-dtype i4` writes and computes
   i4 gG          int4 with one scale per G weights of a row (absmax / 7 per group), f32 activations:
                  the group-scaled layout a future format could use (llama.cpp's Q4_0 is G = 32
                  with f16 scales), measured here only, not a .1bit dtype
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onebit import packing
 from onebit.compile.search import _train_config, fixed_batches
 from onebit.train.checkpoint import load_checkpoint
 from onebit.train.data import default_cache_dir, load_token_data
@@ -40,6 +44,12 @@ def rows_q(w: torch.Tensor, levels: int, group: int = 0) -> torch.Tensor:
     scale = g.abs().amax(dim=-1, keepdim=True).clamp_min(1e-5) / levels
     q = torch.clamp(torch.round(g / scale), -levels, levels) * scale
     return q.reshape(v, -1)[:, :k] if group else q
+
+
+def rows_q_mse(w: torch.Tensor, levels: int) -> torch.Tensor:
+    """The exporter's int4 head quantization (packing.quantize_rows_mse), dequantized."""
+    q, scale = packing.quantize_rows_mse(w.numpy(), levels)
+    return torch.from_numpy(q.astype(np.float32) * scale[:, None])
 
 
 def act_q8(x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +78,8 @@ def main(checkpoint: Path, group: int) -> None:
     hook.remove()
     w = (model.embed.weight if model.head is None else model.head.weight).detach().float()
     heads = {"f32": (w, False), "i8": (rows_q(w, 127), False), "i4": (rows_q(w, 7), False),
-             "i4 + a8": (rows_q(w, 7), True), f"i4 g{group}": (rows_q(w, 7, group), False)}
+             "i4 + a8": (rows_q(w, 7), True), "i4 mse + a8": (rows_q_mse(w, 7), True),
+             f"i4 g{group}": (rows_q(w, 7, group), False)}
     print(f"{checkpoint}: vocab {w.shape[0]}, dim {w.shape[1]}, {len(batches)} x {cfg.batch_size} windows of "
           f"{ckpt.config.max_seq_len} tokens")
     print("| head | val loss | delta vs f32 | top-1 agreement with f32 |")

@@ -75,8 +75,8 @@ def _float_tensor(name: str, w: np.ndarray, dtype: str) -> list[TensorData]:
         if np.abs(w).max() > F16_MAX:
             raise ExportError(f"{name} has values beyond the f16 range; export with --embed-dtype f32 or i8")
         return [TensorData(name, "F16", w.shape, w.astype(np.float16))]
-    if dtype == "I4":  # the int4 head: per-row absmax / 7 (as an int4 BitLinear), FORMAT.md "LM head"
-        q, scale = packing.quantize_rows(w, 7)
+    if dtype == "I4":  # the int4 head: per-row scales searched for the least error, FORMAT.md "LM head"
+        q, scale = packing.quantize_rows_mse(w, 7)
         return [TensorData(name, "I4", w.shape, packing.pack_i4(q)), TensorData(name + ".scale", "F32", scale.shape, scale)]
     q, scale = packing.quantize_rows_i8(w)
     return [TensorData(name, "I8", w.shape, q), TensorData(name + ".scale", "F32", scale.shape, scale)]
