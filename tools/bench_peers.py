@@ -274,7 +274,7 @@ def write_atomic(path: Path, fn) -> int:
 
 def models(shape: str, seed: int, wanted: list[str] | None = None) -> tuple[Path, dict]:
     """The cached model files of a shape; returns the folder and {engine: (file, bytes per token)}.
-    The 4-bit-head variants (HEAD4) are written only when `wanted` names them."""
+    With `wanted`, only those engines' files (and onebit T2's, the roofline's size) are written."""
     sh = SHAPES[shape]
     d = CACHE / "bench_peers" / f"{shape}-seed{seed}-v{MODEL_VERSION}"
     d.mkdir(parents=True, exist_ok=True)
@@ -287,8 +287,12 @@ def models(shape: str, seed: int, wanted: list[str] | None = None) -> tuple[Path
     head4 = {"onebit T2 i4-head": ("model-t2-i4head.1bit", lambda p: write_onebit(p, sh, "t2", seed, "i4")),
              "llama.cpp TQ2_0 Q4_0-head": ("model-tq2_0-q4_0head.gguf",
                                            lambda p: write_gguf(p, sh, "TQ2_0", seed, "Q4_0"))}
-    jobs.update({e: job for e, job in head4.items() if e in (wanted or [])})
-    if shape != "tiny" and ORT not in info and sh.n_layers <= 12:  # the ONNX peer, a folder
+    jobs.update(head4)
+    if wanted is not None:
+        jobs = {e: job for e, job in jobs.items() if e in wanted or e == "onebit T2"}
+    else:
+        jobs = {e: job for e, job in jobs.items() if e not in head4}
+    if shape != "tiny" and ORT not in info and sh.n_layers <= 12 and (wanted is None or ORT in wanted):  # ONNX peer
         p = d / "onnx"
         log(f"exporting {p} (onnxruntime peer) ...")
         t0 = time.time()
