@@ -8,7 +8,8 @@ Each round runs A then B (then the next thread count) with `--bench` and the sam
 both builds see the same machine state; it prints every sample, then per thread count the best
 and the median of each build and B / A of the medians.  Tests: tg128 (one prompt token, 128
 decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512.  To build
-the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.
+the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.  With --model-b, B
+runs that file instead (e.g. one build, --a and --b the same binary, on two exports of one model).
 """
 
 from __future__ import annotations
@@ -43,20 +44,23 @@ def one(binary: Path, model: Path, threads: int, test: str, kv: str) -> float:
               help="build B (the change) onebit-run")
 @click.option("-m", "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help=".1bit model")
+@click.option("--model-b", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="the .1bit model B runs  [default: --model]")
 @click.option("--threads", default="1,2", show_default=True, help="comma-separated thread counts")
 @click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 100), help="interleaved rounds")
 @click.option("--test", type=click.Choice(list(TESTS)), default="tg128", show_default=True, help="what to time")
 @click.option("--kv", type=click.Choice(["f32", "f16"]), default="f16", show_default=True, help="KV-cache type")
-def main(a: Path, b: Path, model: Path, threads: str, rounds: int, test: str, kv: str) -> None:
+def main(a: Path, b: Path, model: Path, model_b: Path | None, threads: str, rounds: int, test: str, kv: str) -> None:
     """Interleaved A/B of two onebit-run builds; tok/s, best / median, and B / A."""
     counts = [int(t) for t in threads.split(",")]
     got: dict[tuple[str, int], list[float]] = {(k, n): [] for k in "AB" for n in counts}
     for r in range(rounds):
         for n in counts:
-            for k, binary in (("A", a), ("B", b)):
-                got[(k, n)].append(one(binary, model, n, test, kv))
+            for k, binary, m in (("A", a, model), ("B", b, model_b or model)):
+                got[(k, n)].append(one(binary, m, n, test, kv))
                 click.echo(f"round {r + 1} threads {n} {k} {got[(k, n)][-1]:.1f} tok/s", err=True)
-    print(f"A/B {test} --kv {kv}, {rounds} interleaved rounds, model {model.name}, load average "
+    models = model.name if model_b is None else f"A {model.name}, B {model_b.name}"
+    print(f"A/B {test} --kv {kv}, {rounds} interleaved rounds, model {models}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     print(f"A: {a}\nB: {b}")
     print("| threads | A best / median | B best / median | B / A (medians) |\n|---|---|---|---|")
