@@ -444,7 +444,50 @@ OB_T512 OB_INL void ob512_i8_tile(const uint8_t *w, size_t rb, int K, const int8
 
 OB_DEF_TILES(OB_T512, ob512_i4, 4, 4)
 OB_DEF_TILES(OB_T512, ob512_i8, 4, 4)
-OB_DEF_MATMUL_RS(ob512_i4, OB_IFMT_I4, 8)
+
+/* I4 GEMV (m = 1: decode, and the int4 LM head): rows one after the other, each a single sequential
+ * stream prefetched OB512_I4_PF bytes ahead, as the int8 head GEMV does (the 4-row tile reads four
+ * interleaved streams, which this VM's DRAM serves slowly: see ob512_q8_rows).  The same exact int32
+ * sums and the same ob_out step as the tiles, so the same bits. */
+#ifndef OB512_I4_PF
+#define OB512_I4_PF 16384
+#endif
+OB_T512 static void ob512_i4_gemv(const uint8_t *w, int K, const float *wscale, const int8_t *xq, float a,
+                                  int32_t xsum, int r0, int r1, float *y) {
+    const int nblk = (K + 63) / 64;
+    const size_t rb = ob_irow_bytes(OB_IFMT_I4, K);
+    const __m512i m = _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1);
+    const __m512i sh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(4), 1);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = w + (size_t)r * rb;
+        __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+        int b = 0;
+        for (; b + 2 <= nblk; b += 2) {
+            if (OB512_I4_PF) _mm_prefetch((const char *)(wr + (size_t)b * 32) + OB512_I4_PF, _MM_HINT_T0);
+            const __m512i c0 = _mm512_and_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32))), m);
+            const __m512i c1 =
+                _mm512_and_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32 + 32))), m);
+            OB_DP512(acc0, c0, _mm512_loadu_si512((const void *)(xq + (size_t)b * 64)));
+            OB_DP512(acc1, c1, _mm512_loadu_si512((const void *)(xq + (size_t)b * 64 + 64)));
+        }
+        if (b < nblk) {
+            const __m512i c0 = _mm512_and_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32))), m);
+            OB_DP512(acc0, c0, _mm512_loadu_si512((const void *)(xq + (size_t)b * 64)));
+        }
+        /* both accumulators' upper lanes hold multiples of 16: shift each, then add (exact in int32) */
+        int32_t acc = ob512_hsum_shift(acc0, sh) + ob512_hsum_shift(acc1, sh);
+        y[r] = ob_out(acc - 8 * xsum, wscale[r], a);
+    }
+}
+
+static void ob512_i4_matmul(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xs, const float *a,
+                            const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    if (m == 1) {
+        ob512_i4_gemv(w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
+        return;
+    }
+    ob_run_tiles_rs(&ob512_i4_tiles, ob_irow_bytes(OB_IFMT_I4, K), 8, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
+}
 OB_DEF_MATMUL_RS(ob512_i8, OB_IFMT_I8, 128)
 
 void ob_kernels_fill_avx512(ob_kernels *k) {
