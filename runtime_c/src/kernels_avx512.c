@@ -173,7 +173,8 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
     for (int i = 0; i < R * T; i++) out[i] = _mm512_reduce_add_epi32(acc[i]);
 }
 
-/* Rows per T2 GEMV tile call.  Each row is read as one sequential stream, row after row (8
+/* Rows per T2 tile call for a single-token tile of a GEMM (m % 4 == 1; the GEMV, m = 1, has
+ * its own loop, ob512_t2_matmul below).  Each row is read as one sequential stream, row after row (8
  * interleaved rows, 8 streams 640-1728 bytes apart at the 2B shape, measured slower from DRAM
  * here, as for the int8 GEMV below); 8 rows a call only save the call and the loop overhead,
  * which at K = 768 (6 blocks a row) is a good part of a row's work. */
@@ -190,7 +191,85 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
 OB_DEF_TILES(OB_T512, ob512_t2, OB512_T2_RG, 4)
 OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
 OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
-OB_DEF_MATMUL(ob512_t2, OB_WFMT_T2)
+
+/* T2 GEMV (one token): the row range is cut into OB512_T2_NS segments of L rows and a call works
+ * on NS rows at once, row i of every segment (NS weight streams L rows apart), block by block:
+ * each activation load serves NS rows.  Leftover rows (fewer than NS) run one at a time.  Per
+ * row two accumulators (the scale-1/4 and the scale-16/64 lanes); int32 sums are exact in any
+ * order, so the result is the reference's whatever NS.  One sequential stream per thread was
+ * limited by the hardware prefetcher, not by the memory: on Zen 4 (1 thread, tools/bench_kernels
+ * --gemv-t2 32768 32768, 268 MB from DRAM, quiet) one row after the other took 42.6 ms (6.3 GB/s),
+ * NS = 4 20.4 ms, NS = 8 17.8 ms (15.1 GB/s; the plain 8-stream read loop 18.5 GB/s); in cache
+ * (2048 x 768) 20.7 / 14.4 / 13.3 us, the shared activation loads. */
+#ifndef OB512_T2_NS
+#define OB512_T2_NS 8
+#endif
+OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
+                                       const int R) {
+    const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
+    const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
+    __m512i a0[8], a1[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_si512();
+    int b = 0;
+    for (; b + 2 <= nblk; b += 2) {
+        const __m512i x0 = _mm512_loadu_si512((const void *)(x + b * 128));
+        const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
+        const __m512i x2 = _mm512_loadu_si512((const void *)(x + b * 128 + 128));
+        const __m512i x3 = _mm512_loadu_si512((const void *)(x + b * 128 + 192));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const uint8_t *wr = w + (size_t)r * stride + (size_t)b * 32;
+            const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)wr));
+            const __m512i W1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + 32)));
+            OB_DP512(a0[r], _mm512_and_si512(W0, m01), x0);
+            OB_DP512(a1[r], _mm512_and_si512(W0, m23), x1);
+            OB_DP512(a0[r], _mm512_and_si512(W1, m01), x2);
+            OB_DP512(a1[r], _mm512_and_si512(W1, m23), x3);
+        }
+    }
+    if (b < nblk) {
+        const __m512i x0 = _mm512_loadu_si512((const void *)(x + b * 128));
+        const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512i W0 =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * 32)));
+            OB_DP512(a0[r], _mm512_and_si512(W0, m01), x0);
+            OB_DP512(a1[r], _mm512_and_si512(W0, m23), x1);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(a0[r], sh01), _mm512_srav_epi32(a1[r], sh23)));
+}
+OB_T512 static void ob512_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob512_t2_gemv_rows(w, s, nb, x, o, OB512_T2_NS);
+}
+OB_T512 static void ob512_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob512_t2_gemv_rows(w, s, nb, x, o, 1);
+}
+static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
+                            const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    if (m != 1) {
+        ob_run_tiles(&ob512_t2_tiles, OB_WFMT_T2, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
+        return;
+    }
+    const size_t rb = ob_row_bytes(OB_WFMT_T2, K);
+    const int nblk = (K + 127) / 128, L = (r1 - r0) / OB512_T2_NS;
+    const float f = wscale / a[0]; /* ob_out's factor, divided once */
+    int32_t out[OB512_T2_NS];
+    for (int i = 0; i < L; i++) {
+        ob512_t2_gemv_ns(w + (size_t)(r0 + i) * rb, (size_t)L * rb, nblk, xq, out);
+        for (int s = 0; s < OB512_T2_NS; s++) y[r0 + i + s * L] = (float)(out[s] - xsum[0]) * f;
+    }
+    for (int r = r0 + L * OB512_T2_NS; r < r1; r++) {
+        ob512_t2_gemv_1(w + (size_t)r * rb, rb, nblk, xq, out);
+        y[r] = (float)(out[0] - xsum[0]) * f;
+    }
+}
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)
 
@@ -281,13 +360,16 @@ OB512_GEMV(ob512_gemv_f16_s, 1, 0)
  * 16 * NA (chunk j of a block into accumulator j), the remaining 16-chunks and the masked tail
  * continuing the j sequence, then a pairwise tree over the accumulators and _mm512_reduce_add_ps.
  * The per-row sequence does not depend on OB512_Q8_ROWS (rows sharing the x loads), so results
- * never depend on the row range.  Measured on Zen 4 (32000 x 2048, 64-byte aligned x, from DRAM):
+ * never depend on the row range.  OB512_Q8_ROWS rows are taken from as many segments of the row
+ * range (row i of each, streams L rows apart, as the T2 GEMV above; leftovers one at a time):
+ * 134m tg128 at 1 thread (6 interleaved rounds, quiet but loaded) median ~278 tok/s with 4
+ * segments, ~252 with 1 (the note below is about adjacent rows).  Earlier note:  Measured on Zen 4 (32000 x 2048, 64-byte aligned x, from DRAM):
  * one row at a time (a single sequential weight stream), 2 accumulators and no software prefetch
  * ~26 GB/s against a ~32 GB/s plain read; 2 or 4 interleaved rows 7-11 GB/s whatever the prefetch
  * distance (0.5-4 KB); 4 accumulators ~12 GB/s and 8 erratic (12-26) with aligned x.  In L2 the
  * loop is compute-bound at ~25-30 GB/s (vpmovsxbd + vcvtdq2ps + FMA per 16 weights). */
 #ifndef OB512_Q8_ROWS
-#define OB512_Q8_ROWS 1
+#define OB512_Q8_ROWS 4
 #endif
 /* Software prefetch distance (bytes) along the row stream.  0.5-4 KB did not help; farther does:
  * "int8 GEMV" (32000x2048, tools/bench_kernels, two quiet rounds) 2.61 / 2.24 ms without, 2.35 /
@@ -295,12 +377,15 @@ OB512_GEMV(ob512_gemv_f16_s, 1, 0)
 #ifndef OB512_Q8_PF
 #define OB512_Q8_PF 16384
 #endif
+#ifndef OB512_Q8_HINT
+#define OB512_Q8_HINT _MM_HINT_T0
+#endif
 #ifndef OB512_Q8_NA
 #define OB512_Q8_NA 2
 #endif
 #define OB512_CVT8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
 OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
-                                  int r, float *y, const int R) {
+                                  int r, int step, float *y, const int R) {
     enum { NA = OB512_Q8_NA };
     const int kb = K - K % (16 * NA);
     __m512 a[OB512_Q8_ROWS][NA];
@@ -309,7 +394,7 @@ OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ld
     for (int i = 0; i < R; i++) {
 #pragma GCC unroll 8
         for (int j = 0; j < NA; j++) a[i][j] = _mm512_setzero_ps();
-        wr[i] = w + (size_t)(r + i) * ldw;
+        wr[i] = w + (size_t)(r + i * step) * ldw;
     }
     int k = 0;
     for (; k < kb; k += 16 * NA) {
@@ -319,7 +404,7 @@ OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ld
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             const int8_t *p = wr[i] + k;
-            if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, _MM_HINT_T0);
+            if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, OB512_Q8_HINT);
 #pragma GCC unroll 8
             for (int j = 0; j < NA; j++) a[i][j] = _mm512_fmadd_ps(OB512_CVT8(p + 16 * j), xv[j], a[i][j]);
         }
@@ -345,14 +430,14 @@ OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ld
         for (int h = NA / 2; h >= 1; h /= 2)
 #pragma GCC unroll 8
             for (int t = 0; t < h; t++) a[i][t] = _mm512_add_ps(a[i][t], a[i][t + h]);
-        y[r + i] = scale[r + i] * _mm512_reduce_add_ps(a[i][0]);
+        y[r + i * step] = scale[r + i * step] * _mm512_reduce_add_ps(a[i][0]);
     }
 }
 OB_T512 static void ob512_gemv_q8_s(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
                                     int r0, int r1, float *y) {
-    int r = r0;
-    for (; r + OB512_Q8_ROWS <= r1; r += OB512_Q8_ROWS) ob512_q8_rows(w, scale, ldw, K, x, r, y, OB512_Q8_ROWS);
-    for (; r < r1; r++) ob512_q8_rows(w, scale, ldw, K, x, r, y, 1);
+    const int L = (r1 - r0) / OB512_Q8_ROWS;
+    for (int i = 0; i < L; i++) ob512_q8_rows(w, scale, ldw, K, x, r0 + i, L, y, OB512_Q8_ROWS);
+    for (int r = r0 + L * OB512_Q8_ROWS; r < r1; r++) ob512_q8_rows(w, scale, ldw, K, x, r, 1, y, 1);
 }
 static void ob512_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     ob512_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
