@@ -210,8 +210,8 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
     const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
-    __m512i a0[8], a1[8];
-#pragma GCC unroll 8
+    __m512i a0[OB512_T2_NS], a1[OB512_T2_NS];
+#pragma GCC unroll 16
     for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_si512();
     int b = 0;
     for (; b + 2 <= nblk; b += 2) {
@@ -219,7 +219,7 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
         const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
         const __m512i x2 = _mm512_loadu_si512((const void *)(x + b * 128 + 128));
         const __m512i x3 = _mm512_loadu_si512((const void *)(x + b * 128 + 192));
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const uint8_t *wr = w + (size_t)r * stride + (size_t)b * 32;
             const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)wr));
@@ -233,7 +233,7 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
     if (b < nblk) {
         const __m512i x0 = _mm512_loadu_si512((const void *)(x + b * 128));
         const __m512i x1 = _mm512_loadu_si512((const void *)(x + b * 128 + 64));
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const __m512i W0 =
                 _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * 32)));
@@ -241,7 +241,7 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
             OB_DP512(a1[r], _mm512_and_si512(W0, m23), x1);
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < R; r++)
         out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(a0[r], sh01), _mm512_srav_epi32(a1[r], sh23)));
 }
