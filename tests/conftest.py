@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,23 @@ from onebit.train.model import Transformer
 
 # The machine is shared by several people on two cores.
 torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME = REPO / "runtime_c"
+C_CLI = RUNTIME / "build" / "onebit-run"
+
+
+@pytest.fixture(scope="session")
+def c_runtime() -> Path:
+    """The C runtime built once per run (library for cffi, onebit-run for the CLI); the CLI's path."""
+    from onebit.run.c import load_library
+
+    if shutil.which("cc") is None or shutil.which("make") is None:
+        pytest.skip("the C runtime needs cc and make")
+    done = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    load_library()
+    return C_CLI
 
 SMALL_TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

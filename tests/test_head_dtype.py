@@ -17,7 +17,7 @@ import pytest
 from onebit import packing
 from onebit.compile.export import ExportOptions, export_1bit
 from onebit.format import FormatError, read_1bit, write_1bit
-from onebit.run.c import CRuntimeError, Model, load_library
+from onebit.run.c import CRuntimeError, Model
 from onebit.run.reference import KVCache, ReferenceModel
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
@@ -32,14 +32,6 @@ ISAS = ("scalar", "avx2", "avx512", "neon")
 # and move a logit by scale[r] * |q| / a: about 3e-4 of the largest logit in these random models.
 # Every ISA gives the same bits (the head is exact integer math); a wrong layout is off by O(1).
 TOL = 1e-3
-
-
-@pytest.fixture(scope="module")
-def c_runtime() -> Path:
-    done = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    load_library()
-    return CLI
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

@@ -305,19 +305,6 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make")
                               reason="the C runtime needs cc and make")
 
 
-@pytest.fixture(scope="module")
-def c_runtime():
-    from onebit.run.c import load_library
-    from test_runtime_c import CLI, RUNTIME
-
-    if shutil.which("cc") is None or shutil.which("make") is None:
-        pytest.skip("the C runtime needs cc and make")
-    built = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-2000:]
-    load_library()
-    return CLI
-
-
 def _c_isas(path) -> list[str]:
     from onebit.run.c import CRuntimeError, Model
 

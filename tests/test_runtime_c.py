@@ -25,7 +25,7 @@ import torch
 
 from onebit.compile.export import ExportOptions, export_1bit
 from onebit.config import ModelConfig
-from onebit.run.c import CRuntimeError, Model, SharedModel, load_library, ppl_windows
+from onebit.run.c import CRuntimeError, Model, SharedModel, ppl_windows
 from onebit.run.reference import ReferenceModel
 from onebit.sampling import SamplerConfig
 from onebit.tokenizer import train_bpe_tokenizer
@@ -42,14 +42,6 @@ CLI = RUNTIME / "build" / "onebit-run"
 ISAS = ("scalar", "avx2", "avx512", "neon")
 # fp32 forward, the same op order as the reference; only reduction orders differ.
 TOL = 1e-4
-
-
-@pytest.fixture(scope="session")
-def c_runtime() -> Path:
-    done = subprocess.run(["make", "-C", str(RUNTIME), "all"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    load_library()
-    return CLI
 
 
 def _export(ckpt_dir: Path, out: Path, pack: str = "t2", embed_dtype: str = "f32") -> Path:
