@@ -13,9 +13,11 @@ the seeds differ in nothing else. Prints the val loss and the .1bit size.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
+import torch
 
 from onebit.compile.search import Search, SearchOptions
 from onebit.config import PRECISION_KINDS
@@ -39,6 +41,9 @@ from onebit.errors import cli_errors
 @cli_errors
 def main(checkpoint: Path, map_: str, out: Path, seed: int, finetune_steps: int, finetune_lr: float,
          finetune_teacher: str | None, kd_weight: float, kd_temperature: float, pack: str, embed_dtype: str) -> None:
+    threads = os.environ.get("ONEBIT_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:  # as onebit search and train do
+        torch.set_num_threads(int(threads))
     if finetune_teacher == "anchor":
         raise click.UsageError("--finetune-teacher: give the anchor's folder (SEARCH_OUT/anchor)")
     opts = SearchOptions(max_size=10**12, pack=pack, embed_dtype=embed_dtype, finetune_steps=finetune_steps,
