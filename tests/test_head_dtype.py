@@ -19,14 +19,11 @@ from onebit.compile.export import ExportOptions, export_1bit
 from onebit.format import FormatError, read_1bit, write_1bit
 from onebit.run.c import CRuntimeError, Model
 from onebit.run.reference import KVCache, ReferenceModel
+from test_runtime_c import CLI, ISAS, REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the C runtime needs cc and make")
 
-REPO = Path(__file__).resolve().parent.parent
-RUNTIME = REPO / "runtime_c"
-CLI = RUNTIME / "build" / "onebit-run"
-ISAS = ("scalar", "avx2", "avx512", "neon")
 # The body is fp32 with ISA-dependent reduction orders (TOL in test_runtime_c.py is 1e-4); the int4
 # head then quantizes its input to int8, so a last-bit difference can flip one activation's rounding
 # and move a logit by scale[r] * |q| / a: about 3e-4 of the largest logit in these random models.

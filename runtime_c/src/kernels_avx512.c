@@ -363,8 +363,8 @@ OB512_GEMV(ob512_gemv_f16_s, 1, 0)
  * never depend on the row range.  OB512_Q8_ROWS rows are taken from as many segments of the row
  * range (row i of each, streams L rows apart, as the T2 GEMV above; leftovers one at a time):
  * 134m tg128 at 1 thread (6 interleaved rounds, quiet but loaded) median ~278 tok/s with 4
- * segments, ~252 with 1 (the note below is about adjacent rows).  Earlier note:  Measured on Zen 4 (32000 x 2048, 64-byte aligned x, from DRAM):
- * one row at a time (a single sequential weight stream), 2 accumulators and no software prefetch
+ * segments, ~252 with 1.  An earlier measurement, of adjacent rows rather than segments (Zen 4,
+ * 32000 x 2048, 64-byte aligned x, from DRAM): one row at a time (a single sequential weight stream), 2 accumulators and no software prefetch
  * ~26 GB/s against a ~32 GB/s plain read; 2 or 4 interleaved rows 7-11 GB/s whatever the prefetch
  * distance (0.5-4 KB); 4 accumulators ~12 GB/s and 8 erratic (12-26) with aligned x.  In L2 the
  * loop is compute-bound at ~25-30 GB/s (vpmovsxbd + vcvtdq2ps + FMA per 16 weights). */
@@ -376,9 +376,6 @@ OB512_GEMV(ob512_gemv_f16_s, 1, 0)
  * 1.84 at 8 KB, 1.90 / 1.75 at 16 KB. */
 #ifndef OB512_Q8_PF
 #define OB512_Q8_PF 16384
-#endif
-#ifndef OB512_Q8_HINT
-#define OB512_Q8_HINT _MM_HINT_T0
 #endif
 #ifndef OB512_Q8_NA
 #define OB512_Q8_NA 2
@@ -404,7 +401,7 @@ OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ld
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             const int8_t *p = wr[i] + k;
-            if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, OB512_Q8_HINT);
+            if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int j = 0; j < NA; j++) a[i][j] = _mm512_fmadd_ps(OB512_CVT8(p + 16 * j), xv[j], a[i][j]);
         }
