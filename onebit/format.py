@@ -400,7 +400,7 @@ def check_model(f: OnebitFile) -> dict:
     if q.get("pack") not in allowed_pack:
         raise _fail(path, f"quant.pack {q.get('pack')!r} is not one of {', '.join(allowed_pack)} "
                           f"for {cfg['quant']} weights")
-    if q.get("embed_dtype") not in EMBED_DTYPE:
+    if not isinstance(q.get("embed_dtype"), str) or q["embed_dtype"] not in EMBED_DTYPE:
         raise _fail(path, f"quant.embed_dtype {q.get('embed_dtype')!r} is not one of f32, f16, i8")
     if "head_dtype" in q and (not isinstance(q["head_dtype"], str) or q["head_dtype"] not in HEAD_DTYPE):
         raise _fail(path, f"quant.head_dtype {q['head_dtype']!r} is not one of f32, f16, i8, i4")

@@ -279,6 +279,21 @@ def test_model_checks(tmp_path, model_file):
         _assert_rejected(tmp_path, bad.read_bytes(), match)
 
 
+@pytest.mark.parametrize("section, key", [
+    ("quant", "weights"), ("quant", "pack"), ("quant", "embed_dtype"), ("quant", "head_dtype"),
+    ("config", "quant"), ("config", "norm"), ("config", "pos"), ("config", "act"), ("config", "dim"),
+    ("config", "tie_embeddings"), ("config", "precision"), ("tokenizer", "vocab_size"),
+])
+@pytest.mark.parametrize("value", [[], {}, None, 1.5, "x" * 100])
+def test_metadata_values_of_the_wrong_type(tmp_path, model_file, section, key, value):
+    """A metadata value of the wrong JSON type is one clear error, never a Python exception."""
+    bad = _rewrite(model_file, tmp_path / "bad.1bit", meta_edit=lambda m: m[section].update({key: value}))
+    if (key, value) == ("precision", {}):  # an empty precision map is a uniform model: valid
+        read_1bit(bad)
+        return
+    _assert_rejected(tmp_path, bad.read_bytes(), ".")
+
+
 def test_forged_tokenizer_offsets(tmp_path, model_file):
     f = read_1bit(model_file)
     info = f.tensors["tokenizer.offsets"]
