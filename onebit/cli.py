@@ -3,13 +3,15 @@ run-ort | chat | serve | plot`.
 
 Each subcommand is the `main` of its stage's module, imported only when it runs, so that
 `onebit run` and `onebit inspect` never import torch. The older console scripts (`onebit-train`,
-`onebit-export`, ...) and `python -m onebit.run_c` point at the same functions.
+`onebit-export`, ...) and `python -m onebit.run_c` import the same functions the same way (the
+`*_script` entry points below).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Callable
 
 import click
 
@@ -31,6 +33,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def stage_main(name: str) -> click.Command:
+    """The `main` of stage NAME, imported now; Ctrl-C during the import (torch takes seconds) is the
+    tools' one line and exit 130, not a traceback."""
+    try:
+        return importlib.import_module(COMMANDS[name][0]).main
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _script(name: str) -> Callable[[], None]:
+    """A console-script entry point that imports its stage under stage_main's guard."""
+
+    def run() -> None:
+        stage_main(name)()
+
+    run.__name__ = run.__qualname__ = f"{name.replace('-', '_')}_script"
+    return run
+
+
+# the per-stage console scripts of pyproject.toml (onebit-train, onebit-export, ...)
+train_script, sample_script, export_script, import_script, plot_script, search_script = map(
+    _script, ("train", "sample", "export", "import", "plot", "search"))
+run_script, run_ort_script, chat_script, serve_script = map(_script, ("run", "run-ort", "chat", "serve"))
+
+
 class PipelineGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -40,11 +68,7 @@ class PipelineGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        try:  # the stage's imports (torch) take seconds: Ctrl-C there is the tools' one line, exit 130
-            command = importlib.import_module(COMMANDS[name][0]).main
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            sys.exit(130)
+        command = stage_main(name)
         command.short_help = COMMANDS[name][1]
         return command
 

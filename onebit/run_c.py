@@ -1,6 +1,6 @@
 """Alias kept for scripts: `python -m onebit.run_c` is `onebit run` (onebit/run/c.py)."""
 
-from onebit.run.c import main
+from onebit.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script()

@@ -1,6 +1,6 @@
 """Alias kept for scripts: `python -m onebit.run_ort` is `onebit run-ort` (onebit/run/ort.py)."""
 
-from onebit.run.ort import main
+from onebit.cli import run_ort_script
 
 if __name__ == "__main__":
-    main()
+    run_ort_script()

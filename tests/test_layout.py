@@ -21,7 +21,7 @@ STAGES = ("train", "compile", "run")  # pipeline order
 # what each part of the package may import from onebit (the core is every top-level module)
 ALLOWED = {"core": set(), "train": {"train"}, "compile": {"train", "compile"}, "run": {"run"}}
 TORCH_FREE = ("core", "run")
-ALIASES = ("run_c", "run_ort")  # thin `python -m` aliases kept for old scripts; they point down a stage
+ALIASES = ("run_c", "run_ort")  # thin `python -m` aliases kept for old scripts; they go through cli
 
 
 def _part(path: Path) -> str:
@@ -115,3 +115,26 @@ def test_preset_defaults_are_shown_per_quant():
 def test_old_entry_points_still_work(argv):
     done = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
     assert done.returncode == 0 and "Usage:" in done.stdout, done.stderr
+
+
+def test_console_scripts_import_their_stage_under_the_interrupt_guard():
+    """Every per-stage console script goes through cli.stage_main, so Ctrl-C while torch imports is
+    one line and exit 130 there too (the script's own module would import before any handler)."""
+    import tomllib
+    scripts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    for script, target in scripts.items():
+        if script in ("onebit", "onebit-run"):  # the group itself; the C CLI's launcher imports no stage
+            continue
+        module, attr = target.split(":")
+        assert module == "onebit.cli" and attr.endswith("_script"), f"{script} -> {target}"
+        assert getattr(cli, attr).__name__ == attr
+
+
+def test_interrupt_during_a_stage_import_is_one_line(monkeypatch, capsys):
+    def interrupted(name):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.export_script()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
