@@ -3,7 +3,8 @@
  *   make -C runtime_c bench && runtime_c/build/bench_kernels [--quick] [--reps N] [--isa NAME]
  *                                                            [--case SUBSTRING]
  *   runtime_c/build/bench_kernels --read-bw MIB [--threads N] [--reps N]   (the read roofline only)
- *   runtime_c/build/bench_kernels --gemv-t2 N K [--threads N] [--reps N]   (one T2 GEMV shape)
+ *   runtime_c/build/bench_kernels --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME]
+ *                                                            (one T2 GEMV shape; C copies: from DRAM)
  *
  * Prints a markdown table: for each ISA path this CPU supports and each case, the best time per
  * call over --reps repetitions (each repetition runs the kernel for >= ~0.1 s, or once for slow
@@ -214,12 +215,16 @@ static int read_bw_main(size_t mib, int threads, int reps) {
 }
 
 /* ---------------------------------------------------------------- --gemv-t2: one T2 GEMV shape
- * One token through an N x K T2 matrix with the detected ISA and the thread pool, the time of
- * each call; tools/bench_kernels.py --vs-ort runs it beside onnxruntime's MatMulNBits. */
-static int gemv_t2_main(int N, int K, int threads, int reps) {
-    size_t rb = ob_row_bytes(OB_WFMT_T2, K), xs = ob_act_stride(K);
-    uint8_t *w = xalloc(rb * (size_t)N);
-    for (size_t i = 0; i < rb * (size_t)N; i++) {
+ * One token through an N x K T2 matrix with the detected ISA (or --isa) and the thread pool, the
+ * time of each call; tools/bench_kernels.py --vs-ort runs it beside onnxruntime's MatMulNBits.
+ * --copies C: C copies of the matrix, called in turn, so that with C x the matrix's size well over
+ * the last-level cache every call reads its weights from DRAM (as decode does); the time is per
+ * call. */
+static int gemv_t2_main(int N, int K, int threads, int reps, int copies, const char *isa_name) {
+    size_t rb = ob_row_bytes(OB_WFMT_T2, K), xs = ob_act_stride(K), mb = rb * (size_t)N;
+    if (copies < 1) copies = 1;
+    uint8_t *w = xalloc(mb * (size_t)copies);
+    for (size_t i = 0; i < mb * (size_t)copies; i++) {
         uint8_t b = (uint8_t)rnd(), o = 0;
         for (int sft = 0; sft < 8; sft += 2) o |= (uint8_t)((((b >> sft) & 3) % 3) << sft);
         w[i] = o;
@@ -229,19 +234,31 @@ static int gemv_t2_main(int N, int K, int threads, int reps) {
     int32_t xsum;
     for (int k = 0; k < K; k++) x[k] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     ob_kernels kern;
-    ob_kernels_init_env(&kern);
+    if (isa_name) {
+        ob_isa isa;
+        if (ob_isa_parse(isa_name, &isa) != 0 || ob_kernels_init(&kern, isa) != 0) {
+            fprintf(stderr, "ISA '%s' is unknown or not available on this CPU\n", isa_name);
+            return 2;
+        }
+    } else {
+        ob_kernels_init_env(&kern);
+    }
     ob_threadpool *pool = ob_threadpool_create(threads);
+    int calls = reps * copies;
     double *t = malloc(sizeof(double) * (size_t)reps);
     if (!pool || !t) return 1;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+    for (int c = -copies; c < calls; c++) { /* c < 0: warm-up pass over every copy */
+        const uint8_t *wc = w + mb * (size_t)((c + copies) % copies);
         double t0 = now();
         kern.quantize(x, K, xq, &a, &xsum);
-        ob_matmul_mt(pool, &kern, OB_WFMT_T2, w, N, K, 0.01f, xq, xs, &a, &xsum, 1, y, (size_t)N);
-        if (r >= 0) t[r] = now() - t0;
+        ob_matmul_mt(pool, &kern, OB_WFMT_T2, wc, N, K, 0.01f, xq, xs, &a, &xsum, 1, y, (size_t)N);
+        double dt = now() - t0;
+        if (c >= 0 && c % copies == 0) t[c / copies] = 0.0;
+        if (c >= 0) t[c / copies] += dt / copies;
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    printf("gemv_t2 isa=%s N=%d K=%d threads=%d best_us=%.2f median_us=%.2f\n", ob_isa_name(kern.isa), N, K,
-           threads, t[0] * 1e6, t[reps / 2] * 1e6);
+    printf("gemv_t2 isa=%s N=%d K=%d threads=%d copies=%d best_us=%.2f median_us=%.2f best_gbs=%.2f\n",
+           ob_isa_name(kern.isa), N, K, threads, copies, t[0] * 1e6, t[reps / 2] * 1e6, (double)mb / t[0] / 1e9);
     free(t);
     ob_threadpool_destroy(pool);
     free(w);
@@ -274,7 +291,7 @@ static void cpu_model(char *out, size_t n) {
 int main(int argc, char **argv) {
     int quick = 0, reps = 5;
     const char *only = NULL, *match = NULL;
-    int read_bw_mib = 0, bw_threads = 1, gemv_n = 0, gemv_k = 0;
+    int read_bw_mib = 0, bw_threads = 1, gemv_n = 0, gemv_k = 0, copies = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--read-bw") && i + 1 < argc) read_bw_mib = atoi(argv[++i]);
@@ -284,16 +301,17 @@ int main(int argc, char **argv) {
             gemv_k = atoi(argv[++i]);
         }
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--copies") && i + 1 < argc) copies = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) match = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--quick] [--reps N] [--isa scalar|avx2|avx512|neon] [--case SUBSTRING]\n"
                             "       %s --read-bw MIB [--threads N] [--reps N]\n"
-                            "       %s --gemv-t2 N K [--threads N] [--reps N]\n", argv[0], argv[0], argv[0]);
+                            "       %s --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME]\n", argv[0], argv[0], argv[0]);
             return 2;
         }
     }
-    if (gemv_n > 0 && gemv_k > 0) return gemv_t2_main(gemv_n, gemv_k, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
+    if (gemv_n > 0 && gemv_k > 0) return gemv_t2_main(gemv_n, gemv_k, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5, copies, only);
     if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
     const int big_k = quick ? 16384 : 32768; /* big T2 case: big_k x big_k weights (256 MB at 32768) */
     const bcase cases[] = {

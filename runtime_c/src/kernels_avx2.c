@@ -155,7 +155,66 @@ OB_T256 OB_INL void ob256_b1_tile(const uint8_t *w, size_t rb, int K, const int8
 OB_DEF_TILES(OB_T256, ob256_t2, 4, 2)
 OB_DEF_TILES(OB_T256, ob256_t16, 2, 2)
 OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
-OB_DEF_MATMUL(ob256_t2, OB_WFMT_T2)
+
+/* T2 GEMV (one token), as the AVX-512 one (kernels_avx512.c, ob512_t2_matmul): the row range is
+ * cut into OB256_T2_NS segments of L rows and a call works on row i of every segment at once (NS
+ * weight streams L rows apart), block by block, each activation load serving NS rows; leftover
+ * rows one at a time.  Per row the block sums of the tile above, so the same exact int32 result. */
+#ifndef OB256_T2_NS
+#define OB256_T2_NS 8
+#endif
+OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
+                                       const int R) {
+    const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256i acc[OB256_T2_NS];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
+    for (int b = 0; b < nblk; b++) {
+        const int8_t *xp = x + (size_t)b * 128;
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
+        const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xp + 64));
+        const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xp + 96));
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++) {
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * 32));
+            const __m256i Wh = _mm256_srli_epi16(W, 4);
+            __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W, m03), x0),
+                                          _mm256_maddubs_epi16(_mm256_and_si256(Wh, m03), x2));
+            __m256i s4 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W, m0c), x1),
+                                          _mm256_maddubs_epi16(_mm256_and_si256(Wh, m0c), x3));
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_add_epi16(_mm256_slli_epi16(s1, 2), s4), ones16));
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) out[r] = ob256_hsum_epi32(acc[r]) >> 2;
+}
+OB_T256 static void ob256_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob256_t2_gemv_rows(w, s, nb, x, o, OB256_T2_NS);
+}
+OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob256_t2_gemv_rows(w, s, nb, x, o, 1);
+}
+static void ob256_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
+                            const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    if (m != 1) {
+        ob_run_tiles(&ob256_t2_tiles, OB_WFMT_T2, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
+        return;
+    }
+    const size_t rb = ob_row_bytes(OB_WFMT_T2, K);
+    const int nblk = (K + 127) / 128, L = (r1 - r0) / OB256_T2_NS;
+    const float f = wscale / a[0]; /* ob_out's factor, divided once */
+    int32_t out[OB256_T2_NS];
+    for (int i = 0; i < L; i++) {
+        ob256_t2_gemv_ns(w + (size_t)(r0 + i) * rb, (size_t)L * rb, nblk, xq, out);
+        for (int s = 0; s < OB256_T2_NS; s++) y[r0 + i + s * L] = (float)(out[s] - xsum[0]) * f;
+    }
+    for (int r = r0 + L * OB256_T2_NS; r < r1; r++) {
+        ob256_t2_gemv_1(w + (size_t)r * rb, rb, nblk, xq, out);
+        y[r] = (float)(out[0] - xsum[0]) * f;
+    }
+}
 OB_DEF_MATMUL(ob256_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob256_b1, OB_WFMT_B1)
 

@@ -216,25 +216,28 @@ static void test_isa_matmul(const ob_kernels *kern) {
         }
 }
 
-/* extreme values: all activations -128 or 127, all codes max: catches int16 saturation */
+/* extreme values: all activations -128 or 127, all codes max: catches int16 saturation.  m = 1
+ * (the GEMV, whose AVX2 / AVX-512 paths read 8 row segments at once: N = 19 gives full segments
+ * and leftover rows) and m = 2 (the tiles). */
 static void test_isa_extremes(const ob_kernels *kern) {
+    enum { N = 19, MX = 2 };
     const int Ks[] = {128, 4096, 16384 + 160};
     for (int ki = 0; ki < 3; ki++)
         for (int f = 0; f < OB_WFMT_COUNT; f++)
             for (int pat = 0; pat < 4; pat++) {
-                int K = Ks[ki], N = 3, m = 2;
+                int K = Ks[ki];
                 size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
                 uint8_t *w = xmalloc((size_t)N * rb);
-                int8_t *xq = xmalloc((size_t)m * st);
+                int8_t *xq = xmalloc((size_t)MX * st);
                 int8_t *q = xmalloc((size_t)K);
-                float a[2] = {1.0f, 3.0f}, yr[6], ys[6];
-                int32_t xs[2];
+                float a[MX] = {1.0f, 3.0f}, yr[N * MX], ys[N * MX];
+                int32_t xs[MX];
                 for (int r = 0; r < N; r++) {
-                    for (int k = 0; k < K; k++) q[k] = (int8_t)((pat & 1) ? 1 : (r == 1 ? -1 : 1));
+                    for (int k = 0; k < K; k++) q[k] = (int8_t)((pat & 1) ? 1 : (r % 3 == 1 ? -1 : 1));
                     ob_pack_row_ref((ob_wfmt)f, q, K, w + r * rb);
                 }
                 if (f == OB_WFMT_T2 && pat == 3) memset(w, 0xff, (size_t)N * rb); /* code 3 */
-                for (int t = 0; t < m; t++) {
+                for (int t = 0; t < MX; t++) {
                     int32_t s = 0;
                     for (size_t k = 0; k < st; k++) {
                         int8_t v = k < (size_t)K ? (int8_t)((pat & 2) ? -128 : 127) : 0;
@@ -244,10 +247,12 @@ static void test_isa_extremes(const ob_kernels *kern) {
                     }
                     xs[t] = s;
                 }
-                ref_fn((ob_wfmt)f)(w, K, 0.5f, xq, st, a, xs, m, 0, N, yr, 3);
-                kern->matmul[f](w, K, 0.5f, xq, st, a, xs, m, 0, N, ys, 3);
-                CHECK(bits_eq(yr, ys, 6), "%s %s extremes K=%d pat=%d", ob_isa_name(kern->isa),
-                      fmt_name((ob_wfmt)f), K, pat);
+                for (int m = 1; m <= MX; m++) {
+                    ref_fn((ob_wfmt)f)(w, K, 0.5f, xq, st, a, xs, m, 0, N, yr, N);
+                    kern->matmul[f](w, K, 0.5f, xq, st, a, xs, m, 0, N, ys, N);
+                    CHECK(bits_eq(yr, ys, (size_t)(N * m)), "%s %s extremes K=%d pat=%d m=%d", ob_isa_name(kern->isa),
+                          fmt_name((ob_wfmt)f), K, pat, m);
+                }
                 free(w);
                 free(xq);
                 free(q);
