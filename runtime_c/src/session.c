@@ -415,14 +415,27 @@ static void rope_rows(const ob_session *s, float *x, int m, int n_heads, int pos
     }
 }
 
+/* model.py MLP activation, g = act(g) * up (or act(g)).  One loop per activation: in a shared loop
+ * the ReLU's compare was a branch on the sign of the data (mispredicted about half the time: 1.9 %
+ * of a 2b4t token in perf); here it is a bit mask.  Elementwise, the same operations and bits. */
 static void act_rows(const ob_config *c, float *g, const float *up, size_t n) {
+    if (c->activation == OB_ACT_RELU2) {
+        for (size_t i = 0; i < n; i++) { /* r = x > 0 ? x : 0 (NaN and -0 give +0) as a bit mask */
+            float x = g[i], r;
+            uint32_t b, keep = 0u - (uint32_t)(x > 0.0f);
+            memcpy(&b, &x, sizeof b);
+            b &= keep;
+            memcpy(&r, &b, sizeof r);
+            g[i] = r * r;
+        }
+        if (up)
+            for (size_t i = 0; i < n; i++) g[i] = g[i] * up[i];
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float x = g[i], a;
         if (c->activation == OB_ACT_SILU) {
             a = x / (1.0f + expf(-x));
-        } else if (c->activation == OB_ACT_RELU2) {
-            float r = x > 0.0f ? x : 0.0f;
-            a = r * r;
         } else {
             float inner = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
             a = 0.5f * x * (1.0f + tanhf(inner));
