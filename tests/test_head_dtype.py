@@ -217,3 +217,72 @@ def test_searched_int4_scales_never_lose_to_absmax():
     np.testing.assert_array_equal(q[::7], 0)
     assert (scale <= sa).all() and (scale >= 0.5 * sa).all()
     np.testing.assert_array_equal(q, np.clip(np.rint(w / scale[:, None]), -7, 7))
+
+
+# ----------------------------------------------------------------- the int8 head (int16 activations)
+
+def test_int8_head_reference_is_exact_integer_math():
+    from onebit.run.reference import Int8Head, int8_head, quantize_i16
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((4, 97)) * [[1.0], [1e-3], [50.0], [0.0]]).astype(np.float32)
+    x[1, 7] = np.nan  # NaN -> 0, ignored by the absmax
+    xq, a = quantize_i16(x)
+    assert a.dtype == np.float32 and xq.dtype == np.float64 and np.abs(xq).max() <= 32767
+    for t in range(3):
+        amax = np.float32(np.nanmax(np.abs(x[t])))
+        assert a[t, 0] == np.float32(32767.0) / amax and np.abs(xq[t]).max() == 32767
+    assert a[3, 0] == np.float32(32767.0) / np.float32(packing.EPS) and not xq[3].any() and xq[1, 7] == 0
+    # half to even: with absmax 32767, a = 1 and x is rounded as it is
+    xq, a = quantize_i16(np.array([[32767.0, 2.5, 3.5, -2.5, -0.5, 1.5]], np.float32))
+    assert a[0, 0] == 1.0 and xq[0].tolist() == [32767, 2, 4, -2, 0, 2]
+    # logits: f32(S) * (scale / a) with S the int64 sum, here far beyond int32 (extreme codes, K = 3000)
+    codes = rng.integers(-128, 128, (50, 3000)).astype(np.int8)
+    codes[0] = -128
+    scale = rng.uniform(1e-3, 0.1, 50).astype(np.float32)
+    x = rng.standard_normal((2, 3000)).astype(np.float32)
+    x[1] = -1.0  # every activation -32767: row 0's sum is 3000 * 128 * 32767 > 2^31
+    got = int8_head(x, Int8Head(np.ascontiguousarray(codes.T, dtype=np.float64), scale))
+    xq, a = quantize_i16(x)
+    S = xq.astype(np.int64) @ codes.T.astype(np.int64)
+    assert S[1, 0] == 3000 * 128 * 32767
+    want = np.array([[np.float32(S[t, r]) * (scale[r] / a[t, 0]) for r in range(50)] for t in range(2)], np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture(scope="module", params=[("f16", "i8", False), ("i8", None, True)], ids=["untied-i8", "tied-i8-embed"])
+def i8_model(request, random_checkpoint, tmp_path_factory) -> tuple[Path, bool]:
+    embed, head, tied = request.param
+    ckpt = random_checkpoint(randomize=12, max_seq_len=256, dim=64, ffn_dim=128, tie_embeddings=tied)
+    path = tmp_path_factory.mktemp("i8head") / "m.1bit"
+    export_1bit(ckpt, path, ExportOptions("t2", embed, head))
+    return path, tied
+
+
+def test_int8_head_identical_across_reference_isas_and_threads(c_runtime, i8_model):
+    """Logits against the reference on every ISA and 1 / 2 threads; greedy output identical (a
+    random tied model only repeats its prompt's last token, so greedy decoding is compared untied)."""
+    path, tied = i8_model
+    ref = ReferenceModel.load(path)
+    assert ref.head_i8 is not None
+    tokens = np.random.default_rng(4).integers(0, ref.cfg["vocab_size"], 64).tolist()
+    expected = ref.forward(tokens)
+    prompt = [5, 17, 3, 9, 22]
+    want = ref.generate_greedy(prompt, 120)
+    varied = _greedy_with_penalty(ref, prompt, 120, 1.5, 32)
+    assert tied or len(set(varied)) > 10, "degenerate oracle output makes a weak test"
+    ran = []
+    for isa in ISAS:
+        try:
+            Model(path, isa=isa)
+        except CRuntimeError as e:
+            assert "not available" in str(e)
+            continue
+        ran.append(isa)
+        for threads in (1, 2):
+            c_model = Model(path, threads=threads, isa=isa, n_batch=8)
+            assert _rel(c_model.logits(tokens), expected) < TOL, f"isa={isa} threads={threads}"
+            assert c_model.generate(prompt, 120, temperature=0.0) == want, f"isa={isa} threads={threads}"
+            got = c_model.generate(prompt, 120, temperature=0.0, repeat_penalty=1.5, repeat_window=32)
+            assert got == varied, f"isa={isa} threads={threads}"
+    assert "scalar" in ran

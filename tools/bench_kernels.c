@@ -99,6 +99,8 @@ typedef struct {
     const float *a;
     const int32_t *xsum;
     const float *xf;
+    const int16_t *xq16; /* q8: the int16 activations (ob_quantize_i16) and their scale */
+    float a16;
     float *y;
 } bctx;
 
@@ -112,7 +114,7 @@ static void run_once(bctx *b) {
     case 1: ob_gemv_f32_mt(b->pool, b->k, (const float *)b->w, (size_t)c->K, c->N, c->K, b->xf, b->y); break;
     case 2: ob_gemv_f16_mt(b->pool, b->k, (const uint16_t *)b->w, (size_t)c->K, c->N, c->K, b->xf, b->y); break;
     default:
-        ob_gemv_q8_mt(b->pool, b->k, (const int8_t *)b->w, b->scale, (size_t)c->K, c->N, c->K, b->xf, b->y);
+        ob_gemv_q8_mt(b->pool, b->k, (const int8_t *)b->w, b->scale, (size_t)c->K, c->N, c->K, b->xq16, b->a16, b->y);
         break;
     }
 }
@@ -324,6 +326,8 @@ int main(int argc, char **argv) {
         {"B1 GEMM m=64 (prefill)", 0, OB_WFMT_B1, 2048, 2048, 64, 1, "1M"},
         {"f16 GEMV (LM head 32000x2048)", 2, OB_WFMT_T2, 32000, 2048, 1, 1, "f16"},
         {"int8 GEMV (LM head 32000x2048)", 3, OB_WFMT_T2, 32000, 2048, 1, 1, "q8"},
+        {"int8 GEMV (LM head 32000x768, 134m)", 3, OB_WFMT_T2, 32000, 768, 1, 1, "q8"},
+        {"int8 GEMV (LM head 128256x2560, 2B4T)", 3, OB_WFMT_T2, 128256, 2560, 1, 1, "q8"},
         {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32"},
     };
     const int ncases = (int)(sizeof(cases) / sizeof(cases[0]));
@@ -352,16 +356,17 @@ int main(int argc, char **argv) {
         for (int s = 0; s < 8; s += 2) o |= (uint8_t)((((b >> s) & 3) % 3) << s);
         wt2[i] = o;
     }
-    float *scale = xalloc(32000 * 4);
-    for (int i = 0; i < 32000; i++) scale[i] = 0.01f;
+    float *scale = xalloc(128256 * 4);
+    for (int i = 0; i < 128256; i++) scale[i] = 0.01f;
     int maxk = big_k, maxm = 64;
     size_t xs = ob_act_stride(maxk);
     float *xf = xalloc((size_t)maxk * maxm * 4);
     for (size_t i = 0; i < (size_t)maxk * maxm; i++) xf[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     int8_t *xq = xalloc(xs * maxm);
+    int16_t *xq16 = xalloc((size_t)maxk * 2);
     float a[64];
     int32_t xsum[64];
-    float *y = xalloc((size_t)32000 * 64 * 4);
+    float *y = xalloc((size_t)128256 * 64 * 4);
     /* f16 weights */
     uint16_t *wf16 = (uint16_t *)xalloc((size_t)32000 * 2048 * 2);
     for (size_t i = 0; i < (size_t)32000 * 2048; i++) wf16[i] = ob_f32_to_f16((float)((int)(rnd() % 2001) - 1000) * 1e-3f);
@@ -403,6 +408,8 @@ int main(int argc, char **argv) {
             b.a = a;
             b.xsum = xsum;
             b.xf = xf;
+            ob_quantize_i16(xf, c->K, xq16, &b.a16);
+            b.xq16 = xq16;
             b.y = y;
             int big = weight_bytes(c) > (64u << 20);
             int slow = isa == OB_ISA_SCALAR;
@@ -426,6 +433,6 @@ int main(int argc, char **argv) {
         }
     }
     ob_threadpool_destroy(pool2);
-    free(wbuf); free(wt2); free(scale); free(xf); free(xq); free(y); free(wf16); free(wf32);
+    free(wbuf); free(wt2); free(scale); free(xf); free(xq); free(xq16); free(y); free(wf16); free(wf32);
     return 0;
 }

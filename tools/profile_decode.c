@@ -79,9 +79,9 @@ static void sh_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r
 static void sh_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     TIMED(OP_GEMV_F16, real.gemv_f16(w, ldw, K, x, r0, r1, y));
 }
-static void sh_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0, int r1,
-                       float *y) {
-    TIMED(OP_GEMV_Q8, real.gemv_q8(w, scale, ldw, K, x, r0, r1, y));
+static void sh_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq, float a, int r0,
+                       int r1, float *y) {
+    TIMED(OP_GEMV_Q8, real.gemv_q8(w, scale, ldw, K, xq, a, r0, r1, y));
 }
 static void sh_f16_to_f32(const uint16_t *src, int n, float *dst) { TIMED(OP_F16_TO_F32, real.f16_to_f32(src, n, dst)); }
 static void sh_f32_to_f16(const float *src, int n, uint16_t *dst) { TIMED(OP_F32_TO_F16, real.f32_to_f16(src, n, dst)); }

@@ -54,6 +54,30 @@ def bitlinear(x: np.ndarray, w: BitLinearWeights) -> np.ndarray:
     return acc * (w.scale / a)
 
 
+@dataclass
+class Int8Head:
+    """An int8 LM head (FORMAT.md "LM head"): codes [vocab, dim] and per-row scales."""
+
+    codes_t: np.ndarray  # [dim, vocab] float64 (exact integers)
+    scale: np.ndarray  # [vocab] fp32
+
+
+def quantize_i16(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 head's activations, per row (C ob_quantize_i16): a = 32767 / max(absmax, EPS) in fp32,
+    xq = clip(rint(fp32 x * a), +-32767) (half to even; NaN -> 0).  Returns xq as float64 and a [.., 1]."""
+    amax = np.nanmax(np.abs(x), axis=-1, keepdims=True) if x.size else np.zeros(x.shape[:-1] + (1,), F32)
+    a = F32(32767.0) / np.maximum(np.nan_to_num(amax, nan=0.0).astype(F32), EPS)
+    xq = np.clip(np.rint(x * a), -32767, 32767)
+    return np.nan_to_num(xq, nan=0.0).astype(np.float64), a
+
+
+def int8_head(x: np.ndarray, head: Int8Head) -> np.ndarray:
+    """logits = f32(S) * (scale / a), S the exact integer sum of int16 activations and int8 codes (every
+    product < 2^22, every sum of fewer than 2^31 of them < 2^53: exact in float64 in any order)."""
+    xq, a = quantize_i16(x)
+    return (xq @ head.codes_t).astype(F32) * (head.scale / a)
+
+
 def norm(x: np.ndarray, weight: np.ndarray, kind: str, eps: float) -> np.ndarray:
     if kind == "rmsnorm":
         y = x * (F32(1.0) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + F32(eps)))
@@ -133,9 +157,15 @@ class ReferenceModel:
         self.floats = {name: _dequant_float(f, name) for name, t in f.tensors.items()
                        if t.dtype in ("F32", "F16", "I8") and not name.endswith(".scale") and name not in dtypes}
         self.embed = self.floats["embed.weight"]
-        # the LM head: a float matmul (f32 / f16 / i8 dequantized), or an int4 head run as a BitLinear
+        # the LM head: a float matmul (f32 / f16), an int8 head over int16 activations (int8_head), or
+        # an int4 head run as a BitLinear
         self.head_i4: BitLinearWeights | None = None
-        if not separate_head(cfg, f.meta["quant"]):
+        self.head_i8: Int8Head | None = None
+        head_name = "head.weight" if separate_head(cfg, f.meta["quant"]) else "embed.weight"
+        if f.tensors[head_name].dtype == "I8":
+            self.head_i8 = Int8Head(np.ascontiguousarray(f.array(head_name).T, dtype=np.float64),
+                                    np.array(f.array(head_name + ".scale"), dtype=F32))
+        elif not separate_head(cfg, f.meta["quant"]):
             self.head = self.embed
         elif f.tensors["head.weight"].dtype == "I4":
             codes = packing.unpack_i4(f.array("head.weight"), cfg["dim"])
@@ -219,6 +249,8 @@ class ReferenceModel:
         x = self._norm(x, "norm.weight")
         if self.head_i4 is not None:
             return bitlinear(x, self.head_i4)
+        if self.head_i8 is not None:
+            return int8_head(x, self.head_i8)
         return x @ self.head.T
 
     def generate_greedy(self, prompt: list[int], max_new_tokens: int, ignore_eos: bool = False) -> list[int]:

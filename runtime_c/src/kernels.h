@@ -31,7 +31,9 @@
  * Results:
  *  - quantize and the packed int matmuls (T2, T1.6, B1, and I4 / I8 with per-row scales) are
  *    bit-identical across every ISA, every row range split and every thread count.
- *  - the float kernels (f32 / f16 / int8-with-scale GEMV for the LM head) accumulate in float in
+ *  - the int8 LM head GEMV (gemv_q8, int16 activations from ob_quantize_i16) is exact integer math
+ *    with one shared output step: bit-identical across every ISA, row range and thread count.
+ *  - the float kernels (f32 / f16 GEMV for the LM head) accumulate in float in
  *    an ISA-dependent order (8 or 16 lanes, FMA).  They are deterministic for a given ISA (the
  *    result of row r never depends on r0/r1 or the thread count) but differ across ISAs by float
  *    rounding: |y_isa - y_ref| <= 1e-5 * sum_k |w[k] * x[k]| (+ 1e-6 absolute) is what the tests
@@ -147,16 +149,21 @@ typedef void (*ob_matmul_rs_fn)(const uint8_t *w, int K, const float *wscale, co
                                 size_t xq_stride, const float *a, const int32_t *xsum, int m,
                                 int r0, int r1, float *y, size_t ldy);
 
-/* Float GEMVs for the LM head / tied embedding, rows [r0, r1) of a row-major [N, ldw] matrix:
- *   f32: y[r] = sum_k w[r*ldw + k] * x[k]
+/* GEMVs for the LM head / tied embedding, rows [r0, r1) of a row-major [N, ldw] matrix:
+ *   f32: y[r] = sum_k w[r*ldw + k] * x[k]            (float sums, ISA-dependent order)
  *   f16: same with IEEE-half weights
- *   q8 : y[r] = scale[r] * sum_k (float)w[r*ldw + k] * x[k]                                  */
+ *   q8 : int8 weights with per-row scales times the row quantized to int16 by ob_quantize_i16
+ *        (xq in [-32767, 32767], scale a):
+ *          S[r] = sum_k w[r*ldw + k] * xq[k]   exact (int64; SIMD kernels keep int32 lanes only
+ *                                              while no lane can overflow, then widen)
+ *          y[r] = (float)S[r] * (scale[r] / a)  (ob_out_q8: the factor first, then one multiply)
+ *        so every ISA gives the reference's bits (FORMAT.md "LM head").                        */
 typedef void (*ob_gemv_f32_fn)(const float *w, size_t ldw, int K, const float *x, int r0,
                                int r1, float *y);
 typedef void (*ob_gemv_f16_fn)(const uint16_t *w, size_t ldw, int K, const float *x, int r0,
                                int r1, float *y);
 typedef void (*ob_gemv_q8_fn)(const int8_t *w, const float *scale, size_t ldw, int K,
-                              const float *x, int r0, int r1, float *y);
+                              const int16_t *xq, float a, int r0, int r1, float *y);
 
 /* IEEE half <-> float over n values (the f16 KV-cache).  Exact bit operations (round to nearest
  * even one way, exact the other), so every ISA gives the bits of ob_f16_to_f32 / ob_f32_to_f16. */
@@ -215,6 +222,12 @@ int ob_kernels_init_env(ob_kernels *k);
 void ob_quantize_rows(const ob_kernels *k, const float *x, size_t ldx, int m, int K, int8_t *xq,
                       size_t xq_stride, float *a, int32_t *xsum);
 
+/* The int8 head's activations (scalar; K values once per token): per row, symmetric int16,
+ *   a = 32767 / max(absmax, 1e-5),  xq[k] = clamp(nearbyintf(x[k] * a), -32767, 32767)
+ * nearbyintf rounds half to even (the default rounding mode); a NaN x[k] gives 0.  A zero row gives
+ * xq = 0, hence logits 0. */
+void ob_quantize_i16(const float *x, int K, int16_t *xq, float *a);
+
 /* Embedding rows (scalar; not hot): dst[0..K) from a stored row. */
 void ob_row_f16_to_f32(const uint16_t *src, int K, float *dst);
 void ob_row_f32_to_f16(const float *src, int K, uint16_t *dst);
@@ -248,8 +261,8 @@ void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int 
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y);
 void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1,
                      float *y);
-void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                    int r1, float *y);
+void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq, float a,
+                    int r0, int r1, float *y);
 
 #ifdef __cplusplus
 }

@@ -312,40 +312,44 @@ OB_T256 OB_INL float ob256_hsum_ps(__m256 v) {
     }
 #define OB256_LD_F32(p) _mm256_loadu_ps(p)
 #define OB256_LD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-#define OB256_LD_Q8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 OB256_GEMV(ob256_gemv_f32_s, float, OB256_LD_F32, OB_CVT_F32)
 OB256_GEMV(ob256_gemv_f16_s, uint16_t, OB256_LD_F16, OB_CVT_F16)
-/* int8 GEMV: one row at a time (one sequential weight stream, see ob512_q8_rows), four 8-lane
- * accumulators over k in blocks of 32 (chunk j into accumulator j), remaining 8-chunks into
- * c0, c1, c2, then ((c0 + c1) + (c2 + c3)), horizontal sum, last K % 8 products in order. */
-OB_T256 static void ob256_gemv_q8_s(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
-                                    int r0, int r1, float *y) {
-    const int k32 = K & ~31, kfull = K & ~7;
+/* int8 head GEMV (kernels.h gemv_q8): one row at a time (one sequential weight stream, see
+ * ob512_q8_rows); per 16 weights one vpmovsxbw and one vpmaddwd (+ vpaddd) into four int32
+ * accumulators, widened to int64 per K chunk, the last K % 16 products in scalar; exact, then
+ * ob_out_q8.  A vpmaddwd adds 2 products to each of 8 lanes, so a chunk of 8 * OB_Q8_LANE_PRODUCTS
+ * (4096) weights cannot overflow a lane. */
+#define OB256_Q8_KC (8 * OB_Q8_LANE_PRODUCTS)
+#define OB256_Q8_DOT(c, p, q)                                                                     \
+    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p))), \
+                                              _mm256_loadu_si256((const __m256i *)(q))))
+OB_T256 OB_INL __m256i ob256_widen_add64(__m256i s, __m256i v) {
+    s = _mm256_add_epi64(s, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+    return _mm256_add_epi64(s, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+}
+OB_T256 static void ob256_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq,
+                                  float a, int r0, int r1, float *y) {
     for (int r = r0; r < r1; r++) {
         const int8_t *wr = w + (size_t)r * ldw;
-        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        __m256i s64 = _mm256_setzero_si256();
         int k = 0;
-        for (; k < k32; k += 32) {
-            c0 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c0);
-            c1 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k + 8), _mm256_loadu_ps(x + k + 8), c1);
-            c2 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k + 16), _mm256_loadu_ps(x + k + 16), c2);
-            c3 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k + 24), _mm256_loadu_ps(x + k + 24), c3);
+        for (int k0 = 0; k0 < K; k0 += OB256_Q8_KC) {
+            const int k1 = K - k0 <= OB256_Q8_KC ? K : k0 + OB256_Q8_KC;
+            __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+            for (k = k0; k + 64 <= k1; k += 64) {
+                OB256_Q8_DOT(c0, wr + k, xq + k);
+                OB256_Q8_DOT(c1, wr + k + 16, xq + k + 16);
+                OB256_Q8_DOT(c2, wr + k + 32, xq + k + 32);
+                OB256_Q8_DOT(c3, wr + k + 48, xq + k + 48);
+            }
+            for (; k + 16 <= k1; k += 16) OB256_Q8_DOT(c0, wr + k, xq + k);
+            s64 = ob256_widen_add64(ob256_widen_add64(s64, c0), c1);
+            s64 = ob256_widen_add64(ob256_widen_add64(s64, c2), c3);
         }
-        if (k < kfull) {
-            c0 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c0);
-            k += 8;
-        }
-        if (k < kfull) {
-            c1 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c1);
-            k += 8;
-        }
-        if (k < kfull) {
-            c2 = _mm256_fmadd_ps(OB256_LD_Q8(wr + k), _mm256_loadu_ps(x + k), c2);
-            k += 8;
-        }
-        float s = ob256_hsum_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
-        for (k = kfull; k < K; k++) s += (float)wr[k] * x[k];
-        y[r] = scale[r] * s;
+        __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s64), _mm256_extracti128_si256(s64, 1));
+        int64_t s = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+        for (; k < K; k++) s += (int32_t)wr[k] * xq[k];
+        y[r] = ob_out_q8(s, scale[r], a);
     }
 }
 static void ob256_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
@@ -353,10 +357,6 @@ static void ob256_gemv_f32(const float *w, size_t ldw, int K, const float *x, in
 }
 static void ob256_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     ob256_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
-}
-static void ob256_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                          int r1, float *y) {
-    ob256_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
 
 /* f16 <-> f32 with F16C (vcvtph2ps is exact; vcvtps2ph with imm 0 rounds to nearest even, as

@@ -303,23 +303,21 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
 /* Float GEMVs: per row one 16-lane FMA accumulator over k in order, masked tail, then
  * _mm512_reduce_add_ps.  Rows are processed OB512_GEMV_ROWS at a time (x loaded once, that many
  * DRAM streams in flight) with the same per-row operation sequence as a lone row, so results
- * never depend on the row range.  kind: 0 f32, 1 f16, 2 int8 (times scale[r]). */
+ * never depend on the row range.  kind: 0 f32, 1 f16 (the int8 head has its own loop below). */
 #ifndef OB512_GEMV_ROWS
 #define OB512_GEMV_ROWS 4
 #endif
 OB_T512 OB_INL __m512 ob512_ldw(const void *w, size_t i, const int kind) {
     if (kind == 0) return _mm512_loadu_ps((const float *)w + i);
-    if (kind == 1) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)w + i))));
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
 }
 OB_T512 OB_INL __m512 ob512_ldw_m(const void *w, size_t i, __mmask16 k, const int kind) {
     if (kind == 0) return _mm512_maskz_loadu_ps(k, (const float *)w + i);
-    if (kind == 1) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)w + i));
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, (const int8_t *)w + i)));
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)w + i));
 }
-OB_T512 OB_INL void ob512_gemv_rows(const void *w, const float *scale, size_t ldw, int K, const float *x,
-                                    int r, float *y, const int R, const int kind, const int pfd) {
-    const int esz = kind == 0 ? 4 : kind == 1 ? 2 : 1;
+OB_T512 OB_INL void ob512_gemv_rows(const void *w, size_t ldw, int K, const float *x, int r, float *y,
+                                    const int R, const int kind, const int pfd) {
+    const int esz = kind == 0 ? 4 : 2;
     const int kfull = K & ~15;
     const __mmask16 kt = (__mmask16)((1u << (K & 15)) - 1);
     __m512 c[OB512_GEMV_ROWS];
@@ -341,110 +339,112 @@ OB_T512 OB_INL void ob512_gemv_rows(const void *w, const float *scale, size_t ld
             c[i] = _mm512_fmadd_ps(ob512_ldw_m(w, (size_t)(r + i) * ldw + (size_t)kfull, kt, kind), xv, c[i]);
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < R; i++) {
-        float sum = _mm512_reduce_add_ps(c[i]);
-        y[r + i] = kind == 2 ? scale[r + i] * sum : sum;
-    }
+    for (int i = 0; i < R; i++) y[r + i] = _mm512_reduce_add_ps(c[i]);
 }
 #define OB512_GEMV(name, kind, pfd)                                                                \
-    OB_T512 static void name(const void *w, const float *scale, size_t ldw, int K, const float *x, \
-                             int r0, int r1, float *y) {                                           \
+    OB_T512 static void name(const void *w, size_t ldw, int K, const float *x, int r0, int r1,    \
+                             float *y) {                                                           \
         int r = r0;                                                                                \
         for (; r + OB512_GEMV_ROWS <= r1; r += OB512_GEMV_ROWS)                                    \
-            ob512_gemv_rows(w, scale, ldw, K, x, r, y, OB512_GEMV_ROWS, kind, pfd);                \
-        for (; r < r1; r++) ob512_gemv_rows(w, scale, ldw, K, x, r, y, 1, kind, pfd);              \
+            ob512_gemv_rows(w, ldw, K, x, r, y, OB512_GEMV_ROWS, kind, pfd);                       \
+        for (; r < r1; r++) ob512_gemv_rows(w, ldw, K, x, r, y, 1, kind, pfd);                     \
     }
 OB512_GEMV(ob512_gemv_f32_s, 0, 0)
 OB512_GEMV(ob512_gemv_f16_s, 1, 0)
-/* int8 GEMV, its own loop: per row OB512_Q8_NA (2) 16-lane FMA accumulators, k in blocks of
- * 16 * NA (chunk j of a block into accumulator j), the remaining 16-chunks and the masked tail
- * continuing the j sequence, then a pairwise tree over the accumulators and _mm512_reduce_add_ps.
- * The per-row sequence does not depend on OB512_Q8_ROWS (rows sharing the x loads), so results
- * never depend on the row range.  OB512_Q8_ROWS rows are taken from as many segments of the row
- * range (row i of each, streams L rows apart, as the T2 GEMV above; leftovers one at a time):
- * 134m tg128 at 1 thread (6 interleaved rounds, quiet but loaded) median ~278 tok/s with 4
- * segments, ~252 with 1.  An earlier measurement, of adjacent rows rather than segments (Zen 4,
- * 32000 x 2048, 64-byte aligned x, from DRAM): one row at a time (a single sequential weight stream), 2 accumulators and no software prefetch
- * ~26 GB/s against a ~32 GB/s plain read; 2 or 4 interleaved rows 7-11 GB/s whatever the prefetch
- * distance (0.5-4 KB); 4 accumulators ~12 GB/s and 8 erratic (12-26) with aligned x.  In L2 the
- * loop is compute-bound at ~25-30 GB/s (vpmovsxbd + vcvtdq2ps + FMA per 16 weights). */
+/* int8 head GEMV (kernels.h gemv_q8): int16 activations, per 32 weights one vpmovsxbw and one
+ * vpdpwssd into OB512_Q8_NA (2) int32 accumulators per row (exact: the sum does not depend on the
+ * order), widened to int64 per K chunk, then ob_out_q8.  OB512_Q8_ROWS rows are taken from as many
+ * segments of the row range (row i of each, streams L rows apart, as the T2 GEMV above; leftovers
+ * one at a time).  Measured for the f32-activation loop this replaced (vpmovsxbd + vcvtdq2ps + FMA
+ * per 16 weights): 134m tg128 at 1 thread (6 interleaved rounds, quiet but loaded) median ~278
+ * tok/s with 4 segments, ~252 with 1; of adjacent rows rather than segments (Zen 4, 32000 x 2048,
+ * from DRAM): one row at a time ~26 GB/s against a ~32 GB/s plain read, 2 or 4 interleaved rows
+ * 7-11 GB/s whatever the prefetch distance (0.5-4 KB). */
 #ifndef OB512_Q8_ROWS
 #define OB512_Q8_ROWS 4
 #endif
-/* Software prefetch distance (bytes) along the row stream.  0.5-4 KB did not help; farther does:
- * "int8 GEMV" (32000x2048, tools/bench_kernels, two quiet rounds) 2.61 / 2.24 ms without, 2.35 /
- * 1.84 at 8 KB, 1.90 / 1.75 at 16 KB. */
+/* Software prefetch distance (bytes) along the row stream.  0.5-4 KB did not help; farther does
+ * (f32-activation loop, "int8 GEMV" 32000x2048, tools/bench_kernels, two quiet rounds): 2.61 /
+ * 2.24 ms without, 2.35 / 1.84 at 8 KB, 1.90 / 1.75 at 16 KB. */
 #ifndef OB512_Q8_PF
 #define OB512_Q8_PF 16384
 #endif
 #ifndef OB512_Q8_NA
 #define OB512_Q8_NA 2
 #endif
-#define OB512_CVT8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
-OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
-                                  int r, int step, float *y, const int R) {
+/* K chunk: a vpdpwssd adds 2 products to each of 16 lanes, so 16 * OB_Q8_LANE_PRODUCTS weights
+ * (8192) cannot overflow a lane, however they are spread over the NA accumulators. */
+#define OB512_Q8_KC (16 * OB_Q8_LANE_PRODUCTS)
+#define OB512_W16(p) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p)))
+OB_T512 OB_INL __m512i ob512_widen_add64(__m512i s, __m512i v) {
+    s = _mm512_add_epi64(s, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
+    return _mm512_add_epi64(s, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
+}
+OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq,
+                                  float a, int r, int step, float *y, const int R) {
     enum { NA = OB512_Q8_NA };
-    const int kb = K - K % (16 * NA);
-    __m512 a[OB512_Q8_ROWS][NA];
+    __m512i s64[OB512_Q8_ROWS];
     const int8_t *wr[OB512_Q8_ROWS];
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
-#pragma GCC unroll 8
-        for (int j = 0; j < NA; j++) a[i][j] = _mm512_setzero_ps();
+        s64[i] = _mm512_setzero_si512();
         wr[i] = w + (size_t)(r + i * step) * ldw;
     }
-    int k = 0;
-    for (; k < kb; k += 16 * NA) {
-        __m512 xv[NA];
-#pragma GCC unroll 8
-        for (int j = 0; j < NA; j++) xv[j] = _mm512_loadu_ps(x + k + 16 * j);
-#pragma GCC unroll 8
-        for (int i = 0; i < R; i++) {
-            const int8_t *p = wr[i] + k;
-            if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, _MM_HINT_T0);
-#pragma GCC unroll 8
-            for (int j = 0; j < NA; j++) a[i][j] = _mm512_fmadd_ps(OB512_CVT8(p + 16 * j), xv[j], a[i][j]);
-        }
-    }
-    /* remainder (< 16 * NA): 16-chunks into a[0], a[1], ..., then the masked tail into the next */
-    int j = 0;
-    for (; k + 16 <= K; k += 16, j++) {
-        const __m512 xv = _mm512_loadu_ps(x + k);
-#pragma GCC unroll 8
-        for (int i = 0; i < R; i++) a[i][j] = _mm512_fmadd_ps(OB512_CVT8(wr[i] + k), xv, a[i][j]);
-    }
-    if (k < K) {
-        const __mmask16 kt = (__mmask16)((1u << (K - k)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(kt, x + k);
+    for (int k0 = 0; k0 < K; k0 += OB512_Q8_KC) {
+        const int k1 = K - k0 <= OB512_Q8_KC ? K : k0 + OB512_Q8_KC;
+        const int kb = k0 + (k1 - k0) / (32 * NA) * (32 * NA);
+        __m512i acc[OB512_Q8_ROWS][NA];
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++)
-            a[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(kt, wr[i] + k))), xv,
-                                      a[i][j]);
+#pragma GCC unroll 8
+            for (int j = 0; j < NA; j++) acc[i][j] = _mm512_setzero_si512();
+        int k = k0;
+        for (; k < kb; k += 32 * NA) {
+            __m512i xv[NA];
+#pragma GCC unroll 8
+            for (int j = 0; j < NA; j++) xv[j] = _mm512_loadu_si512((const void *)(xq + k + 32 * j));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                const int8_t *p = wr[i] + k;
+                if (OB512_Q8_PF) _mm_prefetch((const char *)p + OB512_Q8_PF, _MM_HINT_T0);
+#pragma GCC unroll 8
+                for (int j = 0; j < NA; j++) acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], OB512_W16(p + 32 * j), xv[j]);
+            }
+        }
+        /* remainder (< 32 * NA): 32-chunks into acc[.][0], [1], ..., then the masked tail into the next */
+        int j = 0;
+        for (; k + 32 <= k1; k += 32, j++) {
+            const __m512i xv = _mm512_loadu_si512((const void *)(xq + k));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], OB512_W16(wr[i] + k), xv);
+        }
+        if (k < k1) {
+            const __mmask32 kt = (__mmask32)((1u << (k1 - k)) - 1u);
+            const __m512i xv = _mm512_maskz_loadu_epi16(kt, xq + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++)
+                acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(kt, wr[i] + k)), xv);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 8
+            for (int t = 0; t < NA; t++) s64[i] = ob512_widen_add64(s64[i], acc[i][t]);
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < R; i++) {
-#pragma GCC unroll 8
-        for (int h = NA / 2; h >= 1; h /= 2)
-#pragma GCC unroll 8
-            for (int t = 0; t < h; t++) a[i][t] = _mm512_add_ps(a[i][t], a[i][t + h]);
-        y[r + i * step] = scale[r + i * step] * _mm512_reduce_add_ps(a[i][0]);
-    }
+    for (int i = 0; i < R; i++)
+        y[r + i * step] = ob_out_q8((int64_t)_mm512_reduce_add_epi64(s64[i]), scale[r + i * step], a);
 }
-OB_T512 static void ob512_gemv_q8_s(const int8_t *w, const float *scale, size_t ldw, int K, const float *x,
-                                    int r0, int r1, float *y) {
+OB_T512 static void ob512_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq,
+                                  float a, int r0, int r1, float *y) {
     const int L = (r1 - r0) / OB512_Q8_ROWS;
-    for (int i = 0; i < L; i++) ob512_q8_rows(w, scale, ldw, K, x, r0 + i, L, y, OB512_Q8_ROWS);
-    for (int r = r0 + L * OB512_Q8_ROWS; r < r1; r++) ob512_q8_rows(w, scale, ldw, K, x, r, 1, y, 1);
+    for (int i = 0; i < L; i++) ob512_q8_rows(w, scale, ldw, K, xq, a, r0 + i, L, y, OB512_Q8_ROWS);
+    for (int r = r0 + L * OB512_Q8_ROWS; r < r1; r++) ob512_q8_rows(w, scale, ldw, K, xq, a, r, 1, y, 1);
 }
 static void ob512_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
-    ob512_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
+    ob512_gemv_f32_s(w, ldw, K, x, r0, r1, y);
 }
 static void ob512_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
-    ob512_gemv_f16_s(w, NULL, ldw, K, x, r0, r1, y);
-}
-static void ob512_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                          int r1, float *y) {
-    ob512_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+    ob512_gemv_f16_s(w, ldw, K, x, r0, r1, y);
 }
 
 /* f16 <-> f32, 16 at a time, masked tail (vcvtph2ps exact, vcvtps2ph round to nearest even).  The

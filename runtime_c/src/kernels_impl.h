@@ -35,6 +35,17 @@ static inline float ob_out(int32_t acc, float wscale, float a) {
     return (float)acc * f;
 }
 
+/* The output step of the int8 head GEMV (kernels.h gemv_q8): the exact sum, one rounding to f32,
+ * then the same two f32 operations as ob_out, shared so every ISA gives the same bits. */
+static inline float ob_out_q8(int64_t s, float scale, float a) {
+    float f = scale / a;
+    return (float)s * f;
+}
+/* int32 lanes of the SIMD head GEMVs: a lane adds products |w * xq| <= 128 * 32767 = 4194176, so
+ * 512 of them stay below 2^31 (512 * 4194176 = 2147418112 < 2147483647).  Each kernel sizes its
+ * K chunks so that no lane takes more than OB_Q8_LANE_PRODUCTS products, then widens to int64. */
+#define OB_Q8_LANE_PRODUCTS 512
+
 /* Each ISA file fills the entries it accelerates (the rest keep the scalar references). */
 #if defined(OB_HAVE_X86)
 void ob_kernels_fill_avx2(ob_kernels *k);

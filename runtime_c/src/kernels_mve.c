@@ -43,7 +43,6 @@ OB_DEF_MATMUL(obm_t2, OB_WFMT_T2)
 
 /* Float GEMVs: four 4-lane FMA sums over K & ~15 columns, then the last K % 16 in order. */
 OB_MINL float32x4_t obm_ld_f32(const float *p) { return vld1q_f32(p); }
-OB_MINL float32x4_t obm_ld_q8(const int8_t *p) { return vcvtq_f32_s32(vldrbq_s32(p)); }
 OB_MINL float obm_fsum(float32x4_t v) {
     return (vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)) + (vgetq_lane_f32(v, 2) + vgetq_lane_f32(v, 3));
 }
@@ -66,19 +65,14 @@ OB_MINL float obm_fsum(float32x4_t v) {
         }                                                                                           \
     }
 OBM_GEMV(obm_gemv_f32_s, float, obm_ld_f32)
-OBM_GEMV(obm_gemv_q8_s, int8_t, obm_ld_q8)
 static void obm_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     obm_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
-}
-static void obm_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                        int r1, float *y) {
-    obm_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
 }
 
 void ob_kernels_fill_mve(ob_kernels *k) {
     k->matmul[OB_WFMT_T2] = obm_t2_matmul;
     k->gemv_f32 = obm_gemv_f32;
-    k->gemv_q8 = obm_gemv_q8;
+    /* gemv_q8 (the int8 head, exact integer sums) keeps the scalar reference */
 }
 #else
 typedef int ob_kernels_mve_empty; /* ISO C wants a non-empty translation unit */

@@ -214,12 +214,6 @@ OB_NINL float32x4_t obn_ld_f32(const float *p) { return vld1q_f32(p); }
 #if defined(OBN_F16) && defined(__aarch64__)
 OB_NINL float32x4_t obn_ld_f16(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 #endif
-OB_NINL float32x4_t obn_ld_q8(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    int8x8_t b = vreinterpret_s8_s32(vdup_n_s32(v));
-    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))));
-}
 #define OBN_GEMV(name, WT, LOAD4, CVT1)                                                            \
     static void name(const WT *w, const float *scale, size_t ldw, int K, const float *x, int r0,   \
                      int r1, float *y) {                                                           \
@@ -234,18 +228,44 @@ OB_NINL float32x4_t obn_ld_q8(const int8_t *p) {
         }                                                                                          \
     }
 OBN_GEMV(obn_gemv_f32_s, float, obn_ld_f32, OB_CVT_F32)
-OBN_GEMV(obn_gemv_q8_s, int8_t, obn_ld_q8, (float))
 static void obn_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     obn_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
 }
-static void obn_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                        int r1, float *y) {
-    obn_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+
+/* int8 head GEMV (kernels.h gemv_q8): per 16 weights two vmovl_s8 and four vmlal_s16 (int16 x
+ * int16 into int32) over two 4-lane accumulators, widened to int64 per K chunk, the last K % 16
+ * products in scalar; exact, then ob_out_q8.  A lane takes 2 products per 16 weights, so a chunk
+ * of 8 * OB_Q8_LANE_PRODUCTS (4096) weights cannot overflow it. */
+#define OBN_Q8_KC (8 * OB_Q8_LANE_PRODUCTS)
+static void obn_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq, float a,
+                        int r0, int r1, float *y) {
+    for (int r = r0; r < r1; r++) {
+        const int8_t *wr = w + (size_t)r * ldw;
+        int64x2_t s64 = vdupq_n_s64(0);
+        int k = 0;
+        for (int k0 = 0; k0 < K; k0 += OBN_Q8_KC) {
+            const int k1 = K - k0 <= OBN_Q8_KC ? K : k0 + OBN_Q8_KC;
+            int32x4_t c0 = vdupq_n_s32(0), c1 = c0;
+            for (k = k0; k + 16 <= k1; k += 16) {
+                int8x16_t wb = vld1q_s8(wr + k);
+                int16x8_t wl = vmovl_s8(vget_low_s8(wb)), wh = vmovl_s8(vget_high_s8(wb));
+                int16x8_t x0 = vld1q_s16(xq + k), x1 = vld1q_s16(xq + k + 8);
+                c0 = vmlal_s16(c0, vget_low_s16(wl), vget_low_s16(x0));
+                c1 = vmlal_s16(c1, vget_high_s16(wl), vget_high_s16(x0));
+                c0 = vmlal_s16(c0, vget_low_s16(wh), vget_low_s16(x1));
+                c1 = vmlal_s16(c1, vget_high_s16(wh), vget_high_s16(x1));
+            }
+            s64 = vaddq_s64(s64, vaddq_s64(vpaddlq_s32(c0), vpaddlq_s32(c1)));
+        }
+        int64_t s = vgetq_lane_s64(s64, 0) + vgetq_lane_s64(s64, 1);
+        for (; k < K; k++) s += (int32_t)wr[k] * xq[k];
+        y[r] = ob_out_q8(s, scale[r], a);
+    }
 }
 
 /* ARMv7 NEON always flushes subnormals to zero, so there a subnormal x times an Inf half weight
- * gives NaN where the reference gives Inf: the f16 GEMV keeps the reference on ARMv7 (the f32 and
- * q8 GEMVs take the flush: their weights are finite, and a flushed product stays inside the
+ * gives NaN where the reference gives Inf: the f16 GEMV keeps the reference on ARMv7 (the f32
+ * GEMV takes the flush: its weights are finite, and a flushed product stays inside the
  * tolerance). */
 #if defined(OBN_F16) && defined(__aarch64__)
 OBN_GEMV(obn_gemv_f16_s, uint16_t, obn_ld_f16, ob_f16_to_f32)

@@ -397,12 +397,29 @@ void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r
     }
 }
 
-void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                    int r1, float *y) {
+void ob_quantize_i16(const float *x, int K, int16_t *xq, float *a_out) {
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++) {
+        float v = fabsf(x[k]);
+        if (v > amax) amax = v;
+    }
+    float a = 32767.0f / fmaxf(amax, 1e-5f);
+    for (int k = 0; k < K; k++) {
+        float v = nearbyintf(x[k] * a);
+        if (v > 32767.0f) v = 32767.0f;
+        else if (v < -32767.0f) v = -32767.0f;
+        else if (v != v) v = 0.0f; /* NaN */
+        xq[k] = (int16_t)v;
+    }
+    *a_out = a;
+}
+
+void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq, float a,
+                    int r0, int r1, float *y) {
     for (int r = r0; r < r1; r++) {
         const int8_t *wr = w + (size_t)r * ldw;
-        float s = 0.0f;
-        for (int k = 0; k < K; k++) s += (float)wr[k] * x[k];
-        y[r] = scale[r] * s;
+        int64_t s = 0;
+        for (int k = 0; k < K; k++) s += (int32_t)wr[k] * xq[k];
+        y[r] = ob_out_q8(s, scale[r], a);
     }
 }

@@ -114,11 +114,6 @@ static void obw_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *x
 }
 
 OB_WINL v128_t obw_ld_f32(const float *p) { return wasm_v128_load(p); }
-/* Four int8 weights as four floats. */
-OB_WINL v128_t obw_ld_q8(const int8_t *p) {
-    v128_t b = wasm_v128_load32_zero(p);
-    return wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(b)));
-}
 /* Four IEEE halves as four floats, exactly as ob_f16_to_f32: the magnitude bits shifted into a
  * float's place and scaled by 2^112 (exact for normal and subnormal halves), then the exponent of
  * infinities and NaNs set to all ones, then the sign. */
@@ -153,7 +148,6 @@ OB_WINL float obw_fsum(v128_t v) {
         }                                                                                           \
     }
 OBW_GEMV(obw_gemv_f32_s, float, obw_ld_f32, OB_CVT_F32)
-OBW_GEMV(obw_gemv_q8_s, int8_t, obw_ld_q8, (float))
 OBW_GEMV(obw_gemv_f16_s, uint16_t, obw_ld_f16, ob_f16_to_f32)
 static void obw_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     obw_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
@@ -211,9 +205,34 @@ static void obw_gemv_f16(const uint16_t *w, size_t ldw, int K, const float *x, i
             obw_gemv_f16_s(w, NULL, ldw, K, x, r, r + 1, y);
     }
 }
-static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const float *x, int r0,
-                        int r1, float *y) {
-    obw_gemv_q8_s(w, scale, ldw, K, x, r0, r1, y);
+
+/* int8 head GEMV (kernels.h gemv_q8): per 8 weights one i16x8.load8x8_s and one
+ * i32x4.dot_i16x8_s into two int32 accumulators, widened to int64 per K chunk, the last K % 16
+ * products in scalar; exact, then ob_out_q8.  A dot adds 2 products to each of 4 lanes, so a chunk
+ * of 4 * OB_Q8_LANE_PRODUCTS (2048) weights cannot overflow a lane. */
+#define OBW_Q8_KC (4 * OB_Q8_LANE_PRODUCTS)
+OB_WINL v128_t obw_widen_add64(v128_t s, v128_t v) {
+    return wasm_i64x2_add(wasm_i64x2_add(s, wasm_i64x2_extend_low_i32x4(v)), wasm_i64x2_extend_high_i32x4(v));
+}
+static void obw_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq, float a,
+                        int r0, int r1, float *y) {
+    for (int r = r0; r < r1; r++) {
+        const int8_t *wr = w + (size_t)r * ldw;
+        v128_t s64 = wasm_i64x2_splat(0);
+        int k = 0;
+        for (int k0 = 0; k0 < K; k0 += OBW_Q8_KC) {
+            const int k1 = K - k0 <= OBW_Q8_KC ? K : k0 + OBW_Q8_KC;
+            v128_t c0 = wasm_i32x4_splat(0), c1 = c0;
+            for (k = k0; k + 16 <= k1; k += 16) {
+                c0 = wasm_i32x4_add(c0, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(wr + k), wasm_v128_load(xq + k)));
+                c1 = wasm_i32x4_add(c1, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(wr + k + 8), wasm_v128_load(xq + k + 8)));
+            }
+            s64 = obw_widen_add64(obw_widen_add64(s64, c0), c1);
+        }
+        int64_t s = wasm_i64x2_extract_lane(s64, 0) + wasm_i64x2_extract_lane(s64, 1);
+        for (; k < K; k++) s += (int32_t)wr[k] * xq[k];
+        y[r] = ob_out_q8(s, scale[r], a);
+    }
 }
 
 /* Quantize as ob_quantize_ref, 16 values a step: pmax skips a NaN as the reference's `>` does,

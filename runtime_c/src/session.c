@@ -25,6 +25,7 @@ struct ob_session {
     float *x, *h, *q, *kx, *vx, *att, *o, *gate, *up;
     int8_t *xq;
     size_t xq_stride;
+    int16_t *head_xq; /* [dim] the int8 head's int16 activations (ob_quantize_i16) */
     float *act_a;
     int32_t *act_sum;
     float *scores; /* [n_heads, n_ctx] */
@@ -75,7 +76,7 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     uint64_t V = (uint64_t)c->vocab_size, hd = (uint64_t)c->head_dim;
     uint64_t esz = kv == OB_KV_F16 ? 2 : 4, kv_layer = T * kvd, half = hd / 2;
     size_t xq_stride = ob_act_stride((int)max3((size_t)c->dim, (size_t)inner, (size_t)c->ffn_dim));
-    void *p[19];
+    void *p[20];
     int i = 0;
     p[i++] = ob_arena_alloc_raw(ar, esz * kv_layer * (uint64_t)c->n_layers);
     p[i++] = ob_arena_alloc_raw(ar, esz * kv_layer * (uint64_t)c->n_layers);
@@ -97,6 +98,7 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     p[i++] = ob_arena_alloc(ar, 4 * V);
     p[i++] = ob_arena_alloc(ar, 8 * T);  /* history */
     p[i++] = ob_arena_alloc(ar, 20 * V); /* sampler: 3V floats + 2V ints */
+    p[i++] = ob_arena_alloc(ar, 2 * D);  /* head_xq */
     if (!s) return;
     i = 0;
     s->key_cache = p[i++];
@@ -120,6 +122,7 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     s->history = (int32_t *)p[i++];
     s->samp_f = (float *)p[i];
     s->samp_i = (int32_t *)p[i++] + 3 * (size_t)c->vocab_size;
+    s->head_xq = (int16_t *)p[i++];
     s->xq_stride = xq_stride;
     s->kv_layer = (size_t)kv_layer;
 }
@@ -518,9 +521,12 @@ static void head_row(ob_session *s, const float *x, float *logits) {
         quantize_in(s, x, 1, c->dim);
         ob_matmul_rs_mt(s->pool, &s->k, OB_IFMT_I4, (const uint8_t *)H->w, c->vocab_size, c->dim, H->row_scale, s->xq,
                         s->xq_stride, s->act_a, s->act_sum, 1, logits, (size_t)c->vocab_size);
-    } else
-        ob_gemv_q8_mt(s->pool, &s->k, (const int8_t *)H->w, H->row_scale, (size_t)c->dim, c->vocab_size, c->dim, x,
-                      logits);
+    } else { /* int8 head (FORMAT.md "LM head"): x quantized to int16 once, exact integer sums */
+        float a;
+        ob_quantize_i16(x, c->dim, s->head_xq, &a);
+        ob_gemv_q8_mt(s->pool, &s->k, (const int8_t *)H->w, H->row_scale, (size_t)c->dim, c->vocab_size, c->dim,
+                      s->head_xq, a, logits);
+    }
 }
 
 static void embed_row(const ob_model *mdl, int32_t tok, float *dst) {

@@ -256,6 +256,8 @@ typedef struct {
     size_t ldw;
     int N, K;
     const float *x;
+    const int16_t *xq; /* q8: the int16 activations and their scale */
+    float a;
     float *y;
 } ob_gemv_task;
 
@@ -269,23 +271,23 @@ static void ob_gemv_run(void *ctx, int ith, int nth) {
     else if (t->kind == 1)
         t->k->gemv_f16((const uint16_t *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
     else
-        t->k->gemv_q8((const int8_t *)t->w, t->scale, t->ldw, t->K, t->x, r0, r1, t->y);
+        t->k->gemv_q8((const int8_t *)t->w, t->scale, t->ldw, t->K, t->xq, t->a, r0, r1, t->y);
 }
 
 void ob_gemv_f32_mt(ob_threadpool *pool, const ob_kernels *k, const float *w, size_t ldw, int N,
                     int K, const float *x, float *y) {
-    ob_gemv_task t = {k, 0, w, NULL, ldw, N, K, x, y};
+    ob_gemv_task t = {k, 0, w, NULL, ldw, N, K, x, NULL, 0.0f, y};
     ob_threadpool_run(pool, ob_gemv_run, &t);
 }
 
 void ob_gemv_f16_mt(ob_threadpool *pool, const ob_kernels *k, const uint16_t *w, size_t ldw,
                     int N, int K, const float *x, float *y) {
-    ob_gemv_task t = {k, 1, w, NULL, ldw, N, K, x, y};
+    ob_gemv_task t = {k, 1, w, NULL, ldw, N, K, x, NULL, 0.0f, y};
     ob_threadpool_run(pool, ob_gemv_run, &t);
 }
 
 void ob_gemv_q8_mt(ob_threadpool *pool, const ob_kernels *k, const int8_t *w, const float *scale,
-                   size_t ldw, int N, int K, const float *x, float *y) {
-    ob_gemv_task t = {k, 2, w, scale, ldw, N, K, x, y};
+                   size_t ldw, int N, int K, const int16_t *xq, float a, float *y) {
+    ob_gemv_task t = {k, 2, w, scale, ldw, N, K, NULL, xq, a, y};
     ob_threadpool_run(pool, ob_gemv_run, &t);
 }

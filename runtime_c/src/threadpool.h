@@ -48,8 +48,9 @@ void ob_gemv_f32_mt(ob_threadpool *pool, const ob_kernels *k, const float *w, si
                     int K, const float *x, float *y);
 void ob_gemv_f16_mt(ob_threadpool *pool, const ob_kernels *k, const uint16_t *w, size_t ldw,
                     int N, int K, const float *x, float *y);
+/* The int8 head: xq, a from ob_quantize_i16 (kernels.h gemv_q8). */
 void ob_gemv_q8_mt(ob_threadpool *pool, const ob_kernels *k, const int8_t *w, const float *scale,
-                   size_t ldw, int N, int K, const float *x, float *y);
+                   size_t ldw, int N, int K, const int16_t *xq, float a, float *y);
 
 #ifdef __cplusplus
 }

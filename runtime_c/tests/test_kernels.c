@@ -1,6 +1,7 @@
 /* test_kernels.c - kernels: scalar reference vs a dumb unpacked dot product, every SIMD path the
  * CPU supports vs the scalar reference (bit-identical for quantize and the packed matmuls), row
- * ranges, thread counts 1..4, float GEMV tolerances, f16 conversion, ISA selection. */
+ * ranges, thread counts 1..4, the int8 head GEMV bit-identical, float GEMV tolerances, f16 conversion,
+ * ISA selection. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -299,40 +300,33 @@ static void test_isa_float(const ob_kernels *kern) {
     for (int ki = 0; ki < (int)(sizeof(Ks) / sizeof(Ks[0])); ki++) {
         int K = Ks[ki], N = rndi(1, 37);
         size_t ldw = (size_t)K + (size_t)rndi(0, 5);
-        float *wf = xmalloc(ldw * N * 4), *x = xmalloc((size_t)K * 4), *sc = xmalloc((size_t)N * 4);
+        float *wf = xmalloc(ldw * N * 4), *x = xmalloc((size_t)K * 4);
         uint16_t *wh = xmalloc(ldw * N * 2);
-        int8_t *wq = xmalloc(ldw * N);
         float *yr = xmalloc((size_t)N * 4), *ys = xmalloc((size_t)N * 4), *yp = xmalloc((size_t)N * 4);
         float *mag = xmalloc((size_t)N * 4);
         for (size_t i = 0; i < ldw * N; i++) {
             wf[i] = rndf();
             wh[i] = ob_f32_to_f16(rndf());
-            wq[i] = rnd_i8();
         }
         for (int k = 0; k < K; k++) x[k] = rndf() * 4.0f;
-        for (int r = 0; r < N; r++) sc[r] = 0.001f + (float)(rnd() % 100) * 1e-4f;
-        for (int kind = 0; kind < 3; kind++) {
+        for (int kind = 0; kind < 2; kind++) {
             for (int r = 0; r < N; r++) {
                 float s = 0;
                 for (int k = 0; k < K; k++) {
-                    float wv = kind == 0 ? wf[r * ldw + k] : kind == 1 ? ob_f16_to_f32(wh[r * ldw + k]) : (float)wq[r * ldw + k];
+                    float wv = kind == 0 ? wf[r * ldw + k] : ob_f16_to_f32(wh[r * ldw + k]);
                     s += fabsf(wv * x[k]);
                 }
-                mag[r] = kind == 2 ? s * sc[r] : s;
+                mag[r] = s;
             }
             int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
             if (kind == 0) {
                 ob_gemv_f32_ref(wf, ldw, K, x, 0, N, yr);
                 kern->gemv_f32(wf, ldw, K, x, 0, N, ys);
                 kern->gemv_f32(wf, ldw, K, x, r0, r1, yp);
-            } else if (kind == 1) {
+            } else {
                 ob_gemv_f16_ref(wh, ldw, K, x, 0, N, yr);
                 kern->gemv_f16(wh, ldw, K, x, 0, N, ys);
                 kern->gemv_f16(wh, ldw, K, x, r0, r1, yp);
-            } else {
-                ob_gemv_q8_ref(wq, sc, ldw, K, x, 0, N, yr);
-                kern->gemv_q8(wq, sc, ldw, K, x, 0, N, ys);
-                kern->gemv_q8(wq, sc, ldw, K, x, r0, r1, yp);
             }
             for (int r = 0; r < N; r++)
                 CHECK(close_enough(yr[r], ys[r], mag[r]), "%s gemv kind=%d K=%d r=%d: %.9g vs %.9g",
@@ -340,8 +334,108 @@ static void test_isa_float(const ob_kernels *kern) {
             CHECK(bits_eq(ys + r0, yp + r0, (size_t)(r1 - r0)), "%s gemv kind=%d K=%d range not deterministic",
                   ob_isa_name(kern->isa), kind, K);
         }
-        free(wf); free(x); free(sc); free(wh); free(wq); free(yr); free(ys); free(yp); free(mag);
+        free(wf); free(x); free(wh); free(yr); free(ys); free(yp); free(mag);
     }
+}
+
+/* The int8 head: ob_quantize_i16 against its definition (written out here in double), the reference
+ * GEMV against a plain int64 sum and double scaling, including sums far beyond int32. */
+static void test_q8_ref(void) {
+    /* quantizer: half to even, the clamp, NaN, the zero row */
+    {
+        float x[7] = {32767.0f, 2.5f, 3.5f, -2.5f, -0.5f, 1.5f, NAN}, a;
+        int16_t q[7];
+        ob_quantize_i16(x, 7, q, &a);
+        const int16_t want[7] = {32767, 2, 4, -2, 0, 2, 0};
+        CHECK(a == 1.0f && memcmp(q, want, sizeof want) == 0, "quantize_i16 rounding: a=%g q1..5=%d %d %d %d %d", a,
+              q[1], q[2], q[3], q[4], q[5]);
+        float z[5] = {0, 0, -0.0f, 0, 0};
+        ob_quantize_i16(z, 5, q, &a);
+        int nz = 0;
+        for (int k = 0; k < 5; k++) nz += q[k] != 0;
+        CHECK(nz == 0 && a == 32767.0f / 1e-5f, "quantize_i16 zero row");
+    }
+    for (int rep = 0; rep < 50; rep++) {
+        int K = rndi(1, 3000);
+        float *x = xmalloc((size_t)K * 4), a;
+        int16_t *q = xmalloc((size_t)K * 2);
+        float scale = rep % 5 == 0 ? 1e-3f : 30.0f;
+        for (int k = 0; k < K; k++) x[k] = rndf() * scale;
+        ob_quantize_i16(x, K, q, &a);
+        double amax = 0;
+        for (int k = 0; k < K; k++) amax = fabs(x[k]) > amax ? fabs(x[k]) : amax;
+        int top = 0, bad = 0;
+        for (int k = 0; k < K; k++) {
+            double v = (double)(float)(x[k] * a); /* the f32 product, then round half to even */
+            double f = floor(v), d = v - f;
+            double want = d > 0.5 ? f + 1 : d < 0.5 ? f : (fmod(f, 2.0) == 0 ? f : f + 1);
+            if (want > 32767) want = 32767;
+            if (want < -32767) want = -32767;
+            bad += q[k] != (int16_t)want;
+            top += q[k] == 32767 || q[k] == -32767;
+        }
+        CHECK(bad == 0 && top >= 1 && a == 32767.0f / fmaxf((float)amax, 1e-5f), "quantize_i16 K=%d: %d wrong", K, bad);
+        free(x); free(q);
+    }
+    /* GEMV: plain int64 sums (extremes and random), then (float)S * (scale / a) */
+    for (int rep = 0; rep < 12; rep++) {
+        int K = rep < 4 ? 20000 + rep : rndi(1, 5000), N = 5;
+        size_t ldw = (size_t)K + (size_t)(rep % 3);
+        int8_t *w = xmalloc(ldw * N);
+        int16_t *q = xmalloc((size_t)K * 2);
+        float sc[5] = {0.01f, 0.5f, 1.0f, 3e-3f, 0.0625f}, y[5], a = rep % 2 ? 1.0f : 3.7e3f;
+        for (size_t i = 0; i < ldw * N; i++) w[i] = rep < 4 ? (int8_t)(rep % 2 ? -128 : 127) : (int8_t)rndi(-128, 127);
+        for (int k = 0; k < K; k++) q[k] = rep < 4 ? (int16_t)(rep < 2 ? -32767 : 32767) : (int16_t)rndi(-32767, 32767);
+        ob_gemv_q8_ref(w, sc, ldw, K, q, a, 0, N, y);
+        for (int r = 0; r < N; r++) {
+            int64_t S = 0;
+            for (int k = 0; k < K; k++) S += (int64_t)w[(size_t)r * ldw + k] * q[k];
+            if (rep < 4) CHECK(S == (int64_t)K * w[0] * q[0] && (S > INT32_MAX || S < INT32_MIN), "q8 extreme sum");
+            float f = sc[r] / a, want = (float)S * f;
+            double exact = (double)S * sc[r] / a;
+            CHECK(bits_eq(&y[r], &want, 1) && fabs(y[r] - exact) <= 1e-6 * fabs(exact) + 1e-30,
+                  "gemv_q8 ref K=%d r=%d: %.9g vs %.9g", K, r, y[r], want);
+        }
+        free(w); free(q);
+    }
+}
+
+/* Every ISA's int8 head GEMV gives the reference's bits: random and extreme weights (-128 / 127)
+ * and activations (+-32767), K odd, not a multiple of 16 / 32 / 64, across the int32 chunking
+ * (4096 / 8192) and beyond int32 sums, padded rows, any row range. */
+static void test_isa_q8(const ob_kernels *kern) {
+    const int Ks[] = {1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 100, 257, 768, 1000, 2047, 2048, 2049,
+                      2560, 4095, 4096, 4097, 8191, 8192, 8193, 12289, 20001};
+    for (int ki = 0; ki < (int)(sizeof(Ks) / sizeof(Ks[0])); ki++)
+        for (int mode = 0; mode < 4; mode++) {
+            /* mode 0 random; 1 all (-128, -32767); 2 all (127, 32767); 3 random signs of the extremes */
+            int K = Ks[ki], N = K > 4000 ? rndi(1, 9) : rndi(1, 37);
+            size_t ldw = (size_t)K + (size_t)rndi(0, 5);
+            int8_t *w = xmalloc(ldw * N);
+            int16_t *q = xmalloc((size_t)K * 2);
+            float *sc = xmalloc((size_t)N * 4), *yr = xmalloc((size_t)N * 4), *ys = xmalloc((size_t)N * 4),
+                  *yp = xmalloc((size_t)N * 4), a = 1.0f;
+            for (size_t i = 0; i < ldw * N; i++)
+                w[i] = mode == 0 ? (int8_t)rndi(-128, 127) : mode == 1 ? -128 : mode == 2 ? 127 : (rnd() & 1 ? 127 : -128);
+            if (mode == 0) {
+                float *x = xmalloc((size_t)K * 4);
+                for (int k = 0; k < K; k++) x[k] = rndf() * 4.0f;
+                ob_quantize_i16(x, K, q, &a);
+                free(x);
+            } else
+                for (int k = 0; k < K; k++) q[k] = mode == 1 ? -32767 : mode == 2 ? 32767 : (rnd() & 1 ? 32767 : -32767);
+            for (int r = 0; r < N; r++) sc[r] = 0.001f + (float)(rnd() % 100) * 1e-4f;
+            int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
+            ob_gemv_q8_ref(w, sc, ldw, K, q, a, 0, N, yr);
+            kern->gemv_q8(w, sc, ldw, K, q, a, 0, N, ys);
+            for (int r = 0; r < N; r++) yp[r] = NAN;
+            kern->gemv_q8(w, sc, ldw, K, q, a, r0, r1, yp);
+            CHECK(bits_eq(yr, ys, (size_t)N), "%s gemv_q8 K=%d mode=%d differs from the reference: %.9g vs %.9g",
+                  ob_isa_name(kern->isa), K, mode, yr[0], ys[0]);
+            CHECK(bits_eq(yr + r0, yp + r0, (size_t)(r1 - r0)), "%s gemv_q8 K=%d mode=%d rows %d..%d differ",
+                  ob_isa_name(kern->isa), K, mode, r0, r1);
+            free(w); free(q); free(sc); free(yr); free(ys); free(yp);
+        }
 }
 
 /* The f16 GEMV on the halves a fast widening may get wrong (subnormals, the largest half, signed
@@ -413,8 +507,9 @@ static void test_threads(const ob_kernels *kern) {
     /* float GEMVs: identical for any thread count */
     {
         int KF = 777, NF = 130;
-        float *wf = xmalloc((size_t)KF * NF * 4), *x = xmalloc((size_t)KF * 4), *sc = xmalloc((size_t)NF * 4);
+        float *wf = xmalloc((size_t)KF * NF * 4), *x = xmalloc((size_t)KF * 4), *sc = xmalloc((size_t)NF * 4), xa;
         uint16_t *wh = xmalloc((size_t)KF * NF * 2);
+        int16_t *x16 = xmalloc((size_t)KF * 2);
         int8_t *wq = xmalloc((size_t)KF * NF);
         float *y1 = xmalloc((size_t)NF * 4 * 3), *yn = xmalloc((size_t)NF * 4 * 3);
         for (int i = 0; i < KF * NF; i++) {
@@ -424,16 +519,17 @@ static void test_threads(const ob_kernels *kern) {
         }
         for (int i = 0; i < KF; i++) x[i] = rndf();
         for (int i = 0; i < NF; i++) sc[i] = 0.01f;
+        ob_quantize_i16(x, KF, x16, &xa);
         for (int nt = 1; nt <= 4; nt++) {
             ob_threadpool *p = ob_threadpool_create(nt);
             float *y = nt == 1 ? y1 : yn;
             ob_gemv_f32_mt(p, kern, wf, (size_t)KF, NF, KF, x, y);
             ob_gemv_f16_mt(p, kern, wh, (size_t)KF, NF, KF, x, y + NF);
-            ob_gemv_q8_mt(p, kern, wq, sc, (size_t)KF, NF, KF, x, y + 2 * NF);
+            ob_gemv_q8_mt(p, kern, wq, sc, (size_t)KF, NF, KF, x16, xa, y + 2 * NF);
             if (nt > 1) CHECK(bits_eq(y1, yn, (size_t)NF * 3), "%s float gemv threads=%d differ", ob_isa_name(kern->isa), nt);
             ob_threadpool_destroy(p);
         }
-        free(wf); free(x); free(sc); free(wh); free(wq); free(y1); free(yn);
+        free(wf); free(x); free(sc); free(wh); free(wq); free(x16); free(y1); free(yn);
     }
 }
 
@@ -850,6 +946,7 @@ int main(void) {
     test_pool();
     test_ref_vs_dumb();
     test_rs_ref_vs_dumb();
+    test_q8_ref();
     char ran[128] = "";
     for (int i = 0; i < OB_ISA_COUNT; i++) {
         if (!ob_isa_supported((ob_isa)i)) {
@@ -863,6 +960,7 @@ int main(void) {
         test_isa_matmul(&k);
         test_isa_extremes(&k);
         test_isa_float(&k);
+        test_isa_q8(&k);
         test_isa_f16_gemv_edges(&k);
         test_isa_f16conv(&k);
         test_isa_attn(&k);
