@@ -411,19 +411,19 @@ OB_T512 OB_INL void ob512_q8_rows(const int8_t *w, const float *scale, size_t ld
                 for (int j = 0; j < NA; j++) acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], OB512_W16(p + 32 * j), xv[j]);
             }
         }
-        /* remainder (< 32 * NA): 32-chunks into acc[.][0], [1], ..., then the masked tail into the next */
-        int j = 0;
-        for (; k + 32 <= k1; k += 32, j++) {
+        /* remainder (< 32 * NA): 32-chunks, then the masked tail, into acc[.][0] (a constant index keeps
+         * the accumulators in registers; the sum is exact, so where a product goes does not matter) */
+        for (; k + 32 <= k1; k += 32) {
             const __m512i xv = _mm512_loadu_si512((const void *)(xq + k));
 #pragma GCC unroll 8
-            for (int i = 0; i < R; i++) acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], OB512_W16(wr[i] + k), xv);
+            for (int i = 0; i < R; i++) acc[i][0] = _mm512_dpwssd_epi32(acc[i][0], OB512_W16(wr[i] + k), xv);
         }
         if (k < k1) {
             const __mmask32 kt = (__mmask32)((1u << (k1 - k)) - 1u);
             const __m512i xv = _mm512_maskz_loadu_epi16(kt, xq + k);
 #pragma GCC unroll 8
             for (int i = 0; i < R; i++)
-                acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(kt, wr[i] + k)), xv);
+                acc[i][0] = _mm512_dpwssd_epi32(acc[i][0], _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(kt, wr[i] + k)), xv);
         }
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++)
