@@ -326,6 +326,7 @@ int main(int argc, char **argv) {
         {"B1 GEMM m=64 (prefill)", 0, OB_WFMT_B1, 2048, 2048, 64, 1, "1M"},
         {"f16 GEMV (LM head 32000x2048)", 2, OB_WFMT_T2, 32000, 2048, 1, 1, "f16"},
         {"int8 GEMV (LM head 32000x2048)", 3, OB_WFMT_T2, 32000, 2048, 1, 1, "q8"},
+        {"int8 GEMV, in L2 (512x768)", 3, OB_WFMT_T2, 512, 768, 1, 1, "q8"},
         {"int8 GEMV (LM head 32000x768, 134m)", 3, OB_WFMT_T2, 32000, 768, 1, 1, "q8"},
         {"int8 GEMV (LM head 128256x2560, 2B4T)", 3, OB_WFMT_T2, 128256, 2560, 1, 1, "q8"},
         {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32"},
