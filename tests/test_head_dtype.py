@@ -19,7 +19,7 @@ from onebit.compile.export import ExportOptions, export_1bit
 from onebit.format import FormatError, read_1bit, write_1bit
 from onebit.run.c import CRuntimeError, Model
 from onebit.run.reference import KVCache, ReferenceModel
-from test_runtime_c import CLI, ISAS, REPO
+from test_runtime_c import CLI, REPO, _available_isas
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the C runtime needs cc and make")
@@ -108,16 +108,7 @@ def test_greedy_identical_across_reference_isas_threads_and_cli(c_runtime, i4_mo
     # a random model soon repeats itself; the penalty keeps greedy decoding moving
     varied = _greedy_with_penalty(ref, prompt, 150, 1.5, 32)
     assert len(set(varied)) > 10, "degenerate oracle output makes a weak test"
-    isas = []
-    for isa in ISAS:
-        try:
-            Model(i4_model, isa=isa)
-        except CRuntimeError as e:
-            assert "not available" in str(e)
-            continue
-        isas.append(isa)
-    assert "scalar" in isas
-    for isa in isas:
+    for isa in _available_isas(i4_model):
         for threads in (1, 2):
             c_model = Model(i4_model, threads=threads, isa=isa)
             assert c_model.generate(prompt, 150, temperature=0.0) == expected, f"isa={isa} threads={threads}"
@@ -271,18 +262,10 @@ def test_int8_head_identical_across_reference_isas_and_threads(c_runtime, i8_mod
     want = ref.generate_greedy(prompt, 120)
     varied = _greedy_with_penalty(ref, prompt, 120, 1.5, 32)
     assert tied or len(set(varied)) > 10, "degenerate oracle output makes a weak test"
-    ran = []
-    for isa in ISAS:
-        try:
-            Model(path, isa=isa)
-        except CRuntimeError as e:
-            assert "not available" in str(e)
-            continue
-        ran.append(isa)
+    for isa in _available_isas(path):
         for threads in (1, 2):
             c_model = Model(path, threads=threads, isa=isa, n_batch=8)
             assert _rel(c_model.logits(tokens), expected) < TOL, f"isa={isa} threads={threads}"
             assert c_model.generate(prompt, 120, temperature=0.0) == want, f"isa={isa} threads={threads}"
             got = c_model.generate(prompt, 120, temperature=0.0, repeat_penalty=1.5, repeat_window=32)
             assert got == varied, f"isa={isa} threads={threads}"
-    assert "scalar" in ran
