@@ -240,6 +240,7 @@ OB_T256 static void ob256_quantize(const float *x, int K, int8_t *xq, float *a_o
         for (int i = 0; i < 4; i++) {
             __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * i), va);
             v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); /* NaN -> 0, as ob_q8_round */
             v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
             q[i] = _mm256_cvttps_epi32(v);
             s = _mm256_add_epi32(s, q[i]);
@@ -249,10 +250,7 @@ OB_T256 static void ob256_quantize(const float *x, int K, int8_t *xq, float *a_o
     }
     int32_t sum = ob256_hsum_epi32(s);
     for (; k < K; k++) {
-        float v = nearbyintf(x[k] * a);
-        if (v > 127.0f) v = 127.0f;
-        if (v < -128.0f) v = -128.0f;
-        xq[k] = (int8_t)v;
+        xq[k] = ob_q8_round(x[k] * a);
         sum += xq[k];
     }
     size_t st = ob_act_stride(K);

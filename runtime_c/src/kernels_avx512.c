@@ -289,6 +289,7 @@ OB_T512 static void ob512_quantize(const float *x, int K, int8_t *xq, float *a_o
         __mmask16 km = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(km, x + k), va);
         v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v); /* NaN -> 0, as ob_q8_round */
         v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
         __m512i q = _mm512_cvttps_epi32(v);
         s = _mm512_add_epi32(s, q);

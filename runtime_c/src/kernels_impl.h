@@ -29,6 +29,17 @@
 #define OB_CVT_F16(v) ob_f16_to_f32(v)
 #define OB_INL static inline __attribute__((always_inline))
 
+/* One activation to int8, as every quantizer's scalar steps do it: round half to even, clamp to
+ * [-128, 127], NaN to 0.  Casting a NaN to an integer is undefined in C; the SIMD paths give 0
+ * for it too (x86 zeroes NaN lanes before the clamp; NEON and wasm convert a NaN to 0). */
+static inline int8_t ob_q8_round(float v) {
+    v = nearbyintf(v);
+    if (v > 127.0f) v = 127.0f;
+    if (v < -128.0f) v = -128.0f;
+    if (v != v) v = 0.0f;
+    return (int8_t)v;
+}
+
 /* The output step of every packed matmul, shared so SIMD and scalar results are bit-identical. */
 static inline float ob_out(int32_t acc, float wscale, float a) {
     float f = wscale / a;

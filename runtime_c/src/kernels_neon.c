@@ -196,10 +196,7 @@ static void obn_quantize(const float *x, int K, int8_t *xq, float *a_out, int32_
     }
     int32_t sum = obn_hadd_s32(s);
     for (; k < K; k++) {
-        float v = nearbyintf(x[k] * a);
-        if (v > 127.0f) v = 127.0f;
-        if (v < -128.0f) v = -128.0f;
-        xq[k] = (int8_t)v;
+        xq[k] = ob_q8_round(x[k] * a);
         sum += xq[k];
     }
     size_t st = ob_act_stride(K);

@@ -177,10 +177,7 @@ void ob_quantize_ref(const float *x, int K, int8_t *xq, float *a_out, int32_t *s
     float a = 127.0f / fmaxf(amax, 1e-5f);
     int32_t s = 0;
     for (int k = 0; k < K; k++) {
-        float v = nearbyintf(x[k] * a);
-        if (v > 127.0f) v = 127.0f;
-        if (v < -128.0f) v = -128.0f;
-        xq[k] = (int8_t)v;
+        xq[k] = ob_q8_round(x[k] * a);
         s += xq[k];
     }
     size_t st = ob_act_stride(K);
