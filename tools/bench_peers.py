@@ -1,6 +1,7 @@
 """onebit against llama.cpp, side by side in one run, on the same random ternary model.
 
     python tools/bench_peers.py [--shape 134m|2b4t] [--threads 1,2] [--rounds N] [--tests ...]
+    python tools/bench_peers.py --shape 2b4t --prepare     # build and write the files only (untimed)
 
 What it does, in order:
   1. Builds llama.cpp's llama-bench and llama-quantize from the tree vendored in the PyPI sdist of
@@ -458,8 +459,11 @@ def fmt(xs: list[float], digits: int = 1) -> str:
 @click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
               help="onebit-run's KV-cache type (its default is f32; llama-bench's cache is f16)")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write every sample here")
+@click.option("--prepare", is_flag=True, default=False, show_default=True,
+              help="only build llama.cpp and onebit-run and write the engines' model files, then exit: run it "
+                   "outside a timing slot (a 2b4t file takes minutes), the timed run finds them cached")
 def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: int, cli: Path | None,
-         build_dir: str, kv: str, json_out: Path | None) -> None:
+         build_dir: str, kv: str, json_out: Path | None, prepare: bool) -> None:
     """Side-by-side decode / prefill / startup / RSS of onebit-run and llama-bench on one model."""
     counts = [int(t) for t in threads.split(",")]
     test_list = [t for t in tests.split(",") if t]
@@ -480,6 +484,10 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     log(f"llama-quantize cross-check: {check}")
     folder, info = models(shape, seed, engine_list)
     sizes = {e: (folder / info[e]["file"]).stat().st_size for e in info}
+    if prepare:
+        for e in engine_list:
+            print(f"{e}: {folder / info[e]['file']} ({sizes[e] / 2**20:.0f} MiB)")
+        return
     bw_mib = max(64, int(info["onebit T2"]["bytes_per_token"] / 2**20))
     load0 = os.getloadavg()
     samples: list[Sample] = []
