@@ -163,6 +163,9 @@ OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 #ifndef OB256_T2_NS
 #define OB256_T2_NS 8
 #endif
+#if OB256_T2_NS > OB_T2_NS_MAX
+#error "OB256_T2_NS exceeds OB_T2_NS_MAX"
+#endif
 OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
                                        const int R) {
     const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
@@ -202,18 +205,7 @@ static void ob256_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t 
         ob_run_tiles(&ob256_t2_tiles, OB_WFMT_T2, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
         return;
     }
-    const size_t rb = ob_row_bytes(OB_WFMT_T2, K);
-    const int nblk = (K + 127) / 128, L = (r1 - r0) / OB256_T2_NS;
-    const float f = wscale / a[0]; /* ob_out's factor, divided once */
-    int32_t out[OB256_T2_NS];
-    for (int i = 0; i < L; i++) {
-        ob256_t2_gemv_ns(w + (size_t)(r0 + i) * rb, (size_t)L * rb, nblk, xq, out);
-        for (int s = 0; s < OB256_T2_NS; s++) y[r0 + i + s * L] = (float)(out[s] - xsum[0]) * f;
-    }
-    for (int r = r0 + L * OB256_T2_NS; r < r1; r++) {
-        ob256_t2_gemv_1(w + (size_t)r * rb, rb, nblk, xq, out);
-        y[r] = (float)(out[0] - xsum[0]) * f;
-    }
+    ob_t2_gemv_segmented(ob256_t2_gemv_ns, ob256_t2_gemv_1, OB256_T2_NS, w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
 }
 OB_DEF_MATMUL(ob256_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob256_b1, OB_WFMT_B1)

@@ -204,6 +204,9 @@ OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
 #ifndef OB512_T2_NS
 #define OB512_T2_NS 8
 #endif
+#if OB512_T2_NS > OB_T2_NS_MAX
+#error "OB512_T2_NS exceeds OB_T2_NS_MAX"
+#endif
 OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
                                        const int R) {
     const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
@@ -257,18 +260,7 @@ static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t 
         ob_run_tiles(&ob512_t2_tiles, OB_WFMT_T2, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
         return;
     }
-    const size_t rb = ob_row_bytes(OB_WFMT_T2, K);
-    const int nblk = (K + 127) / 128, L = (r1 - r0) / OB512_T2_NS;
-    const float f = wscale / a[0]; /* ob_out's factor, divided once */
-    int32_t out[OB512_T2_NS];
-    for (int i = 0; i < L; i++) {
-        ob512_t2_gemv_ns(w + (size_t)(r0 + i) * rb, (size_t)L * rb, nblk, xq, out);
-        for (int s = 0; s < OB512_T2_NS; s++) y[r0 + i + s * L] = (float)(out[s] - xsum[0]) * f;
-    }
-    for (int r = r0 + L * OB512_T2_NS; r < r1; r++) {
-        ob512_t2_gemv_1(w + (size_t)r * rb, rb, nblk, xq, out);
-        y[r] = (float)(out[0] - xsum[0]) * f;
-    }
+    ob_t2_gemv_segmented(ob512_t2_gemv_ns, ob512_t2_gemv_1, OB512_T2_NS, w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
 }
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)

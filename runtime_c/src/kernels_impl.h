@@ -84,6 +84,29 @@ void ob_kernels_fill_dsp(ob_kernels *k);
 typedef void (*ob_tile_fn)(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
                            int32_t *out /* [R][T], row-major, T = the tile's token count */);
 
+/* The one-token T2 GEMV driver shared by the x86 ISAs: a thread's rows [r0, r1) are cut into ns
+ * segments of L rows and segs() sums row i of every segment at once (one activation load serves ns
+ * rows, ns far-apart weight streams in flight); the r1 - r0 - ns * L leftover rows go through one().
+ * Both return exact int32 sums; the output step is ob_out's with its factor divided once. */
+typedef void (*ob_t2_rows_fn)(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out);
+#define OB_T2_NS_MAX 16
+static inline void ob_t2_gemv_segmented(ob_t2_rows_fn segs, ob_t2_rows_fn one, int ns, const uint8_t *w, int K,
+                                        float wscale, const int8_t *xq, float a, int32_t xsum, int r0, int r1,
+                                        float *y) {
+    const size_t rb = ob_row_bytes(OB_WFMT_T2, K);
+    const int nblk = (K + 127) / 128, L = (r1 - r0) / ns;
+    const float f = wscale / a;
+    int32_t out[OB_T2_NS_MAX];
+    for (int i = 0; i < L; i++) {
+        segs(w + (size_t)(r0 + i) * rb, (size_t)L * rb, nblk, xq, out);
+        for (int s = 0; s < ns; s++) y[r0 + i + s * L] = (float)(out[s] - xsum) * f;
+    }
+    for (int r = r0 + L * ns; r < r1; r++) {
+        one(w + (size_t)r * rb, rb, nblk, xq, out);
+        y[r] = (float)(out[0] - xsum) * f;
+    }
+}
+
 typedef struct {
     ob_tile_fn fn[5][2]; /* [T 1..4][0: R = rbig(T), 1: R = 1] */
     int rbig[5];
