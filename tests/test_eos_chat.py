@@ -79,7 +79,7 @@ def test_every_runtime_stops_at_the_same_eos(model):
     ref = ReferenceModel.load(model["bin"])
     assert ref.generate_greedy(ids, N) == expected
     assert ref.generate_greedy(ids, N, ignore_eos=True) == full
-    c = Model(model["bin"])
+    c = Model(model["bin"], kv="f32")  # PyTorch's twin: the f32 KV-cache
     assert full[stop] in c.shared.eos_tokens
     assert c.generate(ids, N, temperature=0.0) == expected
     assert c.generate(ids, N, temperature=0.0, ignore_eos=True) == full
@@ -98,8 +98,8 @@ def _clis(model) -> dict[str, list[str]]:
     py = sys.executable
     return {
         "onebit-sample": [py, "-m", "onebit.train.sample", str(model["ckpt"])],
-        "onebit-run": [str(locate_cli()), "-m", str(model["bin"])],
-        "run_c": [py, "-m", "onebit.run_c", "-m", str(model["bin"])],
+        "onebit-run": [str(locate_cli()), "-m", str(model["bin"]), "--kv", "f32"],  # PyTorch's twin
+        "run_c": [py, "-m", "onebit.run_c", "-m", str(model["bin"]), "--kv", "f32"],
         "run-ort": [py, "-m", "onebit.run_ort", "--model", str(model["onnx"])],
     }
 
@@ -140,7 +140,7 @@ def test_wasm_js_api_stops_at_the_eos(model):
 import { readFileSync } from 'node:fs';
 import { Onebit } from 'WASM/onebit.mjs';
 const [model, n] = process.argv.slice(1);
-const ob = await Onebit.load(readFileSync('WASM/onebit.wasm'), readFileSync(model));
+const ob = await Onebit.load(readFileSync('WASM/onebit.wasm'), readFileSync(model), { kv: 'f32' });
 const out = [];
 for (const ignoreEos of [false, true]) out.push(ob.generate(PROMPT, Number(n), { temperature: 0, ignoreEos }).ids);
 process.stdout.write(JSON.stringify(out));

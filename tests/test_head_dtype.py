@@ -21,6 +21,9 @@ from onebit.run.c import CRuntimeError, Model
 from onebit.run.reference import KVCache, ReferenceModel
 from test_runtime_c import CLI, REPO, _available_isas
 
+# The reference's KV-cache here is f32, so the C runtime runs its f32 cache too (the f16 default is
+# compared with the reference's f16 cache in test_runtime_c).
+
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None or shutil.which("make") is None,
                                 reason="the C runtime needs cc and make")
 
@@ -59,8 +62,8 @@ def test_i4_head_is_stored_as_int4_and_matches_the_reference(c_runtime, random_c
     assert ref.head_i4 is not None
     tokens = np.random.default_rng(3).integers(0, vocab, ref.cfg["max_seq_len"]).tolist()
     expected = ref.forward(tokens)
-    assert _rel(Model(path, n_batch=8).logits(tokens), expected) < TOL
-    assert _rel(Model(path, n_batch=1, threads=2).logits(tokens), expected) < TOL
+    assert _rel(Model(path, n_batch=8, kv="f32").logits(tokens), expected) < TOL
+    assert _rel(Model(path, n_batch=1, threads=2, kv="f32").logits(tokens), expected) < TOL
     # the int4 head is not the float one: the file's head is really used
     f16_path = tmp_path / "f.1bit"
     export_1bit(ckpt, f16_path, ExportOptions("t2", embed))
@@ -110,7 +113,7 @@ def test_greedy_identical_across_reference_isas_threads_and_cli(c_runtime, i4_mo
     assert len(set(varied)) > 10, "degenerate oracle output makes a weak test"
     for isa in _available_isas(i4_model):
         for threads in (1, 2):
-            c_model = Model(i4_model, threads=threads, isa=isa)
+            c_model = Model(i4_model, threads=threads, isa=isa, kv="f32")
             assert c_model.generate(prompt, 150, temperature=0.0) == expected, f"isa={isa} threads={threads}"
             got = c_model.generate(prompt, 150, temperature=0.0, repeat_penalty=1.5, repeat_window=32)
             assert got == varied, f"isa={isa} threads={threads}"
@@ -120,7 +123,7 @@ def test_greedy_identical_across_reference_isas_threads_and_cli(c_runtime, i4_mo
     ids = c_model.encode(text)
     want = _greedy_with_penalty(ref, ids, 100, 1.5, 32)
     done = subprocess.run([str(CLI), "-m", str(i4_model), "-p", text, "-n", "100", "--temperature", "0",
-                           "--repeat-penalty", "1.5", "--repeat-window", "32"], capture_output=True)
+                           "--repeat-penalty", "1.5", "--repeat-window", "32", "--kv", "f32"], capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == text.encode() + c_model.decode_bytes(want)
 
@@ -190,7 +193,7 @@ def test_bench_peers_int4_head_file_runs_as_the_reference_does(c_runtime, tmp_pa
     ref = ReferenceModel.load(tmp_path / "i4.1bit")
     assert ref.head_i4 is not None
     tokens = list(range(1, 40))
-    assert _rel(Model(tmp_path / "i4.1bit", threads=2).logits(tokens), ref.forward(tokens)) < TOL
+    assert _rel(Model(tmp_path / "i4.1bit", threads=2, kv="f32").logits(tokens), ref.forward(tokens)) < TOL
 
 
 def test_searched_int4_scales_never_lose_to_absmax():
@@ -264,7 +267,7 @@ def test_int8_head_identical_across_reference_isas_and_threads(c_runtime, i8_mod
     assert tied or len(set(varied)) > 10, "degenerate oracle output makes a weak test"
     for isa in _available_isas(path):
         for threads in (1, 2):
-            c_model = Model(path, threads=threads, isa=isa, n_batch=8)
+            c_model = Model(path, threads=threads, isa=isa, n_batch=8, kv="f32")
             assert _rel(c_model.logits(tokens), expected) < TOL, f"isa={isa} threads={threads}"
             assert c_model.generate(prompt, 120, temperature=0.0) == want, f"isa={isa} threads={threads}"
             got = c_model.generate(prompt, 120, temperature=0.0, repeat_penalty=1.5, repeat_window=32)

@@ -284,18 +284,18 @@ def test_greedy_identical_across_pytorch_numpy_c_and_onnxruntime(trained_mixed, 
     assert generate_ort(OrtDecoder(onnx_dir, "native"), prompt, 100, greedy) == expected
     for isa in _c_isas(one_bit):
         for threads in (1, 2):
-            got = Model(one_bit, threads=threads, isa=isa).generate(prompt, 100, temperature=0.0)
+            got = Model(one_bit, threads=threads, isa=isa, kv="f32").generate(prompt, 100, temperature=0.0)
             assert got == expected, f"isa={isa} threads={threads}"
     want_text = (text + char_tokenizer.decode(expected)).encode()
     for threads in ("1", "2"):
         cli = subprocess.run([str(c_runtime), "-m", str(one_bit), "-p", text, "-n", "100", "--temperature", "0",
-                              "-t", threads], capture_output=True)
+                              "-t", threads, "--kv", "f32"], capture_output=True)
         assert cli.returncode == 0, cli.stderr.decode()
         assert cli.stdout == want_text
     sampled = SamplerConfig(temperature=0.9, top_k=20, top_p=0.95, seed=3)
     want = generate(model, prompt, 60, sampled)
     assert generate_ort(OrtDecoder(onnx_dir, "web"), prompt, 60, sampled) == want
-    assert Model(one_bit, threads=2).generate(prompt, 60, temperature=0.9, top_k=20, top_p=0.95, seed=3) == want
+    assert Model(one_bit, threads=2, kv="f32").generate(prompt, 60, temperature=0.9, top_k=20, top_p=0.95, seed=3) == want
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_c_logits_match_numpy_reference_mixed(c_runtime, random_checkpoint, tmp_
     export_1bit(random_checkpoint(randomize=4, precision=precision, **shape), out, ExportOptions(pack=pack, embed_dtype=embed))
     ref = ReferenceModel.load(out)
     tokens = _tokens(9, ref.cfg["vocab_size"], ref.cfg["max_seq_len"]).tolist()
-    expected = ref.forward(tokens)
+    expected = ref.forward(tokens, KVCache(dtype="f16"))  # the C runtime's default cache
     for isa in _c_isas(out):
         assert _rel(Model(out, n_batch=8, isa=isa).logits(tokens), expected) < TOL, isa  # batched tiles
         assert _rel(Model(out, n_batch=1, threads=2, isa=isa).logits(tokens), expected) < TOL, isa  # GEMV

@@ -263,7 +263,7 @@ def test_c_runtime_generates_the_same_tokens(trained, char_tokenizer, tmp_path):
 
     ckpt_dir, out = trained
     export_1bit(ckpt_dir, tmp_path / "m.1bit", ExportOptions(pack="t2", embed_dtype="f32"))
-    c_model = run_c.Model(tmp_path / "m.1bit")
+    c_model = run_c.Model(tmp_path / "m.1bit", kv="f32")  # PyTorch's (and onnxruntime's) twin
     prompt = char_tokenizer.encode("ROMEO:\nI")
     expected = generate_ort(OrtDecoder(out, "web"), prompt, 40, GREEDY)
     assert c_model.generate(prompt, 40, temperature=0) == expected

@@ -26,7 +26,7 @@ import torch
 from onebit.compile.export import ExportOptions, export_1bit
 from onebit.config import ModelConfig
 from onebit.run.c import CRuntimeError, Model, SharedModel, ppl_windows
-from onebit.run.reference import ReferenceModel
+from onebit.run.reference import KVCache, ReferenceModel
 from onebit.sampling import SamplerConfig
 from onebit.tokenizer import train_bpe_tokenizer
 from onebit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -82,12 +82,15 @@ def test_logits_match_numpy_reference(c_runtime, random_checkpoint, tmp_path, va
     path = _export(random_checkpoint(randomize=seed, **overrides), tmp_path / "m.1bit", pack, embed)
     ref = ReferenceModel.load(path)
     tokens = np.random.default_rng(seed).integers(0, ref.cfg["vocab_size"], ref.cfg["max_seq_len"]).tolist()
-    expected = ref.forward(tokens)
-    prefill = Model(path, n_batch=8).logits(tokens)  # batched GEMM path, several chunks
-    assert prefill.shape == expected.shape
-    assert _rel(prefill, expected) < TOL
-    decode = Model(path, n_batch=1, threads=2).logits(tokens)  # m = 1 GEMV path, threaded
-    assert _rel(decode, expected) < TOL
+    for kv in ("f32", "f16"):
+        expected = ref.forward(tokens, KVCache(dtype=kv))
+        prefill = Model(path, n_batch=8, kv=kv).logits(tokens)  # batched GEMM path, several chunks
+        assert prefill.shape == expected.shape
+        assert _rel(prefill, expected) < TOL, kv
+        decode = Model(path, n_batch=1, threads=2, kv=kv).logits(tokens)  # m = 1 GEMV path, threaded
+        assert _rel(decode, expected) < TOL, kv
+        if kv == "f16":  # the rounding is real: the two caches give different logits
+            assert _rel(expected, ref.forward(tokens)) > 1e-6
 
 
 def _available_isas(path: Path) -> list[str]:
@@ -121,10 +124,25 @@ def test_greedy_200_tokens_identical_everywhere(c_runtime, long_model):
     assert len(set(varied)) > 10, "degenerate oracle output makes a weak test"
     for isa in _available_isas(path):
         for threads in (1, 2, 3):
-            c_model = Model(path, threads=threads, isa=isa)
+            c_model = Model(path, threads=threads, isa=isa, kv="f32")  # PyTorch's twin: the f32 cache
             assert c_model.generate(prompt, 200, temperature=0.0) == expected, f"isa={isa} threads={threads}"
             got = c_model.generate(prompt, 200, temperature=0.0, repeat_penalty=1.5, repeat_window=32)
             assert got == varied, f"isa={isa} threads={threads}"
+
+
+def test_greedy_f16_cache_identical_to_reference_everywhere(c_runtime, long_model, slide_model):
+    """The default f16 KV-cache (ob_session_params_default, onebit-run, Model) against the NumPy
+    reference with the same cache: greedy output identical on every ISA and thread count, also
+    across context slides."""
+    prompt = [5, 17, 3, 9, 22]
+    for (_, path), n in ((long_model, 200), (slide_model, 300)):
+        ref = ReferenceModel.load(path)
+        expected = ref.generate_greedy(prompt, n, kv="f16")
+        assert len(set(expected)) > 3, "degenerate oracle output makes a weak test"
+        for isa in _available_isas(path):
+            for threads in (1, 2, 3):
+                got = Model(path, threads=threads, isa=isa).generate(prompt, n, temperature=0.0)
+                assert got == expected, f"{path.parent.name} isa={isa} threads={threads}"
 
 
 def test_seeded_sampling_matches_torch_binding_and_cli(c_runtime, long_model):
@@ -134,17 +152,17 @@ def test_seeded_sampling_matches_torch_binding_and_cli(c_runtime, long_model):
     prompt = "First Citizen:\n"
     ids = ckpt.tokenizer.encode(prompt)
     expected = generate(ckpt.model, ids, 150, SamplerConfig(**settings))
-    got = Model(path, threads=2).generate(prompt, 150, **settings)
+    got = Model(path, threads=2, kv="f32").generate(prompt, 150, **settings)
     assert got == expected
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     flags = [x for f in flags for x in f.split("=", 1)]
-    text = _run_cli("-m", str(path), "-p", prompt, "-n", "150", *flags).stdout
+    text = _run_cli("-m", str(path), "-p", prompt, "-n", "150", "--kv", "f32", *flags).stdout  # PyTorch's twin
     assert text == prompt.encode() + b"".join(ckpt.tokenizer.token_bytes(t) for t in expected)
     sample = subprocess.run([sys.executable, "-m", "onebit.train.sample", str(ckpt_dir), "-p", prompt, "-n", "150",
                              *flags], capture_output=True, check=True)
     assert sample.stdout == text
     binding = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(path), "-p", prompt, "-n", "150",
-                              *flags], capture_output=True, check=True)
+                              "--kv", "f32", *flags], capture_output=True, check=True)
     assert binding.stdout == text
 
 
@@ -169,7 +187,7 @@ def test_greedy_300_tokens_past_the_context_identical_everywhere(c_runtime, slid
     expected_full = generate(model, full, 40, SamplerConfig(temperature=0.0))
     for isa in _available_isas(path):
         for threads in (1, 2):
-            c_model = Model(path, threads=threads, isa=isa)
+            c_model = Model(path, threads=threads, isa=isa, kv="f32")  # PyTorch's twin: the f32 cache
             assert c_model.generate(prompt, 300, temperature=0.0) == expected, f"isa={isa} threads={threads}"
             got = c_model.generate(prompt, 300, temperature=0.0, repeat_penalty=1.5, repeat_window=40)
             assert got == varied, f"isa={isa} threads={threads}"
@@ -183,16 +201,16 @@ def test_seeded_sampling_past_the_context_matches_everywhere(c_runtime, slide_mo
     prompt = "First Citizen:\n"
     ids = ckpt.tokenizer.encode(prompt)
     expected = generate(ckpt.model, ids, 300, SamplerConfig(**settings))
-    assert Model(path, threads=2).generate(prompt, 300, **settings) == expected
+    assert Model(path, threads=2, kv="f32").generate(prompt, 300, **settings) == expected
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     flags = [x for f in flags for x in f.split("=", 1)]
-    text = _run_cli("-m", str(path), "-p", prompt, "-n", "300", *flags).stdout
+    text = _run_cli("-m", str(path), "-p", prompt, "-n", "300", "--kv", "f32", *flags).stdout  # PyTorch's twin
     assert text == prompt.encode() + b"".join(ckpt.tokenizer.token_bytes(t) for t in expected)
     sample = subprocess.run([sys.executable, "-m", "onebit.train.sample", str(ckpt_dir), "-p", prompt, "-n", "300",
                              *flags], capture_output=True, check=True)
     assert sample.stdout == text
     binding = subprocess.run([sys.executable, "-m", "onebit.run.c", "-m", str(path), "-p", prompt, "-n", "300",
-                              *flags], capture_output=True, check=True)
+                              "--kv", "f32", *flags], capture_output=True, check=True)
     assert binding.stdout == text
 
 

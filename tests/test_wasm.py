@@ -22,14 +22,14 @@ pytestmark = pytest.mark.skipif(
     or not Path("/usr/lib/wasm32-wasi/libc.a").is_file(),
     reason="the WebAssembly build needs clang, lld, llvm, wasi-libc and node (tools/setup_system.sh)")
 
-# The JS API from Node: MODEL PROMPT N TEMPERATURE SEED [ISA] -> the prompt and continuation on stdout.
+# The JS API from Node: MODEL PROMPT N TEMPERATURE SEED ISA KV -> the prompt and continuation on stdout.
 JS_GENERATE = """
 import { readFileSync } from 'node:fs';
 import { Onebit } from 'WASM/onebit.mjs';
-const [model, prompt, n, temperature, seed, isa] = process.argv.slice(1);
+const [model, prompt, n, temperature, seed, isa, kv] = process.argv.slice(1);
 const env = isa ? { ONEBIT_ISA: isa } : {};
 try {
-  const ob = await Onebit.load(readFileSync('WASM/onebit.wasm'), readFileSync(model), { env });
+  const ob = await Onebit.load(readFileSync('WASM/onebit.wasm'), readFileSync(model), kv ? { env, kv } : { env });
   const out = ob.generate(prompt, Number(n), { temperature: Number(temperature), seed: Number(seed) });
   process.stdout.write(prompt);
   process.stdout.write(out.bytes);
@@ -62,9 +62,10 @@ def model(random_checkpoint, tmp_path_factory):
     return ckpt, path
 
 
-def js_generate(path: Path, prompt: str, n: int, temperature: float, seed: int, isa: str = ""):
+def js_generate(path: Path, prompt: str, n: int, temperature: float, seed: int, isa: str = "", kv: str = "f32"):
+    """kv "" = the API's default (f16); f32 is PyTorch's twin."""
     return subprocess.run(["node", "--input-type=module", "-e", JS_GENERATE, str(path), prompt, str(n),
-                           str(temperature), str(seed), isa], capture_output=True)
+                           str(temperature), str(seed), isa, kv], capture_output=True)
 
 
 @pytest.mark.parametrize("temperature,seed", [(0.0, 0), (0.9, 3)])
@@ -76,13 +77,35 @@ def test_wasi_cli_and_js_api_match_pytorch(wasm_build, model, temperature, seed)
     expected = prompt + ckpt.tokenizer.decode(generate(ckpt.model, ids, 100, SamplerConfig(temperature=temperature,
                                                                                            seed=seed)))
     cli = subprocess.run([str(wasm_build / "onebit-run"), "-m", str(path), "-p", prompt, "-n", "100",
-                          "--temperature", str(temperature), "--seed", str(seed)], capture_output=True)
+                          "--temperature", str(temperature), "--seed", str(seed), "--kv", "f32"], capture_output=True)
     assert cli.returncode == 0, cli.stderr.decode()
     assert cli.stdout.decode() == expected
     for isa in ("", "scalar"):  # the build's best kernels (SIMD128), then the scalar references
         js = js_generate(path, prompt, 100, temperature, seed, isa)
         assert js.returncode == 0, js.stderr.decode()
         assert js.stdout.decode() == expected
+
+
+def test_default_f16_cache_matches_the_reference(wasm_build, model):
+    """The JS API's and the WASI CLI's default KV-cache (f16) against the NumPy reference with an f16
+    cache, across a context slide; a bad kv option is one error line."""
+    from onebit.run.reference import ReferenceModel
+
+    ckpt, path = model
+    prompt = "First Citizen:\n"
+    ids = ckpt.tokenizer.encode(prompt)
+    expected = prompt + ckpt.tokenizer.decode(ReferenceModel.load(path).generate_greedy(ids, 100, kv="f16"))
+    cli = subprocess.run([str(wasm_build / "onebit-run"), "-m", str(path), "-p", prompt, "-n", "100",
+                          "--temperature", "0"], capture_output=True)
+    assert cli.returncode == 0, cli.stderr.decode()
+    assert cli.stdout.decode() == expected
+    for isa in ("", "scalar"):
+        js = js_generate(path, prompt, 100, 0.0, 0, isa, kv="")
+        assert js.returncode == 0, js.stderr.decode()
+        assert js.stdout.decode() == expected
+    bad = js_generate(path, prompt, 1, 0.0, 0, "", kv="f8")
+    assert bad.returncode == 1
+    assert bad.stderr.decode().splitlines() == ["onebit: kv must be 'f16' or 'f32', got f8"]
 
 
 def test_bad_input_is_one_line(wasm_build, tmp_path):

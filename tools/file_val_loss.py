@@ -10,13 +10,17 @@ top-1 agreement with the first file: the share of window positions where both fi
 the same argmax (the next token greedy decoding would pick from the same context).
 
     python tools/file_val_loss.py runs/base2000 a.1bit b.1bit ...
+    python tools/file_val_loss.py runs/base2000 a.1bit --kv f32,f16
+
+--kv runs every file with each KV-cache type in turn (default f32, PyTorch's twin, as every figure
+recorded before the f16 default); agreement is then with the first file's first cache type.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 
@@ -34,7 +38,16 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(-logp[np.arange(len(targets)), targets].mean())
 
 
-def main(checkpoint: str, files: list[str]) -> None:
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--kv", default="f32", show_default=True,
+              help="KV-cache types to run every file with, comma-separated (f32, f16).")
+def main(checkpoint: str, files: tuple[str, ...], kv: str) -> None:
+    """Validation loss of .1bit FILES on CHECKPOINT's validation windows, in the C runtime."""
+    kv_types = [k.strip() for k in kv.split(",")]
+    if not kv_types or any(k not in ("f32", "f16") for k in kv_types):
+        raise click.BadParameter(f"expected f32 and/or f16, got {kv!r}", param_hint="--kv")
     ckpt = load_checkpoint(Path(checkpoint))
     cfg = _train_config(ckpt)
     data = load_token_data(cfg.data, ckpt.tokenizer, default_cache_dir(), cfg.val_fraction)
@@ -45,8 +58,9 @@ def main(checkpoint: str, files: list[str]) -> None:
     print(f"{checkpoint} (PyTorch, f32 embedding): val loss {torch_loss:.4f} "
           f"({len(batches)} x {cfg.batch_size} windows of {ckpt.config.max_seq_len})")
     first_top1: np.ndarray | None = None
-    for path in files:
-        model = Model(path)
+    first = f"{files[0]} (kv {kv_types[0]})"
+    for path, cache in [(f, k) for f in files for k in kv_types]:
+        model = Model(path, kv=cache)
         per_batch, top1 = [], []
         for x, y in batches:
             losses = []
@@ -58,12 +72,10 @@ def main(checkpoint: str, files: list[str]) -> None:
         size = Path(path).stat().st_size
         top1_all = np.concatenate(top1)
         agree = "" if first_top1 is None else \
-            f", top-1 agreement with {files[0]} {100 * float(np.mean(top1_all == first_top1)):.2f} %"
+            f", top-1 agreement with {first} {100 * float(np.mean(top1_all == first_top1)):.2f} %"
         first_top1 = top1_all if first_top1 is None else first_top1
-        print(f"{path}: {size:,} bytes, val loss {float(np.mean(per_batch)):.4f} (C runtime){agree}")
+        print(f"{path}: {size:,} bytes, val loss {float(np.mean(per_batch)):.5f} (C runtime, kv {cache}){agree}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit("usage: python tools/file_val_loss.py CHECKPOINT FILE.1bit [FILE.1bit ...]")
-    main(sys.argv[1], sys.argv[2:])
+    main()

@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
 
     ob_session_params params = ob_session_params_default();
     params.n_threads = argc > 5 ? atoi(argv[5]) : 1; /* > 1 starts threads: they allocate */
+    params.kv_type = OB_KV_F32; /* onebit-sample's exact twin (the test compares); OB_KV_F16 halves the cache */
     size_t model_bytes, session_bytes;
     ob_status st = ob_memory_required(onebit_model, ONEBIT_MODEL_SIZE, &params, &model_bytes, &session_bytes);
     if (st) return fail("model", ob_strerror(st));

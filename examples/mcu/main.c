@@ -83,6 +83,7 @@ int main(void) {
     params.n_threads = 1;
     params.isa = isa;
     params.n_batch = N_BATCH; /* prompt tokens per batched forward: RAM for speed */
+    params.kv_type = OB_KV_F32; /* onebit-sample's exact twin (make test compares); OB_KV_F16 halves the cache */
     size_t model_bytes, session_bytes;
     ob_status st = ob_memory_required(onebit_model, ONEBIT_MODEL_SIZE, &params, &model_bytes, &session_bytes);
     if (st) return say(err, "error: model: %s\n", ob_strerror(st));

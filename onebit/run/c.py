@@ -124,6 +124,11 @@ def _check(status: int, message: str) -> None:
 # The model, its sessions, and the one-session `Model` of the original API
 
 
+# The C runtime's default (ob_session_params_default): half the memory and bytes per token of f32
+# (docs/BENCHMARKS.md, "KV-cache: f16 by default"); f32 keeps the exact twin of PyTorch's cache.
+DEFAULT_KV = "f16"
+
+
 def _params(lib, ffi, n_ctx: int, threads: int, kv: str, isa_buf, n_batch: int, max_memory: int):
     if kv not in ("f32", "f16"):
         raise CRuntimeError(f"kv must be f32 or f16, got {kv!r}")
@@ -166,7 +171,7 @@ class SharedModel:
         data = self.lib.ob_model_metadata(self._model, size)
         return json.loads(self.ffi.unpack(data, size[0]).decode("utf-8"))
 
-    def session(self, n_ctx: int = 0, threads: int = 1, kv: str = "f32", isa: str | None = None,
+    def session(self, n_ctx: int = 0, threads: int = 1, kv: str = DEFAULT_KV, isa: str | None = None,
                 n_batch: int = 32, max_memory: int = 0) -> "Session":
         """A new session (its own KV-cache) over this model."""
         return Session(self, n_ctx=n_ctx, threads=threads, kv=kv, isa=isa, n_batch=n_batch, max_memory=max_memory)
@@ -240,7 +245,7 @@ class Session:
     held for every call makes a second thread wait instead of corrupting the cache. The GIL is
     released inside every C call (cffi does it), so sessions on different threads run in parallel."""
 
-    def __init__(self, model: SharedModel, n_ctx: int = 0, threads: int = 1, kv: str = "f32",
+    def __init__(self, model: SharedModel, n_ctx: int = 0, threads: int = 1, kv: str = DEFAULT_KV,
                  isa: str | None = None, n_batch: int = 32, max_memory: int = 0):
         self.model = model
         self.ffi, self.lib = ffi, lib = model.ffi, model.lib
@@ -361,7 +366,7 @@ class Model:
     from several Python threads: calls take turns on the one session (its lock); use
     `SharedModel` with a `Session` per thread to run them in parallel."""
 
-    def __init__(self, path: str | Path, n_ctx: int = 0, threads: int = 1, kv: str = "f32",
+    def __init__(self, path: str | Path, n_ctx: int = 0, threads: int = 1, kv: str = DEFAULT_KV,
                  isa: str | None = None, n_batch: int = 32, max_memory: int = 0):
         self.shared = SharedModel(path)
         self.session = self.shared.session(n_ctx=n_ctx, threads=threads, kv=kv, isa=isa, n_batch=n_batch,
@@ -474,8 +479,8 @@ def parse_bytes(text: str) -> int:
 @sampler_options
 @click.option("--threads", "-t", type=int, default=1, show_default=True, help="Worker threads of the session.")
 @click.option("--ctx", type=int, default=0, help="Context length.  [default: min(the model's max_seq_len, 4096)]")
-@click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
-              help="KV-cache element type.")
+@click.option("--kv", type=click.Choice(["f32", "f16"]), default=DEFAULT_KV, show_default=True,
+              help="KV-cache element type: f16 halves its memory and reads; f32 is the exact twin of PyTorch's.")
 @click.option("--isa", default=None,
               help="Kernel set: scalar, avx2, avx512 or neon.  [default: $ONEBIT_ISA, else the best this CPU has]")
 @click.option("--batch", type=int, default=32, show_default=True, help="Tokens per prefill batch (the GEMM width).")

@@ -23,6 +23,7 @@ F32 = np.float32
 EPS = F32(packing.EPS)
 # Integer sums of K products |x| <= 128 with |q| <= 1 stay exact in fp32 below 2^24.
 MAX_EXACT_K = (1 << 24) // 128
+KV_TYPES = ("f32", "f16")
 
 
 class ReferenceError(OnebitError):
@@ -119,10 +120,23 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class KVCache:
-    """Per layer, keys and values [n_kv_heads, S, head_dim] after RoPE; grows as tokens arrive."""
+    """Per layer, keys and values [n_kv_heads, S, head_dim] after RoPE; grows as tokens arrive.
+
+    dtype "f16" stores them as the C runtime's f16 cache does: each value rounded to the nearest
+    IEEE half (ties to even) as it enters the cache, read back as fp32, so a token's own key and
+    value are rounded too before attention sees them."""
 
     k: list[np.ndarray] = field(default_factory=list)
     v: list[np.ndarray] = field(default_factory=list)
+    dtype: str = "f32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in KV_TYPES:
+            raise ReferenceError(f"KV-cache type must be one of {', '.join(KV_TYPES)}, got {self.dtype!r}")
+
+    def store(self, x: np.ndarray) -> np.ndarray:
+        """x as the cache holds it."""
+        return x.astype(np.float16).astype(F32) if self.dtype == "f16" else x
 
     @property
     def length(self) -> int:
@@ -194,6 +208,7 @@ class ReferenceModel:
         if cfg["pos"] == "rope":
             cos, sin = rope_tables(hd, np.arange(start, start + T), cfg["rope_theta"])
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k, v = cache.store(k), cache.store(v)
         if len(cache.k) > i:
             k = np.concatenate((cache.k[i], k), axis=1)
             v = np.concatenate((cache.v[i], v), axis=1)
@@ -253,18 +268,19 @@ class ReferenceModel:
             return int8_head(x, self.head_i8)
         return x @ self.head.T
 
-    def generate_greedy(self, prompt: list[int], max_new_tokens: int, ignore_eos: bool = False) -> list[int]:
+    def generate_greedy(self, prompt: list[int], max_new_tokens: int, ignore_eos: bool = False,
+                        kv: str = "f32") -> list[int]:
         """Prefill the prompt, then decode argmax tokens (ties to the lowest id) one at a time; past
         the context, slide (docs/SAMPLING.md: keep the last max(1, ctx // 2) tokens, re-prefill).
         Stops after one of the file's end-of-sequence ids (metadata tokenizer.eos_token_ids) unless
-        ignore_eos."""
+        ignore_eos. kv: the KV-cache type ("f32" as PyTorch, "f16" as the C runtime's default)."""
         eos = frozenset() if ignore_eos else eos_ids(self.file.meta.get("tokenizer") or {})
         if not prompt:
             raise ReferenceError("empty prompt")
         ctx = self.cfg["max_seq_len"]
         if len(prompt) > ctx:
             raise ReferenceError(f"prompt of {len(prompt)} tokens is longer than the context ({ctx})")
-        cache = KVCache()
+        cache = KVCache(dtype=kv)
         logits = self.forward(prompt, cache)[-1]
         seq, out = list(prompt), []
         while len(out) < max_new_tokens:
@@ -274,7 +290,7 @@ class ReferenceModel:
             if len(out) == max_new_tokens or token in eos:
                 break
             if cache.length == ctx:
-                cache = KVCache()
+                cache = KVCache(dtype=kv)
                 logits = self.forward(seq[-max(1, ctx // 2):], cache)[-1]
             else:
                 logits = self.forward([token], cache)[-1]

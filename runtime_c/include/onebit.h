@@ -165,7 +165,7 @@ typedef struct ob_session_params {
     int n_ctx;           /* context length in tokens, 1..max_seq_len; 0 = min(max_seq_len, 4096) */
     int n_threads;       /* >= 1; results are identical for every count */
     int n_batch;         /* tokens per prefill GEMM, >= 1 (default 32) */
-    ob_kv_type kv_type;  /* KV-cache element type */
+    ob_kv_type kv_type;  /* KV-cache element type (default f16; f32 is the exact twin of PyTorch's cache) */
     const char *isa;     /* NULL / "" = ONEBIT_ISA or the best this CPU has; else "scalar", ... */
     /* Memory budget in bytes, 0 = none: the session (KV-cache and buffers) plus the model it runs
      * (its file, read through the mapping, and its bookkeeping).  Over budget, ob_session_create

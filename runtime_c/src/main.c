@@ -98,7 +98,7 @@ static void usage(FILE *f) {
             "      --seed S                sampler seed, an unsigned integer (default: %llu)\n"
             "  -t, --threads N             worker threads, 1..256; same output for any N (default: %d)\n"
             "      --ctx N                 context length in tokens (default: min(max_seq_len, %d))\n"
-            "      --kv f32|f16            KV-cache element type (default: f32)\n"
+            "      --kv f16|f32            KV-cache element type (default: f16)\n"
             "      --isa NAME              kernels: scalar, avx2 or avx512 (x86-64), neon (aarch64, armv7),\n"
             "                              simd128 (wasm), mve or dsp (Cortex-M); those compiled in\n"
             "                              (default: $ONEBIT_ISA, else the best this CPU has)\n"
@@ -159,6 +159,7 @@ static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->prompt = "\n";
     o->n = 200;
+    o->kv_f16 = 1;
     o->threads = 1;
     o->sp = ob_sampler_params_default();
     for (int i = 1; i < argc; i++) {
@@ -209,8 +210,8 @@ static int parse_args(int argc, char **argv, options *o) {
             if (errno || end == v || *end || v[0] == '-') return fail("--seed needs an unsigned integer, got '%s'", v);
             o->sp.seed = (uint64_t)s;
         } else if (!strcmp(a, "--kv")) {
-            if (!strcmp(v, "f16")) o->kv_f16 = 1;
-            else if (strcmp(v, "f32")) return fail("--kv must be f32 or f16, got '%s'", v);
+            if (!strcmp(v, "f32")) o->kv_f16 = 0;
+            else if (strcmp(v, "f16")) return fail("--kv must be f32 or f16, got '%s'", v);
         } else return fail("unknown option '%s' (see --help)", a);
         if (r) return r;
     }

@@ -45,7 +45,7 @@ ob_session_params ob_session_params_default(void) {
     p.n_ctx = 0;
     p.n_threads = 1;
     p.n_batch = 32;
-    p.kv_type = OB_KV_F32;
+    p.kv_type = OB_KV_F16;
     p.isa = NULL;
     return p;
 }
@@ -184,9 +184,9 @@ static ob_status plan_session(const ob_config *c, const ob_session_params *p, ui
     if (p->max_memory && (uint64_t)*need + model_bytes > p->max_memory) {
         ob_set_msg(err, es,
                    "needs %s (a session of %d tokens: %s, of which KV-cache %s; the model: %s), over the memory "
-                   "budget of %s: lower the context or use an f16 KV-cache",
+                   "budget of %s: lower the context%s",
                    human(*need + model_bytes, b1), p->n_ctx, human(*need, b2), human(kv, b3), human(model_bytes, b4),
-                   human(p->max_memory, b5));
+                   human(p->max_memory, b5), p->kv_type == OB_KV_F32 ? " or use an f16 KV-cache" : "");
         return OB_ERR_NOMEM;
     }
     return OB_OK;

@@ -163,8 +163,15 @@ static void test_context_and_budget(void) {
     if (sizeof(size_t) < 8)
         CHECK(st == OB_ERR_NOMEM && strstr(err, "more memory than this machine can address"), "32-bit: %s", err);
     else
-        CHECK(st == OB_ERR_NOMEM && strstr(err, "budget of 256.0 GiB") && strstr(err, "KV-cache 512.0 GiB"), "64-bit: %s",
-              err);
+        CHECK(st == OB_ERR_NOMEM && strstr(err, "budget of 256.0 GiB") && strstr(err, "KV-cache 256.0 GiB") &&
+                  !strstr(err, "f16"), "64-bit, default f16 cache: %s", err);
+    p.kv_type = OB_KV_F32; /* twice the bytes, and the hint that f16 would halve them */
+    st = ob_session_create(&s, m, &p, NULL, 0, err, sizeof err);
+    if (sizeof(size_t) < 8)
+        CHECK(st == OB_ERR_NOMEM && strstr(err, "more memory than this machine can address"), "32-bit: %s", err);
+    else
+        CHECK(st == OB_ERR_NOMEM && strstr(err, "KV-cache 512.0 GiB") && strstr(err, "or use an f16 KV-cache"),
+              "64-bit, f32 cache: %s", err);
     ob_model_free(m);
     fx_free(&f);
     free(raw);

@@ -60,11 +60,12 @@ static void test_sessions(ob_model *m) {
     char err[256];
     ob_session *s1, *s2;
     ob_session_params p = ob_session_params_default();
+    CHECK(p.kv_type == OB_KV_F16, "the default KV-cache is f16");
     p.n_batch = 64;
+    p.kv_type = OB_KV_F32;
     CHECK(ob_session_create(&s1, m, &p, NULL, 0, err, sizeof err) == OB_OK, "session: %s", err);
     p.n_batch = 1;
     p.n_threads = 3;
-    p.kv_type = OB_KV_F32;
     CHECK(ob_session_create(&s2, m, &p, NULL, 0, err, sizeof err) == OB_OK, "session: %s", err);
     CHECK(ob_session_eval(s1, toks, T, a, 1) == OB_OK, "eval: %s", ob_session_error(s1));
     CHECK(ob_session_eval(s2, toks, T, b, 1) == OB_OK, "eval: %s", ob_session_error(s2));

@@ -22,10 +22,10 @@ typedef struct obw {
 } obw;
 
 /* A handle for the .1bit bytes at data (64-byte aligned, allocated with obw_alloc; the handle
- * takes them over).  NULL only if the handle itself cannot be allocated; otherwise check
- * obw_error(h) (empty on success). */
+ * takes them over), with a KV-cache of kv_type (an ob_kv_type value).  NULL only if the handle
+ * itself cannot be allocated; otherwise check obw_error(h) (empty on success). */
 OBW_EXPORT(obw_open)
-obw *obw_open(void *data, size_t size, int n_ctx) {
+obw *obw_open(void *data, size_t size, int n_ctx, int kv_type) {
     obw *h = (obw *)calloc(1, sizeof *h);
     if (!h) {
         free(data);
@@ -36,6 +36,7 @@ obw *obw_open(void *data, size_t size, int n_ctx) {
     ob_session_params sp = ob_session_params_default();
     sp.n_ctx = n_ctx;
     sp.n_threads = 1;
+    sp.kv_type = (ob_kv_type)kv_type; /* ob_session_create rejects an unknown value */
     ob_session_create(&h->session, h->model, &sp, NULL, 0, h->error, sizeof h->error);
     return h;
 }

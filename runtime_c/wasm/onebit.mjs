@@ -2,7 +2,7 @@
 // or a browser.  Single-threaded; generation is greedy or sampled exactly as in onebit-run.
 //
 //   import { Onebit } from './onebit.mjs';
-//   const ob = await Onebit.load(wasmBytes, modelBytes, { nCtx: 0, env: { ONEBIT_ISA: 'scalar' } });
+//   const ob = await Onebit.load(wasmBytes, modelBytes, { nCtx: 0, kv: 'f16', env: { ONEBIT_ISA: 'scalar' } });
 //   const out = ob.generate('ROMEO:', 200, { temperature: 0 }, (text, id) => { ... });
 //   ob.close();
 //
@@ -60,24 +60,26 @@ function concat(parts) {
 }
 
 export class Onebit {
-  /** Instantiate onebit.wasm and open a model (nCtx 0 = the model's context). */
-  static async load(wasmBytes, modelBytes, { nCtx = 0, env = {} } = {}) {
+  /** Instantiate onebit.wasm and open a model (nCtx 0 = the model's context; kv 'f16', the
+   *  default, or 'f32', the KV-cache's element type: f32 is the exact twin of PyTorch's cache). */
+  static async load(wasmBytes, modelBytes, { nCtx = 0, kv = 'f16', env = {} } = {}) {
+    if (kv !== 'f16' && kv !== 'f32') throw new Error(`onebit: kv must be 'f16' or 'f32', got ${kv}`);
     let memory = null;
     const { instance } = await WebAssembly.instantiate(wasmBytes, {
       wasi_snapshot_preview1: wasiImports(env, () => memory),
     });
     memory = instance.exports.memory;
     instance.exports._initialize();
-    return new Onebit(instance.exports, modelBytes, nCtx);
+    return new Onebit(instance.exports, modelBytes, nCtx, kv === 'f16' ? 1 : 0);
   }
 
-  constructor(exports, modelBytes, nCtx) {
+  constructor(exports, modelBytes, nCtx, kvType = 1) {
     this.x = exports;
     const bytes = modelBytes instanceof Uint8Array ? modelBytes : new Uint8Array(modelBytes);
     const data = this.x.obw_alloc(bytes.length);
     if (!data) throw new Error('onebit: out of memory for the model');
     this.u8().set(bytes, data);
-    this.h = this.x.obw_open(data, bytes.length, nCtx); // the handle owns data from here on
+    this.h = this.x.obw_open(data, bytes.length, nCtx, kvType); // the handle owns data from here on
     if (!this.h) throw new Error('onebit: out of memory');
     const err = this.cstr(this.x.obw_error(this.h));
     if (err) { this.close(); throw new Error(`onebit: ${err}`); }
