@@ -9,7 +9,8 @@ both builds see the same machine state; it prints every sample, then per thread 
 and the median of each build and B / A of the medians.  Tests: tg128 (one prompt token, 128
 decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512.  To build
 the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.  With --model-b, B
-runs that file instead (e.g. one build, --a and --b the same binary, on two exports of one model).
+runs that file instead (e.g. one build, --a and --b the same binary, on two exports of one model);
+with --kv-b, B runs that KV-cache type (one build and one model, f32 against f16).
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402
 
 TESTS = {"tg128": (1, 129, "decode_tok_s"), "tg128@d512": (512, 129, "decode_tok_s"),
          "pp128": (128, 1, "prefill_tok_s"), "pp512": (512, 1, "prefill_tok_s")}
@@ -50,17 +56,22 @@ def one(binary: Path, model: Path, threads: int, test: str, kv: str) -> float:
 @click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 100), help="interleaved rounds")
 @click.option("--test", type=click.Choice(list(TESTS)), default="tg128", show_default=True, help="what to time")
 @click.option("--kv", type=click.Choice(["f32", "f16"]), default="f16", show_default=True, help="KV-cache type")
-def main(a: Path, b: Path, model: Path, model_b: Path | None, threads: str, rounds: int, test: str, kv: str) -> None:
+@click.option("--kv-b", type=click.Choice(["f32", "f16"]), default=None, help="the KV-cache type B runs  [default: --kv]")
+def main(a: Path, b: Path, model: Path, model_b: Path | None, threads: str, rounds: int, test: str, kv: str,
+         kv_b: str | None) -> None:
     """Interleaved A/B of two onebit-run builds; tok/s, best / median, and B / A."""
     counts = [int(t) for t in threads.split(",")]
     got: dict[tuple[str, int], list[float]] = {(k, n): [] for k in "AB" for n in counts}
     for r in range(rounds):
         for n in counts:
-            for k, binary, m in (("A", a, model), ("B", b, model_b or model)):
-                got[(k, n)].append(one(binary, m, n, test, kv))
+            for k, binary, m, cache in (("A", a, model, kv), ("B", b, model_b or model, kv_b or kv)):
+                got[(k, n)].append(one(binary, m, n, test, cache))
                 click.echo(f"round {r + 1} threads {n} {k} {got[(k, n)][-1]:.1f} tok/s", err=True)
     models = model.name if model_b is None else f"A {model.name}, B {model_b.name}"
-    print(f"A/B {test} --kv {kv}, {rounds} interleaved rounds, model {models}, load average "
+    caches = kv if kv_b is None else f"A {kv}, B {kv_b}"
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs\ncommand: python tools/bench_ab.py "
+          f"{' '.join(shlex.quote(x) for x in sys.argv[1:])}")
+    print(f"A/B {test} --kv {caches}, {rounds} interleaved rounds, model {models}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     print(f"A: {a}\nB: {b}")
     print("| threads | A best / median | B best / median | B / A (medians) |\n|---|---|---|---|")

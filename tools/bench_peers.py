@@ -456,8 +456,8 @@ def fmt(xs: list[float], digits: int = 1) -> str:
               help="onebit-run binary  [default: runtime_c/build/onebit-run, built with make]")
 @click.option("--build-dir", default="build", show_default=True,
               help="runtime_c BUILD folder for onebit-run and bench_kernels when --onebit-run is not given")
-@click.option("--kv", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
-              help="onebit-run's KV-cache type (its default is f32; llama-bench's cache is f16)")
+@click.option("--kv", type=click.Choice(["f32", "f16"]), default="f16", show_default=True,
+              help="onebit-run's KV-cache type (f16: its default and llama-bench's)")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write every sample here")
 @click.option("--prepare", is_flag=True, default=False, show_default=True,
               help="only build llama.cpp and onebit-run and write the engines' model files, then exit: run it "

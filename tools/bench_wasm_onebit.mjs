@@ -13,7 +13,8 @@ if (!path) {
 const steps = Number(stepsArg ?? 100);
 const wasm = await readFile(new URL('../runtime_c/build/wasm/onebit.wasm', import.meta.url));
 let t0 = performance.now();
-const ob = await Onebit.load(wasm, await readFile(path), { env: isa ? { ONEBIT_ISA: isa } : {} });
+// f32 KV-cache: the cache of onnxruntime-web's graph, the peer of every recorded figure
+const ob = await Onebit.load(wasm, await readFile(path), { kv: 'f32', env: isa ? { ONEBIT_ISA: isa } : {} });
 const loadMs = performance.now() - t0;
 
 const ctx = ob.nCtx;

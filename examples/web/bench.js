@@ -18,7 +18,7 @@ async function benchOnebit(file, steps) {
   const { Onebit } = await import("/onebit/onebit.mjs");
   const [wasm, model] = await Promise.all([fetchBytes("/onebit/onebit.wasm"), fetchBytes(file)]);
   let t0 = performance.now();
-  const ob = await Onebit.load(wasm, model);
+  const ob = await Onebit.load(wasm, model, { kv: "f32" }); // the cache onnxruntime-web's graph has
   const loadMs = performance.now() - t0;
   const prompt = Array.from({ length: Math.floor(ob.nCtx / 2) }, (_, i) => (i * 7) % ob.vocabSize);
   t0 = performance.now();

@@ -41,7 +41,8 @@ export class OnebitWasmModel {
       fetchOk(new URL("/onebit/onebit.wasm", location.href)),
       fetchOk(new URL(file, new URL(baseUrl, location.href))),
     ]);
-    return new OnebitWasmModel(await Onebit.load(wasm, model));
+    // f32 KV-cache, as onnxruntime-web's beside it: the two backends give the same tokens
+    return new OnebitWasmModel(await Onebit.load(wasm, model, { kv: "f32" }));
   }
 
   describe() {
