@@ -430,10 +430,10 @@ def test_perplexity_matches_torch_windows(c_runtime, random_checkpoint, tmp_path
             nll += float(torch.nn.functional.cross_entropy(logits[0].double(), targets, reduction="sum"))
             count += len(targets)
     assert count == len(ids) - 1
-    out = _run_cli("-m", str(path), "--ppl", str(tmp_path / "t.txt")).stdout.decode().split()
+    out = _run_cli("-m", str(path), "--ppl", str(tmp_path / "t.txt"), "--kv", "f32").stdout.decode().split()
     assert out[0] == "ppl" and int(out[5]) == count
     assert math.isclose(float(out[1]), math.exp(nll / count), rel_tol=1e-4)
-    ppl, n = Model(path).perplexity(text)
+    ppl, n = Model(path, kv="f32").perplexity(text)
     assert n == count and math.isclose(ppl, float(out[1]), rel_tol=1e-6)
 
 

@@ -119,7 +119,7 @@ def exported(pair, tmp_path_factory):
     model = Transformer(ModelConfig(vocab_size=tok.vocab_size, **{**MICRO_MODEL, "max_seq_len": 64}))
     save_checkpoint(base / "ckpt", model, tok, {"step": 0, "val_loss": None})
     export_1bit(base / "ckpt", base / "m.1bit", ExportOptions(embed_dtype="f32"))
-    return load_checkpoint(base / "ckpt"), Model(base / "m.1bit"), base / "m.1bit"
+    return load_checkpoint(base / "ckpt"), Model(base / "m.1bit", kv="f32"), base / "m.1bit"  # PyTorch's twin
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -219,7 +219,7 @@ def test_hf_bitnet_with_a_llama2_tokenizer(tmp_path):
         {"bos_token": "<s>", "eos_token": "</s>", "tokenizer_class": "LlamaTokenizerFast"}))
     import_hf(tmp_path / "hf", tmp_path / "ckpt", show_progress=False)
     export_1bit(tmp_path / "ckpt", tmp_path / "m.1bit", ExportOptions(embed_dtype="f32"))
-    c = Model(tmp_path / "m.1bit")
+    c = Model(tmp_path / "m.1bit", kv="f32")  # transformers' twin: the f32 KV-cache
     text = mixed_sample(3, 60)
     assert c.encode(text) == hf_ids(hf, text)
     prompt = [1] + hf_ids(hf, "Hello world, naïve 東京 🙂")
