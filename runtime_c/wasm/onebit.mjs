@@ -59,21 +59,23 @@ function concat(parts) {
   return out;
 }
 
+const KV_TYPES = { f32: 0, f16: 1 }; // ob_kv_type's values (onebit.h)
+
 export class Onebit {
   /** Instantiate onebit.wasm and open a model (nCtx 0 = the model's context; kv 'f16', the
    *  default, or 'f32', the KV-cache's element type: f32 is the exact twin of PyTorch's cache). */
   static async load(wasmBytes, modelBytes, { nCtx = 0, kv = 'f16', env = {} } = {}) {
-    if (kv !== 'f16' && kv !== 'f32') throw new Error(`onebit: kv must be 'f16' or 'f32', got ${kv}`);
+    if (!Object.hasOwn(KV_TYPES, kv)) throw new Error(`onebit: kv must be 'f16' or 'f32', got ${kv}`);
     let memory = null;
     const { instance } = await WebAssembly.instantiate(wasmBytes, {
       wasi_snapshot_preview1: wasiImports(env, () => memory),
     });
     memory = instance.exports.memory;
     instance.exports._initialize();
-    return new Onebit(instance.exports, modelBytes, nCtx, kv === 'f16' ? 1 : 0);
+    return new Onebit(instance.exports, modelBytes, nCtx, KV_TYPES[kv]);
   }
 
-  constructor(exports, modelBytes, nCtx, kvType = 1) {
+  constructor(exports, modelBytes, nCtx, kvType = KV_TYPES.f16) {
     this.x = exports;
     const bytes = modelBytes instanceof Uint8Array ? modelBytes : new Uint8Array(modelBytes);
     const data = this.x.obw_alloc(bytes.length);
