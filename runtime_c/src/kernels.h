@@ -191,6 +191,14 @@ typedef void (*ob_scores_f16_fn)(const float *q, const uint16_t *rows, int hd, i
 typedef void (*ob_mix_f32_fn)(float *y, const float *p, const float *rows, int hd, int n);
 typedef void (*ob_mix_f16_fn)(float *y, const float *p, const uint16_t *rows, int hd, int n);
 
+/* Elementwise exp for the softmax and SiLU for the MLP, on kernels_impl.h's ob_expf (not libm's
+ * expf, which rounds differently from one C library to the next):
+ *   exp_shift: x[i] = exp(x[i] - m)
+ *   silu     : g[i] = silu(g[i]) * up[i], or silu(g[i]) when up is NULL; silu(x) = x / (1 + exp(-x))
+ * Each lane runs the scalar steps, so every ISA returns the bits of the references. */
+typedef void (*ob_exp_shift_fn)(float *x, int n, float m);
+typedef void (*ob_silu_fn)(float *g, const float *up, size_t n);
+
 /* The dispatch table.  Fill once with ob_kernels_init; plain data, copy freely. */
 typedef struct ob_kernels {
     ob_isa isa;
@@ -210,6 +218,8 @@ typedef struct ob_kernels {
     ob_scores_f16_fn scores_f16;
     ob_mix_f32_fn mix_f32;
     ob_mix_f16_fn mix_f16;
+    ob_exp_shift_fn exp_shift;
+    ob_silu_fn silu;
 } ob_kernels;
 
 /* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
@@ -258,6 +268,8 @@ void ob_scores_f32_ref(const float *q, const float *rows, int hd, int n, float s
 void ob_scores_f16_ref(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out);
 void ob_mix_f32_ref(float *y, const float *p, const float *rows, int hd, int n);
 void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int n);
+void ob_exp_shift_ref(float *x, int n, float m);
+void ob_silu_ref(float *g, const float *up, size_t n);
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y);
 void ob_gemv_f16_ref(const uint16_t *w, size_t ldw, int K, const float *x, int r0, int r1,
                      float *y);

@@ -557,6 +557,58 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
 OB256_ATTN(float, f32, OB256_LD_F32, ob256_dot_f32, ob256_axpy_f32)
 OB256_ATTN(uint16_t, f16, OB256_LD_F16, ob256_dot_f16, ob256_axpy_f16)
 
+/* ob_expf (kernels_impl.h) on 8 lanes, step for step: _mm256_min_ps / _mm256_max_ps are the
+ * scalar "x < hi ? x : hi" / "x > lo ? x : lo" (a NaN takes the bound), floor, separate multiplies
+ * and adds, the exponent bits from the integral n. */
+OB_T256 OB_INL __m256 ob256_expf(__m256 x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(OB_EXP_HI));
+    x = _mm256_max_ps(x, _mm256_set1_ps(OB_EXP_LO));
+    __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(OB_EXP_LOG2E));
+    t = _mm256_add_ps(t, _mm256_set1_ps(0.5f));
+    const __m256 fn = _mm256_floor_ps(t);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(fn, _mm256_set1_ps(OB_EXP_C1)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(fn, _mm256_set1_ps(OB_EXP_C2)));
+    const __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 p = _mm256_mul_ps(_mm256_set1_ps(OB_EXP_P0), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(OB_EXP_P1));
+    p = _mm256_mul_ps(p, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(OB_EXP_P2));
+    p = _mm256_mul_ps(p, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(OB_EXP_P3));
+    p = _mm256_mul_ps(p, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(OB_EXP_P4));
+    p = _mm256_mul_ps(p, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(OB_EXP_P5));
+    p = _mm256_mul_ps(p, r2);
+    p = _mm256_add_ps(p, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fn), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+OB_T256 static void ob256_exp_shift(float *x, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, ob256_expf(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
+    for (; i < n; i++) x[i] = ob_expf(x[i] - m);
+}
+
+OB_T256 static void ob256_silu(float *g, const float *up, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 e = ob256_expf(_mm256_xor_ps(x, sign)); /* -x: the sign flipped, exact */
+        __m256 a = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        if (up) a = _mm256_mul_ps(a, _mm256_loadu_ps(up + i));
+        _mm256_storeu_ps(g + i, a);
+    }
+    for (; i < n; i++) {
+        float a = ob_silu1(g[i]);
+        g[i] = up ? a * up[i] : a;
+    }
+}
+
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
@@ -577,6 +629,8 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->scores_f16 = ob256_scores_f16;
     k->mix_f32 = ob256_mix_f32;
     k->mix_f16 = ob256_mix_f16;
+    k->exp_shift = ob256_exp_shift;
+    k->silu = ob256_silu;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

@@ -162,6 +162,8 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->scores_f16 = NULL;
     k->mix_f32 = NULL;
     k->mix_f16 = NULL;
+    k->exp_shift = ob_exp_shift_ref;
+    k->silu = ob_silu_ref;
     if (!ob_isa_supported(isa)) return OB_ISA_EUNSUPPORTED;
     k->isa = isa;
     ob_simd_fill(k, isa);

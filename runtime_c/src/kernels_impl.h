@@ -40,6 +40,64 @@ static inline int8_t ob_q8_round(float v) {
     return (int8_t)v;
 }
 
+/* exp(x) in f32 for the activations and the softmax, the same bits on every ISA and with every libm
+ * (glibc, newlib and wasi-libc each round their expf their own way).  Cody-Waite reduction,
+ * x = n ln2 + r with n = floor(x log2e + 1/2) and ln2 split so that n * OB_EXP_C1 is exact, then
+ * the degree-5 minimax polynomial of Cephes' expf (S. L. Moshier) for exp(r) on |r| <= ln2 / 2, and
+ * the power of two built in the exponent bits.  Every operation is a separate statement, so no
+ * compiler fuses a multiply and an add (the SIMD versions use separate mul / add too); the
+ * clamp keeps n in [-126, 127], so the result is always normal: about 1 ulp from exp on
+ * [OB_EXP_LO, OB_EXP_HI] (test_kernels checks 2), 1.2e-38 below, 1.7e38 above (no inf).  The
+ * clamp is written as x86 min / max order it (a NaN gives OB_EXP_HI's value), so the SIMD paths
+ * agree on every input. */
+#define OB_EXP_LO (-87.33654f)
+#define OB_EXP_HI 88.02969f
+#define OB_EXP_LOG2E 1.44269504088896341f
+#define OB_EXP_C1 0.693359375f
+#define OB_EXP_C2 (-2.12194440e-4f)
+#define OB_EXP_P0 1.9875691500e-4f
+#define OB_EXP_P1 1.3981999507e-3f
+#define OB_EXP_P2 8.3334519073e-3f
+#define OB_EXP_P3 4.1665795894e-2f
+#define OB_EXP_P4 1.6666665459e-1f
+#define OB_EXP_P5 5.0000001201e-1f
+static inline float ob_expf(float x) {
+    x = x < OB_EXP_HI ? x : OB_EXP_HI;
+    x = x > OB_EXP_LO ? x : OB_EXP_LO;
+    float t = x * OB_EXP_LOG2E;
+    t = t + 0.5f;
+    float fn = floorf(t);
+    float hi = fn * OB_EXP_C1;
+    float r = x - hi;
+    float lo = fn * OB_EXP_C2;
+    r = r - lo;
+    float r2 = r * r;
+    float p = OB_EXP_P0 * r;
+    p = p + OB_EXP_P1;
+    p = p * r;
+    p = p + OB_EXP_P2;
+    p = p * r;
+    p = p + OB_EXP_P3;
+    p = p * r;
+    p = p + OB_EXP_P4;
+    p = p * r;
+    p = p + OB_EXP_P5;
+    p = p * r2;
+    p = p + r;
+    p = p + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)fn + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* SiLU of one value as the activation kernels compute it: x / (1 + exp(-x)). */
+static inline float ob_silu1(float x) {
+    float e = ob_expf(-x);
+    float d = 1.0f + e;
+    return x / d;
+}
+
 /* The output step of every packed matmul, shared so SIMD and scalar results are bit-identical. */
 static inline float ob_out(int32_t acc, float wscale, float a) {
     float f = wscale / a;

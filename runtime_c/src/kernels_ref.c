@@ -375,6 +375,17 @@ void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int 
     for (int j = 0; j < n; j++) ob_axpy_f16_ref(y, p[j], rows + (size_t)j * hd, hd);
 }
 
+void ob_exp_shift_ref(float *x, int n, float m) {
+    for (int i = 0; i < n; i++) x[i] = ob_expf(x[i] - m);
+}
+
+void ob_silu_ref(float *g, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float a = ob_silu1(g[i]);
+        g[i] = up ? a * up[i] : a;
+    }
+}
+
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     for (int r = r0; r < r1; r++) {
         const float *wr = w + (size_t)r * ldw;

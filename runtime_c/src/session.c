@@ -358,7 +358,7 @@ static void linear(ob_session *s, const ob_linear *l, int m, float *y) {
                  m, y, (size_t)l->rows);
 }
 
-static void act_rows(const ob_config *c, float *g, const float *up, size_t n);
+static void act_rows(const ob_kernels *k, const ob_config *c, float *g, const float *up, size_t n);
 
 /* Up to three BitLinears over the same quantized input in one thread-pool dispatch (q/k/v,
  * gate/up): each thread takes its fixed row range of every matrix, so the results are those of
@@ -392,10 +392,10 @@ static void linear_group_task(void *ctx, int ith, int nth) {
         for (int t = 0; t < g->m && r0 < r1; t++) {
             size_t o = (size_t)t * F + (size_t)r0;
             if (c->gated) {
-                act_rows(c, s->gate + o, s->up + o, (size_t)(r1 - r0));
+                act_rows(&s->k, c, s->gate + o, s->up + o, (size_t)(r1 - r0));
             } else {
                 memcpy(s->gate + o, s->up + o, sizeof(float) * (size_t)(r1 - r0));
-                act_rows(c, s->gate + o, NULL, (size_t)(r1 - r0));
+                act_rows(&s->k, c, s->gate + o, NULL, (size_t)(r1 - r0));
             }
         }
     }
@@ -420,8 +420,13 @@ static void rope_rows(const ob_session *s, float *x, int m, int n_heads, int pos
 
 /* model.py MLP activation, g = act(g) * up (or act(g)).  One loop per activation: in a shared loop
  * the ReLU's compare was a branch on the sign of the data (mispredicted about half the time: 1.9 %
- * of a 2b4t token in perf); here it is a bit mask.  Elementwise, the same operations and bits. */
-static void act_rows(const ob_config *c, float *g, const float *up, size_t n) {
+ * of a 2b4t token in perf); here it is a bit mask.  SiLU is the kernels' (ob_expf, vectorized).
+ * Elementwise, the same operations and bits on every ISA. */
+static void act_rows(const ob_kernels *k, const ob_config *c, float *g, const float *up, size_t n) {
+    if (c->activation == OB_ACT_SILU) {
+        k->silu(g, up, n);
+        return;
+    }
     if (c->activation == OB_ACT_RELU2) {
         for (size_t i = 0; i < n; i++) { /* r = x > 0 ? x : 0 (NaN and -0 give +0) as a bit mask */
             float x = g[i], r;
@@ -435,14 +440,10 @@ static void act_rows(const ob_config *c, float *g, const float *up, size_t n) {
             for (size_t i = 0; i < n; i++) g[i] = g[i] * up[i];
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        float x = g[i], a;
-        if (c->activation == OB_ACT_SILU) {
-            a = x / (1.0f + expf(-x));
-        } else {
-            float inner = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
-            a = 0.5f * x * (1.0f + tanhf(inner));
-        }
+    for (size_t i = 0; i < n; i++) { /* GELU (tanh form) */
+        float x = g[i];
+        float inner = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
+        float a = 0.5f * x * (1.0f + tanhf(inner));
         g[i] = up ? a * up[i] : a;
     }
 }
@@ -489,11 +490,9 @@ static void attention_task(void *ctx, int ith, int nth) {
             float mx = -INFINITY;
             for (int j = 0; j < n_keys; j++)
                 if (sc[j] > mx) mx = sc[j];
+            s->k.exp_shift(sc, n_keys, mx);
             float sum = 0.0f;
-            for (int j = 0; j < n_keys; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
+            for (int j = 0; j < n_keys; j++) sum += sc[j];
             for (int j = 0; j < n_keys; j++) sc[j] = sc[j] / sum;
             float *out = s->att + ((size_t)tok * c->n_heads + h) * hd;
             if (f16 && s->k.mix_f16) s->k.mix_f16(out, sc, v16, hd, n_keys);

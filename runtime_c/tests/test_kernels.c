@@ -1,7 +1,7 @@
 /* test_kernels.c - kernels: scalar reference vs a dumb unpacked dot product, every SIMD path the
  * CPU supports vs the scalar reference (bit-identical for quantize and the packed matmuls), row
  * ranges, thread counts 1..4, the int8 head GEMV bit-identical, float GEMV tolerances, f16 conversion,
- * ISA selection. */
+ * ISA selection, ob_expf against exp. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_impl.h" /* ob_expf and its range */
 #include "threadpool.h"
 
 static int g_fail = 0;
@@ -962,6 +963,67 @@ static void test_isa_rs(const ob_kernels *kern) {
     }
 }
 
+/* ob_expf against exp in double: within 2 ulp on [OB_EXP_LO, OB_EXP_HI] (a sweep plus random
+ * points), clamped outside, normal and finite everywhere, a NaN taking the upper bound. */
+static void test_expf_ref(void) {
+    double worst = 0.0;
+    int bad = 0;
+    for (int i = 0; i <= 400000; i++) {
+        float x = i < 200001 ? OB_EXP_LO + (OB_EXP_HI - OB_EXP_LO) * (float)i / 200000.0f : rndf() * 20.0f;
+        if (x < OB_EXP_LO) x = OB_EXP_LO;
+        if (x > OB_EXP_HI) x = OB_EXP_HI;
+        double want = exp((double)x);
+        float got = ob_expf(x);
+        double ulp = ldexp(1.0, ilogb(want) - 23); /* one unit in the last place of a float near want */
+        double err = fabs((double)got - want) / ulp;
+        if (err > worst) worst = err;
+        if (!(err <= 2.0)) bad++;
+    }
+    CHECK(bad == 0, "ob_expf: %d points over 2 ulp (worst %.2f)", bad, worst);
+    float lo = ob_expf(OB_EXP_LO), hi = ob_expf(OB_EXP_HI);
+    CHECK(ob_expf(-1000.0f) == lo && ob_expf(-INFINITY) == lo && lo >= 1.17549435e-38f && lo < 1.2e-38f,
+          "ob_expf below the range: %g", (double)lo);
+    CHECK(ob_expf(1000.0f) == hi && ob_expf(INFINITY) == hi && isfinite(hi) && hi > 1.7e38f, "ob_expf above: %g",
+          (double)hi);
+    CHECK(ob_expf(NAN) == hi, "ob_expf(NaN) takes the upper bound");
+    CHECK(ob_expf(0.0f) == 1.0f && ob_expf(-0.0f) == 1.0f, "ob_expf(0) = 1");
+    float x = 0.75f, g[3] = {x, -x, 0.0f}, up[3] = {2.0f, 2.0f, 2.0f};
+    ob_silu_ref(g, up, 3);
+    CHECK(fabs(g[0] - 2.0 * 0.75 / (1.0 + exp(-0.75))) < 1e-6 && fabs(g[1] + 2.0 * 0.75 / (1.0 + exp(0.75))) < 1e-6 &&
+              g[2] == 0.0f,
+          "silu ref: %g %g %g", (double)g[0], (double)g[1], (double)g[2]);
+}
+
+/* exp_shift and silu of every ISA: the scalar references' bits, on random values of every scale,
+ * the clamp edges and special values, n from 0 to 70 (every vector tail), with and without up. */
+static void test_isa_exp(const ob_kernels *kern) {
+    static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, OB_EXP_LO, OB_EXP_HI, -87.4f, 88.1f, 1e-40f, -1e-40f,
+                                    1e30f, -1e30f, INFINITY, -INFINITY, NAN, 0.5f, -0.5f, 0.34657359f, -0.34657359f};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    float a[80], b[80], up[80], m[3] = {0.0f, 3.5f, -2.0f};
+    int bad = 0;
+    for (int rep = 0; rep < 400; rep++) {
+        int n = rep % 71;
+        for (int i = 0; i < n; i++) {
+            float scale = (float)ldexp(1.0, rndi(-10, 7));
+            a[i] = (rep & 3) == 0 ? special[rndi(0, ns - 1)] : rndf() * scale;
+            up[i] = rndf() * 4.0f;
+        }
+        memcpy(b, a, sizeof a);
+        float mm = m[rep % 3];
+        ob_exp_shift_ref(a, n, mm);
+        kern->exp_shift(b, n, mm);
+        if (memcmp(a, b, sizeof(float) * (size_t)n) != 0) bad++;
+        for (int i = 0; i < n; i++) b[i] = a[i] = (rep & 3) == 1 ? special[rndi(0, ns - 1)] : rndf() * 30.0f;
+        const float *u = (rep & 1) ? up : NULL;
+        ob_silu_ref(a, u, (size_t)n);
+        kern->silu(b, u, (size_t)n);
+        for (int i = 0; i < n; i++)
+            if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) bad++;
+    }
+    CHECK(bad == 0, "%s exp_shift / silu: %d mismatches with the references", ob_isa_name(kern->isa), bad);
+}
+
 int main(void) {
     printf("test_kernels: detected ISA %s\n", ob_isa_name(ob_isa_detect()));
     test_f16();
@@ -970,6 +1032,7 @@ int main(void) {
     test_ref_vs_dumb();
     test_rs_ref_vs_dumb();
     test_q8_ref();
+    test_expf_ref();
     char ran[128] = "";
     for (int i = 0; i < OB_ISA_COUNT; i++) {
         if (!ob_isa_supported((ob_isa)i)) {
@@ -987,6 +1050,7 @@ int main(void) {
         test_isa_f16_gemv_edges(&k);
         test_isa_f16conv(&k);
         test_isa_attn(&k);
+        test_isa_exp(&k);
         test_threads(&k);
         test_strides(&k);
         test_isa_rs(&k);
