@@ -358,11 +358,13 @@ OB512_GEMV(ob512_gemv_f16_s, 1, 0)
 #ifndef OB512_Q8_ROWS
 #define OB512_Q8_ROWS 4
 #endif
-/* Software prefetch distance (bytes) along the row stream.  0.5-4 KB did not help; farther does
- * (f32-activation loop, "int8 GEMV" 32000x2048, tools/bench_kernels, two quiet rounds): 2.61 /
- * 2.24 ms without, 2.35 / 1.84 at 8 KB, 1.90 / 1.75 at 16 KB. */
+/* Software prefetch distance (bytes) along each segment's row stream; 0: none, the hardware
+ * prefetcher alone.  16 KB was the default while it paid on a Zen 5 VM (the f32-activation loop,
+ * one stream: 134m tg128 1.25x at 1 thread); with today's 4 segments on the Zen 4 VM of sessions
+ * 18-21, dropping it was faster in whole-model decode (tools/bench_ab.py, BENCHMARKS.md "Session
+ * 21"): 134m tg128 1.10x and 1.18x at 1 thread, 1.02x / 1.03x at 2; 2b4t 1.03x / 1.06x. */
 #ifndef OB512_Q8_PF
-#define OB512_Q8_PF 16384
+#define OB512_Q8_PF 0
 #endif
 #ifndef OB512_Q8_NA
 #define OB512_Q8_NA 2
