@@ -39,8 +39,8 @@ $(DEMO)/model.1bit: $(DEMO)/latest | venv
 demo: venv runtime $(DEMO)/model.1bit
 	@echo "--- PyTorch reference (greedy)" >&2
 	$(BIN)/onebit sample $(DEMO) --prompt "$(PROMPT)" -n 200 --temperature 0
-	@echo >&2; echo "--- C runtime (greedy)" >&2
-	runtime_c/build/onebit-run -m $(DEMO)/model.1bit -p "$(PROMPT)" -n 200 --temperature 0
+	@echo >&2; echo "--- C runtime (greedy; the f32 KV-cache, PyTorch's twin)" >&2
+	runtime_c/build/onebit-run -m $(DEMO)/model.1bit -p "$(PROMPT)" -n 200 --temperature 0 --kv f32
 	@echo >&2; echo "--- C runtime (sampled)" >&2
 	runtime_c/build/onebit-run -m $(DEMO)/model.1bit -p "$(PROMPT)" -n 300 --temperature 0.8 --seed 1 --bench
 
