@@ -4,7 +4,8 @@
  *                                                            [--case SUBSTRING]
  *   runtime_c/build/bench_kernels --read-bw MIB [--threads N] [--reps N]   (the read roofline only)
  *   runtime_c/build/bench_kernels --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME]
- *                                                            (one T2 GEMV shape; C copies: from DRAM)
+ *                                 [--layout t2|t2x]          (one T2 GEMV shape; C copies: from DRAM;
+ *                                                             the layout: the runtime's by default)
  *
  * Prints a markdown table: for each ISA path this CPU supports and each case, the best time per
  * call over --reps repetitions (each repetition runs the kernel for >= ~0.1 s, or once for slow
@@ -222,15 +223,23 @@ static int read_bw_main(size_t mib, int threads, int reps) {
  * --copies C: C copies of the matrix, called in turn, so that with C x the matrix's size well over
  * the last-level cache every call reads its weights from DRAM (as decode does); the time is per
  * call. */
-static int gemv_t2_main(int N, int K, int threads, int reps, int copies, const char *isa_name) {
-    size_t rb = ob_row_bytes(OB_WFMT_T2, K), xs = ob_act_stride(K), mb = rb * (size_t)N;
+static int gemv_t2_main(int N, int K, int threads, int reps, int copies, const char *isa_name, const char *layout) {
+    size_t rb = ob_row_bytes(OB_WFMT_T2, K), xs = ob_act_stride(K), pb = rb * (size_t)N;
     if (copies < 1) copies = 1;
-    uint8_t *w = xalloc(mb * (size_t)copies);
-    for (size_t i = 0; i < mb * (size_t)copies; i++) {
-        uint8_t b = (uint8_t)rnd(), o = 0;
-        for (int sft = 0; sft < 8; sft += 2) o |= (uint8_t)((((b >> sft) & 3) % 3) << sft);
-        w[i] = o;
+    /* the layout the runtime loads T2 matrices in (model.c), unless --layout says otherwise */
+    ob_wfmt fmt = layout ? (strcmp(layout, "t2x") ? OB_WFMT_T2 : OB_WFMT_T2X) : ob_t2x_wanted() ? OB_WFMT_T2X : OB_WFMT_T2;
+    size_t mb = fmt == OB_WFMT_T2X ? ob_t2x_bytes(N, K) : pb;
+    uint8_t *w = xalloc(mb * (size_t)copies), *plain = xalloc(pb);
+    for (int c = 0; c < copies; c++) {
+        for (size_t i = 0; i < pb; i++) {
+            uint8_t b = (uint8_t)rnd(), o = 0;
+            for (int sft = 0; sft < 8; sft += 2) o |= (uint8_t)((((b >> sft) & 3) % 3) << sft);
+            plain[i] = o;
+        }
+        if (fmt == OB_WFMT_T2X) ob_t2x_repack(plain, N, K, w + mb * (size_t)c);
+        else memcpy(w + mb * (size_t)c, plain, pb);
     }
+    free(plain);
     float *x = xalloc((size_t)K * 4), *y = xalloc((size_t)N * 4), a;
     int8_t *xq = xalloc(xs);
     int32_t xsum;
@@ -253,14 +262,15 @@ static int gemv_t2_main(int N, int K, int threads, int reps, int copies, const c
         const uint8_t *wc = w + mb * (size_t)((c + copies) % copies);
         double t0 = now();
         kern.quantize(x, K, xq, &a, &xsum);
-        ob_matmul_mt(pool, &kern, OB_WFMT_T2, wc, N, K, 0.01f, xq, xs, &a, &xsum, 1, y, (size_t)N);
+        ob_matmul_mt(pool, &kern, fmt, wc, N, K, 0.01f, xq, xs, &a, &xsum, 1, y, (size_t)N);
         double dt = now() - t0;
         if (c >= 0 && c % copies == 0) t[c / copies] = 0.0;
         if (c >= 0) t[c / copies] += dt / copies;
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    printf("gemv_t2 isa=%s N=%d K=%d threads=%d copies=%d best_us=%.2f median_us=%.2f best_gbs=%.2f\n",
-           ob_isa_name(kern.isa), N, K, threads, copies, t[0] * 1e6, t[reps / 2] * 1e6, (double)mb / t[0] / 1e9);
+    printf("gemv_t2 isa=%s layout=%s N=%d K=%d threads=%d copies=%d best_us=%.2f median_us=%.2f best_gbs=%.2f\n",
+           ob_isa_name(kern.isa), fmt == OB_WFMT_T2X ? "t2x" : "t2", N, K, threads, copies, t[0] * 1e6,
+           t[reps / 2] * 1e6, (double)pb / t[0] / 1e9);
     free(t);
     ob_threadpool_destroy(pool);
     free(w);
@@ -292,7 +302,7 @@ static void cpu_model(char *out, size_t n) {
 
 int main(int argc, char **argv) {
     int quick = 0, reps = 5;
-    const char *only = NULL, *match = NULL;
+    const char *only = NULL, *match = NULL, *layout = NULL;
     int read_bw_mib = 0, bw_threads = 1, gemv_n = 0, gemv_k = 0, copies = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
@@ -306,14 +316,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--copies") && i + 1 < argc) copies = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--case") && i + 1 < argc) match = argv[++i];
+        else if (!strcmp(argv[i], "--layout") && i + 1 < argc && (!strcmp(argv[i + 1], "t2") || !strcmp(argv[i + 1], "t2x")))
+            layout = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--quick] [--reps N] [--isa scalar|avx2|avx512|neon] [--case SUBSTRING]\n"
                             "       %s --read-bw MIB [--threads N] [--reps N]\n"
-                            "       %s --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME]\n", argv[0], argv[0], argv[0]);
+                            "       %s --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME] [--layout t2|t2x]\n", argv[0], argv[0], argv[0]);
             return 2;
         }
     }
-    if (gemv_n > 0 && gemv_k > 0) return gemv_t2_main(gemv_n, gemv_k, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5, copies, only);
+    if (gemv_n > 0 && gemv_k > 0) return gemv_t2_main(gemv_n, gemv_k, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5, copies, only, layout);
     if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
     const int big_k = quick ? 16384 : 32768; /* big T2 case: big_k x big_k weights (256 MB at 32768) */
     const bcase cases[] = {

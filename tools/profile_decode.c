@@ -25,12 +25,13 @@
 #include "internal.h"
 
 enum {
-    OP_QUANTIZE, OP_T2, OP_T16, OP_B1, OP_I4, OP_I8, OP_GEMV_F32, OP_GEMV_F16, OP_GEMV_Q8, OP_F16_TO_F32,
+    OP_QUANTIZE, OP_T2, OP_T2X, OP_T16, OP_B1, OP_I4, OP_I8, OP_GEMV_F32, OP_GEMV_F16, OP_GEMV_Q8, OP_F16_TO_F32,
     OP_F32_TO_F16, OP_DOT_F32, OP_DOT_F16, OP_AXPY_F32, OP_AXPY_F16, OP_SCORES_F32, OP_SCORES_F16, OP_MIX_F32,
     OP_MIX_F16, OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
-    "quantize (int8 activations)", "matmul T2 (BitLinear)", "matmul T1.6 (BitLinear)", "matmul B1 (BitLinear)",
+    "quantize (int8 activations)", "matmul T2 (BitLinear)", "matmul T2X (BitLinear, T2 repacked at load)",
+    "matmul T1.6 (BitLinear)", "matmul B1 (BitLinear)",
     "matmul I4 (BitLinear)", "matmul I8 (BitLinear)", "gemv f32 (LM head)", "gemv f16 (LM head)",
     "gemv int8 (LM head)", "f16 -> f32", "f32 -> f16 (KV-cache writes)", "attention dot f32", "attention dot f16",
     "attention axpy f32", "attention axpy f16", "attention scores f32", "attention scores f16",
@@ -69,6 +70,7 @@ static void sh_quantize(const float *x, int K, int8_t *xq, float *a, int32_t *su
         TIMED(op, real.table[idx](w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy));                              \
     }
 MATMUL_SHIM(sh_t2, matmul, OB_WFMT_T2, OP_T2, float)
+MATMUL_SHIM(sh_t2x, matmul, OB_WFMT_T2X, OP_T2X, float)
 MATMUL_SHIM(sh_t16, matmul, OB_WFMT_T16, OP_T16, float)
 MATMUL_SHIM(sh_b1, matmul, OB_WFMT_B1, OP_B1, float)
 MATMUL_SHIM(sh_i4, matmul_rs, OB_IFMT_I4, OP_I4, const float *)
@@ -117,6 +119,7 @@ static void wrap_table(ob_kernels *k) {
 #define SET(field, shim) k->field = k->field ? shim : NULL
     SET(quantize, sh_quantize);
     SET(matmul[OB_WFMT_T2], sh_t2);
+    SET(matmul[OB_WFMT_T2X], sh_t2x);
     SET(matmul[OB_WFMT_T16], sh_t16);
     SET(matmul[OB_WFMT_B1], sh_b1);
     SET(matmul_rs[OB_IFMT_I4], sh_i4);

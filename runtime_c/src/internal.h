@@ -202,6 +202,8 @@ struct ob_model {
     ob_tokenizer tok;
     void *mapping; /* mmap base (munmap on free) or NULL */
     size_t mapping_size;
+    void *repacked; /* anonymous mapping of the T2 matrices in T2X (kernels.h), or NULL */
+    size_t repacked_size;
     void *alloc_base; /* malloc'd block holding this struct, or NULL (caller's arena) */
     size_t plan_bytes; /* bookkeeping bytes (ob_model_plan_bytes), for memory budgets */
     char pack_name[8], embed_name[8];

@@ -90,10 +90,32 @@ typedef enum {
     OB_WFMT_T2 = 0,  /* ternary, 2 bits/weight, blocks of 128 weights in 32 bytes */
     OB_WFMT_T16 = 1, /* ternary, 5 trits/byte, blocks of 160 weights in 32 bytes + tail */
     OB_WFMT_B1 = 2,  /* binary, 1 bit/weight, rows padded to 128 weights */
-    OB_WFMT_COUNT = 3
+    OB_WFMT_T2X = 3, /* T2 with rows interleaved in groups of OB_T2X_ROWS (below): never in a file */
+    OB_WFMT_COUNT = 4
 } ob_wfmt;
+#define OB_WFMT_FILE_COUNT 3 /* the formats a .1bit file stores: T2, T1.6, B1 */
 
-/* Bytes of one packed row of K weights (the row stride; DESIGN.md). */
+/* T2X: the T2 blocks of OB_T2X_ROWS consecutive rows interleaved, so that a GEMV that works on
+ * those rows at once (one activation load per block serves all of them) reads one sequential
+ * stream.  The plain layout makes it read OB_T2X_ROWS streams a row apart, or segments apart,
+ * and one Zen 4 core streams those at 65-75 % of a plain read loop where one stream gets 90 %
+ * (tools/bench_kernels, docs/BENCHMARKS.md).  Row r, block b (32 bytes) of an [N, K] matrix
+ * (nblk = ceil(K / 128) blocks a row) is at byte
+ *     ((r / OB_T2X_ROWS) * nblk + b) * (OB_T2X_ROWS * 32) + (r % OB_T2X_ROWS) * 32
+ * The last group is padded with rows of code 1 (weight 0) up to OB_T2X_ROWS rows.  The runtime
+ * repacks a file's T2 matrices into it at load (model.c) when the kernels have a fast T2X GEMV
+ * (ob_t2x_wanted); the matmul contract is T2's, bit for bit. */
+#define OB_T2X_ROWS 8
+/* Bytes of an [N, K] matrix in T2X (whole groups). */
+size_t ob_t2x_bytes(int N, int K);
+/* T2 [N, K] at src (row stride ob_row_bytes(T2, K)) -> T2X at dst (ob_t2x_bytes(N, K) bytes). */
+void ob_t2x_repack(const uint8_t *src, int N, int K, uint8_t *dst);
+/* 1 if the kernels this CPU runs by default (ONEBIT_ISA, else the best detected) have a fast T2X
+ * matmul, so that repacking pays; the scalar reference runs T2X everywhere, only slowly. */
+int ob_t2x_wanted(void);
+
+/* Bytes of one packed row of K weights (the row stride; DESIGN.md; T2X: a row's bytes, whose
+ * matrix takes ob_t2x_bytes). */
 size_t ob_row_bytes(ob_wfmt fmt, int K);
 /* Bytes of one token's quantized activation buffer for rows of K weights (all formats). */
 size_t ob_act_stride(int K);
@@ -249,6 +271,9 @@ void ob_matmul_t2_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, s
                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                       size_t ldy);
 void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                       size_t ldy);
+void ob_matmul_t2x_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
                        const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                        size_t ldy);
 void ob_matmul_b1_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,

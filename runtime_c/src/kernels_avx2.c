@@ -20,8 +20,9 @@ OB_T256 OB_INL int32_t ob256_hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-OB_T256 OB_INL void ob256_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
-                                  int32_t *out, const int R, const int T) {
+/* rb: bytes from a row to the next; bs: from a block to the next (32 in T2 rows, T2X's group stride). */
+OB_T256 OB_INL void ob256_t2_tile_bs(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                     int32_t *out, const int R, const int T, const size_t bs) {
     const int nblk = (K + 127) / 128;
     const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -32,7 +33,7 @@ OB_T256 OB_INL void ob256_t2_tile(const uint8_t *w, size_t rb, int K, const int8
         __m256i A0[4], A1[4], A2[4], A3[4];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32));
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * bs));
             const __m256i Wh = _mm256_srli_epi16(W, 4);
             A0[r] = _mm256_and_si256(W, m03);
             A1[r] = _mm256_and_si256(W, m0c);
@@ -57,6 +58,14 @@ OB_T256 OB_INL void ob256_t2_tile(const uint8_t *w, size_t rb, int K, const int8
     }
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; i++) out[i] = ob256_hsum_epi32(acc[i]) >> 2;
+}
+OB_T256 OB_INL void ob256_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    ob256_t2_tile_bs(w, rb, K, x, xs, out, R, T, 32);
+}
+OB_T256 OB_INL void ob256_t2x_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                   int32_t *out, const int R, const int T) {
+    ob256_t2_tile_bs(w, rb, K, x, xs, out, R, T, OB_T2X_ROWS * 32);
 }
 
 /* T1.6: q = b * 3^i (mod 256) by byte additions; trit = min(q -sat 85, 1) + min(q -sat 170, 1)
@@ -153,6 +162,7 @@ OB_T256 OB_INL void ob256_b1_tile(const uint8_t *w, size_t rb, int K, const int8
 }
 
 OB_DEF_TILES(OB_T256, ob256_t2, 4, 2)
+OB_DEF_TILES(OB_T256, ob256_t2x, 4, 2)
 OB_DEF_TILES(OB_T256, ob256_t16, 2, 2)
 OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 
@@ -167,10 +177,10 @@ OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 #error "OB256_T2_NS exceeds OB_T2_NS_MAX"
 #endif
 OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
-                                       const int R) {
+                                       const int R, const size_t bs) {
     const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
     const __m256i ones16 = _mm256_set1_epi16(1);
-    __m256i acc[OB256_T2_NS];
+    __m256i acc[OB_T2_NS_MAX];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
     for (int b = 0; b < nblk; b++) {
@@ -181,7 +191,7 @@ OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
         const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xp + 96));
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
-            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * 32));
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * bs));
             const __m256i Wh = _mm256_srli_epi16(W, 4);
             __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W, m03), x0),
                                           _mm256_maddubs_epi16(_mm256_and_si256(Wh, m03), x2));
@@ -194,10 +204,20 @@ OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
     for (int r = 0; r < R; r++) out[r] = ob256_hsum_epi32(acc[r]) >> 2;
 }
 OB_T256 static void ob256_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
-    ob256_t2_gemv_rows(w, s, nb, x, o, OB256_T2_NS);
+    ob256_t2_gemv_rows(w, s, nb, x, o, OB256_T2_NS, 32);
 }
 OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
-    ob256_t2_gemv_rows(w, s, nb, x, o, 1);
+    ob256_t2_gemv_rows(w, s, nb, x, o, 1, 32);
+}
+OB_T256 static void ob256_t2x_gemv_g(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob256_t2_gemv_rows(w, s, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);
+}
+OB_T256 static void ob256_t2x_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob256_t2_gemv_rows(w, s, nb, x, o, 1, OB_T2X_ROWS * 32);
+}
+static void ob256_t2x_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
+                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    ob_run_t2x(&ob256_t2x_tiles, ob256_t2x_gemv_g, ob256_t2x_gemv_1, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
 }
 static void ob256_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
@@ -612,6 +632,7 @@ OB_T256 static void ob256_silu(float *g, const float *up, size_t n) {
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
+    k->matmul[OB_WFMT_T2X] = ob256_t2x_matmul;
     k->matmul[OB_WFMT_T16] = ob256_t16_matmul;
     k->matmul[OB_WFMT_B1] = ob256_b1_matmul;
     k->gemv_f32 = ob256_gemv_f32;

@@ -25,8 +25,9 @@ OB_T512 OB_INL int32_t ob512_hsum_shift(__m512i v, __m512i sh) {
     return _mm512_reduce_add_epi32(_mm512_srav_epi32(v, sh));
 }
 
-OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
-                                  int32_t *out, const int R, const int T) {
+/* rb: bytes from a row to the next; bs: from a block to the next (32 in T2 rows, T2X's group stride). */
+OB_T512 OB_INL void ob512_t2_tile_bs(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                     int32_t *out, const int R, const int T, const size_t bs) {
     const int nblk = (K + 127) / 128;
     const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
     const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
@@ -42,18 +43,18 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
             int b = 0;
             for (; b + 2 <= nblk; b += 2) {
 #if OB512_T2_PF > 0
-                _mm_prefetch((const char *)(wr + (size_t)b * 32 + OB512_T2_PF), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wr + (size_t)b * bs + OB512_T2_PF), _MM_HINT_T0);
 #endif
-                const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32)));
+                const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * bs)));
                 const __m512i W1 =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32 + 32)));
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * bs + bs)));
                 OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
                 OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
                 OB_DP512(a2, _mm512_and_si512(W1, m01), _mm512_loadu_si512((const void *)(x + b * 128 + 128)));
                 OB_DP512(a3, _mm512_and_si512(W1, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 192)));
             }
             if (b < nblk) {
-                const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * 32)));
+                const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + (size_t)b * bs)));
                 OB_DP512(a0, _mm512_and_si512(W0, m01), _mm512_loadu_si512((const void *)(x + b * 128)));
                 OB_DP512(a1, _mm512_and_si512(W0, m23), _mm512_loadu_si512((const void *)(x + b * 128 + 64)));
             }
@@ -71,7 +72,7 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const __m512i W = _mm512_broadcast_i64x4(
-                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * 32)));
+                _mm256_loadu_si256((const __m256i *)(w + (size_t)r * rb + (size_t)b * bs)));
             A[r] = _mm512_and_si512(W, m01);
             B[r] = _mm512_and_si512(_mm512_srli_epi16(W, 4), m01);
         }
@@ -88,6 +89,14 @@ OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8
     }
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; i++) out[i] = ob512_hsum_shift(acc[i], sh01);
+}
+OB_T512 OB_INL void ob512_t2_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                  int32_t *out, const int R, const int T) {
+    ob512_t2_tile_bs(w, rb, K, x, xs, out, R, T, 32);
+}
+OB_T512 OB_INL void ob512_t2x_tile(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
+                                   int32_t *out, const int R, const int T) {
+    ob512_t2_tile_bs(w, rb, K, x, xs, out, R, T, OB_T2X_ROWS * 32);
 }
 
 /* T1.6 (ymm, AVX512VL): q = b * 3^i (mod 256) by byte additions, trit = (q >= 86) + (q >= 171)
@@ -189,6 +198,7 @@ OB_T512 OB_INL void ob512_b1_tile(const uint8_t *w, size_t rb, int K, const int8
 #define OB512_T2_PF 0
 #endif
 OB_DEF_TILES(OB_T512, ob512_t2, OB512_T2_RG, 4)
+OB_DEF_TILES(OB_T512, ob512_t2x, OB_T2X_ROWS, 4)
 OB_DEF_TILES(OB_T512, ob512_t16, 4, 4)
 OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
 
@@ -208,12 +218,12 @@ OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
 #error "OB512_T2_NS exceeds OB_T2_NS_MAX"
 #endif
 OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
-                                       const int R) {
+                                       const int R, const size_t bs) {
     const __m512i m01 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
     const __m512i m23 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
-    __m512i a0[OB512_T2_NS], a1[OB512_T2_NS];
+    __m512i a0[OB_T2_NS_MAX], a1[OB_T2_NS_MAX];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_si512();
     int b = 0;
@@ -224,9 +234,9 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
         const __m512i x3 = _mm512_loadu_si512((const void *)(x + b * 128 + 192));
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
-            const uint8_t *wr = w + (size_t)r * stride + (size_t)b * 32;
+            const uint8_t *wr = w + (size_t)r * stride + (size_t)b * bs;
             const __m512i W0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)wr));
-            const __m512i W1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + 32)));
+            const __m512i W1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wr + bs)));
             OB_DP512(a0[r], _mm512_and_si512(W0, m01), x0);
             OB_DP512(a1[r], _mm512_and_si512(W0, m23), x1);
             OB_DP512(a0[r], _mm512_and_si512(W1, m01), x2);
@@ -239,7 +249,7 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const __m512i W0 =
-                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * 32)));
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * bs)));
             OB_DP512(a0[r], _mm512_and_si512(W0, m01), x0);
             OB_DP512(a1[r], _mm512_and_si512(W0, m23), x1);
         }
@@ -249,10 +259,16 @@ OB_T512 OB_INL void ob512_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
         out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(a0[r], sh01), _mm512_srav_epi32(a1[r], sh23)));
 }
 OB_T512 static void ob512_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
-    ob512_t2_gemv_rows(w, s, nb, x, o, OB512_T2_NS);
+    ob512_t2_gemv_rows(w, s, nb, x, o, OB512_T2_NS, 32);
 }
 OB_T512 static void ob512_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
-    ob512_t2_gemv_rows(w, s, nb, x, o, 1);
+    ob512_t2_gemv_rows(w, s, nb, x, o, 1, 32);
+}
+OB_T512 static void ob512_t2x_gemv_g(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob512_t2_gemv_rows(w, s, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);
+}
+OB_T512 static void ob512_t2x_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
+    ob512_t2_gemv_rows(w, s, nb, x, o, 1, OB_T2X_ROWS * 32);
 }
 static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
@@ -261,6 +277,10 @@ static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t 
         return;
     }
     ob_t2_gemv_segmented(ob512_t2_gemv_ns, ob512_t2_gemv_1, OB512_T2_NS, w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
+}
+static void ob512_t2x_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
+                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    ob_run_t2x(&ob512_t2x_tiles, ob512_t2x_gemv_g, ob512_t2x_gemv_1, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
 }
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)
@@ -573,6 +593,7 @@ void ob_kernels_fill_avx512(ob_kernels *k) {
     ob_kernels_fill_avx2(k); /* what AVX-512 does not replace below (the attention dot / axpy) */
     k->quantize = ob512_quantize;
     k->matmul[OB_WFMT_T2] = ob512_t2_matmul;
+    k->matmul[OB_WFMT_T2X] = ob512_t2x_matmul;
     k->matmul[OB_WFMT_T16] = ob512_t16_matmul;
     k->matmul[OB_WFMT_B1] = ob512_b1_matmul;
     k->gemv_f32 = ob512_gemv_f32;

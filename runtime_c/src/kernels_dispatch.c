@@ -147,6 +147,7 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->matmul[OB_WFMT_T2] = ob_matmul_t2_ref;
     k->matmul[OB_WFMT_T16] = ob_matmul_t16_ref;
     k->matmul[OB_WFMT_B1] = ob_matmul_b1_ref;
+    k->matmul[OB_WFMT_T2X] = ob_matmul_t2x_ref;
     k->gemv_f32 = ob_gemv_f32_ref;
     k->gemv_f16 = ob_gemv_f16_ref;
     k->gemv_q8 = ob_gemv_q8_ref;
@@ -168,6 +169,12 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->isa = isa;
     ob_simd_fill(k, isa);
     return 0;
+}
+
+int ob_t2x_wanted(void) {
+    ob_isa isa;
+    ob_isa_from_env(&isa); /* an unknown / unsupported ONEBIT_ISA leaves the detected one */
+    return isa == OB_ISA_AVX2 || isa == OB_ISA_AVX512;
 }
 
 int ob_kernels_init_env(ob_kernels *k) {

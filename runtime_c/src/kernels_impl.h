@@ -148,6 +148,9 @@ typedef void (*ob_tile_fn)(const uint8_t *w, size_t rb, int K, const int8_t *x, 
  * Both return exact int32 sums; the output step is ob_out's with its factor divided once. */
 typedef void (*ob_t2_rows_fn)(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out);
 #define OB_T2_NS_MAX 16
+#if OB_T2X_ROWS > OB_T2_NS_MAX
+#error "a T2X group must fit the T2 GEMV's accumulators"
+#endif
 static inline void ob_t2_gemv_segmented(ob_t2_rows_fn segs, ob_t2_rows_fn one, int ns, const uint8_t *w, int K,
                                         float wscale, const int8_t *xq, float a, int32_t xsum, int r0, int r1,
                                         float *y) {
@@ -163,6 +166,12 @@ static inline void ob_t2_gemv_segmented(ob_t2_rows_fn segs, ob_t2_rows_fn one, i
         one(w + (size_t)r * rb, rb, nblk, xq, out);
         y[r] = (float)(out[0] - xsum) * f;
     }
+}
+
+/* T2X (kernels.h): where row r's first block sits, in bytes from the matrix; its next blocks
+ * follow OB_T2X_ROWS * 32 bytes apart. */
+static inline size_t ob_t2x_offset(int nblk, int r) {
+    return ((size_t)(r / OB_T2X_ROWS) * (size_t)nblk * OB_T2X_ROWS + (size_t)(r % OB_T2X_ROWS)) * 32;
 }
 
 typedef struct {
@@ -197,6 +206,46 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
                         else acc -= xsum[t0 + t];
                         y[(size_t)(t0 + t) * ldy + r + i] = (float)acc * f[t]; /* = ob_out(acc, wscale, a) */
                     }
+                r += nr;
+            }
+        }
+    }
+}
+
+/* The T2X matmul driver shared by the x86 ISAs.  One token: a whole group of OB_T2X_ROWS rows
+ * per grp() call, one sequential weight stream (rows a group boundary cuts go through one()).
+ * Several tokens: ob_run_tiles' loops, with tiles that never cross a group (a tile's rows are 32
+ * bytes apart, its blocks OB_T2X_ROWS * 32).  The same exact int32 sums and output step as T2. */
+static inline void ob_run_t2x(const ob_tiles *tl, ob_t2_rows_fn grp, ob_t2_rows_fn one, const uint8_t *w, int K,
+                              float wscale, const int8_t *xq, size_t xs, const float *a, const int32_t *xsum,
+                              int m, int r0, int r1, float *y, size_t ldy) {
+    const int nblk = (K + 127) / 128, G = OB_T2X_ROWS;
+    int32_t out[8 * 4];
+    if (m == 1) {
+        const float f = wscale / a[0];
+        for (int r = r0; r < r1;) {
+            int nr = r % G == 0 && r1 - r >= G ? G : 1;
+            (nr == G ? grp : one)(w + ob_t2x_offset(nblk, r), 32, nblk, xq, out);
+            for (int i = 0; i < nr; i++) y[r + i] = (float)(out[i] - xsum[0]) * f;
+            r += nr;
+        }
+        return;
+    }
+    int chunk = (int)(65536 / ob_row_bytes(OB_WFMT_T2, K)) / G * G;
+    if (chunk < G) chunk = G;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        for (int t0 = 0; t0 < m; t0 += 4) {
+            int T = m - t0 < 4 ? m - t0 : 4;
+            int R = tl->rbig[T];
+            const int8_t *x = xq + (size_t)t0 * xs;
+            float f[4];
+            for (int t = 0; t < T; t++) f[t] = wscale / a[t0 + t];
+            for (int r = c0; r < c1;) {
+                int nr = r % R == 0 && r % G + R <= G && c1 - r >= R ? R : 1;
+                tl->fn[T][nr == R ? 0 : 1](w + ob_t2x_offset(nblk, r), 32, K, x, xs, out);
+                for (int i = 0; i < nr; i++)
+                    for (int t = 0; t < T; t++) y[(size_t)(t0 + t) * ldy + r + i] = (float)(out[i * T + t] - xsum[t0 + t]) * f[t];
                 r += nr;
             }
         }

@@ -7,7 +7,8 @@
 size_t ob_row_bytes(ob_wfmt fmt, int K) {
     if (K < 0) return 0;
     switch (fmt) {
-    case OB_WFMT_T2: return (size_t)((K + 127) / 128) * 32;
+    case OB_WFMT_T2:
+    case OB_WFMT_T2X: return (size_t)((K + 127) / 128) * 32; /* T2X: a row's bytes, placed elsewhere */
     case OB_WFMT_T16: {
         int r = K % 160;
         return (size_t)(K / 160) * 32 + (size_t)((r + 4) / 5);
@@ -187,28 +188,59 @@ void ob_quantize_ref(const float *x, int K, int8_t *xq, float *a_out, int32_t *s
 }
 
 
+/* One row's T2 dot product, its blocks bstride bytes apart (32 in a file's rows, T2X's group
+ * stride in T2X), codes c = w + 1 against the activations: sum(c * xq). */
+static int32_t t2_row_dot_ref(const uint8_t *wr, size_t bstride, int nblk, const int8_t *x) {
+    int32_t acc = 0;
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *wb = wr + (size_t)b * bstride;
+        const int8_t *xb = x + b * 128;
+        for (int j = 0; j < 32; j++) {
+            unsigned v = wb[j];
+            acc += (int32_t)(v & 3u) * xb[j] + (int32_t)((v >> 2) & 3u) * xb[32 + j] +
+                   (int32_t)((v >> 4) & 3u) * xb[64 + j] + (int32_t)(v >> 6) * xb[96 + j];
+        }
+    }
+    return acc;
+}
+
 void ob_matmul_t2_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                       size_t ldy) {
     size_t rb = ob_row_bytes(OB_WFMT_T2, K);
     int nblk = (K + 127) / 128;
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *wr = w + (size_t)r * rb;
-        for (int t = 0; t < m; t++) {
-            const int8_t *x = xq + (size_t)t * xq_stride;
-            int32_t acc = 0;
-            for (int b = 0; b < nblk; b++) {
-                const uint8_t *wb = wr + b * 32;
-                const int8_t *xb = x + b * 128;
-                for (int j = 0; j < 32; j++) {
-                    unsigned v = wb[j];
-                    acc += (int32_t)(v & 3u) * xb[j] + (int32_t)((v >> 2) & 3u) * xb[32 + j] +
-                           (int32_t)((v >> 4) & 3u) * xb[64 + j] + (int32_t)(v >> 6) * xb[96 + j];
-                }
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < m; t++)
+            y[(size_t)t * ldy + r] =
+                ob_out(t2_row_dot_ref(w + (size_t)r * rb, 32, nblk, xq + (size_t)t * xq_stride) - xsum[t], wscale, a[t]);
+}
+
+void ob_matmul_t2x_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
+                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
+                       size_t ldy) {
+    int nblk = (K + 127) / 128;
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < m; t++)
+            y[(size_t)t * ldy + r] = ob_out(t2_row_dot_ref(w + ob_t2x_offset(nblk, r), OB_T2X_ROWS * 32, nblk,
+                                                           xq + (size_t)t * xq_stride) - xsum[t],
+                                            wscale, a[t]);
+}
+
+size_t ob_t2x_bytes(int N, int K) {
+    if (N < 0 || K < 0) return 0;
+    return (size_t)((N + OB_T2X_ROWS - 1) / OB_T2X_ROWS) * OB_T2X_ROWS * ob_row_bytes(OB_WFMT_T2, K);
+}
+
+void ob_t2x_repack(const uint8_t *src, int N, int K, uint8_t *dst) {
+    int nblk = (K + 127) / 128, G = OB_T2X_ROWS;
+    size_t rb = ob_row_bytes(OB_WFMT_T2, K);
+    for (int g = 0; g < (N + G - 1) / G; g++) /* dst in order: one write stream */
+        for (int b = 0; b < nblk; b++)
+            for (int j = 0; j < G; j++, dst += 32) {
+                int r = g * G + j;
+                if (r < N) memcpy(dst, src + (size_t)r * rb + (size_t)b * 32, 32);
+                else memset(dst, 0x55, 32); /* code 1 = weight 0 */
             }
-            y[(size_t)t * ldy + r] = ob_out(acc - xsum[t], wscale, a[t]);
-        }
-    }
 }
 
 void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,

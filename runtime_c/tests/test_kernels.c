@@ -82,11 +82,21 @@ static int dumb_weight(ob_wfmt fmt, const uint8_t *row, int K, int k) {
 
 typedef void (*mm_ref_fn)(const uint8_t *, int, float, const int8_t *, size_t, const float *,
                           const int32_t *, int, int, int, float *, size_t);
+/* T2X kernels are checked against the T2 reference on the plain rows they were repacked from. */
+static ob_wfmt plain_fmt(ob_wfmt f) { return f == OB_WFMT_T2X ? OB_WFMT_T2 : f; }
 static mm_ref_fn ref_fn(ob_wfmt f) {
+    f = plain_fmt(f);
     return f == OB_WFMT_T2 ? ob_matmul_t2_ref : f == OB_WFMT_T16 ? ob_matmul_t16_ref : ob_matmul_b1_ref;
 }
 static const char *fmt_name(ob_wfmt f) {
-    return f == OB_WFMT_T2 ? "T2" : f == OB_WFMT_T16 ? "T1.6" : "B1";
+    return f == OB_WFMT_T2 ? "T2" : f == OB_WFMT_T16 ? "T1.6" : f == OB_WFMT_T2X ? "T2X" : "B1";
+}
+/* The kernel's copy of N plain rows w: w itself, or for T2X a repacked copy (free it if != w). */
+static uint8_t *kernel_weights(ob_wfmt f, uint8_t *w, int N, int K) {
+    if (f != OB_WFMT_T2X) return w;
+    uint8_t *x = xmalloc(ob_t2x_bytes(N, K));
+    ob_t2x_repack(w, N, K, x);
+    return x;
 }
 
 static const int KS[] = {1, 2, 5, 31, 32, 64, 100, 127, 128, 129, 159, 160, 161, 255, 256, 257,
@@ -97,7 +107,7 @@ static int bits_eq(const float *a, const float *b, size_t n) { return memcmp(a, 
 
 /* ---------------------------------------------------------------- reference vs dumb */
 static void test_ref_vs_dumb(void) {
-    for (int f = 0; f < OB_WFMT_COUNT; f++)
+    for (int f = 0; f < OB_WFMT_FILE_COUNT; f++)
         for (int ki = 0; ki < NKS; ki++) {
             int K = KS[ki], N = rndi(1, 9), m = rndi(1, 4);
             size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
@@ -172,14 +182,15 @@ static void test_isa_matmul(const ob_kernels *kern) {
         for (int ki = 0; ki < NKS; ki++) {
             int K = KS[ki];
             int N = rndi(1, 40);
-            size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K) + (size_t)rndi(0, 3) * 64;
+            size_t rb = ob_row_bytes(plain_fmt((ob_wfmt)f), K), st = ob_act_stride(K) + (size_t)rndi(0, 3) * 64;
             uint8_t *w = xmalloc((size_t)N * rb);
             int8_t *xq = xmalloc((size_t)MMAX * st);
             float a[9];
             int32_t xs[9];
             float *yr = xmalloc((size_t)MMAX * N * 4), *ys = xmalloc((size_t)MMAX * N * 4);
             for (int valid = 0; valid < 2; valid++) {
-                fill_weights((ob_wfmt)f, w, (size_t)N * rb, K, N, valid);
+                fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, valid);
+                uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
                 for (int t = 0; t < MMAX; t++) {
                     int32_t s = 0;
                     for (size_t k = 0; k < st; k++) {
@@ -194,13 +205,13 @@ static void test_isa_matmul(const ob_kernels *kern) {
                 for (int m = 1; m <= MMAX; m++) {
                     ref_fn((ob_wfmt)f)(w, K, wscale, xq, st, a, xs, m, 0, N, yr, (size_t)N);
                     for (int i = 0; i < m * N; i++) ys[i] = NAN;
-                    kern->matmul[f](w, K, wscale, xq, st, a, xs, m, 0, N, ys, (size_t)N);
+                    kern->matmul[f](wk, K, wscale, xq, st, a, xs, m, 0, N, ys, (size_t)N);
                     CHECK(bits_eq(yr, ys, (size_t)m * N), "%s %s K=%d N=%d m=%d valid=%d: full range differs",
                           ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), K, N, m, valid);
                     /* random row range; rows outside stay untouched */
                     int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
                     for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
-                    kern->matmul[f](w, K, wscale, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
+                    kern->matmul[f](wk, K, wscale, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
                     int ok = 1;
                     for (int t = 0; t < m; t++)
                         for (int r = 0; r < N; r++) {
@@ -210,6 +221,7 @@ static void test_isa_matmul(const ob_kernels *kern) {
                     CHECK(ok, "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa),
                           fmt_name((ob_wfmt)f), K, N, m, r0, r1);
                 }
+                if (wk != w) free(wk);
             }
             free(w);
             free(xq);
@@ -228,7 +240,8 @@ static void test_isa_extremes(const ob_kernels *kern) {
         for (int f = 0; f < OB_WFMT_COUNT; f++)
             for (int pat = 0; pat < 4; pat++) {
                 int K = Ks[ki];
-                size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
+                ob_wfmt pf = plain_fmt((ob_wfmt)f);
+                size_t rb = ob_row_bytes(pf, K), st = ob_act_stride(K);
                 uint8_t *w = xmalloc((size_t)N * rb);
                 int8_t *xq = xmalloc((size_t)MX * st);
                 int8_t *q = xmalloc((size_t)K);
@@ -236,9 +249,10 @@ static void test_isa_extremes(const ob_kernels *kern) {
                 int32_t xs[MX];
                 for (int r = 0; r < N; r++) {
                     for (int k = 0; k < K; k++) q[k] = (int8_t)((pat & 1) ? 1 : (r % 3 == 1 ? -1 : 1));
-                    ob_pack_row_ref((ob_wfmt)f, q, K, w + r * rb);
+                    ob_pack_row_ref(pf, q, K, w + r * rb);
                 }
-                if (f == OB_WFMT_T2 && pat == 3) memset(w, 0xff, (size_t)N * rb); /* code 3 */
+                if (pf == OB_WFMT_T2 && pat == 3) memset(w, 0xff, (size_t)N * rb); /* code 3 */
+                uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
                 for (int t = 0; t < MX; t++) {
                     int32_t s = 0;
                     for (size_t k = 0; k < st; k++) {
@@ -251,10 +265,11 @@ static void test_isa_extremes(const ob_kernels *kern) {
                 }
                 for (int m = 1; m <= MX; m++) {
                     ref_fn((ob_wfmt)f)(w, K, 0.5f, xq, st, a, xs, m, 0, N, yr, N);
-                    kern->matmul[f](w, K, 0.5f, xq, st, a, xs, m, 0, N, ys, N);
+                    kern->matmul[f](wk, K, 0.5f, xq, st, a, xs, m, 0, N, ys, N);
                     CHECK(bits_eq(yr, ys, (size_t)(N * m)), "%s %s extremes K=%d pat=%d m=%d", ob_isa_name(kern->isa),
                           fmt_name((ob_wfmt)f), K, pat, m);
                 }
+                if (wk != w) free(wk);
                 free(w);
                 free(xq);
                 free(q);
@@ -503,29 +518,31 @@ static void test_isa_f16_gemv_edges(const ob_kernels *kern) {
 static void test_threads(const ob_kernels *kern) {
     int K = 1000, N = 203, m = 5;
     for (int f = 0; f < OB_WFMT_COUNT; f++) {
-        size_t rb = ob_row_bytes((ob_wfmt)f, K), st = ob_act_stride(K);
+        size_t rb = ob_row_bytes(plain_fmt((ob_wfmt)f), K), st = ob_act_stride(K);
         uint8_t *w = xmalloc((size_t)N * rb);
         int8_t *xq = xmalloc((size_t)m * st);
         float a[5], *y1 = xmalloc((size_t)m * N * 4), *yn = xmalloc((size_t)m * N * 4);
         int32_t xs[5];
-        fill_weights((ob_wfmt)f, w, (size_t)N * rb, K, N, 1);
+        fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, 1);
+        uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
         float *x = xmalloc((size_t)m * K * 4);
         for (int i = 0; i < m * K; i++) x[i] = rndf();
         ob_quantize_rows(kern, x, (size_t)K, m, K, xq, st, a, xs);
-        kern->matmul[f](w, K, 0.02f, xq, st, a, xs, m, 0, N, y1, (size_t)N);
+        ref_fn((ob_wfmt)f)(w, K, 0.02f, xq, st, a, xs, m, 0, N, y1, (size_t)N);
         for (int nt = 1; nt <= 4; nt++) {
             ob_threadpool *p = ob_threadpool_create(nt);
             CHECK(p && ob_threadpool_size(p) == nt, "pool create %d", nt);
             for (int rep = 0; rep < 3; rep++) {
                 for (int mm = 1; mm <= m; mm += 4) {
                     for (int i = 0; i < m * N; i++) yn[i] = NAN;
-                    ob_matmul_mt(p, kern, (ob_wfmt)f, w, N, K, 0.02f, xq, st, a, xs, mm, yn, (size_t)N);
+                    ob_matmul_mt(p, kern, (ob_wfmt)f, wk, N, K, 0.02f, xq, st, a, xs, mm, yn, (size_t)N);
                     CHECK(bits_eq(y1, yn, (size_t)mm * N), "%s %s threads=%d m=%d differ",
                           ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), nt, mm);
                 }
             }
             ob_threadpool_destroy(p);
         }
+        if (wk != w) free(wk);
         free(w); free(xq); free(y1); free(yn); free(x);
     }
     /* float GEMVs: identical for any thread count */
