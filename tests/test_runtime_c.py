@@ -8,6 +8,8 @@ the binding from several Python threads (the GIL released in C) and its memory b
 
 from __future__ import annotations
 
+import os
+
 import math
 import shutil
 import struct
@@ -91,6 +93,34 @@ def test_logits_match_numpy_reference(c_runtime, random_checkpoint, tmp_path, va
         assert _rel(decode, expected) < TOL, kv
         if kv == "f16":  # the rounding is real: the two caches give different logits
             assert _rel(expected, ref.forward(tokens)) > 1e-6
+
+
+def test_t2x_repack_changes_no_result(c_runtime, random_checkpoint, tmp_path, monkeypatch):
+    """The loader's T2X repack (docs/RUNTIME.md "Load") on a model whose rows span several T2 blocks
+    (K = 256 and 612: 2 and 5 blocks; the other tests' models have one, where the two layouts
+    coincide) and whose MLP has a row count that is no multiple of 8 (a padded last group): logits
+    bit-identical to the file layout's and within TOL of the NumPy reference, greedy tokens identical
+    on every ISA and thread count, prefill and decode."""
+    ckpt = random_checkpoint(randomize=21, dim=256, n_heads=4, n_kv_heads=1, ffn_dim=612, max_seq_len=64)
+    path = _export(ckpt, tmp_path / "wide.1bit")
+    isas = _available_isas(path)
+    repacked = Model(path, kv="f32")
+    wanted = os.environ.get("ONEBIT_ISA", "") in ("", "avx2", "avx512") and bool({"avx2", "avx512"} & set(isas))
+    assert (repacked.shared.repacked_bytes > 0) == wanted
+    monkeypatch.setenv("ONEBIT_REPACK", "0")
+    in_place = Model(path, kv="f32")
+    monkeypatch.delenv("ONEBIT_REPACK")
+    assert in_place.shared.repacked_bytes == 0
+    ref = ReferenceModel.load(path)
+    tokens = np.random.default_rng(21).integers(0, ref.cfg["vocab_size"], 64).tolist()
+    got = repacked.logits(tokens)
+    assert np.array_equal(got, in_place.logits(tokens))
+    assert _rel(got, ref.forward(tokens, KVCache(dtype="f32"))) < TOL
+    want = in_place.generate(tokens[:5], 40, temperature=0.0)
+    for isa in isas:
+        for threads in (1, 2):
+            model = Model(path, threads=threads, isa=isa, kv="f32", n_batch=1)
+            assert model.generate(tokens[:5], 40, temperature=0.0) == want, f"isa={isa} threads={threads}"
 
 
 def _available_isas(path: Path) -> list[str]:

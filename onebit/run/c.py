@@ -164,6 +164,8 @@ class SharedModel:
         self.eot_token: int = info.eot_token  # -1 when the vocabulary has no <|endoftext|>
         # end-of-sequence ids (metadata tokenizer.eos_token_ids); models trained by onebit have none
         self.eos_tokens: frozenset[int] = frozenset(info.eos_tokens[i] for i in range(info.n_eos_tokens))
+        # T2 weights moved into the interleaved T2X layout at load (0: read in place from the file)
+        self.repacked_bytes: int = info.repacked_bytes
 
     def metadata(self) -> dict:
         """The metadata JSON stored in the file (docs/FORMAT.md)."""

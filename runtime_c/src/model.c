@@ -743,6 +743,7 @@ ob_status ob_model_get_info(const ob_model *m, ob_model_info *info) {
     info->n_eos_tokens = c->n_eos;
     memcpy(info->eos_tokens, c->eos, sizeof c->eos);
     info->file_size = m->file.size;
+    info->repacked_bytes = (uint64_t)m->repacked_size;
     return OB_OK;
 }
 

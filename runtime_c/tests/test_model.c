@@ -1,6 +1,9 @@
 /* test_model.c - loader, sessions and generation on tests/data/tiny.1bit (from gen_tiny.py):
  * caller arenas, bit-identical results for any batch size / thread count, clean errors for bad
  * requests, and a corruption fuzz that must never crash (run under ASan by make test-asan). */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1 /* setenv */
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,6 +318,63 @@ static void fuzz(const uint8_t *data, size_t size) {
     free(raw);
 }
 
+/* All 20 positions' logits of one prompt, prefill of m tokens at a time over n_threads. */
+static void eval_all(const ob_model *m, const int32_t *toks, int T, int n_batch, int n_threads, float *out) {
+    char err[256];
+    ob_session *s;
+    ob_session_params p = ob_session_params_default();
+    p.n_batch = n_batch;
+    p.n_threads = n_threads;
+    CHECK(ob_session_create(&s, m, &p, NULL, 0, err, sizeof err) == OB_OK, "session: %s", err);
+    if (!s) return;
+    CHECK(ob_session_eval(s, toks, T, out, 1) == OB_OK, "eval: %s", ob_session_error(s));
+    ob_session_free(s);
+}
+
+/* The load-time T2X repack (model.c, kernels.h) changes where the weights sit, never a result: the
+ * repacked model, the file's layout (ONEBIT_REPACK=0) and the in-memory open (never repacked) give
+ * the same logits bit for bit, prefill and decode, 1 and 2 threads. */
+static void test_repack(const uint8_t *data, size_t size) {
+    ob_model *mr = NULL, *mf = NULL, *mm = NULL;
+    char err[256];
+    CHECK(ob_model_open(&mr, MODEL_PATH, err, sizeof err) == OB_OK, "open: %s", err);
+    setenv("ONEBIT_REPACK", "0", 1);
+    CHECK(ob_model_open(&mf, MODEL_PATH, err, sizeof err) == OB_OK, "open: %s", err);
+    unsetenv("ONEBIT_REPACK");
+    CHECK(ob_model_open_memory(&mm, data, size, NULL, 0, err, sizeof err) == OB_OK, "open: %s", err);
+    if (!mr || !mf || !mm) return;
+    int t2 = mr->layers[0].q_proj.fmt == OB_WFMT_T2X || mf->layers[0].q_proj.fmt == OB_WFMT_T2;
+    CHECK(t2, "tiny.1bit should be a T2 model");
+    CHECK((mr->repacked != NULL) == ob_t2x_wanted() && mf->repacked == NULL && mm->repacked == NULL,
+          "repacked where T2X pays (%d), and only there", ob_t2x_wanted());
+    if (mr->repacked) {
+        const ob_linear *l = &mr->layers[0].down_proj;
+        CHECK(l->fmt == OB_WFMT_T2X && (const uint8_t *)l->w >= (const uint8_t *)mr->repacked &&
+                  (const uint8_t *)l->w < (const uint8_t *)mr->repacked + mr->repacked_size,
+              "down_proj moved into the repacked mapping");
+    }
+    enum { T = 20 };
+    int V = mr->cfg.vocab_size;
+    int32_t toks[T];
+    for (int i = 0; i < T; i++) toks[i] = (int32_t)(rnd() % (uint32_t)V);
+    float *ref = (float *)malloc(sizeof(float) * (size_t)V * T), *got = (float *)malloc(sizeof(float) * (size_t)V * T);
+    eval_all(mm, toks, T, 64, 1, ref);
+    const ob_model *ms[2] = {mr, mf};
+    for (int i = 0; i < 2; i++)
+        for (int nt = 1; nt <= 2; nt++)
+            for (int nb = 1; nb <= 64; nb += 63) {
+                memset(got, 0, sizeof(float) * (size_t)V * T);
+                eval_all(ms[i], toks, T, nb, nt, got);
+                CHECK(memcmp(ref, got, sizeof(float) * (size_t)V * T) == 0, "%s model, %d thread(s), batch %d: logits differ",
+                      i ? "file-layout" : "repacked", nt, nb);
+            }
+    free(ref);
+    free(got);
+    ob_model_free(mr);
+    ob_model_free(mf);
+    ob_model_free(mm);
+}
+
 int main(void) {
     void *raw;
     size_t size;
@@ -333,6 +393,7 @@ int main(void) {
     }
     test_arena(data, size);
     test_dirty_arena(data, size);
+    test_repack(data, size);
     CHECK(ob_model_open(&m, "tests/data/missing.1bit", err, sizeof err) == OB_ERR_IO && strstr(err, "missing.1bit"),
           "missing file: %s", err);
     CHECK(ob_model_open_memory(&m, data, 63, NULL, 0, err, sizeof err) == OB_ERR_FORMAT && strstr(err, "truncated"),
