@@ -575,7 +575,10 @@ ob_status ob_model_open_memory(ob_model **out, const void *data, size_t size, vo
     return model_init(out, data, size, arena, arena_size, err, err_size);
 }
 
-#if !defined(OB_NO_FILES)
+/* The T2X repack is for the x86 kernels (ob_t2x_wanted); elsewhere (and in wasi-libc, which has no
+ * madvise / mprotect) it is not compiled. */
+#if !defined(OB_NO_FILES) && (defined(__x86_64__) || defined(__i386__))
+#define OB_REPACK_T2X 1
 static ob_linear *layer_linear(ob_layer *L, int j) {
     ob_linear *all[7] = {&L->q_proj, &L->k_proj, &L->v_proj, &L->o_proj, &L->gate_proj, &L->up_proj, &L->down_proj};
     return all[j];
@@ -687,7 +690,9 @@ ob_status ob_model_open(ob_model **out, const char *path, char *err, size_t err_
     }
     (*out)->mapping = map;
     (*out)->mapping_size = size;
+#if defined(OB_REPACK_T2X)
     repack_t2x(*out);
+#endif
     return OB_OK;
 #endif
 }
