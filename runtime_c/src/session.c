@@ -369,27 +369,34 @@ typedef struct {
     const ob_linear *l[3];
     float *y[3];
     int n, m, act;
+    int next[3]; /* ob_take_rows, one counter per matrix (act: one for the gate / up pair) */
 } linear_group;
+
+static void linear_rows(ob_session *s, const ob_linear *l, int m, float *y, int r0, int r1) {
+    if (l->row_scale)
+        s->k.matmul_rs[l->ifmt](l->w, l->cols, l->row_scale, s->xq, s->xq_stride, s->act_a, s->act_sum, m, r0, r1,
+                                y, (size_t)l->rows);
+    else
+        s->k.matmul[l->fmt](l->w, l->cols, l->scale, s->xq, s->xq_stride, s->act_a, s->act_sum, m, r0, r1, y,
+                            (size_t)l->rows);
+}
 
 static void linear_group_task(void *ctx, int ith, int nth) {
     linear_group *g = (linear_group *)ctx;
     ob_session *s = g->s;
-    for (int i = 0; i < g->n; i++) {
-        const ob_linear *l = g->l[i];
-        int r0, r1;
-        ob_split_rows(l->rows, ith, nth, 16, &r0, &r1);
-        if (r0 < r1 && l->row_scale)
-            s->k.matmul_rs[l->ifmt](l->w, l->cols, l->row_scale, s->xq, s->xq_stride, s->act_a, s->act_sum, g->m,
-                                    r0, r1, g->y[i], (size_t)l->rows);
-        else if (r0 < r1)
-            s->k.matmul[l->fmt](l->w, l->cols, l->scale, s->xq, s->xq_stride, s->act_a, s->act_sum, g->m, r0, r1,
-                                g->y[i], (size_t)l->rows);
+    int r0, r1;
+    (void)ith;
+    if (!g->act) {
+        for (int i = 0; i < g->n; i++)
+            while (ob_take_rows(&g->next[i], g->l[i]->rows, nth, &r0, &r1)) linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
+        return;
     }
-    if (g->act) {
-        const ob_config *c = s->cfg;
-        int F = c->ffn_dim, r0, r1;
-        ob_split_rows(F, ith, nth, 16, &r0, &r1);
-        for (int t = 0; t < g->m && r0 < r1; t++) {
+    /* gate / up (or up alone): a chunk of rows of each, then the activation over that chunk */
+    const ob_config *c = s->cfg;
+    int F = c->ffn_dim;
+    while (ob_take_rows(&g->next[0], F, nth, &r0, &r1)) {
+        for (int i = 0; i < g->n; i++) linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
+        for (int t = 0; t < g->m; t++) {
             size_t o = (size_t)t * F + (size_t)r0;
             if (c->gated) {
                 act_rows(&s->k, c, s->gate + o, s->up + o, (size_t)(r1 - r0));
@@ -553,7 +560,7 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
         norm_rows(c, s->x, D, L->attn_norm, D, m, s->h, D); /* Block: self.attn_norm(x) */
         quantize_in(s, s->h, m, D);
         { /* Attention: q_proj, k_proj, v_proj (one dispatch) */
-            linear_group g = {s, {&L->q_proj, &L->k_proj, &L->v_proj}, {s->q, s->kx, s->vx}, 3, m, 0};
+            linear_group g = {s, {&L->q_proj, &L->k_proj, &L->v_proj}, {s->q, s->kx, s->vx}, 3, m, 0, {0, 0, 0}};
             ob_threadpool_run(s->pool, linear_group_task, &g);
         }
         if (c->qk_norm) { /* Attention: q_norm(q), k_norm(k) per head */
@@ -579,7 +586,7 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
         norm_rows(c, s->x, D, L->mlp_norm, D, m, s->h, D); /* Block: self.mlp_norm(x) */
         quantize_in(s, s->h, m, D);
         { /* MLP: act(gate_proj(x)) * up_proj(x), or act(up_proj(x)) (one dispatch) */
-            linear_group g = {s, {&L->up_proj, &L->gate_proj, NULL}, {s->up, s->gate, NULL}, c->gated ? 2 : 1, m, 1};
+            linear_group g = {s, {&L->up_proj, &L->gate_proj, NULL}, {s->up, s->gate, NULL}, c->gated ? 2 : 1, m, 1, {0, 0, 0}};
             ob_threadpool_run(s->pool, linear_group_task, &g);
         }
         if (c->subln) norm_rows(c, s->gate, F, L->mlp_sub_norm, F, m, s->gate, F); /* mlp.sub_norm */

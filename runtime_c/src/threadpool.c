@@ -185,6 +185,21 @@ void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1) {
 /* ---------------------------------------------------------------- matmul wrappers */
 
 #define OB_ROW_ALIGN 16 /* 16 floats = one cache line of y per thread boundary */
+#define OB_CHUNKS_PER_THREAD 4
+
+int ob_take_rows(int *next, int n, int nth, int *r0, int *r1) {
+    int chunk = n;
+    if (nth > 1) {
+        chunk = (n + nth * OB_CHUNKS_PER_THREAD - 1) / (nth * OB_CHUNKS_PER_THREAD);
+        chunk = (chunk + OB_ROW_ALIGN - 1) / OB_ROW_ALIGN * OB_ROW_ALIGN;
+    }
+    if (chunk < 1) return 0;
+    int c = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+    if (c >= (n + chunk - 1) / chunk) return 0;
+    *r0 = c * chunk;
+    *r1 = *r0 + chunk < n ? *r0 + chunk : n;
+    return 1;
+}
 
 typedef struct {
     const ob_kernels *k;
@@ -199,13 +214,14 @@ typedef struct {
     int m;
     float *y;
     size_t ldy;
+    int next; /* ob_take_rows */
 } ob_mm_task;
 
 static void ob_mm_run(void *ctx, int ith, int nth) {
     ob_mm_task *t = (ob_mm_task *)ctx;
     int r0, r1;
-    ob_split_rows(t->N, ith, nth, OB_ROW_ALIGN, &r0, &r1);
-    if (r0 < r1)
+    (void)ith;
+    while (ob_take_rows(&t->next, t->N, nth, &r0, &r1))
         t->k->matmul[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
                              r1, t->y, t->ldy);
 }
@@ -213,7 +229,7 @@ static void ob_mm_run(void *ctx, int ith, int nth) {
 void ob_matmul_mt(ob_threadpool *pool, const ob_kernels *k, ob_wfmt fmt, const uint8_t *w,
                   int N, int K, float wscale, const int8_t *xq, size_t xq_stride, const float *a,
                   const int32_t *xsum, int m, float *y, size_t ldy) {
-    ob_mm_task t = {k, fmt, w, N, K, wscale, xq, xq_stride, a, xsum, m, y, ldy};
+    ob_mm_task t = {k, fmt, w, N, K, wscale, xq, xq_stride, a, xsum, m, y, ldy, 0};
     ob_threadpool_run(pool, ob_mm_run, &t);
 }
 
@@ -230,13 +246,14 @@ typedef struct {
     int m;
     float *y;
     size_t ldy;
+    int next; /* ob_take_rows */
 } ob_mm_rs_task;
 
 static void ob_mm_rs_run(void *ctx, int ith, int nth) {
     ob_mm_rs_task *t = (ob_mm_rs_task *)ctx;
     int r0, r1;
-    ob_split_rows(t->N, ith, nth, OB_ROW_ALIGN, &r0, &r1);
-    if (r0 < r1)
+    (void)ith;
+    while (ob_take_rows(&t->next, t->N, nth, &r0, &r1))
         t->k->matmul_rs[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
                                 r1, t->y, t->ldy);
 }
@@ -244,7 +261,7 @@ static void ob_mm_rs_run(void *ctx, int ith, int nth) {
 void ob_matmul_rs_mt(ob_threadpool *pool, const ob_kernels *k, ob_ifmt fmt, const uint8_t *w,
                      int N, int K, const float *wscale, const int8_t *xq, size_t xq_stride,
                      const float *a, const int32_t *xsum, int m, float *y, size_t ldy) {
-    ob_mm_rs_task t = {k, fmt, w, N, K, wscale, xq, xq_stride, a, xsum, m, y, ldy};
+    ob_mm_rs_task t = {k, fmt, w, N, K, wscale, xq, xq_stride, a, xsum, m, y, ldy, 0};
     ob_threadpool_run(pool, ob_mm_rs_run, &t);
 }
 
@@ -259,35 +276,37 @@ typedef struct {
     const int16_t *xq; /* q8: the int16 activations and their scale */
     float a;
     float *y;
+    int next; /* ob_take_rows */
 } ob_gemv_task;
 
 static void ob_gemv_run(void *ctx, int ith, int nth) {
     ob_gemv_task *t = (ob_gemv_task *)ctx;
     int r0, r1;
-    ob_split_rows(t->N, ith, nth, OB_ROW_ALIGN, &r0, &r1);
-    if (r0 >= r1) return;
-    if (t->kind == 0)
-        t->k->gemv_f32((const float *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
-    else if (t->kind == 1)
-        t->k->gemv_f16((const uint16_t *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
-    else
-        t->k->gemv_q8((const int8_t *)t->w, t->scale, t->ldw, t->K, t->xq, t->a, r0, r1, t->y);
+    (void)ith;
+    while (ob_take_rows(&t->next, t->N, nth, &r0, &r1)) {
+        if (t->kind == 0)
+            t->k->gemv_f32((const float *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
+        else if (t->kind == 1)
+            t->k->gemv_f16((const uint16_t *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
+        else
+            t->k->gemv_q8((const int8_t *)t->w, t->scale, t->ldw, t->K, t->xq, t->a, r0, r1, t->y);
+    }
 }
 
 void ob_gemv_f32_mt(ob_threadpool *pool, const ob_kernels *k, const float *w, size_t ldw, int N,
                     int K, const float *x, float *y) {
-    ob_gemv_task t = {k, 0, w, NULL, ldw, N, K, x, NULL, 0.0f, y};
+    ob_gemv_task t = {k, 0, w, NULL, ldw, N, K, x, NULL, 0.0f, y, 0};
     ob_threadpool_run(pool, ob_gemv_run, &t);
 }
 
 void ob_gemv_f16_mt(ob_threadpool *pool, const ob_kernels *k, const uint16_t *w, size_t ldw,
                     int N, int K, const float *x, float *y) {
-    ob_gemv_task t = {k, 1, w, NULL, ldw, N, K, x, NULL, 0.0f, y};
+    ob_gemv_task t = {k, 1, w, NULL, ldw, N, K, x, NULL, 0.0f, y, 0};
     ob_threadpool_run(pool, ob_gemv_run, &t);
 }
 
 void ob_gemv_q8_mt(ob_threadpool *pool, const ob_kernels *k, const int8_t *w, const float *scale,
                    size_t ldw, int N, int K, const int16_t *xq, float a, float *y) {
-    ob_gemv_task t = {k, 2, w, scale, ldw, N, K, NULL, xq, a, y};
+    ob_gemv_task t = {k, 2, w, scale, ldw, N, K, NULL, xq, a, y, 0};
     ob_threadpool_run(pool, ob_gemv_run, &t);
 }
