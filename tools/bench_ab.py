@@ -10,7 +10,9 @@ and the median of each build and B / A of the medians.  Tests: tg128 (one prompt
 decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512.  To build
 the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.  With --model-b, B
 runs that file instead (e.g. one build, --a and --b the same binary, on two exports of one model);
-with --kv-b, B runs that KV-cache type (one build and one model, f32 against f16).
+with --kv-b, B runs that KV-cache type (one build and one model, f32 against f16); with --env-a /
+--env-b NAME=VALUE, that side runs with that environment variable (one build, ONEBIT_REPACK=0
+against the default: the file's T2 layout against the load-time T2X repack).
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ TESTS = {"tg128": (1, 129, "decode_tok_s"), "tg128@d512": (512, 129, "decode_tok
          "pp128": (128, 1, "prefill_tok_s"), "pp512": (512, 1, "prefill_tok_s")}
 
 
-def one(binary: Path, model: Path, threads: int, test: str, kv: str) -> float:
+def one(binary: Path, model: Path, threads: int, test: str, kv: str, env: dict[str, str]) -> float:
     prompt, n, key = TESTS[test]
     cmd = [str(binary), "-m", str(model), "--bench", "--prompt-tokens", str(prompt), "-n", str(n), "--temperature",
            "0", "--threads", str(threads), "--ctx", str(prompt + n), "--kv", kv]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **env})
     m = re.search(key + r"=([\d.]+)", done.stderr)
     if done.returncode != 0 or not m:
         raise click.ClickException(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-300:]}")
@@ -57,15 +59,22 @@ def one(binary: Path, model: Path, threads: int, test: str, kv: str) -> float:
 @click.option("--test", type=click.Choice(list(TESTS)), default="tg128", show_default=True, help="what to time")
 @click.option("--kv", type=click.Choice(["f32", "f16"]), default="f16", show_default=True, help="KV-cache type")
 @click.option("--kv-b", type=click.Choice(["f32", "f16"]), default=None, help="the KV-cache type B runs  [default: --kv]")
+@click.option("--env-a", default=None, help="NAME=VALUE set in A's environment  [default: none]")
+@click.option("--env-b", default=None, help="NAME=VALUE set in B's environment  [default: none]")
 def main(a: Path, b: Path, model: Path, model_b: Path | None, threads: str, rounds: int, test: str, kv: str,
-         kv_b: str | None) -> None:
+         kv_b: str | None, env_a: str | None, env_b: str | None) -> None:
     """Interleaved A/B of two onebit-run builds; tok/s, best / median, and B / A."""
+    envs = {}
+    for k, e in (("A", env_a), ("B", env_b)):
+        if e is not None and ("=" not in e or not e.split("=", 1)[0]):
+            raise click.BadParameter(f"{e!r} is not NAME=VALUE", param_hint=f"--env-{k.lower()}")
+        envs[k] = dict([e.split("=", 1)]) if e else {}
     counts = [int(t) for t in threads.split(",")]
     got: dict[tuple[str, int], list[float]] = {(k, n): [] for k in "AB" for n in counts}
     for r in range(rounds):
         for n in counts:
             for k, binary, m, cache in (("A", a, model, kv), ("B", b, model_b or model, kv_b or kv)):
-                got[(k, n)].append(one(binary, m, n, test, cache))
+                got[(k, n)].append(one(binary, m, n, test, cache, envs[k]))
                 click.echo(f"round {r + 1} threads {n} {k} {got[(k, n)][-1]:.1f} tok/s", err=True)
     models = model.name if model_b is None else f"A {model.name}, B {model_b.name}"
     caches = kv if kv_b is None else f"A {kv}, B {kv_b}"
