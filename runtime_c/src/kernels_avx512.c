@@ -210,7 +210,9 @@ OB_DEF_TILES(OB_T512, ob512_b1, 4, 4)
  * limited by the hardware prefetcher, not by the memory: on Zen 4 (1 thread, tools/bench_kernels
  * --gemv-t2 32768 32768, 268 MB from DRAM, quiet) one row after the other took 42.6 ms (6.3 GB/s),
  * NS = 4 20.4 ms, NS = 8 17.8 ms (15.1 GB/s; the plain 8-stream read loop 18.5 GB/s); in cache
- * (2048 x 768) 20.7 / 14.4 / 13.3 us, the shared activation loads. */
+ * (2048 x 768) 20.7 / 14.4 / 13.3 us, the shared activation loads.  The runtime now mostly runs
+ * the same rows function over T2X (kernels.h), where the NS rows of a call are one stream; this
+ * segmented driver serves T2 read in place (ONEBIT_REPACK=0, ob_model_open_memory). */
 #ifndef OB512_T2_NS
 #define OB512_T2_NS 8
 #endif

@@ -381,6 +381,10 @@ static void linear_rows(ob_session *s, const ob_linear *l, int m, float *y, int 
                             (size_t)l->rows);
 }
 
+static size_t linear_row_bytes(const ob_linear *l) {
+    return l->row_scale ? ob_irow_bytes(l->ifmt, l->cols) : ob_row_bytes(l->fmt, l->cols);
+}
+
 static void linear_group_task(void *ctx, int ith, int nth) {
     linear_group *g = (linear_group *)ctx;
     ob_session *s = g->s;
@@ -388,13 +392,14 @@ static void linear_group_task(void *ctx, int ith, int nth) {
     (void)ith;
     if (!g->act) {
         for (int i = 0; i < g->n; i++)
-            while (ob_take_rows(&g->next[i], g->l[i]->rows, nth, &r0, &r1)) linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
+            while (ob_take_rows(&g->next[i], g->l[i]->rows, linear_row_bytes(g->l[i]), nth, &r0, &r1))
+                linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
         return;
     }
     /* gate / up (or up alone): a chunk of rows of each, then the activation over that chunk */
     const ob_config *c = s->cfg;
     int F = c->ffn_dim;
-    while (ob_take_rows(&g->next[0], F, nth, &r0, &r1)) {
+    while (ob_take_rows(&g->next[0], F, linear_row_bytes(g->l[0]) * (size_t)g->n, nth, &r0, &r1)) {
         for (int i = 0; i < g->n; i++) linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
         for (int t = 0; t < g->m; t++) {
             size_t o = (size_t)t * F + (size_t)r0;

@@ -185,12 +185,18 @@ void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1) {
 /* ---------------------------------------------------------------- matmul wrappers */
 
 #define OB_ROW_ALIGN 16 /* 16 floats = one cache line of y per thread boundary */
-#define OB_CHUNKS_PER_THREAD 4
+/* Chunks per thread: one per MiB of weights a thread reads, 1 to 4.  A 134m matrix (under 0.4 MB)
+ * stays one chunk a thread (more chunks there cost more in handoffs than they balance); the 2B
+ * shape's MLP matrices and its head get several. */
+#define OB_CHUNK_BYTES (1 << 20)
+#define OB_CHUNKS_MAX 4
 
-int ob_take_rows(int *next, int n, int nth, int *r0, int *r1) {
+int ob_take_rows(int *next, int n, size_t row_bytes, int nth, int *r0, int *r1) {
     int chunk = n;
     if (nth > 1) {
-        chunk = (n + nth * OB_CHUNKS_PER_THREAD - 1) / (nth * OB_CHUNKS_PER_THREAD);
+        size_t per = (size_t)n * row_bytes / (size_t)nth / OB_CHUNK_BYTES;
+        int k = nth * (per < 1 ? 1 : per > OB_CHUNKS_MAX ? OB_CHUNKS_MAX : (int)per);
+        chunk = (n + k - 1) / k;
         chunk = (chunk + OB_ROW_ALIGN - 1) / OB_ROW_ALIGN * OB_ROW_ALIGN;
     }
     if (chunk < 1) return 0;
@@ -221,7 +227,7 @@ static void ob_mm_run(void *ctx, int ith, int nth) {
     ob_mm_task *t = (ob_mm_task *)ctx;
     int r0, r1;
     (void)ith;
-    while (ob_take_rows(&t->next, t->N, nth, &r0, &r1))
+    while (ob_take_rows(&t->next, t->N, ob_row_bytes(t->fmt, t->K), nth, &r0, &r1))
         t->k->matmul[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
                              r1, t->y, t->ldy);
 }
@@ -253,7 +259,7 @@ static void ob_mm_rs_run(void *ctx, int ith, int nth) {
     ob_mm_rs_task *t = (ob_mm_rs_task *)ctx;
     int r0, r1;
     (void)ith;
-    while (ob_take_rows(&t->next, t->N, nth, &r0, &r1))
+    while (ob_take_rows(&t->next, t->N, ob_irow_bytes(t->fmt, t->K), nth, &r0, &r1))
         t->k->matmul_rs[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
                                 r1, t->y, t->ldy);
 }
@@ -283,7 +289,8 @@ static void ob_gemv_run(void *ctx, int ith, int nth) {
     ob_gemv_task *t = (ob_gemv_task *)ctx;
     int r0, r1;
     (void)ith;
-    while (ob_take_rows(&t->next, t->N, nth, &r0, &r1)) {
+    size_t rb = (size_t)t->K * (t->kind == 0 ? 4 : t->kind == 1 ? 2 : 1);
+    while (ob_take_rows(&t->next, t->N, rb, nth, &r0, &r1)) {
         if (t->kind == 0)
             t->k->gemv_f32((const float *)t->w, t->ldw, t->K, t->x, r0, r1, t->y);
         else if (t->kind == 1)

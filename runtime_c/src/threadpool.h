@@ -36,13 +36,14 @@ void ob_threadpool_run(ob_threadpool *pool, ob_task_fn fn, void *ctx);
  * except the last; thread ith gets [*r0, *r1) (possibly empty). */
 void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1);
 
-/* Rows [0, n) handed out in chunks of OB_ROW_ALIGN-aligned rows, first come first served: the
- * threads of one dispatch share *next (0 at the start) and each takes the next chunk until none is
- * left, so a core that streams faster does more of the rows.  (Fixed halves left the faster one
- * spinning: 12 % of the 2-thread CPU time at the 2B shape went to the barrier, perf.)  One thread
- * takes everything in one chunk.  Returns 0 when no rows are left.  Every row's result is the same
- * whoever computes it, so this changes no bit. */
-int ob_take_rows(int *next, int n, int nth, int *r0, int *r1);
+/* Rows [0, n) of row_bytes each handed out in chunks of OB_ROW_ALIGN-aligned rows, first come first
+ * served: the threads of one dispatch share *next (0 at the start) and each takes the next chunk
+ * until none is left, so a core that streams faster does more of a big matrix.  (Fixed halves left
+ * the faster one spinning: 12 % of the 2-thread CPU time at the 2B shape went to the barrier,
+ * perf.)  A matrix of under 1 MiB a thread is one chunk a thread; one thread takes everything at
+ * once.  Returns 0 when no rows are left.  Every row's result is the same whoever computes it, so
+ * this changes no bit. */
+int ob_take_rows(int *next, int n, size_t row_bytes, int nth, int *r0, int *r1);
 
 /* Multi-threaded wrappers over an ob_kernels table: rows [0, N) split over the pool. */
 void ob_matmul_mt(ob_threadpool *pool, const ob_kernels *k, ob_wfmt fmt, const uint8_t *w,
