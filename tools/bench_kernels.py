@@ -67,7 +67,7 @@ def vs_ort(exe, threads, rounds, reps):
             out = subprocess.run([exe, "--gemv-t2", str(n), str(k), "--threads", str(threads), "--reps", str(reps)],
                                  check=True, capture_output=True, text=True).stdout
             best = float(out.split("best_us=")[1].split()[0]) * 1e-6
-            isa = out.split("isa=")[1].split()[0]
+            isa = out.split("isa=")[1].split()[0] + ", layout " + out.split("layout=")[1].split()[0]
             ob, _, version = ort_matmulnbits(n, k, threads, reps)
             r = rows.setdefault((n, k), [1e9, 1e9, isa])
             r[0], r[1] = min(r[0], best), min(r[1], ob)

@@ -10,6 +10,9 @@
 #include <string.h>
 #if !defined(OB_NO_FILES)
 #include <fcntl.h>
+#if !defined(OB_NO_THREADS)
+#include <pthread.h>
+#endif
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -584,45 +587,75 @@ static ob_linear *layer_linear(ob_layer *L, int j) {
     return all[j];
 }
 
+typedef struct {
+    ob_model *m;
+    uint8_t *base;
+    size_t *dst; /* [n_layers * 7]: each linear's offset in base, or SIZE_MAX if it stays */
+    uintptr_t page;
+    int next; /* the next linear to take (atomic) */
+} repack_job;
+
+static void repack_linear(repack_job *j, int k) {
+    ob_linear *l = layer_linear(&j->m->layers[k / 7], k % 7);
+    uint8_t *dst = j->base + j->dst[k];
+    size_t nb = ob_t2x_bytes(l->rows, l->cols);
+    uintptr_t pg = j->page;
+#if defined(MADV_POPULATE_WRITE)
+    /* one call maps the matrix's pages: about half the time of a fault per page */
+    uintptr_t p0 = (uintptr_t)dst / pg * pg;
+    madvise((void *)p0, (size_t)((uintptr_t)dst + nb - p0), MADV_POPULATE_WRITE);
+#endif
+    ob_t2x_repack(l->w, l->rows, l->cols, dst);
+    uintptr_t a = ((uintptr_t)l->w + pg - 1) / pg * pg,
+              b = ((uintptr_t)l->w + (size_t)l->rows * ob_row_bytes(OB_WFMT_T2, l->cols)) / pg * pg;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+    l->w = dst;
+    l->fmt = OB_WFMT_T2X;
+}
+
+static void *repack_worker(void *arg) {
+    repack_job *j = (repack_job *)arg;
+    for (int k; (k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->m->cfg.n_layers * 7;)
+        if (j->dst[k] != SIZE_MAX) repack_linear(j, k);
+    return NULL;
+}
+
 /* Moves every T2 BitLinear into T2X (kernels.h: the blocks of 8 rows interleaved, so the GEMV reads
  * one stream) in one anonymous mapping, when this CPU's kernels have a fast T2X GEMV.  Matrix by
  * matrix, each one's file pages are dropped from this process once copied (they stay in the page
- * cache), so the resident set never holds a matrix twice.  The copy costs ~0.1-0.3 s on the 2B
- * shape and the sharing of those pages between processes; ONEBIT_REPACK=0 keeps the file's
- * layout, read in place.  Any failure just leaves the model as it was: same results either way. */
+ * cache), so the resident set never holds a matrix twice; two threads share the matrices where
+ * there are two cores.  It costs 0.2-0.3 s of load on the 2B shape, and the sharing of those pages
+ * between processes; ONEBIT_REPACK=0 keeps the file's layout, read in place.  Any failure leaves
+ * the model as it was: the same results either way. */
 static void repack_t2x(ob_model *m) {
     const char *env = getenv("ONEBIT_REPACK");
     if ((env && strcmp(env, "0") == 0) || !ob_t2x_wanted()) return;
-    size_t total = 0;
-    for (int i = 0; i < m->cfg.n_layers; i++)
-        for (int j = 0; j < 7; j++) {
-            const ob_linear *l = layer_linear(&m->layers[i], j);
-            if (l->w && l->fmt == OB_WFMT_T2 && !l->row_scale) total += (ob_t2x_bytes(l->rows, l->cols) + 63) / 64 * 64;
-        }
-    if (total == 0) return;
-    void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buf == MAP_FAILED) return;
+    int n = m->cfg.n_layers * 7;
+    size_t *dst = (size_t *)malloc(sizeof(size_t) * (size_t)n), total = 0;
+    if (!dst) return;
+    for (int k = 0; k < n; k++) {
+        const ob_linear *l = layer_linear(&m->layers[k / 7], k % 7);
+        dst[k] = SIZE_MAX;
+        if (!l->w || l->fmt != OB_WFMT_T2 || l->row_scale) continue;
+        dst[k] = total;
+        total += (ob_t2x_bytes(l->rows, l->cols) + 63) / 64 * 64;
+    }
+    void *buf = total ? mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (buf == MAP_FAILED) {
+        free(dst);
+        return;
+    }
     long page = sysconf(_SC_PAGESIZE);
-    uintptr_t pg = page > 0 ? (uintptr_t)page : 4096;
-    uint8_t *dst = (uint8_t *)buf;
-    for (int i = 0; i < m->cfg.n_layers; i++)
-        for (int j = 0; j < 7; j++) {
-            ob_linear *l = layer_linear(&m->layers[i], j);
-            if (!l->w || l->fmt != OB_WFMT_T2 || l->row_scale) continue;
-            size_t nb = (ob_t2x_bytes(l->rows, l->cols) + 63) / 64 * 64;
-#if defined(MADV_POPULATE_WRITE)
-            /* one call maps the matrix's pages: about half the time of a fault per page */
-            uintptr_t p0 = (uintptr_t)dst / pg * pg;
-            madvise((void *)p0, (size_t)((uintptr_t)dst + nb - p0), MADV_POPULATE_WRITE);
+    repack_job job = {m, (uint8_t *)buf, dst, page > 0 ? (uintptr_t)page : 4096, 0};
+#if !defined(OB_NO_THREADS)
+    pthread_t helper;
+    int helped = sysconf(_SC_NPROCESSORS_ONLN) > 1 && pthread_create(&helper, NULL, repack_worker, &job) == 0;
+    repack_worker(&job);
+    if (helped) pthread_join(helper, NULL);
+#else
+    repack_worker(&job);
 #endif
-            ob_t2x_repack(l->w, l->rows, l->cols, dst);
-            uintptr_t a = ((uintptr_t)l->w + pg - 1) / pg * pg,
-                      b = ((uintptr_t)l->w + (size_t)l->rows * ob_row_bytes(OB_WFMT_T2, l->cols)) / pg * pg;
-            if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-            l->w = dst;
-            l->fmt = OB_WFMT_T2X;
-            dst += nb;
-        }
+    free(dst);
     mprotect(buf, total, PROT_READ); /* immutable from here, as the file mapping is */
     m->repacked = buf;
     m->repacked_size = total;
