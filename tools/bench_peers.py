@@ -17,7 +17,10 @@ What it does, in order:
      with an int4 head, quant.head_dtype i4) and "llama.cpp TQ2_0 Q4_0-head" (the TQ2_0 file with
      a Q4_0 head); the table then ends with their own ratio line.
   3. Measures the machine's read bandwidth (runtime_c bench_kernels --read-bw) on a buffer of the
-     bytes one decoded token reads, at each thread count, interleaved with the engines.
+     bytes one decoded token reads, at each thread count, interleaved with the engines: once a
+     round, and again just before every tg128 run, which that run's share is then taken against
+     (the "paired" roofline: on a shared host the bandwidth moves by 20 % between minutes, and the
+     best decode and the best read loop of a run need not fall in the same minute).
   4. Runs every engine interleaved, several rounds: decode from an empty context (tg128, as
      llama-bench), decode at depth 512, prefill 128 and 512 (each engine's own timers), and one
      cold-process run that prefills 128 tokens: its wall time is the time to first token (the
@@ -355,6 +358,7 @@ class Sample:
     wall_s: float | None = None
     startup_s: float | None = None
     rss_mib: float | None = None
+    bw_gbs: float | None = None  # tg128: the read loop's GB/s just before this run (the paired roofline)
 
 
 GNU_TIME = Path("/usr/bin/time")
@@ -500,8 +504,13 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
                     model = folder / info[e]["file"]
                     if e == ORT and test not in ORT_TESTS:
                         continue
+                    # the host's bandwidth moves by 20 % between minutes: tg128 gets its own reading
+                    bw_now = read_bw(bw_tool, bw_mib, n) if test == "tg128" else None
                     s = (run_onebit(cli, model, e, n, test, kv) if e.startswith("onebit")
                          else run_ort(model, e, n, test) if e == ORT else run_llama(llama, model, e, n, test))
+                    s.bw_gbs = bw_now
+                    if bw_now:
+                        bws[n].append(bw_now)
                     samples.append(s)
                     log(f"round {r + 1}/{rounds} threads {n} {test:11s} {e:16s} "
                         + f"{s.tok_s:8.1f} tok/s" + (f"  rss {s.rss_mib:.0f} MiB" if s.rss_mib else ""))
@@ -533,12 +542,13 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
     else:
         print(f"onnxruntime whole-model peer: not run (shape {shape} or --engines)")
     print(f"\ntok/s, best / median of {rounds} interleaved rounds; roofline = tg128 best x bytes read per token "
-          "/ best read bandwidth at that thread count; startup = TTFT wall time - the engine's own pp128 time; "
+          "/ best read bandwidth at that thread count; paired = the same for each tg128 run over the read loop "
+          "run just before it, best / median; startup = TTFT wall time - the engine's own pp128 time; "
           "TTFT and peak RSS (GNU time) from one fresh process per round (files in the page cache)\n")
     cols = [t for t in test_list if t != "ttft"]
     head = ["engine", "threads", *cols]
     if "tg128" in test_list:
-        head.append("tg128 % of roofline")
+        head += ["tg128 % of roofline", "paired %"]
     if "ttft" in test_list:
         head += ["TTFT 128 (s)", "startup (s)", "peak RSS (MiB)"]
     print("| " + " | ".join(head) + " |")
@@ -549,6 +559,9 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
             if "tg128" in test_list:
                 best_tg = max(pick(e, n, "tg128"), default=0.0)
                 row.append(f"{100 * best_tg * info[e]['bytes_per_token'] / (max(bws[n]) * 1e9):.0f}%")
+                paired = [100 * x.tok_s * info[e]["bytes_per_token"] / (x.bw_gbs * 1e9) for x in samples
+                          if x.engine == e and x.threads == n and x.test == "tg128" and x.bw_gbs]
+                row.append(fmt(paired, 0))
             if "ttft" in test_list:
                 row += [fmt(pick(e, n, "ttft", "wall_s"), 3), fmt(pick(e, n, "ttft", "startup_s"), 3),
                         fmt(pick(e, n, "ttft", "rss_mib"), 0)]
