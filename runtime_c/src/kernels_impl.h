@@ -147,6 +147,8 @@ typedef void (*ob_tile_fn)(const uint8_t *w, size_t rb, int K, const int8_t *x, 
  * rows, ns far-apart weight streams in flight); the r1 - r0 - ns * L leftover rows go through one().
  * Both return exact int32 sums; the output step is ob_out's with its factor divided once. */
 typedef void (*ob_t2_rows_fn)(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out);
+/* T2X, one token: n whole groups from w on, y[i] for their n * OB_T2X_ROWS rows (ob_out's step). */
+typedef void (*ob_t2x_groups_fn)(const uint8_t *w, int n, int nblk, const int8_t *x, int32_t xsum, float f, float *y);
 #define OB_T2_NS_MAX 16
 #if OB_T2X_ROWS > OB_T2_NS_MAX
 #error "a T2X group must fit the T2 GEMV's accumulators"
@@ -216,18 +218,24 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
  * per grp() call, one sequential weight stream (rows a group boundary cuts go through one()).
  * Several tokens: ob_run_tiles' loops, with tiles that never cross a group (a tile's rows are 32
  * bytes apart, its blocks OB_T2X_ROWS * 32).  The same exact int32 sums and output step as T2. */
-static inline void ob_run_t2x(const ob_tiles *tl, ob_t2_rows_fn grp, ob_t2_rows_fn one, const uint8_t *w, int K,
-                              float wscale, const int8_t *xq, size_t xs, const float *a, const int32_t *xsum,
+static inline void ob_run_t2x(const ob_tiles *tl, ob_t2x_groups_fn groups, ob_t2_rows_fn one, const uint8_t *w,
+                              int K, float wscale, const int8_t *xq, size_t xs, const float *a, const int32_t *xsum,
                               int m, int r0, int r1, float *y, size_t ldy) {
     const int nblk = (K + 127) / 128, G = OB_T2X_ROWS;
     int32_t out[8 * 4];
     if (m == 1) {
         const float f = wscale / a[0];
+        int g0 = (r0 + G - 1) / G, g1 = r1 / G; /* the whole groups inside [r0, r1) */
+        if (g1 <= g0) g0 = g1 = r1 / G + 1;   /* none: every row through one() */
         for (int r = r0; r < r1;) {
-            int nr = r % G == 0 && r1 - r >= G ? G : 1;
-            (nr == G ? grp : one)(w + ob_t2x_offset(nblk, r), 32, nblk, xq, out);
-            for (int i = 0; i < nr; i++) y[r + i] = (float)(out[i] - xsum[0]) * f;
-            r += nr;
+            if (r == g0 * G) {
+                groups(w + ob_t2x_offset(nblk, r), g1 - g0, nblk, xq, xsum[0], f, y + r);
+                r = g1 * G;
+                continue;
+            }
+            one(w + ob_t2x_offset(nblk, r), 32, nblk, xq, out);
+            y[r] = (float)(out[0] - xsum[0]) * f;
+            r++;
         }
         return;
     }
