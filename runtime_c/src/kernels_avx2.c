@@ -209,21 +209,7 @@ OB_T256 static void ob256_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const i
 OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
     ob256_t2_gemv_rows(w, s, nb, x, o, 1, 32);
 }
-OB_T256 static void ob256_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,
-                                      float *y) {
-    int32_t o[OB_T2X_ROWS];
-    for (int g = 0; g < n; g++, w += (size_t)nb * OB_T2X_ROWS * 32, y += OB_T2X_ROWS) {
-        ob256_t2_gemv_rows(w, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);
-        for (int i = 0; i < OB_T2X_ROWS; i++) y[i] = (float)(o[i] - xsum) * f;
-    }
-}
-OB_T256 static void ob256_t2x_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
-    ob256_t2_gemv_rows(w, s, nb, x, o, 1, OB_T2X_ROWS * 32);
-}
-static void ob256_t2x_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
-                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
-    ob_run_t2x(&ob256_t2x_tiles, ob256_t2x_gemv_groups, ob256_t2x_gemv_1, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
-}
+OB_DEF_T2X(OB_T256, ob256)
 static void ob256_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
     if (m != 1) {

@@ -280,17 +280,6 @@ OB_T512 static void ob512_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const i
 OB_T512 static void ob512_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
     ob512_t2_gemv_rows(w, s, nb, x, o, 1, 32);
 }
-OB_T512 static void ob512_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,
-                                      float *y) {
-    int32_t o[OB_T2X_ROWS];
-    for (int g = 0; g < n; g++, w += (size_t)nb * OB_T2X_ROWS * 32, y += OB_T2X_ROWS) {
-        ob512_t2_gemv_rows(w, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);
-        for (int i = 0; i < OB_T2X_ROWS; i++) y[i] = (float)(o[i] - xsum) * f;
-    }
-}
-OB_T512 static void ob512_t2x_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
-    ob512_t2_gemv_rows(w, s, nb, x, o, 1, OB_T2X_ROWS * 32);
-}
 static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
     if (m != 1) {
@@ -299,10 +288,7 @@ static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t 
     }
     ob_t2_gemv_segmented(ob512_t2_gemv_ns, ob512_t2_gemv_1, OB512_T2_NS, w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
 }
-static void ob512_t2x_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
-                             const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
-    ob_run_t2x(&ob512_t2x_tiles, ob512_t2x_gemv_groups, ob512_t2x_gemv_1, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
-}
+OB_DEF_T2X(OB_T512, ob512)
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)
 

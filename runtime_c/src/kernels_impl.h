@@ -185,6 +185,7 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
                          const int8_t *xq, size_t xs, const float *a, const int32_t *xsum, int m,
                          int r0, int r1, float *y, size_t ldy) {
     size_t rb = ob_row_bytes(fmt, K);
+    const int t2x = fmt == OB_WFMT_T2X, nblk = (K + 127) / 128, G = OB_T2X_ROWS;
     int chunk = (int)(65536 / (rb ? rb : 1));
     if (chunk < 8) chunk = 8;
     chunk = chunk / 8 * 8;
@@ -198,9 +199,11 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
             float f[4]; /* ob_out's factor, divided once per token rather than once per row */
             for (int t = 0; t < T; t++) f[t] = wscale / a[t0 + t];
             for (int r = c0; r < c1;) {
-                int big = c1 - r >= R;
+                /* T2X: a tile's rows are 32 bytes apart inside one group, never across two */
+                int big = c1 - r >= R && (!t2x || (r % R == 0 && r % G + R <= G));
                 int nr = big ? R : 1;
-                tl->fn[T][big ? 0 : 1](w + (size_t)r * rb, rb, K, x, xs, out);
+                tl->fn[T][big ? 0 : 1](t2x ? w + ob_t2x_offset(nblk, r) : w + (size_t)r * rb, t2x ? 32 : rb, K, x, xs,
+                                       out);
                 for (int i = 0; i < nr; i++)
                     for (int t = 0; t < T; t++) {
                         int32_t acc = out[i * T + t];
@@ -214,10 +217,10 @@ static inline void ob_run_tiles(const ob_tiles *tl, ob_wfmt fmt, const uint8_t *
     }
 }
 
-/* The T2X matmul driver shared by the x86 ISAs.  One token: a whole group of OB_T2X_ROWS rows
- * per grp() call, one sequential weight stream (rows a group boundary cuts go through one()).
- * Several tokens: ob_run_tiles' loops, with tiles that never cross a group (a tile's rows are 32
- * bytes apart, its blocks OB_T2X_ROWS * 32).  The same exact int32 sums and output step as T2. */
+/* The T2X matmul driver shared by the x86 ISAs.  One token: every whole group of OB_T2X_ROWS rows
+ * in [r0, r1) in one groups() call, one sequential weight stream (rows a group boundary cuts go
+ * through one()).  Several tokens: ob_run_tiles, whose tiles never cross a group there.  The same
+ * exact int32 sums and output step as T2. */
 static inline void ob_run_t2x(const ob_tiles *tl, ob_t2x_groups_fn groups, ob_t2_rows_fn one, const uint8_t *w,
                               int K, float wscale, const int8_t *xq, size_t xs, const float *a, const int32_t *xsum,
                               int m, int r0, int r1, float *y, size_t ldy) {
@@ -239,26 +242,30 @@ static inline void ob_run_t2x(const ob_tiles *tl, ob_t2x_groups_fn groups, ob_t2
         }
         return;
     }
-    int chunk = (int)(65536 / ob_row_bytes(OB_WFMT_T2, K)) / G * G;
-    if (chunk < G) chunk = G;
-    for (int c0 = r0; c0 < r1; c0 += chunk) {
-        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
-        for (int t0 = 0; t0 < m; t0 += 4) {
-            int T = m - t0 < 4 ? m - t0 : 4;
-            int R = tl->rbig[T];
-            const int8_t *x = xq + (size_t)t0 * xs;
-            float f[4];
-            for (int t = 0; t < T; t++) f[t] = wscale / a[t0 + t];
-            for (int r = c0; r < c1;) {
-                int nr = r % R == 0 && r % G + R <= G && c1 - r >= R ? R : 1;
-                tl->fn[T][nr == R ? 0 : 1](w + ob_t2x_offset(nblk, r), 32, K, x, xs, out);
-                for (int i = 0; i < nr; i++)
-                    for (int t = 0; t < T; t++) y[(size_t)(t0 + t) * ldy + r + i] = (float)(out[i * T + t] - xsum[t0 + t]) * f[t];
-                r += nr;
-            }
-        }
-    }
+    ob_run_tiles(tl, OB_WFMT_T2X, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
 }
+
+/* The T2X entry points of an x86 ISA: its 8-row T2 GEMV pre##_t2_gemv_rows(w, row stride, nblk, x,
+ * out, R, block stride) and its tiles pre##_t2x_tiles (OB_DEF_TILES over pre##_t2x_tile). */
+#define OB_DEF_T2X(isa, pre)                                                                       \
+    isa static void pre##_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x,         \
+                                          int32_t xsum, float f, float *y) {                        \
+        int32_t o[OB_T2X_ROWS];                                                                    \
+        for (int g = 0; g < n; g++, w += (size_t)nb * OB_T2X_ROWS * 32, y += OB_T2X_ROWS) {        \
+            pre##_t2_gemv_rows(w, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);                    \
+            for (int i = 0; i < OB_T2X_ROWS; i++) y[i] = (float)(o[i] - xsum) * f;                 \
+        }                                                                                          \
+    }                                                                                              \
+    isa static void pre##_t2x_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x,           \
+                                     int32_t *o) {                                                 \
+        pre##_t2_gemv_rows(w, s, nb, x, o, 1, OB_T2X_ROWS * 32);                                   \
+    }                                                                                              \
+    static void pre##_t2x_matmul(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, \
+                                 const float *a, const int32_t *xsum, int m, int r0, int r1, float *y, \
+                                 size_t ldy) {                                                     \
+        ob_run_t2x(&pre##_t2x_tiles, pre##_t2x_gemv_groups, pre##_t2x_gemv_1, w, K, wscale, xq, xs, a, \
+                   xsum, m, r0, r1, y, ldy);                                                       \
+    }
 
 /* The same driver for int4 / int8 rows (kernels.h ob_matmul_rs_fn): rb bytes per row, per-row
  * scales, and acc = tile sum - xoff * xsum (xoff: the offset the tile's encoding adds to every code,
