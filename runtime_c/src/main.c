@@ -113,7 +113,9 @@ static void usage(FILE *f) {
             "      --prompt-tokens N       with --bench: N pseudo-random prompt ids instead of -p (default: off)\n"
             "      --ppl FILE              compute perplexity over FILE instead of generating (default: off)\n"
             "      --version               print the version and exit\n"
-            "  -h, --help                  print this help and exit\n",
+            "  -h, --help                  print this help and exit\n"
+            "environment: ONEBIT_ISA=NAME as --isa; ONEBIT_REPACK=0 reads the T2 weights in place instead\n"
+            "of repacking them at load for the AVX2 / AVX-512 GEMV (faster load, slower decode; same output)\n",
             (double)d.temperature, d.top_k, (double)d.top_p, (double)d.repeat_penalty, d.repeat_window,
             (unsigned long long)d.seed, s.n_threads, OB_DEFAULT_CTX, s.n_batch);
 }
