@@ -184,26 +184,30 @@ void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1) {
 
 /* ---------------------------------------------------------------- matmul wrappers */
 
-#define OB_ROW_ALIGN 16 /* 16 floats = one cache line of y per thread boundary */
-/* Chunks per thread: one per MiB of weights a thread reads, 1 to 4.  A 134m matrix (under 0.4 MB)
- * stays one chunk a thread (more chunks there cost more in handoffs than they balance); the 2B
- * shape's MLP matrices and its head get several. */
-#define OB_CHUNK_BYTES (1 << 20)
-#define OB_CHUNKS_MAX 4
+static int ob_align_rows(size_t rows) {
+    return (int)((rows + OB_ROW_ALIGN - 1) / OB_ROW_ALIGN * OB_ROW_ALIGN);
+}
 
 int ob_take_rows(int *next, int n, size_t row_bytes, int nth, int *r0, int *r1) {
-    int chunk = n;
-    if (nth > 1) {
-        size_t per = (size_t)n * row_bytes / (size_t)nth / OB_CHUNK_BYTES;
-        int k = nth * (per < 1 ? 1 : per > OB_CHUNKS_MAX ? OB_CHUNKS_MAX : (int)per);
-        chunk = (n + k - 1) / k;
-        chunk = (chunk + OB_ROW_ALIGN - 1) / OB_ROW_ALIGN * OB_ROW_ALIGN;
+    if (row_bytes < 1) row_bytes = 1;
+    if (nth <= 1 || (size_t)n * row_bytes / (size_t)nth < OB_CHUNK_BYTES) {
+        int chunk = nth <= 1 ? n : ob_align_rows(((size_t)n + (size_t)nth - 1) / (size_t)nth);
+        if (chunk < 1) return 0;
+        int c = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
+        if (c >= n) return 0;
+        *r0 = c;
+        *r1 = n - c > chunk ? c + chunk : n;
+        return 1;
     }
-    if (chunk < 1) return 0;
-    int c = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
-    if (c >= (n + chunk - 1) / chunk) return 0;
-    *r0 = c * chunk;
-    *r1 = *r0 + chunk < n ? *r0 + chunk : n;
+    const size_t tail = (OB_TAIL_BYTES + row_bytes - 1) / row_bytes;
+    int c = __atomic_load_n(next, __ATOMIC_RELAXED), chunk;
+    do {
+        if (c >= n) return 0;
+        size_t share = ((size_t)(n - c) + 2 * (size_t)nth - 1) / (2 * (size_t)nth);
+        chunk = ob_align_rows(share > tail ? share : tail);
+    } while (!__atomic_compare_exchange_n(next, &c, c + chunk, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    *r0 = c;
+    *r1 = n - c > chunk ? c + chunk : n;
     return 1;
 }
 

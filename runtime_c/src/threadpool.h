@@ -40,9 +40,20 @@ void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1);
  * served: the threads of one dispatch share *next (0 at the start) and each takes the next chunk
  * until none is left, so a core that streams faster does more of a big matrix.  (Fixed halves left
  * the faster one spinning: 12 % of the 2-thread CPU time at the 2B shape went to the barrier,
- * perf.)  A matrix of under 1 MiB a thread is one chunk a thread; one thread takes everything at
- * once.  Returns 0 when no rows are left.  Every row's result is the same whoever computes it, so
- * this changes no bit. */
+ * perf.)  A matrix of under OB_CHUNK_BYTES a thread (every 134m matrix) is one chunk a thread: more
+ * chunks there cost more in handoffs than they balance.  A bigger one is handed out guided: each
+ * chunk a 1 / (2 nth) share of the rows still left, and at least OB_TAIL_BYTES, so chunks are long
+ * while the threads stream and short at the end, where the first thread done would otherwise wait
+ * out the other's whole last chunk (the 2B head in 4 fixed chunks a thread: 41 MB each, about
+ * 1.5 ms).  One thread takes everything at once.  Returns 0 when no rows are left.  Every row's
+ * result is the same whoever computes it, so this changes no bit. */
+#define OB_ROW_ALIGN 16 /* 16 floats = one cache line of y per thread boundary */
+#ifndef OB_CHUNK_BYTES
+#define OB_CHUNK_BYTES (1 << 20)
+#endif
+#ifndef OB_TAIL_BYTES
+#define OB_TAIL_BYTES (256 << 10)
+#endif
 int ob_take_rows(int *next, int n, size_t row_bytes, int nth, int *r0, int *r1);
 
 /* Multi-threaded wrappers over an ob_kernels table: rows [0, N) split over the pool. */

@@ -572,6 +572,26 @@ static void test_threads(const ob_kernels *kern) {
         }
         free(wf); free(x); free(sc); free(wh); free(wq); free(x16); free(y1); free(yn);
     }
+    /* a matrix big enough to be cut guided at every thread count (ob_take_rows): the same bits */
+    {
+        int KB = 800, NB = 6000; /* 4.8 MB of int8 rows: over OB_CHUNK_BYTES a thread at 4 threads */
+        int8_t *wq = xmalloc((size_t)KB * NB);
+        float *x = xmalloc((size_t)KB * 4), *sc = xmalloc((size_t)NB * 4), *y1 = xmalloc((size_t)NB * 4),
+              *yn = xmalloc((size_t)NB * 4), xa;
+        int16_t *x16 = xmalloc((size_t)KB * 2);
+        for (size_t i = 0; i < (size_t)KB * NB; i++) wq[i] = rnd_i8();
+        for (int i = 0; i < KB; i++) x[i] = rndf();
+        for (int i = 0; i < NB; i++) sc[i] = 0.01f + 0.001f * (float)(i % 7);
+        ob_quantize_i16(x, KB, x16, &xa);
+        for (int nt = 1; nt <= 4; nt++) {
+            ob_threadpool *p = ob_threadpool_create(nt);
+            for (int i = 0; i < NB; i++) yn[i] = NAN;
+            ob_gemv_q8_mt(p, kern, wq, sc, (size_t)KB, NB, KB, x16, xa, nt == 1 ? y1 : yn);
+            if (nt > 1) CHECK(bits_eq(y1, yn, (size_t)NB), "%s guided q8 gemv threads=%d differ", ob_isa_name(kern->isa), nt);
+            ob_threadpool_destroy(p);
+        }
+        free(wq); free(x); free(sc); free(y1); free(yn); free(x16);
+    }
 }
 
 typedef struct {
@@ -603,6 +623,70 @@ static void test_pool(void) {
             }
             CHECK(prev == n, "split end n=%d", n);
         }
+}
+
+/* ob_take_rows: the chunks of one dispatch cover [0, n) once; a matrix of under OB_CHUNK_BYTES a
+ * thread is at most one chunk a thread, a bigger one is cut guided (each chunk at most a 1 / (2 nth)
+ * share of the rows left, none shorter than OB_TAIL_BYTES but the last, never growing). */
+typedef struct {
+    int next, n;
+    size_t rb;
+    int *hits;
+} take_ctx;
+static void take_task(void *ctx, int ith, int nth) {
+    take_ctx *c = (take_ctx *)ctx;
+    int r0, r1;
+    (void)ith;
+    while (ob_take_rows(&c->next, c->n, c->rb, nth, &r0, &r1))
+        for (int r = r0; r < r1; r++) __atomic_add_fetch(&c->hits[r], 1, __ATOMIC_RELAXED);
+}
+static void test_take_rows(void) {
+    static const struct {
+        int n;
+        size_t rb;
+    } cases[] = {{0, 64}, {1, 64}, {203, 250}, {768, 192}, {2048, 192}, {6912, 1280}, {128256, 2560}, {5000, 3000}, {100, 1 << 20}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int n = cases[ci].n;
+        const size_t rb = cases[ci].rb, tail = (OB_TAIL_BYTES + rb - 1) / rb;
+        for (int nth = 1; nth <= 4; nth++) {
+            const int guided = nth > 1 && (size_t)n * rb / (size_t)nth >= OB_CHUNK_BYTES;
+            int next = 0, r0, r1, prev = 0, count = 0, last = n;
+            while (count <= n && ob_take_rows(&next, n, rb, nth, &r0, &r1)) {
+                const int len = r1 - r0;
+                CHECK(r0 == prev && len > 0 && r1 <= n && r0 % OB_ROW_ALIGN == 0,
+                      "take_rows n=%d rb=%zu nth=%d: chunk [%d, %d) after %d", n, rb, nth, r0, r1, prev);
+                if (guided && r1 < n) {
+                    size_t share = ((size_t)(n - r0) + 2 * (size_t)nth - 1) / (2 * (size_t)nth);
+                    CHECK((size_t)len >= tail && len <= last && (size_t)len < (share > tail ? share : tail) + OB_ROW_ALIGN,
+                          "take_rows n=%d rb=%zu nth=%d: guided chunk of %d rows at %d (tail %zu, before %d)", n, rb,
+                          nth, len, r0, tail, last);
+                }
+                last = len;
+                prev = r1;
+                count++;
+            }
+            CHECK(prev == n, "take_rows n=%d rb=%zu nth=%d: ended at %d", n, rb, nth, prev);
+            if (!guided)
+                CHECK(count <= nth, "take_rows n=%d rb=%zu nth=%d: %d chunks", n, rb, nth, count);
+            else if (n >= 4 * nth * OB_ROW_ALIGN) /* fewer rows: the alignment bounds the count */
+                CHECK(count > 2 * nth, "take_rows n=%d rb=%zu nth=%d: only %d guided chunks", n, rb, nth, count);
+        }
+    }
+    /* the same through a pool, threads racing for the chunks: every row exactly once */
+    int *hits = xmalloc(sizeof(int) * 128256);
+    for (int nt = 1; nt <= 4; nt++) {
+        ob_threadpool *p = ob_threadpool_create(nt);
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            take_ctx c = {0, cases[ci].n, cases[ci].rb, hits};
+            memset(hits, 0, sizeof(int) * 128256);
+            ob_threadpool_run(p, take_task, &c);
+            int bad = 0;
+            for (int r = 0; r < c.n; r++) bad += hits[r] != 1;
+            CHECK(bad == 0, "take_rows n=%d rb=%zu threads=%d: %d rows not taken exactly once", c.n, c.rb, nt, bad);
+        }
+        ob_threadpool_destroy(p);
+    }
+    free(hits);
 }
 
 /* ---------------------------------------------------------------- strides, K = 0 */
@@ -1046,6 +1130,7 @@ int main(void) {
     test_f16();
     test_isa_select();
     test_pool();
+    test_take_rows();
     test_ref_vs_dumb();
     test_rs_ref_vs_dumb();
     test_q8_ref();
