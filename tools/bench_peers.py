@@ -26,8 +26,9 @@ What it does, in order:
      cold-process run that prefills 128 tokens: its wall time is the time to first token (the
      files sit in the page cache), minus the engine's own prefill time it is the startup (load)
      time; its peak RSS is the process's.
-  5. Prints the table (best and median of the rounds, each engine's share of the roofline) and
-     last a machine-readable line, best onebit T2 over best llama.cpp TQ2_0:
+  5. Prints the table (best and median of the rounds, each engine's share of the roofline), each
+     engine's tg128 scaling from 1 thread up beside the read loop's own (the host decides how far
+     a memory-bound decode can scale), and last a machine-readable line, best onebit T2 over best llama.cpp TQ2_0:
          ratio decode_1t=X decode_2t=Y prefill_1t=Z prefill_2t=W
      (decode = tg128, prefill = pp128; a missing thread count prints nan).
 
@@ -566,6 +567,15 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
                 row += [fmt(pick(e, n, "ttft", "wall_s"), 3), fmt(pick(e, n, "ttft", "startup_s"), 3),
                         fmt(pick(e, n, "ttft", "rss_mib"), 0)]
             print("| " + " | ".join(row) + " |")
+    if "tg128" in test_list and 1 in counts and len(counts) > 1:
+        # the host sets how far a memory-bound decode can scale: print the read loop's scaling beside it
+        med, best = statistics.median, max
+        for n in (c for c in counts if c > 1):
+            eng = ", ".join(f"{e} {med(pick(e, n, 'tg128')) / med(pick(e, 1, 'tg128')):.2f} "
+                            f"({best(pick(e, n, 'tg128')) / best(pick(e, 1, 'tg128')):.2f})"
+                            for e in engine_list if pick(e, n, "tg128") and pick(e, 1, "tg128"))
+            print(f"\n{n}-thread tg128 over 1-thread, medians (best over best): {eng}; "
+                  f"the read loop {med(bws[n]) / med(bws[1]):.2f} ({best(bws[n]) / best(bws[1]):.2f})")
     if json_out:
         json_out.write_text(json.dumps({"samples": [asdict(s) for s in samples], "bandwidth": bws}, indent=1))
 
