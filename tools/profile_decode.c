@@ -99,17 +99,18 @@ static float sh_dot_f16(const float *a, const uint16_t *b, int n) {
 }
 static void sh_axpy_f32(float *y, float a, const float *x, int n) { TIMED(OP_AXPY_F32, real.axpy_f32(y, a, x, n)); }
 static void sh_axpy_f16(float *y, float a, const uint16_t *x, int n) { TIMED(OP_AXPY_F16, real.axpy_f16(y, a, x, n)); }
-static void sh_scores_f32(const float *q, const float *rows, int hd, int n, float scale, float *out) {
-    TIMED(OP_SCORES_F32, real.scores_f32(q, rows, hd, n, scale, out));
+static void sh_scores_f32(const float *q, int G, const float *rows, int hd, int n, float scale, float *out, size_t ldo) {
+    TIMED(OP_SCORES_F32, real.scores_f32(q, G, rows, hd, n, scale, out, ldo));
 }
-static void sh_scores_f16(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out) {
-    TIMED(OP_SCORES_F16, real.scores_f16(q, rows, hd, n, scale, out));
+static void sh_scores_f16(const float *q, int G, const uint16_t *rows, int hd, int n, float scale, float *out,
+                          size_t ldo) {
+    TIMED(OP_SCORES_F16, real.scores_f16(q, G, rows, hd, n, scale, out, ldo));
 }
-static void sh_mix_f32(float *y, const float *p, const float *rows, int hd, int n) {
-    TIMED(OP_MIX_F32, real.mix_f32(y, p, rows, hd, n));
+static void sh_mix_f32(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n) {
+    TIMED(OP_MIX_F32, real.mix_f32(y, G, p, ldp, rows, hd, n));
 }
-static void sh_mix_f16(float *y, const float *p, const uint16_t *rows, int hd, int n) {
-    TIMED(OP_MIX_F16, real.mix_f16(y, p, rows, hd, n));
+static void sh_mix_f16(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n) {
+    TIMED(OP_MIX_F16, real.mix_f16(y, G, p, ldp, rows, hd, n));
 }
 
 /* Keep the real table, hand the session the shims (an entry that is NULL stays NULL). */

@@ -202,16 +202,20 @@ typedef float (*ob_dot_f16_fn)(const float *a, const uint16_t *b, int n);
 typedef void (*ob_axpy_f32_fn)(float *y, float a, const float *x, int n);
 typedef void (*ob_axpy_f16_fn)(float *y, float a, const uint16_t *x, int n);
 
-/* One head's attention over n cached rows of hd values, rows hd apart (the cache layout), fused so
- * that the decode step makes one call per head instead of two per key:
- *   scores: out[j] = dot(q, row j) * scale                     (dot as above, then one multiply)
- *   mix   : y[i] = 0, then y[i] += p[j] * row_j[i] for j = 0..n-1   (the axpy sequence)
- * The same operations in the same order as the per-row loop, so the bits of the references.  An
- * entry may be NULL (an ISA without them): the caller then loops over dot / axpy. */
-typedef void (*ob_scores_f32_fn)(const float *q, const float *rows, int hd, int n, float scale, float *out);
-typedef void (*ob_scores_f16_fn)(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out);
-typedef void (*ob_mix_f32_fn)(float *y, const float *p, const float *rows, int hd, int n);
-typedef void (*ob_mix_f16_fn)(float *y, const float *p, const uint16_t *rows, int hd, int n);
+/* Attention of G query heads that share one KV head, over its n cached rows of hd values (rows hd
+ * apart: the cache layout), fused so that a decode step reads each row once for the G heads and
+ * makes one call per KV head instead of two per head and key:
+ *   scores: out[h * ldo + j] = dot(q + h * hd, row j) * scale       (dot as above, then one multiply)
+ *   mix   : y[h * hd + i] = 0, then += p[h * ldp + j] * row_j[i] for j = 0..n-1   (the axpy sequence)
+ * for h = 0..G-1.  The same operations in the same order as the per-head, per-row loop, so the bits
+ * of the references.  An entry may be NULL (an ISA without them): the caller then loops over dot /
+ * axpy. */
+typedef void (*ob_scores_f32_fn)(const float *q, int G, const float *rows, int hd, int n, float scale, float *out,
+                                 size_t ldo);
+typedef void (*ob_scores_f16_fn)(const float *q, int G, const uint16_t *rows, int hd, int n, float scale, float *out,
+                                 size_t ldo);
+typedef void (*ob_mix_f32_fn)(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n);
+typedef void (*ob_mix_f16_fn)(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n);
 
 /* Elementwise exp for the softmax and SiLU for the MLP, on kernels_impl.h's ob_expf (not libm's
  * expf, which rounds differently from one C library to the next):
@@ -289,10 +293,11 @@ float ob_dot_f32_ref(const float *a, const float *b, int n);
 float ob_dot_f16_ref(const float *a, const uint16_t *b, int n);
 void ob_axpy_f32_ref(float *y, float a, const float *x, int n);
 void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n);
-void ob_scores_f32_ref(const float *q, const float *rows, int hd, int n, float scale, float *out);
-void ob_scores_f16_ref(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out);
-void ob_mix_f32_ref(float *y, const float *p, const float *rows, int hd, int n);
-void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int n);
+void ob_scores_f32_ref(const float *q, int G, const float *rows, int hd, int n, float scale, float *out, size_t ldo);
+void ob_scores_f16_ref(const float *q, int G, const uint16_t *rows, int hd, int n, float scale, float *out,
+                       size_t ldo);
+void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n);
+void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n);
 void ob_exp_shift_ref(float *x, int n, float m);
 void ob_silu_ref(float *g, const float *up, size_t n);
 void ob_gemv_f32_ref(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y);

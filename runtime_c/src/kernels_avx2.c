@@ -499,11 +499,14 @@ OB_DEF_TILES(OB_T256, ob256_i4, 4, 2)
 OB_DEF_TILES(OB_T256, ob256_i8, 4, 2)
 OB_DEF_MATMUL_RS(ob256_i4, OB_IFMT_I4, 8)
 OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
-/* Fused attention (kernels.h: scores / mix).  scores: 8 rows at a time, each row's 8 partial sums
- * in one ymm exactly as ob256_dot_*; then an 8x8 transpose puts lane l of every row in one
- * register, and kernels.h's tree ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)) runs for the 8
- * rows at once.  mix: y kept in registers, 64 values at a time, over all rows.  Both need hd % 8 ==
- * 0 (any head_dim of a real model); otherwise they loop over dot / axpy. */
+/* Fused attention (kernels.h: scores / mix) for the G query heads that share one KV head, each cached
+ * row read once for all of them.  Heads go in blocks of g = 4, 2 or 1 (then 2, 1 for what is left).
+ * scores: 8 accumulators, one per (row, head) pair of 8 / g rows and g heads, each with a row's 8
+ * partial sums exactly as ob256_dot_*; an 8x8 transpose puts lane l of every pair in one register,
+ * and kernels.h's tree ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)) runs for the 8 at once.
+ * mix: head by head, y kept in registers, 64 values at a time, over all rows (the heads in blocks, as
+ * the scores, ran slower here: 2b4t at depth 512, mix 3.9-4.4 -> 4.8-6.0 ms a token, profile_decode).
+ * Both need hd % 8 == 0 (any head_dim of a real model); otherwise they loop over dot / axpy. */
 OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
     __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
     __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
@@ -522,47 +525,76 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
 }
 #define OB256_LD_F32(p) _mm256_loadu_ps(p)
 #define OB256_ATTN(T, sfx, LD, dot, axpy)                                                              \
-    OB_T256 static void ob256_scores_##sfx(const float *q, const T *rows, int hd, int n, float scale, float *out) { \
+    OB_T256 OB_INL void ob256_scores_blk_##sfx(const float *q, const T *rows, int hd, int n, float scale, \
+                                               float *out, size_t ldo, const int g) {                  \
+        const int kb = 8 / g; /* rows a block; accumulator k * g + h: row k, head h */                 \
         int j = 0;                                                                                     \
         if ((hd & 7) == 0)                                                                             \
-            for (; j + 8 <= n; j += 8) {                                                               \
+            for (; j + kb <= n; j += kb) {                                                             \
                 const T *r = rows + (size_t)j * hd;                                                    \
                 __m256 acc[8];                                                                         \
                 _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();      \
                 for (int i = 0; i < hd; i += 8) {                                                      \
-                    const __m256 qv = _mm256_loadu_ps(q + i);                                          \
-                    _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                                \
-                        acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(qv, LD(r + (size_t)t * hd + i))); \
+                    __m256 kv[8];                                                                      \
+                    _Pragma("GCC unroll 8") for (int k = 0; k < kb; k++) kv[k] = LD(r + (size_t)k * hd + i); \
+                    _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) {                              \
+                        const __m256 qv = _mm256_loadu_ps(q + (size_t)h * hd + i);                     \
+                        _Pragma("GCC unroll 8") for (int k = 0; k < kb; k++)                           \
+                            acc[k * g + h] = _mm256_add_ps(acc[k * g + h], _mm256_mul_ps(qv, kv[k]));  \
+                    }                                                                                  \
                 }                                                                                      \
-                _mm256_storeu_ps(out + j, _mm256_mul_ps(ob256_tree8(acc), _mm256_set1_ps(scale)));      \
+                const __m256 s = _mm256_mul_ps(ob256_tree8(acc), _mm256_set1_ps(scale));               \
+                if (g == 1) {                                                                          \
+                    _mm256_storeu_ps(out + j, s);                                                      \
+                } else {                                                                               \
+                    float s8[8];                                                                       \
+                    _mm256_storeu_ps(s8, s);                                                           \
+                    for (int k = 0; k < kb; k++)                                                       \
+                        for (int h = 0; h < g; h++) out[(size_t)h * ldo + j + k] = s8[k * g + h];      \
+                }                                                                                      \
             }                                                                                          \
-        for (; j < n; j++) out[j] = dot(q, rows + (size_t)j * hd, hd) * scale;                         \
+        for (; j < n; j++)                                                                             \
+            for (int h = 0; h < g; h++)                                                                \
+                out[(size_t)h * ldo + j] = dot(q + (size_t)h * hd, rows + (size_t)j * hd, hd) * scale; \
     }                                                                                                  \
-    OB_T256 static void ob256_mix_##sfx(float *y, const float *p, const T *rows, int hd, int n) {      \
-        if (hd & 7) {                                                                                  \
-            for (int i = 0; i < hd; i++) y[i] = 0.0f;                                                  \
-            for (int j = 0; j < n; j++) axpy(y, p[j], rows + (size_t)j * hd, hd);                      \
-            return;                                                                                    \
+    OB_T256 static void ob256_scores_##sfx(const float *q, int G, const T *rows, int hd, int n, float scale, \
+                                           float *out, size_t ldo) {                                   \
+        for (int h = 0; h < G;) {                                                                      \
+            const float *qh = q + (size_t)h * hd;                                                      \
+            float *oh = out + (size_t)h * ldo;                                                         \
+            if (G - h >= 4) ob256_scores_blk_##sfx(qh, rows, hd, n, scale, oh, ldo, 4), h += 4;        \
+            else if (G - h >= 2) ob256_scores_blk_##sfx(qh, rows, hd, n, scale, oh, ldo, 2), h += 2;   \
+            else ob256_scores_blk_##sfx(qh, rows, hd, n, scale, oh, ldo, 1), h += 1;                   \
         }                                                                                              \
-        for (int d = 0; d < hd; d += 64) {                                                             \
-            const int c = (hd - d) / 8 < 8 ? (hd - d) / 8 : 8;                                         \
-            __m256 acc[8];                                                                             \
-            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();          \
-            if (c == 8) {                                                                              \
-                for (int j = 0; j < n; j++) {                                                          \
-                    const __m256 pj = _mm256_set1_ps(p[j]);                                            \
-                    const T *r = rows + (size_t)j * hd + d;                                            \
-                    _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                                \
-                        acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t)));              \
-                }                                                                                      \
-            } else {                                                                                   \
-                for (int j = 0; j < n; j++) {                                                          \
-                    const __m256 pj = _mm256_set1_ps(p[j]);                                            \
-                    const T *r = rows + (size_t)j * hd + d;                                            \
-                    for (int t = 0; t < c; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t))); \
-                }                                                                                      \
+    }                                                                                                  \
+    OB_T256 static void ob256_mix_##sfx(float *y, int G, const float *p, size_t ldp, const T *rows, int hd, \
+                                        int n) {                                                       \
+        for (int h = 0; h < G; h++, y += hd, p += ldp) {                                               \
+            if (hd & 7) {                                                                              \
+                for (int i = 0; i < hd; i++) y[i] = 0.0f;                                              \
+                for (int j = 0; j < n; j++) axpy(y, p[j], rows + (size_t)j * hd, hd);                  \
+                continue;                                                                              \
             }                                                                                          \
-            for (int t = 0; t < c; t++) _mm256_storeu_ps(y + d + 8 * t, acc[t]);                       \
+            for (int d = 0; d < hd; d += 64) {                                                         \
+                const int c = (hd - d) / 8 < 8 ? (hd - d) / 8 : 8;                                     \
+                __m256 acc[8];                                                                         \
+                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();      \
+                if (c == 8) {                                                                          \
+                    for (int j = 0; j < n; j++) {                                                      \
+                        const __m256 pj = _mm256_set1_ps(p[j]);                                        \
+                        const T *r = rows + (size_t)j * hd + d;                                        \
+                        _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                            \
+                            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t)));          \
+                    }                                                                                  \
+                } else {                                                                               \
+                    for (int j = 0; j < n; j++) {                                                      \
+                        const __m256 pj = _mm256_set1_ps(p[j]);                                        \
+                        const T *r = rows + (size_t)j * hd + d;                                        \
+                        for (int t = 0; t < c; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t))); \
+                    }                                                                                  \
+                }                                                                                      \
+                for (int t = 0; t < c; t++) _mm256_storeu_ps(y + d + 8 * t, acc[t]);                   \
+            }                                                                                          \
         }                                                                                              \
     }
 OB256_ATTN(float, f32, OB256_LD_F32, ob256_dot_f32, ob256_axpy_f32)

@@ -389,22 +389,31 @@ void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n) {
     for (; i < n; i++) y[i] += a * ob_f16_to_f32(x[i]);
 }
 
-void ob_scores_f32_ref(const float *q, const float *rows, int hd, int n, float scale, float *out) {
-    for (int j = 0; j < n; j++) out[j] = ob_dot_f32_ref(q, rows + (size_t)j * hd, hd) * scale;
+void ob_scores_f32_ref(const float *q, int G, const float *rows, int hd, int n, float scale, float *out, size_t ldo) {
+    for (int h = 0; h < G; h++)
+        for (int j = 0; j < n; j++) out[(size_t)h * ldo + j] = ob_dot_f32_ref(q + (size_t)h * hd, rows + (size_t)j * hd, hd) * scale;
 }
 
-void ob_scores_f16_ref(const float *q, const uint16_t *rows, int hd, int n, float scale, float *out) {
-    for (int j = 0; j < n; j++) out[j] = ob_dot_f16_ref(q, rows + (size_t)j * hd, hd) * scale;
+void ob_scores_f16_ref(const float *q, int G, const uint16_t *rows, int hd, int n, float scale, float *out,
+                       size_t ldo) {
+    for (int h = 0; h < G; h++)
+        for (int j = 0; j < n; j++) out[(size_t)h * ldo + j] = ob_dot_f16_ref(q + (size_t)h * hd, rows + (size_t)j * hd, hd) * scale;
 }
 
-void ob_mix_f32_ref(float *y, const float *p, const float *rows, int hd, int n) {
-    for (int i = 0; i < hd; i++) y[i] = 0.0f;
-    for (int j = 0; j < n; j++) ob_axpy_f32_ref(y, p[j], rows + (size_t)j * hd, hd);
+void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n) {
+    for (int h = 0; h < G; h++) {
+        float *yh = y + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) yh[i] = 0.0f;
+        for (int j = 0; j < n; j++) ob_axpy_f32_ref(yh, p[(size_t)h * ldp + j], rows + (size_t)j * hd, hd);
+    }
 }
 
-void ob_mix_f16_ref(float *y, const float *p, const uint16_t *rows, int hd, int n) {
-    for (int i = 0; i < hd; i++) y[i] = 0.0f;
-    for (int j = 0; j < n; j++) ob_axpy_f16_ref(y, p[j], rows + (size_t)j * hd, hd);
+void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n) {
+    for (int h = 0; h < G; h++) {
+        float *yh = y + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) yh[i] = 0.0f;
+        for (int j = 0; j < n; j++) ob_axpy_f16_ref(yh, p[(size_t)h * ldp + j], rows + (size_t)j * hd, hd);
+    }
 }
 
 void ob_exp_shift_ref(float *x, int n, float m) {

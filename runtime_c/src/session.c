@@ -478,7 +478,8 @@ typedef struct {
 } attn_task;
 
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
- * query heads.  Threads take fixed ranges of heads. */
+ * query heads.  Threads take fixed ranges of heads; the heads of a range that share a KV head go to
+ * the kernels together, which read each cached row once for all of them. */
 static void attention_task(void *ctx, int ith, int nth) {
     attn_task *t = (attn_task *)ctx;
     ob_session *s = t->s;
@@ -489,39 +490,47 @@ static void attention_task(void *ctx, int ith, int nth) {
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
     size_t base = (size_t)t->layer * s->kv_layer;
     const int f16 = s->kv_type == OB_KV_F16; /* the kernels widen f16 rows in registers */
-    for (int h = h0; h < h1; h++) {
-        float *sc = s->scores + (size_t)h * s->n_ctx;
-        int kvh = h / group;
+    for (int hg = h0; hg < h1;) {
+        int kvh = hg / group, G = (kvh + 1) * group < h1 ? (kvh + 1) * group - hg : h1 - hg;
+        size_t off0 = base + (size_t)kvh * s->n_ctx * hd; /* this KV head's rows 0..n_keys-1, hd apart */
+        const uint16_t *k16 = (const uint16_t *)s->key_cache + off0, *v16 = (const uint16_t *)s->value_cache + off0;
+        const float *k32 = (const float *)s->key_cache + off0, *v32 = (const float *)s->value_cache + off0;
+        float *sc0 = s->scores + (size_t)hg * s->n_ctx; /* head hg + g's scores n_ctx further on */
         for (int tok = 0; tok < t->m; tok++) {
             int n_keys = t->pos0 + tok + 1;
-            const float *q = s->q + ((size_t)tok * c->n_heads + h) * hd;
-            size_t off0 = base + (size_t)kvh * s->n_ctx * hd; /* this head's rows 0..n_keys-1, hd apart */
-            const uint16_t *k16 = (const uint16_t *)s->key_cache + off0, *v16 = (const uint16_t *)s->value_cache + off0;
-            const float *k32 = (const float *)s->key_cache + off0, *v32 = (const float *)s->value_cache + off0;
-            if (f16 && s->k.scores_f16) s->k.scores_f16(q, k16, hd, n_keys, scale, sc);
-            else if (!f16 && s->k.scores_f32) s->k.scores_f32(q, k32, hd, n_keys, scale, sc);
+            const float *q = s->q + ((size_t)tok * c->n_heads + hg) * hd; /* the G heads' queries, hd apart */
+            float *out = s->att + ((size_t)tok * c->n_heads + hg) * hd;
+            if (f16 && s->k.scores_f16) s->k.scores_f16(q, G, k16, hd, n_keys, scale, sc0, (size_t)s->n_ctx);
+            else if (!f16 && s->k.scores_f32) s->k.scores_f32(q, G, k32, hd, n_keys, scale, sc0, (size_t)s->n_ctx);
             else
+                for (int g = 0; g < G; g++)
+                    for (int j = 0; j < n_keys; j++)
+                        sc0[(size_t)g * s->n_ctx + j] =
+                            (f16 ? s->k.dot_f16(q + (size_t)g * hd, k16 + (size_t)j * hd, hd)
+                                 : s->k.dot_f32(q + (size_t)g * hd, k32 + (size_t)j * hd, hd)) * scale;
+            for (int g = 0; g < G; g++) { /* softmax, head by head */
+                float *sc = sc0 + (size_t)g * s->n_ctx, mx = -INFINITY;
                 for (int j = 0; j < n_keys; j++)
-                    sc[j] = (f16 ? s->k.dot_f16(q, k16 + (size_t)j * hd, hd) : s->k.dot_f32(q, k32 + (size_t)j * hd, hd)) *
-                            scale;
-            float mx = -INFINITY;
-            for (int j = 0; j < n_keys; j++)
-                if (sc[j] > mx) mx = sc[j];
-            s->k.exp_shift(sc, n_keys, mx);
-            float sum = 0.0f;
-            for (int j = 0; j < n_keys; j++) sum += sc[j];
-            for (int j = 0; j < n_keys; j++) sc[j] = sc[j] / sum;
-            float *out = s->att + ((size_t)tok * c->n_heads + h) * hd;
-            if (f16 && s->k.mix_f16) s->k.mix_f16(out, sc, v16, hd, n_keys);
-            else if (!f16 && s->k.mix_f32) s->k.mix_f32(out, sc, v32, hd, n_keys);
-            else {
-                for (int d = 0; d < hd; d++) out[d] = 0.0f;
-                for (int j = 0; j < n_keys; j++) {
-                    if (f16) s->k.axpy_f16(out, sc[j], v16 + (size_t)j * hd, hd);
-                    else s->k.axpy_f32(out, sc[j], v32 + (size_t)j * hd, hd);
-                }
+                    if (sc[j] > mx) mx = sc[j];
+                s->k.exp_shift(sc, n_keys, mx);
+                float sum = 0.0f;
+                for (int j = 0; j < n_keys; j++) sum += sc[j];
+                for (int j = 0; j < n_keys; j++) sc[j] = sc[j] / sum;
             }
+            if (f16 && s->k.mix_f16) s->k.mix_f16(out, G, sc0, (size_t)s->n_ctx, v16, hd, n_keys);
+            else if (!f16 && s->k.mix_f32) s->k.mix_f32(out, G, sc0, (size_t)s->n_ctx, v32, hd, n_keys);
+            else
+                for (int g = 0; g < G; g++) {
+                    float *o = out + (size_t)g * hd;
+                    const float *sc = sc0 + (size_t)g * s->n_ctx;
+                    for (int d = 0; d < hd; d++) o[d] = 0.0f;
+                    for (int j = 0; j < n_keys; j++) {
+                        if (f16) s->k.axpy_f16(o, sc[j], v16 + (size_t)j * hd, hd);
+                        else s->k.axpy_f32(o, sc[j], v32 + (size_t)j * hd, hd);
+                    }
+                }
         }
+        hg += G;
     }
 }
 

@@ -838,39 +838,43 @@ static void test_isa_attn(const ob_kernels *kern) {
         }
     }
     CHECK(bad == 0, "%s attention dot/axpy: %d mismatches", ob_isa_name(kern->isa), bad);
-    /* the fused scores / mix (where an ISA has them): the bits of the per-row references, for
-     * head sizes with and without the 8-multiple fast path and row counts around the 8-row blocks */
-    enum { R = 21, H = 136 };
-    static float rows[R * H], q[H], p[R], o0[R + H], o1[R + H];
+    /* the fused scores / mix (where an ISA has them): the bits of the per-head, per-row references,
+     * for head sizes with and without the 8-multiple fast path, row counts around the row blocks, and
+     * 1-9 query heads on one KV head (every mix of the 4 / 2 / 1 head blocks), their scores and
+     * probabilities LD apart */
+    enum { R = 21, H = 136, GM = 9, LD = R + 3 };
+    static float rows[R * H], q[GM * H], p[GM * LD], o0[GM * LD + GM * H + 1], o1[GM * LD + GM * H + 1];
     static uint16_t rows16[R * H];
+    static const int gs[] = {1, 2, 3, 4, 5, 7, 8, 9};
     bad = 0;
     for (int hd = 1; hd <= H; hd += (hd < 24 ? 1 : 8)) {
         for (int n = 0; n <= R; n++) {
+            const int G = gs[(hd + n) % 8];
             for (int i = 0; i < n * hd; i++) {
                 rows[i] = rndf() * 3.0f;
                 rows16[i] = ob_f32_to_f16(rndf() * 3.0f);
             }
-            for (int i = 0; i < hd; i++) q[i] = rndf();
-            for (int j = 0; j < n; j++) p[j] = rndf();
+            for (int i = 0; i < G * hd; i++) q[i] = rndf();
+            for (int i = 0; i < G * LD; i++) p[i] = rndf();
             float sc = 0.125f + rndf() * 0.01f;
             for (int kind = 0; kind < 4; kind++) {
                 memset(o0, 0x7f, sizeof o0);
                 memset(o1, 0x7f, sizeof o1);
-                int len = kind < 2 ? n : hd;
+                size_t len = kind < 2 ? (size_t)G * LD : (size_t)G * hd;
                 if (kind == 0 && kern->scores_f32) {
-                    ob_scores_f32_ref(q, rows, hd, n, sc, o0);
-                    kern->scores_f32(q, rows, hd, n, sc, o1);
+                    for (int g = 0; g < G; g++) ob_scores_f32_ref(q + g * hd, 1, rows, hd, n, sc, o0 + g * LD, 0);
+                    kern->scores_f32(q, G, rows, hd, n, sc, o1, LD);
                 } else if (kind == 1 && kern->scores_f16) {
-                    ob_scores_f16_ref(q, rows16, hd, n, sc, o0);
-                    kern->scores_f16(q, rows16, hd, n, sc, o1);
+                    for (int g = 0; g < G; g++) ob_scores_f16_ref(q + g * hd, 1, rows16, hd, n, sc, o0 + g * LD, 0);
+                    kern->scores_f16(q, G, rows16, hd, n, sc, o1, LD);
                 } else if (kind == 2 && kern->mix_f32) {
-                    ob_mix_f32_ref(o0, p, rows, hd, n);
-                    kern->mix_f32(o1, p, rows, hd, n);
+                    for (int g = 0; g < G; g++) ob_mix_f32_ref(o0 + g * hd, 1, p + g * LD, 0, rows, hd, n);
+                    kern->mix_f32(o1, G, p, LD, rows, hd, n);
                 } else if (kind == 3 && kern->mix_f16) {
-                    ob_mix_f16_ref(o0, p, rows16, hd, n);
-                    kern->mix_f16(o1, p, rows16, hd, n);
+                    for (int g = 0; g < G; g++) ob_mix_f16_ref(o0 + g * hd, 1, p + g * LD, 0, rows16, hd, n);
+                    kern->mix_f16(o1, G, p, LD, rows16, hd, n);
                 }
-                bad += !bits_eq(o0, o1, (size_t)len + 1); /* + 1: nothing written past the end */
+                bad += !bits_eq(o0, o1, len + 1); /* + 1: nothing written past the end (nor between rows) */
             }
         }
     }
