@@ -652,6 +652,37 @@ OB_T256 static void ob256_silu(float *g, const float *up, size_t n) {
     }
 }
 
+OB_T256 static void ob256_relu2(float *g, const float *up, size_t n) {
+    const __m256 zero = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        __m256 r = _mm256_and_ps(x, _mm256_cmp_ps(x, zero, _CMP_GT_OQ)); /* false for NaN: +0 */
+        r = _mm256_mul_ps(r, r);
+        if (up) r = _mm256_mul_ps(r, _mm256_loadu_ps(up + i));
+        _mm256_storeu_ps(g + i, r);
+    }
+    if (i < n) ob_relu2_ref(g + i, up ? up + i : NULL, n - i);
+}
+
+/* The four partial sums of the reference are the four double lanes of one register. */
+OB_T256 static void ob256_rmsnorm(const float *x, const float *w, int n, float eps, float *y) {
+    __m256d s = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        s = _mm256_add_pd(s, _mm256_mul_pd(v, v));
+    }
+    double s4[4];
+    _mm256_storeu_pd(s4, s);
+    const float r = 1.0f / sqrtf((float)(ob_sumsq_tail(s4[0], s4[1], s4[2], s4[3], x, i, n) / n) + eps);
+    const __m256 vr = _mm256_set1_ps(r);
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(y + k, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), vr), _mm256_loadu_ps(w + k)));
+    for (; k < n; k++) y[k] = (x[k] * r) * w[k];
+}
+
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
@@ -675,6 +706,8 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->mix_f16 = ob256_mix_f16;
     k->exp_shift = ob256_exp_shift;
     k->silu = ob256_silu;
+    k->relu2 = ob256_relu2;
+    k->rmsnorm = ob256_rmsnorm;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

@@ -165,6 +165,8 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->mix_f16 = NULL;
     k->exp_shift = ob_exp_shift_ref;
     k->silu = ob_silu_ref;
+    k->relu2 = ob_relu2_ref;
+    k->rmsnorm = ob_rmsnorm_ref;
     if (!ob_isa_supported(isa)) return OB_ISA_EUNSUPPORTED;
     k->isa = isa;
     ob_simd_fill(k, isa);

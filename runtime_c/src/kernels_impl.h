@@ -91,6 +91,9 @@ static inline float ob_expf(float x) {
     return p * scale;
 }
 
+/* kernels.h rmsnorm: the four partial sums of squares combined, then x[i..n) added in order. */
+double ob_sumsq_tail(double s0, double s1, double s2, double s3, const float *x, int i, int n);
+
 /* SiLU of one value as the activation kernels compute it: x / (1 + exp(-x)). */
 static inline float ob_silu1(float x) {
     float e = ob_expf(-x);

@@ -472,3 +472,30 @@ void ob_gemv_q8_ref(const int8_t *w, const float *scale, size_t ldw, int K, cons
         y[r] = ob_out_q8(s, scale[r], a);
     }
 }
+
+void ob_relu2_ref(float *g, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) { /* r = x > 0 ? x : 0 (NaN and -0 give +0) as a bit mask, not a branch */
+        float x = g[i], r;
+        uint32_t b, keep = 0u - (uint32_t)(x > 0.0f);
+        memcpy(&b, &x, sizeof b);
+        b &= keep;
+        memcpy(&r, &b, sizeof r);
+        g[i] = up ? (r * r) * up[i] : r * r;
+    }
+}
+
+/* kernels.h rmsnorm's sum of squares, shared with the vector kernels' tails */
+double ob_sumsq_tail(double s0, double s1, double s2, double s3, const float *x, int i, int n) {
+    double ss = (s0 + s1) + (s2 + s3);
+    for (; i < n; i++) ss += (double)x[i] * (double)x[i];
+    return ss;
+}
+
+void ob_rmsnorm_ref(const float *x, const float *w, int n, float eps, float *y) {
+    double s4[4] = {0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) s4[j] += (double)x[i + j] * (double)x[i + j];
+    float r = 1.0f / sqrtf((float)(ob_sumsq_tail(s4[0], s4[1], s4[2], s4[3], x, i, n) / n) + eps);
+    for (int k = 0; k < n; k++) y[k] = (x[k] * r) * w[k];
+}

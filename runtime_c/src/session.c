@@ -319,17 +319,9 @@ const float *ob_session_logits(const ob_session *s) { return s && s->has_logits 
 /* ---------------------------------------------------------------- forward pieces */
 
 /* model.py Norm: RMSNorm or bias-free LayerNorm in fp32 (sums in double: closest to exact). */
-static void norm_row(const ob_config *c, const float *x, const float *w, int n, float *y) {
+static void norm_row(const ob_kernels *k, const ob_config *c, const float *x, const float *w, int n, float *y) {
     if (c->norm == OB_NORM_RMS) {
-        /* four partial sums: one chain of dependent double adds was 1.7 % of a 2B-shape token */
-        double s4[4] = {0.0, 0.0, 0.0, 0.0}, ss;
-        int i = 0;
-        for (; i + 4 <= n; i += 4)
-            for (int j = 0; j < 4; j++) s4[j] += (double)x[i + j] * (double)x[i + j];
-        ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-        for (; i < n; i++) ss += (double)x[i] * (double)x[i];
-        float r = 1.0f / sqrtf((float)(ss / n) + c->norm_eps);
-        for (int i = 0; i < n; i++) y[i] = (x[i] * r) * w[i];
+        k->rmsnorm(x, w, n, c->norm_eps, y);
     } else {
         double sum = 0.0, var = 0.0;
         for (int i = 0; i < n; i++) sum += x[i];
@@ -343,9 +335,9 @@ static void norm_row(const ob_config *c, const float *x, const float *w, int n, 
     }
 }
 
-static void norm_rows(const ob_config *c, const float *x, size_t ldx, const float *w, int n, int m, float *y,
-                      size_t ldy) {
-    for (int t = 0; t < m; t++) norm_row(c, x + t * ldx, w, n, y + t * ldy);
+static void norm_rows(const ob_kernels *k, const ob_config *c, const float *x, size_t ldx, const float *w, int n, int m,
+                      float *y, size_t ldy) {
+    for (int t = 0; t < m; t++) norm_row(k, c, x + t * ldx, w, n, y + t * ldy);
 }
 
 /* model.py BitLinear (eval): quantize the m input rows once, then the packed matmul. */
@@ -435,26 +427,16 @@ static void rope_rows(const ob_session *s, float *x, int m, int n_heads, int pos
     }
 }
 
-/* model.py MLP activation, g = act(g) * up (or act(g)).  One loop per activation: in a shared loop
- * the ReLU's compare was a branch on the sign of the data (mispredicted about half the time: 1.9 %
- * of a 2b4t token in perf); here it is a bit mask.  SiLU is the kernels' (ob_expf, vectorized).
- * Elementwise, the same operations and bits on every ISA. */
+/* model.py MLP activation, g = act(g) * up (or act(g)).  SiLU and ReLU^2 are the kernels' (kernels.h;
+ * the ReLU a bit mask, not a branch on the sign of the data, which was mispredicted about half the
+ * time: 1.9 % of a 2b4t token in perf).  Elementwise, the same operations and bits on every ISA. */
 static void act_rows(const ob_kernels *k, const ob_config *c, float *g, const float *up, size_t n) {
     if (c->activation == OB_ACT_SILU) {
         k->silu(g, up, n);
         return;
     }
     if (c->activation == OB_ACT_RELU2) {
-        for (size_t i = 0; i < n; i++) { /* r = x > 0 ? x : 0 (NaN and -0 give +0) as a bit mask */
-            float x = g[i], r;
-            uint32_t b, keep = 0u - (uint32_t)(x > 0.0f);
-            memcpy(&b, &x, sizeof b);
-            b &= keep;
-            memcpy(&r, &b, sizeof r);
-            g[i] = r * r;
-        }
-        if (up)
-            for (size_t i = 0; i < n; i++) g[i] = g[i] * up[i];
+        k->relu2(g, up, n);
         return;
     }
     for (size_t i = 0; i < n; i++) { /* GELU (tanh form) */
@@ -576,15 +558,15 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
     }
     for (int l = 0; l < c->n_layers; l++) {
         const ob_layer *L = &mdl->layers[l];
-        norm_rows(c, s->x, D, L->attn_norm, D, m, s->h, D); /* Block: self.attn_norm(x) */
+        norm_rows(&s->k, c, s->x, D, L->attn_norm, D, m, s->h, D); /* Block: self.attn_norm(x) */
         quantize_in(s, s->h, m, D);
         { /* Attention: q_proj, k_proj, v_proj (one dispatch) */
             linear_group g = {s, {&L->q_proj, &L->k_proj, &L->v_proj}, {s->q, s->kx, s->vx}, 3, m, 0, {0, 0, 0}};
             ob_threadpool_run(s->pool, linear_group_task, &g);
         }
         if (c->qk_norm) { /* Attention: q_norm(q), k_norm(k) per head */
-            norm_rows(c, s->q, hd, L->q_norm, hd, m * c->n_heads, s->q, hd);
-            norm_rows(c, s->kx, hd, L->k_norm, hd, m * c->n_kv_heads, s->kx, hd);
+            norm_rows(&s->k, c, s->q, hd, L->q_norm, hd, m * c->n_heads, s->q, hd);
+            norm_rows(&s->k, c, s->kx, hd, L->k_norm, hd, m * c->n_kv_heads, s->kx, hd);
         }
         if (c->pos == OB_POS_ROPE) { /* Attention: apply_rope(q), apply_rope(k) */
             rope_rows(s, s->q, m, c->n_heads, pos0);
@@ -598,24 +580,24 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
             }
         attn_task at = {s, l, m, pos0}; /* Attention: scaled_dot_product_attention, causal */
         ob_threadpool_run(s->pool, attention_task, &at);
-        if (c->subln) norm_rows(c, s->att, inner, L->attn_sub_norm, inner, m, s->att, inner); /* attn.sub_norm */
+        if (c->subln) norm_rows(&s->k, c, s->att, inner, L->attn_sub_norm, inner, m, s->att, inner); /* attn.sub_norm */
         quantize_in(s, s->att, m, inner);
         linear(s, &L->o_proj, m, s->o); /* Attention: o_proj */
         for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * a */
-        norm_rows(c, s->x, D, L->mlp_norm, D, m, s->h, D); /* Block: self.mlp_norm(x) */
+        norm_rows(&s->k, c, s->x, D, L->mlp_norm, D, m, s->h, D); /* Block: self.mlp_norm(x) */
         quantize_in(s, s->h, m, D);
         { /* MLP: act(gate_proj(x)) * up_proj(x), or act(up_proj(x)) (one dispatch) */
             linear_group g = {s, {&L->up_proj, &L->gate_proj, NULL}, {s->up, s->gate, NULL}, c->gated ? 2 : 1, m, 1, {0, 0, 0}};
             ob_threadpool_run(s->pool, linear_group_task, &g);
         }
-        if (c->subln) norm_rows(c, s->gate, F, L->mlp_sub_norm, F, m, s->gate, F); /* mlp.sub_norm */
+        if (c->subln) norm_rows(&s->k, c, s->gate, F, L->mlp_sub_norm, F, m, s->gate, F); /* mlp.sub_norm */
         quantize_in(s, s->gate, m, F);
         linear(s, &L->down_proj, m, s->o); /* MLP: down_proj */
         for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * mlp */
     }
     int first = all ? 0 : m - 1;
     for (int t = first; t < m; t++) {
-        norm_row(c, s->x + (size_t)t * D, mdl->norm, D, s->h); /* x = self.norm(x) */
+        norm_row(&s->k, c, s->x + (size_t)t * D, mdl->norm, D, s->h); /* x = self.norm(x) */
         float *dst = (all && logits_out) ? logits_out + (size_t)t * c->vocab_size : s->logits;
         head_row(s, s->h, dst); /* logits = F.linear(x, head) */
         if (t == m - 1 && dst != s->logits) memcpy(s->logits, dst, sizeof(float) * (size_t)c->vocab_size);

@@ -1099,6 +1099,27 @@ static void test_expf_ref(void) {
           "silu ref: %g %g %g", (double)g[0], (double)g[1], (double)g[2]);
 }
 
+/* relu2 and rmsnorm references against kernels.h's formulas written out */
+static void test_elementwise_ref(void) {
+    float g[6] = {2.0f, -3.0f, -0.0f, NAN, 0.5f, INFINITY}, up[6] = {1.5f, 2.0f, 3.0f, 4.0f, -2.0f, 1.0f};
+    ob_relu2_ref(g, up, 6);
+    CHECK(g[0] == 6.0f && g[1] == 0.0f && !signbit(g[1]) && g[2] == 0.0f && !signbit(g[2]) && g[3] == 0.0f &&
+              g[4] == -0.5f && isinf(g[5]),
+          "relu2 ref: %g %g %g %g %g %g", (double)g[0], (double)g[1], (double)g[2], (double)g[3], (double)g[4], (double)g[5]);
+    float x[7], w[7], y[7];
+    double ss = 0.0;
+    for (int i = 0; i < 7; i++) {
+        x[i] = 0.25f * (float)(i - 3) + 0.1f;
+        w[i] = 1.0f + 0.125f * (float)i;
+        ss += (double)x[i] * (double)x[i];
+    }
+    ob_rmsnorm_ref(x, w, 7, 1e-5f, y);
+    float r = 1.0f / sqrtf((float)(ss / 7) + 1e-5f);
+    int bad = 0;
+    for (int i = 0; i < 7; i++) bad += fabsf(y[i] - x[i] * r * w[i]) > 1e-6f * fabsf(x[i] * r * w[i]) + 1e-12f;
+    CHECK(bad == 0, "rmsnorm ref: %d values off the formula", bad);
+}
+
 /* exp_shift and silu of every ISA: the scalar references' bits, on random values of every scale,
  * the clamp edges and special values, n from 0 to 70 (every vector tail), with and without up. */
 static void test_isa_exp(const ob_kernels *kern) {
@@ -1127,6 +1148,28 @@ static void test_isa_exp(const ob_kernels *kern) {
             if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) bad++;
     }
     CHECK(bad == 0, "%s exp_shift / silu: %d mismatches with the references", ob_isa_name(kern->isa), bad);
+    /* relu2 and rmsnorm: the same inputs and tails; rmsnorm also in place (y = x) */
+    bad = 0;
+    for (int rep = 0; rep < 400; rep++) {
+        int n = rep % 71;
+        for (int i = 0; i < n; i++) {
+            a[i] = (rep & 3) == 0 ? special[rndi(0, ns - 1)] : rndf() * (float)ldexp(1.0, rndi(-10, 7));
+            up[i] = rndf() * 4.0f;
+        }
+        memcpy(b, a, sizeof a);
+        const float *u = (rep & 1) ? up : NULL;
+        ob_relu2_ref(a, u, (size_t)n);
+        kern->relu2(b, u, (size_t)n);
+        for (int i = 0; i < n; i++) bad += memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]));
+        float x[80], y0[80], y1[80], eps = (rep & 2) ? 1e-5f : 1e-6f;
+        for (int i = 0; i < n; i++) x[i] = (rep & 3) == 1 ? special[rndi(0, ns - 1)] : rndf() * 5.0f;
+        ob_rmsnorm_ref(x, up, n, eps, y0);
+        kern->rmsnorm(x, up, n, eps, y1);
+        kern->rmsnorm(x, up, n, eps, x);
+        for (int i = 0; i < n; i++)
+            bad += (memcmp(&y0[i], &y1[i], 4) != 0 || memcmp(&y0[i], &x[i], 4) != 0) && !(isnan(y0[i]) && isnan(y1[i]) && isnan(x[i]));
+    }
+    CHECK(bad == 0, "%s relu2 / rmsnorm: %d mismatches with the references", ob_isa_name(kern->isa), bad);
 }
 
 int main(void) {
@@ -1139,6 +1182,7 @@ int main(void) {
     test_rs_ref_vs_dumb();
     test_q8_ref();
     test_expf_ref();
+    test_elementwise_ref();
     char ran[128] = "";
     for (int i = 0; i < OB_ISA_COUNT; i++) {
         if (!ob_isa_supported((ob_isa)i)) {
