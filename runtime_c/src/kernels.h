@@ -203,8 +203,8 @@ typedef void (*ob_axpy_f32_fn)(float *y, float a, const float *x, int n);
 typedef void (*ob_axpy_f16_fn)(float *y, float a, const uint16_t *x, int n);
 
 /* Attention of G query heads that share one KV head, over its n cached rows of hd values (rows hd
- * apart: the cache layout), fused so that a decode step reads each row once for the G heads and
- * makes one call per KV head instead of two per head and key:
+ * apart: the cache layout), fused so that a decode step makes one call per KV head instead of two
+ * per head and key, and a kernel may read each row once for the G heads (AVX2's scores do):
  *   scores: out[h * ldo + j] = dot(q + h * hd, row j) * scale       (dot as above, then one multiply)
  *   mix   : y[h * hd + i] = 0, then += p[h * ldp + j] * row_j[i] for j = 0..n-1   (the axpy sequence)
  * for h = 0..G-1.  The same operations in the same order as the per-head, per-row loop, so the bits

@@ -480,8 +480,10 @@ void ob_relu2_ref(float *g, const float *up, size_t n) {
         memcpy(&b, &x, sizeof b);
         b &= keep;
         memcpy(&r, &b, sizeof r);
-        g[i] = up ? (r * r) * up[i] : r * r;
+        g[i] = r * r;
     }
+    if (up) /* a loop of its own rather than a test per value: the hot path where no SIMD version exists */
+        for (size_t i = 0; i < n; i++) g[i] = g[i] * up[i];
 }
 
 /* kernels.h rmsnorm's sum of squares, shared with the vector kernels' tails */

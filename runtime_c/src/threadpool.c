@@ -190,21 +190,16 @@ static int ob_align_rows(size_t rows) {
 
 int ob_take_rows(int *next, int n, size_t row_bytes, int nth, int *r0, int *r1) {
     if (row_bytes < 1) row_bytes = 1;
-    if (nth <= 1 || (size_t)n * row_bytes / (size_t)nth < OB_CHUNK_BYTES) {
-        int chunk = nth <= 1 ? n : ob_align_rows(((size_t)n + (size_t)nth - 1) / (size_t)nth);
-        if (chunk < 1) return 0;
-        int c = __atomic_fetch_add(next, chunk, __ATOMIC_RELAXED);
-        if (c >= n) return 0;
-        *r0 = c;
-        *r1 = n - c > chunk ? c + chunk : n;
-        return 1;
-    }
+    const int guided = nth > 1 && (size_t)n * row_bytes / (size_t)nth >= OB_CHUNK_BYTES;
+    const int fixed = nth <= 1 ? n : ob_align_rows(((size_t)n + (size_t)nth - 1) / (size_t)nth);
     const size_t tail = (OB_TAIL_BYTES + row_bytes - 1) / row_bytes;
-    int c = __atomic_load_n(next, __ATOMIC_RELAXED), chunk;
+    int c = __atomic_load_n(next, __ATOMIC_RELAXED), chunk = fixed;
     do {
         if (c >= n) return 0;
-        size_t share = ((size_t)(n - c) + 2 * (size_t)nth - 1) / (2 * (size_t)nth);
-        chunk = ob_align_rows(share > tail ? share : tail);
+        if (guided) {
+            size_t share = ((size_t)(n - c) + 2 * (size_t)nth - 1) / (2 * (size_t)nth);
+            chunk = ob_align_rows(share > tail ? share : tail);
+        }
     } while (!__atomic_compare_exchange_n(next, &c, c + chunk, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     *r0 = c;
     *r1 = n - c > chunk ? c + chunk : n;
