@@ -596,8 +596,58 @@ static void ob512_i4_matmul(const uint8_t *w, int K, const float *wscale, const 
 }
 OB_DEF_MATMUL_RS(ob512_i8, OB_IFMT_I8, 128)
 
+/* Attention mix (kernels.h) for the G query heads of one KV head: y_h = sum_j p_h[j] * row_j, each
+ * value a multiply then an add, row after row, as ob_axpy_*_ref, so the bits are the reference's.
+ * 32 registers hold the sums of 2 heads x 128 values (or 4 heads x 64): a row is read once for a
+ * block of heads, in one contiguous pass.  AVX2's 16 registers take a pass per head and 64 values,
+ * and reread every row that often (8 times for 4 heads of 128 values, 2b4t).  Rows of c vectors;
+ * a partial last vector is loaded and stored under a mask (any hd). */
+#define OB512_LD_F32(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define OB512_LD_F16(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
+#define OB512_MIX(T, sfx, LD)                                                                          \
+    OB_T512 OB_INL void ob512_mix_blk_##sfx(float *y, const float *p, size_t ldp, const T *rows, int hd, \
+                                            int n, int d, const int g, const int c) {                 \
+        __mmask16 m[8];                                                                                \
+        _Pragma("GCC unroll 8") for (int t = 0; t < c; t++) {                                          \
+            const int left = hd - d - 16 * t;                                                          \
+            m[t] = (__mmask16)(left >= 16 ? 0xFFFF : left > 0 ? (1u << left) - 1 : 0);                 \
+        }                                                                                              \
+        __m512 acc[16];                                                                                \
+        _Pragma("GCC unroll 16") for (int i = 0; i < g * c; i++) acc[i] = _mm512_setzero_ps();         \
+        for (int j = 0; j < n; j++) {                                                                  \
+            const T *r = rows + (size_t)j * hd + d;                                                    \
+            __m512 pj[4];                                                                              \
+            _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) pj[h] = _mm512_set1_ps(p[(size_t)h * ldp + j]); \
+            _Pragma("GCC unroll 8") for (int t = 0; t < c; t++) {                                      \
+                const __m512 v = LD(r + 16 * t, m[t]);                                                 \
+                _Pragma("GCC unroll 4") for (int h = 0; h < g; h++)                                    \
+                    acc[h * c + t] = _mm512_add_ps(acc[h * c + t], _mm512_mul_ps(pj[h], v));           \
+            }                                                                                          \
+        }                                                                                              \
+        _Pragma("GCC unroll 4") for (int h = 0; h < g; h++)                                            \
+            _Pragma("GCC unroll 8") for (int t = 0; t < c; t++)                                        \
+                _mm512_mask_storeu_ps(y + (size_t)h * hd + d + 16 * t, m[t], acc[h * c + t]);         \
+    }                                                                                                  \
+    OB_T512 static void ob512_mix_##sfx(float *y, int G, const float *p, size_t ldp, const T *rows, int hd, \
+                                        int n) {                                                       \
+        for (int d = 0; d < hd; d += 128) {                                                            \
+            const int wide = hd - d > 64; /* 8 vectors, 2 heads a block; else 4 vectors, 4 heads */   \
+            for (int h = 0; h < G;) {                                                                  \
+                float *yh = y + (size_t)h * hd;                                                        \
+                const float *ph = p + (size_t)h * ldp;                                                 \
+                if (wide && G - h >= 2) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 2, 8), h += 2; \
+                else if (wide) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 1, 8), h += 1;        \
+                else if (G - h >= 4) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 4, 4), h += 4;  \
+                else if (G - h >= 2) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 2, 4), h += 2;  \
+                else ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 1, 4), h += 1;                  \
+            }                                                                                          \
+        }                                                                                              \
+    }
+OB512_MIX(float, f32, OB512_LD_F32)
+OB512_MIX(uint16_t, f16, OB512_LD_F16)
+
 void ob_kernels_fill_avx512(ob_kernels *k) {
-    ob_kernels_fill_avx2(k); /* what AVX-512 does not replace below (the attention dot / axpy) */
+    ob_kernels_fill_avx2(k); /* what AVX-512 does not replace below (the attention dot / axpy / scores) */
     k->quantize = ob512_quantize;
     k->matmul[OB_WFMT_T2] = ob512_t2_matmul;
     k->matmul[OB_WFMT_T2X] = ob512_t2x_matmul;
@@ -610,6 +660,8 @@ void ob_kernels_fill_avx512(ob_kernels *k) {
     k->f32_to_f16 = ob512_f32_to_f16;
     k->matmul_rs[OB_IFMT_I4] = ob512_i4_matmul;
     k->matmul_rs[OB_IFMT_I8] = ob512_i8_matmul;
+    k->mix_f32 = ob512_mix_f32;
+    k->mix_f16 = ob512_mix_f16;
 }
 #else
 typedef int ob_kernels_avx512_empty; /* ISO C wants a non-empty translation unit */
