@@ -106,12 +106,11 @@ static void sh_scores_f16(const float *q, int G, const uint16_t *rows, int hd, i
                           size_t ldo) {
     TIMED(OP_SCORES_F16, real.scores_f16(q, G, rows, hd, n, scale, out, ldo));
 }
-static void sh_mix_f32(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n, int add) {
-    TIMED(OP_MIX_F32, real.mix_f32(y, G, p, ldp, rows, hd, n, add));
+static void sh_mix_f32(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n) {
+    TIMED(OP_MIX_F32, real.mix_f32(y, G, p, ldp, rows, hd, n));
 }
-static void sh_mix_f16(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n,
-                       int add) {
-    TIMED(OP_MIX_F16, real.mix_f16(y, G, p, ldp, rows, hd, n, add));
+static void sh_mix_f16(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n) {
+    TIMED(OP_MIX_F16, real.mix_f16(y, G, p, ldp, rows, hd, n));
 }
 
 /* Keep the real table, hand the session the shims (an entry that is NULL stays NULL). */

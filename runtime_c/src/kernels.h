@@ -206,19 +206,16 @@ typedef void (*ob_axpy_f16_fn)(float *y, float a, const uint16_t *x, int n);
  * apart: the cache layout), fused so that a decode step makes one call per KV head instead of two
  * per head and key, and a kernel may read each row once for the G heads (AVX2's scores do):
  *   scores: out[h * ldo + j] = dot(q + h * hd, row j) * scale       (dot as above, then one multiply)
- *   mix   : y[h * hd + i] = 0 (when add is 0; else it goes on from y), then += p[h * ldp + j] * row_j[i]
- *           for j = 0..n-1   (the axpy sequence)
- * for h = 0..G-1.  With add, one sequence over a cache kept in chunks (session.c) is several calls,
- * chunk after chunk, with the bits of one call.  The same operations in the same order as the per-head, per-row loop, so the bits
+ *   mix   : y[h * hd + i] = 0, then += p[h * ldp + j] * row_j[i] for j = 0..n-1   (the axpy sequence)
+ * for h = 0..G-1.  The same operations in the same order as the per-head, per-row loop, so the bits
  * of the references.  An entry may be NULL (an ISA without them): the caller then loops over dot /
  * axpy. */
 typedef void (*ob_scores_f32_fn)(const float *q, int G, const float *rows, int hd, int n, float scale, float *out,
                                  size_t ldo);
 typedef void (*ob_scores_f16_fn)(const float *q, int G, const uint16_t *rows, int hd, int n, float scale, float *out,
                                  size_t ldo);
-typedef void (*ob_mix_f32_fn)(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n, int add);
-typedef void (*ob_mix_f16_fn)(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n,
-                              int add);
+typedef void (*ob_mix_f32_fn)(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n);
+typedef void (*ob_mix_f16_fn)(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n);
 
 /* Elementwise exp for the softmax and SiLU for the MLP, on kernels_impl.h's ob_expf (not libm's
  * expf, which rounds differently from one C library to the next):
@@ -310,8 +307,8 @@ void ob_axpy_f16_ref(float *y, float a, const uint16_t *x, int n);
 void ob_scores_f32_ref(const float *q, int G, const float *rows, int hd, int n, float scale, float *out, size_t ldo);
 void ob_scores_f16_ref(const float *q, int G, const uint16_t *rows, int hd, int n, float scale, float *out,
                        size_t ldo);
-void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n, int add);
-void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n, int add);
+void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n);
+void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n);
 void ob_exp_shift_ref(float *x, int n, float m);
 void ob_silu_ref(float *g, const float *up, size_t n);
 void ob_relu2_ref(float *g, const float *up, size_t n);

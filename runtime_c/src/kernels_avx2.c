@@ -568,19 +568,17 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
         }                                                                                              \
     }                                                                                                  \
     OB_T256 static void ob256_mix_##sfx(float *y, int G, const float *p, size_t ldp, const T *rows, int hd, \
-                                        int n, int add) {                                              \
+                                        int n) {                                                       \
         for (int h = 0; h < G; h++, y += hd, p += ldp) {                                               \
             if (hd & 7) {                                                                              \
-                if (!add)                                                                              \
-                    for (int i = 0; i < hd; i++) y[i] = 0.0f;                                          \
+                for (int i = 0; i < hd; i++) y[i] = 0.0f;                                              \
                 for (int j = 0; j < n; j++) axpy(y, p[j], rows + (size_t)j * hd, hd);                  \
                 continue;                                                                              \
             }                                                                                          \
             for (int d = 0; d < hd; d += 64) {                                                         \
                 const int c = (hd - d) / 8 < 8 ? (hd - d) / 8 : 8;                                     \
                 __m256 acc[8];                                                                         \
-                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                                    \
-                    acc[t] = add && t < c ? _mm256_loadu_ps(y + d + 8 * t) : _mm256_setzero_ps();      \
+                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();      \
                 if (c == 8) {                                                                          \
                     for (int j = 0; j < n; j++) {                                                      \
                         const __m256 pj = _mm256_set1_ps(p[j]);                                        \

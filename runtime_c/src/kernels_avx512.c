@@ -606,17 +606,14 @@ OB_DEF_MATMUL_RS(ob512_i8, OB_IFMT_I8, 128)
 #define OB512_LD_F16(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
 #define OB512_MIX(T, sfx, LD)                                                                          \
     OB_T512 OB_INL void ob512_mix_blk_##sfx(float *y, const float *p, size_t ldp, const T *rows, int hd, \
-                                            int n, int d, int add, const int g, const int c) {        \
+                                            int n, int d, const int g, const int c) {                 \
         __mmask16 m[8];                                                                                \
         _Pragma("GCC unroll 8") for (int t = 0; t < c; t++) {                                          \
             const int left = hd - d - 16 * t;                                                          \
             m[t] = (__mmask16)(left >= 16 ? 0xFFFF : left > 0 ? (1u << left) - 1 : 0);                 \
         }                                                                                              \
         __m512 acc[16];                                                                                \
-        _Pragma("GCC unroll 4") for (int h = 0; h < g; h++)                                            \
-            _Pragma("GCC unroll 8") for (int t = 0; t < c; t++)                                        \
-                acc[h * c + t] = add ? _mm512_maskz_loadu_ps(m[t], y + (size_t)h * hd + d + 16 * t)    \
-                                     : _mm512_setzero_ps();                                            \
+        _Pragma("GCC unroll 16") for (int i = 0; i < g * c; i++) acc[i] = _mm512_setzero_ps();         \
         for (int j = 0; j < n; j++) {                                                                  \
             const T *r = rows + (size_t)j * hd + d;                                                    \
             __m512 pj[4];                                                                              \
@@ -632,17 +629,17 @@ OB_DEF_MATMUL_RS(ob512_i8, OB_IFMT_I8, 128)
                 _mm512_mask_storeu_ps(y + (size_t)h * hd + d + 16 * t, m[t], acc[h * c + t]);         \
     }                                                                                                  \
     OB_T512 static void ob512_mix_##sfx(float *y, int G, const float *p, size_t ldp, const T *rows, int hd, \
-                                        int n, int add) {                                              \
+                                        int n) {                                                       \
         for (int d = 0; d < hd; d += 128) {                                                            \
             const int wide = hd - d > 64; /* 8 vectors, 2 heads a block; else 4 vectors, 4 heads */   \
             for (int h = 0; h < G;) {                                                                  \
                 float *yh = y + (size_t)h * hd;                                                        \
                 const float *ph = p + (size_t)h * ldp;                                                 \
-                if (wide && G - h >= 2) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, add, 2, 8), h += 2; \
-                else if (wide) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, add, 1, 8), h += 1;        \
-                else if (G - h >= 4) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, add, 4, 4), h += 4;  \
-                else if (G - h >= 2) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, add, 2, 4), h += 2;  \
-                else ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, add, 1, 4), h += 1;                  \
+                if (wide && G - h >= 2) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 2, 8), h += 2; \
+                else if (wide) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 1, 8), h += 1;        \
+                else if (G - h >= 4) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 4, 4), h += 4;  \
+                else if (G - h >= 2) ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 2, 4), h += 2;  \
+                else ob512_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, d, 1, 4), h += 1;                  \
             }                                                                                          \
         }                                                                                              \
     }

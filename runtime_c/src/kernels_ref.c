@@ -400,20 +400,18 @@ void ob_scores_f16_ref(const float *q, int G, const uint16_t *rows, int hd, int 
         for (int j = 0; j < n; j++) out[(size_t)h * ldo + j] = ob_dot_f16_ref(q + (size_t)h * hd, rows + (size_t)j * hd, hd) * scale;
 }
 
-void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n, int add) {
+void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n) {
     for (int h = 0; h < G; h++) {
         float *yh = y + (size_t)h * hd;
-        if (!add)
-            for (int i = 0; i < hd; i++) yh[i] = 0.0f;
+        for (int i = 0; i < hd; i++) yh[i] = 0.0f;
         for (int j = 0; j < n; j++) ob_axpy_f32_ref(yh, p[(size_t)h * ldp + j], rows + (size_t)j * hd, hd);
     }
 }
 
-void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n, int add) {
+void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n) {
     for (int h = 0; h < G; h++) {
         float *yh = y + (size_t)h * hd;
-        if (!add)
-            for (int i = 0; i < hd; i++) yh[i] = 0.0f;
+        for (int i = 0; i < hd; i++) yh[i] = 0.0f;
         for (int j = 0; j < n; j++) ob_axpy_f16_ref(yh, p[(size_t)h * ldp + j], rows + (size_t)j * hd, hd);
     }
 }

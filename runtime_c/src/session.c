@@ -2,17 +2,10 @@
  * Each step of forward() names its twin in onebit/model.py.  Nothing here allocates after
  * ob_session_create; results do not depend on the thread count (rows and heads are split into
  * fixed ranges and every output element is computed by exactly one thread, in one order). */
-#if defined(__linux__) && !defined(_GNU_SOURCE)
-#define _GNU_SOURCE 1 /* MADV_HUGEPAGE */
-#endif
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__) && !defined(OB_NO_FILES)
-#include <sys/mman.h>
-#endif
 
 #include "internal.h"
 
@@ -24,7 +17,9 @@ struct ob_session {
     int n_threads, n_ctx, n_batch, pos, has_logits;
     int n_hist; /* valid tokens at the start of history */
     ob_kv_type kv_type;
-    void *kv_cache; /* keys and values, [2 * n_ctx * n_layers * kv_dim] in chunks of positions: kv_row() */
+    size_t kv_layer; /* elements per layer of one cache (n_ctx * kv_dim), laid out [kv_head][pos][head_dim]
+                        so that one head's keys / values are contiguous (prefetch, TLB) */
+    void *key_cache, *value_cache;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim / 2] */
     /* activations for up to n_batch tokens */
     float *x, *h, *q, *kx, *vx, *att, *o, *gate, *up;
@@ -79,11 +74,12 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     uint64_t B = (uint64_t)n_batch, T = (uint64_t)n_ctx, inner = (uint64_t)c->n_heads * (uint64_t)c->head_dim;
     uint64_t kvd = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim, D = (uint64_t)c->dim, F = (uint64_t)c->ffn_dim;
     uint64_t V = (uint64_t)c->vocab_size, hd = (uint64_t)c->head_dim;
-    uint64_t esz = kv == OB_KV_F16 ? 2 : 4, half = hd / 2;
+    uint64_t esz = kv == OB_KV_F16 ? 2 : 4, kv_layer = T * kvd, half = hd / 2;
     size_t xq_stride = ob_act_stride((int)max3((size_t)c->dim, (size_t)inner, (size_t)c->ffn_dim));
     void *p[20];
     int i = 0;
-    p[i++] = ob_arena_alloc_raw(ar, 2 * esz * T * kvd * (uint64_t)c->n_layers); /* first: see kv_hugepages */
+    p[i++] = ob_arena_alloc_raw(ar, esz * kv_layer * (uint64_t)c->n_layers);
+    p[i++] = ob_arena_alloc_raw(ar, esz * kv_layer * (uint64_t)c->n_layers);
     p[i++] = ob_arena_alloc(ar, 4 * T * (half ? half : 1));
     p[i++] = ob_arena_alloc(ar, 4 * T * (half ? half : 1));
     p[i++] = ob_arena_alloc(ar, 4 * B * D);                           /* x */
@@ -105,7 +101,8 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     p[i++] = ob_arena_alloc(ar, 2 * D);  /* head_xq */
     if (!s) return;
     i = 0;
-    s->kv_cache = p[i++];
+    s->key_cache = p[i++];
+    s->value_cache = p[i++];
     s->rope_cos = (float *)p[i++];
     s->rope_sin = (float *)p[i++];
     s->x = (float *)p[i++];
@@ -127,48 +124,7 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     s->samp_i = (int32_t *)p[i++] + 3 * (size_t)c->vocab_size;
     s->head_xq = (int16_t *)p[i++];
     s->xq_stride = xq_stride;
-}
-
-/* The KV-cache holds positions in chunks of OB_KV_CHUNK, chunk after chunk: a chunk is its keys
- * then its values, each [layer][kv_head][pos][head_dim] (the last chunk holds what n_ctx leaves).
- * Within a chunk one head's rows are contiguous (16 KB at head_dim 128, f16), so attention reads
- * runs of them; and the cache fills front to back as the context grows, so a session commits its
- * memory (with huge pages, 2 MiB at a time) as it uses it, not all of the cache at its first token.
- * kv_row: the element index of the key (v = 0) or value (v = 1) row of (layer, kv_head, pos). */
-#define OB_KV_CHUNK 64
-static size_t kv_row(const ob_session *s, int v, int layer, int kvh, int pos) {
-    const ob_config *c = s->cfg;
-    const int ch = pos / OB_KV_CHUNK, left = s->n_ctx - ch * OB_KV_CHUNK, len = left < OB_KV_CHUNK ? left : OB_KV_CHUNK;
-    const size_t per_pos = (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim; /* one position's rows */
-    return (size_t)ch * OB_KV_CHUNK * 2 * per_pos + (size_t)v * (size_t)len * per_pos +
-           (((size_t)layer * (size_t)c->n_kv_heads + (size_t)kvh) * (size_t)len + (size_t)(pos % OB_KV_CHUNK)) *
-               (size_t)c->head_dim;
-}
-
-/* Transparent huge pages for the KV-cache of a session that owns its arena (Linux; the arena then
- * starts so that the cache begins on a 2 MiB boundary).  Attention reads the cache after the
- * weights' stream has evicted the page tables, so with 4 KB pages every 16 rows of a head cost a
- * page walk (docs/BENCHMARKS.md "Session 24": 2b4t at depth 512).  The chunked layout commits the
- * huge pages one at a time as the context grows.  ONEBIT_HUGEPAGES=0 leaves 4 KB pages. */
-#define OB_HUGE ((size_t)2 << 20)
-static int kv_hugepages_wanted(uint64_t kv_bytes) {
-#if defined(__linux__) && !defined(OB_NO_FILES) && defined(MADV_HUGEPAGE)
-    const char *e = getenv("ONEBIT_HUGEPAGES");
-    return kv_bytes >= 2 * OB_HUGE && !(e && strcmp(e, "0") == 0);
-#else
-    (void)kv_bytes;
-    return 0;
-#endif
-}
-
-static void kv_hugepages(void *kv, size_t bytes) {
-#if defined(__linux__) && !defined(OB_NO_FILES) && defined(MADV_HUGEPAGE)
-    uintptr_t a = ((uintptr_t)kv + OB_HUGE - 1) / OB_HUGE * OB_HUGE, b = ((uintptr_t)kv + bytes) / OB_HUGE * OB_HUGE;
-    if (b > a) madvise((void *)a, b - a, MADV_HUGEPAGE); /* a kernel without THP says EINVAL: 4 KB pages then */
-#else
-    (void)kv;
-    (void)bytes;
-#endif
+    s->kv_layer = (size_t)kv_layer;
 }
 
 static ob_status check_params(const ob_config *c, const ob_session_params *in, ob_session_params *out, char *err,
@@ -202,11 +158,6 @@ static size_t session_bytes(const ob_config *c, const ob_session_params *p) {
     return measure.overflow ? 0 : measure.used;
 }
 
-static uint64_t kv_cache_bytes(const ob_config *c, const ob_session_params *p) {
-    return 2 * (uint64_t)(p->kv_type == OB_KV_F16 ? 2 : 4) * (uint64_t)p->n_ctx * (uint64_t)c->n_kv_heads *
-           (uint64_t)c->head_dim * (uint64_t)c->n_layers;
-}
-
 /* "12.3 MiB"-style sizes for messages (buf: 16 bytes). */
 static const char *human(uint64_t b, char *buf) {
     static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -223,7 +174,8 @@ static ob_status plan_session(const ob_config *c, const ob_session_params *p, ui
                               char *err, size_t es) {
     char b1[16], b2[16], b3[16], b4[16], b5[16];
     *need = session_bytes(c, p);
-    uint64_t kv = kv_cache_bytes(c, p);
+    uint64_t kv = 2 * (uint64_t)(p->kv_type == OB_KV_F16 ? 2 : 4) * (uint64_t)p->n_ctx * (uint64_t)c->n_kv_heads *
+                  (uint64_t)c->head_dim * (uint64_t)c->n_layers;
     if (*need == 0) {
         ob_set_msg(err, es, "a session of %d tokens needs more memory than this machine can address (KV-cache %s)",
                    p->n_ctx, human(kv, b1));
@@ -296,8 +248,6 @@ ob_status ob_session_create(ob_session **out, const ob_model *m, const ob_sessio
     if (st) return st;
     ob_arena ar = {NULL, 0, 0, 0};
     void *owned = NULL;
-    const uint64_t kv_bytes = kv_cache_bytes(c, &p);
-    const int huge = !arena_buf && kv_hugepages_wanted(kv_bytes);
     if (arena_buf) {
         if (arena_size < need) {
             ob_set_msg(err, es, "arena of %zu bytes is too small: the session needs %zu", arena_size, need);
@@ -306,22 +256,16 @@ ob_status ob_session_create(ob_session **out, const ob_model *m, const ob_sessio
         ar.base = (uint8_t *)arena_buf;
         ar.size = arena_size;
     } else {
-        const size_t pad = huge && need <= SIZE_MAX - OB_HUGE ? OB_HUGE : 0; /* address space, not memory */
-        owned = malloc(need + pad);
+        owned = malloc(need);
         if (!owned) {
             ob_set_msg(err, es, "cannot allocate %zu bytes for a session of %d tokens", need, p.n_ctx);
             return OB_ERR_NOMEM;
         }
         ar.base = (uint8_t *)owned;
-        if (pad) { /* the session struct, then the KV-cache on a 2 MiB boundary */
-            const size_t head = ob_arena_round(sizeof(ob_session));
-            ar.base = (uint8_t *)((((uintptr_t)owned + head + OB_HUGE - 1) / OB_HUGE) * OB_HUGE - head);
-        }
         ar.size = need;
     }
     ob_session *s = (ob_session *)ob_arena_alloc(&ar, sizeof(ob_session));
     layout(s, &ar, c, p.n_ctx, p.n_batch, p.kv_type, p.n_threads);
-    if (huge) kv_hugepages(s->kv_cache, (size_t)kv_bytes);
     s->alloc_base = owned;
     s->model = m;
     s->cfg = c;
@@ -503,52 +447,11 @@ static void act_rows(const ob_kernels *k, const ob_config *c, float *g, const fl
     }
 }
 
-static void kv_put(ob_session *s, size_t i, const float *src, int n) {
+static void kv_put(ob_session *s, void *cache, size_t i, const float *src, int n) {
     if (s->kv_type == OB_KV_F16)
-        s->k.f32_to_f16(src, n, (uint16_t *)s->kv_cache + i);
+        s->k.f32_to_f16(src, n, (uint16_t *)cache + i);
     else
-        memcpy((float *)s->kv_cache + i, src, sizeof(float) * (size_t)n);
-}
-
-/* scores of G heads against n cached rows from element off (rows hd apart), to out (heads ldo apart) */
-static void scores_rows(const ob_session *s, const float *q, int G, size_t off, int n, float scale, float *out,
-                        size_t ldo) {
-    const int hd = s->cfg->head_dim;
-    if (s->kv_type == OB_KV_F16) {
-        const uint16_t *k = (const uint16_t *)s->kv_cache + off;
-        if (s->k.scores_f16) s->k.scores_f16(q, G, k, hd, n, scale, out, ldo);
-        else
-            for (int g = 0; g < G; g++)
-                for (int j = 0; j < n; j++)
-                    out[(size_t)g * ldo + j] = s->k.dot_f16(q + (size_t)g * hd, k + (size_t)j * hd, hd) * scale;
-    } else {
-        const float *k = (const float *)s->kv_cache + off;
-        if (s->k.scores_f32) s->k.scores_f32(q, G, k, hd, n, scale, out, ldo);
-        else
-            for (int g = 0; g < G; g++)
-                for (int j = 0; j < n; j++)
-                    out[(size_t)g * ldo + j] = s->k.dot_f32(q + (size_t)g * hd, k + (size_t)j * hd, hd) * scale;
-    }
-}
-
-/* y (G heads, hd apart) = (add ? y : 0) + the n cached value rows from element off, weighted by p */
-static void mix_rows(const ob_session *s, float *y, int G, const float *p, size_t ldp, size_t off, int n, int add) {
-    const int hd = s->cfg->head_dim, f16 = s->kv_type == OB_KV_F16;
-    const uint16_t *v16 = (const uint16_t *)s->kv_cache + off;
-    const float *v32 = (const float *)s->kv_cache + off;
-    if (f16 && s->k.mix_f16) s->k.mix_f16(y, G, p, ldp, v16, hd, n, add);
-    else if (!f16 && s->k.mix_f32) s->k.mix_f32(y, G, p, ldp, v32, hd, n, add);
-    else
-        for (int g = 0; g < G; g++) {
-            float *o = y + (size_t)g * hd;
-            const float *pg = p + (size_t)g * ldp;
-            if (!add)
-                for (int d = 0; d < hd; d++) o[d] = 0.0f;
-            for (int j = 0; j < n; j++) {
-                if (f16) s->k.axpy_f16(o, pg[j], v16 + (size_t)j * hd, hd);
-                else s->k.axpy_f32(o, pg[j], v32 + (size_t)j * hd, hd);
-            }
-        }
+        memcpy((float *)cache + i, src, sizeof(float) * (size_t)n);
 }
 
 typedef struct {
@@ -558,8 +461,7 @@ typedef struct {
 
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
  * query heads.  Threads take fixed ranges of heads; the heads of a range that share a KV head go to
- * the kernels together, which read each cached row once for all of them, one cache chunk at a time
- * (the mix goes on from chunk to chunk: the bits of one pass over all rows). */
+ * the kernels together, which read each cached row once for all of them. */
 static void attention_task(void *ctx, int ith, int nth) {
     attn_task *t = (attn_task *)ctx;
     ob_session *s = t->s;
@@ -568,19 +470,28 @@ static void attention_task(void *ctx, int ith, int nth) {
     int h0, h1;
     ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
-    const size_t ld = (size_t)s->n_ctx;
+    size_t base = (size_t)t->layer * s->kv_layer;
+    const int f16 = s->kv_type == OB_KV_F16; /* the kernels widen f16 rows in registers */
     for (int hg = h0; hg < h1;) {
         int kvh = hg / group, G = (kvh + 1) * group < h1 ? (kvh + 1) * group - hg : h1 - hg;
-        float *sc0 = s->scores + (size_t)hg * ld; /* head hg + g's scores n_ctx further on */
+        size_t off0 = base + (size_t)kvh * s->n_ctx * hd; /* this KV head's rows 0..n_keys-1, hd apart */
+        const uint16_t *k16 = (const uint16_t *)s->key_cache + off0, *v16 = (const uint16_t *)s->value_cache + off0;
+        const float *k32 = (const float *)s->key_cache + off0, *v32 = (const float *)s->value_cache + off0;
+        float *sc0 = s->scores + (size_t)hg * s->n_ctx; /* head hg + g's scores n_ctx further on */
         for (int tok = 0; tok < t->m; tok++) {
             int n_keys = t->pos0 + tok + 1;
             const float *q = s->q + ((size_t)tok * c->n_heads + hg) * hd; /* the G heads' queries, hd apart */
             float *out = s->att + ((size_t)tok * c->n_heads + hg) * hd;
-            for (int j = 0; j < n_keys; j += OB_KV_CHUNK)
-                scores_rows(s, q, G, kv_row(s, 0, t->layer, kvh, j), n_keys - j < OB_KV_CHUNK ? n_keys - j : OB_KV_CHUNK,
-                            scale, sc0 + j, ld);
+            if (f16 && s->k.scores_f16) s->k.scores_f16(q, G, k16, hd, n_keys, scale, sc0, (size_t)s->n_ctx);
+            else if (!f16 && s->k.scores_f32) s->k.scores_f32(q, G, k32, hd, n_keys, scale, sc0, (size_t)s->n_ctx);
+            else
+                for (int g = 0; g < G; g++)
+                    for (int j = 0; j < n_keys; j++)
+                        sc0[(size_t)g * s->n_ctx + j] =
+                            (f16 ? s->k.dot_f16(q + (size_t)g * hd, k16 + (size_t)j * hd, hd)
+                                 : s->k.dot_f32(q + (size_t)g * hd, k32 + (size_t)j * hd, hd)) * scale;
             for (int g = 0; g < G; g++) { /* softmax, head by head */
-                float *sc = sc0 + (size_t)g * ld, mx = -INFINITY;
+                float *sc = sc0 + (size_t)g * s->n_ctx, mx = -INFINITY;
                 for (int j = 0; j < n_keys; j++)
                     if (sc[j] > mx) mx = sc[j];
                 s->k.exp_shift(sc, n_keys, mx);
@@ -588,9 +499,18 @@ static void attention_task(void *ctx, int ith, int nth) {
                 for (int j = 0; j < n_keys; j++) sum += sc[j];
                 for (int j = 0; j < n_keys; j++) sc[j] = sc[j] / sum;
             }
-            for (int j = 0; j < n_keys; j += OB_KV_CHUNK)
-                mix_rows(s, out, G, sc0 + j, ld, kv_row(s, 1, t->layer, kvh, j),
-                         n_keys - j < OB_KV_CHUNK ? n_keys - j : OB_KV_CHUNK, j > 0);
+            if (f16 && s->k.mix_f16) s->k.mix_f16(out, G, sc0, (size_t)s->n_ctx, v16, hd, n_keys);
+            else if (!f16 && s->k.mix_f32) s->k.mix_f32(out, G, sc0, (size_t)s->n_ctx, v32, hd, n_keys);
+            else
+                for (int g = 0; g < G; g++) {
+                    float *o = out + (size_t)g * hd;
+                    const float *sc = sc0 + (size_t)g * s->n_ctx;
+                    for (int d = 0; d < hd; d++) o[d] = 0.0f;
+                    for (int j = 0; j < n_keys; j++) {
+                        if (f16) s->k.axpy_f16(o, sc[j], v16 + (size_t)j * hd, hd);
+                        else s->k.axpy_f32(o, sc[j], v32 + (size_t)j * hd, hd);
+                    }
+                }
         }
         hg += G;
     }
@@ -654,8 +574,9 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
         }
         for (int t = 0; t < m; t++) /* Attention: torch.cat((past, k)) -- the KV-cache */
             for (int kh = 0; kh < c->n_kv_heads; kh++) {
-                kv_put(s, kv_row(s, 0, l, kh, pos0 + t), s->kx + (size_t)t * kvd + (size_t)kh * hd, hd);
-                kv_put(s, kv_row(s, 1, l, kh, pos0 + t), s->vx + (size_t)t * kvd + (size_t)kh * hd, hd);
+                size_t at = (size_t)l * s->kv_layer + ((size_t)kh * s->n_ctx + (size_t)(pos0 + t)) * hd;
+                kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd + (size_t)kh * hd, hd);
+                kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd + (size_t)kh * hd, hd);
             }
         attn_task at = {s, l, m, pos0}; /* Attention: scaled_dot_product_attention, causal */
         ob_threadpool_run(s->pool, attention_task, &at);

@@ -841,8 +841,7 @@ static void test_isa_attn(const ob_kernels *kern) {
     /* the fused scores / mix (where an ISA has them): the bits of the per-head, per-row references,
      * for head sizes with and without the 8-multiple fast path, row counts around the row blocks, and
      * 1-9 query heads on one KV head (every mix of the 4 / 2 / 1 head blocks), their scores and
-     * probabilities LD apart; the mix in one call, or in two (the second going on from the first's y,
-     * as over a chunked KV-cache) */
+     * probabilities LD apart */
     enum { R = 21, H = 136, GM = 9, LD = R + 3 };
     static float rows[R * H], q[GM * H], p[GM * LD], o0[GM * LD + GM * H + 1], o1[GM * LD + GM * H + 1];
     static uint16_t rows16[R * H];
@@ -850,7 +849,7 @@ static void test_isa_attn(const ob_kernels *kern) {
     bad = 0;
     for (int hd = 1; hd <= H; hd += (hd < 24 ? 1 : 8)) {
         for (int n = 0; n <= R; n++) {
-            const int G = gs[(hd + n) % 8], n1 = (hd + n) % 3 ? n / 2 : n;
+            const int G = gs[(hd + n) % 8];
             for (int i = 0; i < n * hd; i++) {
                 rows[i] = rndf() * 3.0f;
                 rows16[i] = ob_f32_to_f16(rndf() * 3.0f);
@@ -869,13 +868,11 @@ static void test_isa_attn(const ob_kernels *kern) {
                     for (int g = 0; g < G; g++) ob_scores_f16_ref(q + g * hd, 1, rows16, hd, n, sc, o0 + g * LD, 0);
                     kern->scores_f16(q, G, rows16, hd, n, sc, o1, LD);
                 } else if (kind == 2 && kern->mix_f32) {
-                    for (int g = 0; g < G; g++) ob_mix_f32_ref(o0 + g * hd, 1, p + g * LD, 0, rows, hd, n, 0);
-                    kern->mix_f32(o1, G, p, LD, rows, hd, n1, 0);
-                    kern->mix_f32(o1, G, p + n1, LD, rows + n1 * hd, hd, n - n1, 1);
+                    for (int g = 0; g < G; g++) ob_mix_f32_ref(o0 + g * hd, 1, p + g * LD, 0, rows, hd, n);
+                    kern->mix_f32(o1, G, p, LD, rows, hd, n);
                 } else if (kind == 3 && kern->mix_f16) {
-                    for (int g = 0; g < G; g++) ob_mix_f16_ref(o0 + g * hd, 1, p + g * LD, 0, rows16, hd, n, 0);
-                    kern->mix_f16(o1, G, p, LD, rows16, hd, n1, 0);
-                    kern->mix_f16(o1, G, p + n1, LD, rows16 + n1 * hd, hd, n - n1, 1);
+                    for (int g = 0; g < G; g++) ob_mix_f16_ref(o0 + g * hd, 1, p + g * LD, 0, rows16, hd, n);
+                    kern->mix_f16(o1, G, p, LD, rows16, hd, n);
                 }
                 bad += !bits_eq(o0, o1, len + 1); /* + 1: nothing written past the end (nor between rows) */
             }
