@@ -223,6 +223,11 @@ typedef void (*ob_mix_f16_fn)(float *y, int G, const float *p, size_t ldp, const
  *   silu     : g[i] = silu(g[i]) * up[i], or silu(g[i]) when up is NULL; silu(x) = x / (1 + exp(-x))
  * Each lane runs the scalar steps, so every ISA returns the bits of the references. */
 typedef void (*ob_exp_shift_fn)(float *x, int n, float m);
+/* The attention softmax in place: m = the max of x (NaN never taken), x[i] = exp(x[i] - m) as
+ * exp_shift, s = x[0] + x[1] + ... added in order, x[i] = x[i] / s.  The max and the divisions are
+ * exact in any order, so a SIMD version takes them 8 at a time; the sum stays in order (the bits
+ * of every earlier release). */
+typedef void (*ob_softmax_fn)(float *x, int n);
 typedef void (*ob_silu_fn)(float *g, const float *up, size_t n);
 /* The other per-token elementwise work, vectorized where the scalar loops were a few percent of a
  * token (the 2B shape's ReLU^2 and RMSNorms: 0.7 % and 1 % in perf):
@@ -254,6 +259,7 @@ typedef struct ob_kernels {
     ob_mix_f32_fn mix_f32;
     ob_mix_f16_fn mix_f16;
     ob_exp_shift_fn exp_shift;
+    ob_softmax_fn softmax;
     ob_silu_fn silu;
     ob_relu2_fn relu2;
     ob_rmsnorm_fn rmsnorm;
@@ -310,6 +316,7 @@ void ob_scores_f16_ref(const float *q, int G, const uint16_t *rows, int hd, int 
 void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n);
 void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n);
 void ob_exp_shift_ref(float *x, int n, float m);
+void ob_softmax_ref(float *x, int n);
 void ob_silu_ref(float *g, const float *up, size_t n);
 void ob_relu2_ref(float *g, const float *up, size_t n);
 void ob_rmsnorm_ref(const float *x, const float *w, int n, float eps, float *y);

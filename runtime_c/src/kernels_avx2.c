@@ -636,6 +636,24 @@ OB_T256 static void ob256_exp_shift(float *x, int n, float m) {
     for (; i < n; i++) x[i] = ob_expf(x[i] - m);
 }
 
+/* kernels.h softmax: max_ps(x, m) keeps m where x is NaN, as the reference's x > m does */
+OB_T256 static void ob256_softmax(float *x, int n) {
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(x + i), m8);
+    float l[8], m = -INFINITY, s = 0.0f;
+    _mm256_storeu_ps(l, m8);
+    for (int j = 0; j < 8; j++)
+        if (l[j] > m) m = l[j];
+    for (; i < n; i++)
+        if (x[i] > m) m = x[i];
+    ob256_exp_shift(x, n, m);
+    for (i = 0; i < n; i++) s += x[i];
+    const __m256 s8 = _mm256_set1_ps(s);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), s8));
+    for (; i < n; i++) x[i] = x[i] / s;
+}
+
 OB_T256 static void ob256_silu(float *g, const float *up, size_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
     size_t i = 0;
@@ -705,6 +723,7 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->mix_f32 = ob256_mix_f32;
     k->mix_f16 = ob256_mix_f16;
     k->exp_shift = ob256_exp_shift;
+    k->softmax = ob256_softmax;
     k->silu = ob256_silu;
     k->relu2 = ob256_relu2;
     k->rmsnorm = ob256_rmsnorm;

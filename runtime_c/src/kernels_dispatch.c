@@ -164,6 +164,7 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->mix_f32 = NULL;
     k->mix_f16 = NULL;
     k->exp_shift = ob_exp_shift_ref;
+    k->softmax = ob_softmax_ref;
     k->silu = ob_silu_ref;
     k->relu2 = ob_relu2_ref;
     k->rmsnorm = ob_rmsnorm_ref;

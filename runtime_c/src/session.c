@@ -490,15 +490,7 @@ static void attention_task(void *ctx, int ith, int nth) {
                         sc0[(size_t)g * s->n_ctx + j] =
                             (f16 ? s->k.dot_f16(q + (size_t)g * hd, k16 + (size_t)j * hd, hd)
                                  : s->k.dot_f32(q + (size_t)g * hd, k32 + (size_t)j * hd, hd)) * scale;
-            for (int g = 0; g < G; g++) { /* softmax, head by head */
-                float *sc = sc0 + (size_t)g * s->n_ctx, mx = -INFINITY;
-                for (int j = 0; j < n_keys; j++)
-                    if (sc[j] > mx) mx = sc[j];
-                s->k.exp_shift(sc, n_keys, mx);
-                float sum = 0.0f;
-                for (int j = 0; j < n_keys; j++) sum += sc[j];
-                for (int j = 0; j < n_keys; j++) sc[j] = sc[j] / sum;
-            }
+            for (int g = 0; g < G; g++) s->k.softmax(sc0 + (size_t)g * s->n_ctx, n_keys); /* head by head */
             if (f16 && s->k.mix_f16) s->k.mix_f16(out, G, sc0, (size_t)s->n_ctx, v16, hd, n_keys);
             else if (!f16 && s->k.mix_f32) s->k.mix_f32(out, G, sc0, (size_t)s->n_ctx, v32, hd, n_keys);
             else

@@ -1120,7 +1120,7 @@ static void test_elementwise_ref(void) {
     CHECK(bad == 0, "rmsnorm ref: %d values off the formula", bad);
 }
 
-/* exp_shift and silu of every ISA: the scalar references' bits, on random values of every scale,
+/* exp_shift, silu and softmax of every ISA: the scalar references' bits, on random values of every scale,
  * the clamp edges and special values, n from 0 to 70 (every vector tail), with and without up. */
 static void test_isa_exp(const ob_kernels *kern) {
     static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, OB_EXP_LO, OB_EXP_HI, -87.4f, 88.1f, 1e-40f, -1e-40f,
@@ -1146,8 +1146,16 @@ static void test_isa_exp(const ob_kernels *kern) {
         kern->silu(b, u, (size_t)n);
         for (int i = 0; i < n; i++)
             if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) bad++;
+        /* softmax: attention scores of every scale, a special value now and then (the max of the
+         * vector lanes and of the tail, NaN skipped by both), the sum in order */
+        for (int i = 0; i < n; i++)
+            b[i] = a[i] = (rep & 7) == 2 ? special[rndi(0, ns - 1)] : rndf() * (float)ldexp(1.0, rndi(-4, 6));
+        ob_softmax_ref(a, n);
+        kern->softmax(b, n);
+        for (int i = 0; i < n; i++)
+            if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) bad++;
     }
-    CHECK(bad == 0, "%s exp_shift / silu: %d mismatches with the references", ob_isa_name(kern->isa), bad);
+    CHECK(bad == 0, "%s exp_shift / silu / softmax: %d mismatches with the references", ob_isa_name(kern->isa), bad);
     /* relu2 and rmsnorm: the same inputs and tails; rmsnorm also in place (y = x) */
     bad = 0;
     for (int rep = 0; rep < 400; rep++) {
