@@ -204,7 +204,8 @@ typedef void (*ob_axpy_f16_fn)(float *y, float a, const uint16_t *x, int n);
 
 /* Attention of G query heads that share one KV head, over its n cached rows of hd values (rows hd
  * apart: the cache layout), fused so that a decode step makes one call per KV head instead of two
- * per head and key, and a kernel may read each row once for the G heads (AVX2's scores do):
+ * per head and key, and a kernel may read each row once for several heads (AVX2's scores for up to
+ * 4, AVX-512's mix for 2 of 128 values or 4 of 64):
  *   scores: out[h * ldo + j] = dot(q + h * hd, row j) * scale       (dot as above, then one multiply)
  *   mix   : y[h * hd + i] = 0, then += p[h * ldp + j] * row_j[i] for j = 0..n-1   (the axpy sequence)
  * for h = 0..G-1.  The same operations in the same order as the per-head, per-row loop, so the bits
@@ -226,7 +227,7 @@ typedef void (*ob_exp_shift_fn)(float *x, int n, float m);
 /* The attention softmax in place: m = the max of x (NaN never taken), x[i] = exp(x[i] - m) as
  * exp_shift, s = x[0] + x[1] + ... added in order, x[i] = x[i] / s.  The max and the divisions are
  * exact in any order, so a SIMD version takes them 8 at a time; the sum stays in order (the bits
- * of every earlier release). */
+ * of the scalar loop this replaced). */
 typedef void (*ob_softmax_fn)(float *x, int n);
 typedef void (*ob_silu_fn)(float *g, const float *up, size_t n);
 /* The other per-token elementwise work, vectorized where the scalar loops were a few percent of a
