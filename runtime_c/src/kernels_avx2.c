@@ -315,43 +315,79 @@ OB_T256 OB_INL float ob256_hsum_ps(__m256 v) {
 #define OB256_LD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 OB256_GEMV(ob256_gemv_f32_s, float, OB256_LD_F32, OB_CVT_F32)
 OB256_GEMV(ob256_gemv_f16_s, uint16_t, OB256_LD_F16, OB_CVT_F16)
-/* int8 head GEMV (kernels.h gemv_q8): one row at a time (one sequential weight stream, see
- * ob512_q8_rows); per 16 weights one vpmovsxbw and one vpmaddwd (+ vpaddd) into four int32
- * accumulators, widened to int64 per K chunk, the last K % 16 products in scalar; exact, then
- * ob_out_q8.  A vpmaddwd adds 2 products to each of 8 lanes, so a chunk of 8 * OB_Q8_LANE_PRODUCTS
- * (4096) weights cannot overflow a lane. */
+/* int8 head GEMV (kernels.h gemv_q8): per 16 weights one vpmovsxbw and one vpmaddwd (+ vpaddd)
+ * into OB256_Q8_NA int32 accumulators per row, widened to int64 per K chunk, the last K % 16
+ * products in scalar; exact, so the order does not matter, then ob_out_q8.  OB256_Q8_ROWS rows are
+ * taken from as many segments of the row range (row i of each: streams L rows apart, as the T2
+ * GEMV's segments and ob512_q8_rows), so one activation load serves that many rows.  A vpmaddwd adds
+ * 2 products to each of 8 lanes, so a chunk of 8 * OB_Q8_LANE_PRODUCTS (4096) weights cannot
+ * overflow a lane however it is spread over the accumulators.  Against one row at a time on the Zen 3
+ * VM of session 25 (AVX2 only; tools/bench_kernels --case int8): 2B4T head 19.3 -> 12.4 ms (61 -> 94 %
+ * of the read loop), 134m head 1.24 -> 0.60 ms; 8 or 6 segments, or 2, were slower than 4. */
+#ifndef OB256_Q8_ROWS
+#define OB256_Q8_ROWS 4
+#endif
+#ifndef OB256_Q8_NA
+#define OB256_Q8_NA 2
+#endif
 #define OB256_Q8_KC (8 * OB_Q8_LANE_PRODUCTS)
-#define OB256_Q8_DOT(c, p, q)                                                                     \
-    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p))), \
-                                              _mm256_loadu_si256((const __m256i *)(q))))
+#define OB256_W16(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
 OB_T256 OB_INL __m256i ob256_widen_add64(__m256i s, __m256i v) {
     s = _mm256_add_epi64(s, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
     return _mm256_add_epi64(s, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
 }
+OB_T256 OB_INL void ob256_q8_rows(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq,
+                                  float a, int r, int step, float *y, const int R) {
+    enum { NA = OB256_Q8_NA };
+    __m256i s64[OB256_Q8_ROWS];
+    const int8_t *wr[OB256_Q8_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        s64[i] = _mm256_setzero_si256();
+        wr[i] = w + (size_t)(r + i * step) * ldw;
+    }
+    int k = 0;
+    for (int k0 = 0; k0 < K; k0 += OB256_Q8_KC) {
+        const int k1 = K - k0 <= OB256_Q8_KC ? K : k0 + OB256_Q8_KC;
+        const int kb = k0 + (k1 - k0) / (16 * NA) * (16 * NA);
+        __m256i acc[OB256_Q8_ROWS][NA];
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 8
+            for (int j = 0; j < NA; j++) acc[i][j] = _mm256_setzero_si256();
+        for (k = k0; k < kb; k += 16 * NA) {
+            __m256i xv[NA];
+#pragma GCC unroll 8
+            for (int j = 0; j < NA; j++) xv[j] = _mm256_loadu_si256((const __m256i *)(xq + k + 16 * j));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++)
+#pragma GCC unroll 8
+                for (int j = 0; j < NA; j++)
+                    acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(OB256_W16(wr[i] + k + 16 * j), xv[j]));
+        }
+        for (; k + 16 <= k1; k += 16) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(OB256_W16(wr[i] + k), xv));
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 8
+            for (int j = 0; j < NA; j++) s64[i] = ob256_widen_add64(s64[i], acc[i][j]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s64[i]), _mm256_extracti128_si256(s64[i], 1));
+        int64_t s = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+        for (int j = k; j < K; j++) s += (int32_t)wr[i][j] * xq[j];
+        y[r + i * step] = ob_out_q8(s, scale[r + i * step], a);
+    }
+}
 OB_T256 static void ob256_gemv_q8(const int8_t *w, const float *scale, size_t ldw, int K, const int16_t *xq,
                                   float a, int r0, int r1, float *y) {
-    for (int r = r0; r < r1; r++) {
-        const int8_t *wr = w + (size_t)r * ldw;
-        __m256i s64 = _mm256_setzero_si256();
-        int k = 0;
-        for (int k0 = 0; k0 < K; k0 += OB256_Q8_KC) {
-            const int k1 = K - k0 <= OB256_Q8_KC ? K : k0 + OB256_Q8_KC;
-            __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
-            for (k = k0; k + 64 <= k1; k += 64) {
-                OB256_Q8_DOT(c0, wr + k, xq + k);
-                OB256_Q8_DOT(c1, wr + k + 16, xq + k + 16);
-                OB256_Q8_DOT(c2, wr + k + 32, xq + k + 32);
-                OB256_Q8_DOT(c3, wr + k + 48, xq + k + 48);
-            }
-            for (; k + 16 <= k1; k += 16) OB256_Q8_DOT(c0, wr + k, xq + k);
-            s64 = ob256_widen_add64(ob256_widen_add64(s64, c0), c1);
-            s64 = ob256_widen_add64(ob256_widen_add64(s64, c2), c3);
-        }
-        __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s64), _mm256_extracti128_si256(s64, 1));
-        int64_t s = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
-        for (; k < K; k++) s += (int32_t)wr[k] * xq[k];
-        y[r] = ob_out_q8(s, scale[r], a);
-    }
+    const int L = (r1 - r0) / OB256_Q8_ROWS;
+    for (int i = 0; i < L; i++) ob256_q8_rows(w, scale, ldw, K, xq, a, r0 + i, L, y, OB256_Q8_ROWS);
+    for (int r = r0 + L * OB256_Q8_ROWS; r < r1; r++) ob256_q8_rows(w, scale, ldw, K, xq, a, r, 1, y, 1);
 }
 static void ob256_gemv_f32(const float *w, size_t ldw, int K, const float *x, int r0, int r1, float *y) {
     ob256_gemv_f32_s(w, NULL, ldw, K, x, r0, r1, y);
