@@ -176,6 +176,15 @@ OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 #if OB256_T2_NS > OB_T2_NS_MAX
 #error "OB256_T2_NS exceeds OB_T2_NS_MAX"
 #endif
+/* Software prefetch distance (bytes) along a T2X group's stream (0: none).  One interleaved stream
+ * is what the hardware prefetcher of the Zen 3 VM of session 25 serves worst: a T2X GEMV from DRAM
+ * ran at 13.7-14.4 GB/s against 16-17 for the 8-stream T2 layout and 26 for the read loop
+ * (bench_kernels --gemv-t2 N K --copies 200).  With 8 KB: tools/bench_ab.py tg128, 134m 1.14x at 1
+ * thread and 1.08x at 2, 2b4t 1.21x and 1.14x; 4 and 16 KB were the same within the noise, 0.5-1 KB
+ * slower than none.  A prefetch never faults, so reading past the matrix is harmless. */
+#ifndef OB256_T2X_PF
+#define OB256_T2X_PF 8192
+#endif
 OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
                                        const int R, const size_t bs) {
     const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
@@ -185,6 +194,11 @@ OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
     for (int b = 0; b < nblk; b++) {
         const int8_t *xp = x + (size_t)b * 128;
+        if (OB256_T2X_PF && R == OB_T2X_ROWS && bs == OB_T2X_ROWS * 32) {
+            const char *pf = (const char *)w + (size_t)b * bs + OB256_T2X_PF;
+#pragma GCC unroll 8
+            for (int c = 0; c < OB_T2X_ROWS * 32; c += 64) _mm_prefetch(pf + c, _MM_HINT_T0);
+        }
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
         const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
         const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xp + 64));
