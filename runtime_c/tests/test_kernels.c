@@ -230,11 +230,54 @@ static void test_isa_matmul(const ob_kernels *kern) {
         }
 }
 
+/* Batches longer than a kernel's token block (AVX2's unpacked T2X GEMM takes 32 tokens at a time):
+ * m = 33 and 67 tokens, random rows and row ranges, against the reference. */
+static void test_isa_many_tokens(const ob_kernels *kern) {
+    const int Ms[] = {33, 67}, Kt[] = {130, 1000};
+    for (int f = 0; f < OB_WFMT_COUNT; f++)
+        for (int ki = 0; ki < 2; ki++)
+            for (int mi = 0; mi < 2; mi++) {
+                int K = Kt[ki], m = Ms[mi], N = rndi(5, 30);
+                size_t rb = ob_row_bytes(plain_fmt((ob_wfmt)f), K), st = ob_act_stride(K);
+                uint8_t *w = xmalloc((size_t)N * rb);
+                int8_t *xq = xmalloc((size_t)m * st);
+                float *a = xmalloc((size_t)m * 4), *yr = xmalloc((size_t)m * N * 4), *ys = xmalloc((size_t)m * N * 4);
+                int32_t *xs = xmalloc((size_t)m * 4);
+                fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, rndi(0, 1));
+                uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
+                for (int t = 0; t < m; t++) {
+                    int32_t s = 0;
+                    for (size_t k = 0; k < st; k++) {
+                        int8_t v = k < (size_t)K ? rnd_i8() : 0;
+                        xq[t * st + k] = v;
+                        s += v;
+                    }
+                    xs[t] = s;
+                    a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
+                }
+                int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
+                ref_fn((ob_wfmt)f)(w, K, 0.25f, xq, st, a, xs, m, 0, N, yr, (size_t)N);
+                for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
+                kern->matmul[f](wk, K, 0.25f, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
+                int ok = 1;
+                for (int t = 0; t < m; t++)
+                    for (int r = 0; r < N; r++) {
+                        float e = (r >= r0 && r < r1) ? yr[t * N + r] : -7.0f;
+                        if (!bits_eq(&e, &ys[t * N + r], 1)) ok = 0;
+                    }
+                CHECK(ok, "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), K,
+                      N, m, r0, r1);
+                if (wk != w) free(wk);
+                free(w); free(xq); free(a); free(yr); free(ys); free(xs);
+            }
+}
+
 /* extreme values: all activations -128 or 127, all codes max: catches int16 saturation.  m = 1
  * (the GEMV, whose AVX2 / AVX-512 paths read 8 row segments at once: N = 19 gives full segments
- * and leftover rows) and m = 2 (the tiles). */
+ * and leftover rows), m = 2-3 (the tiles) and m = 4-5 (AVX2's unpacked T2X GEMM, whose int16 sums
+ * run 32 steps: K = 4096 is 128 of them). */
 static void test_isa_extremes(const ob_kernels *kern) {
-    enum { N = 19, MX = 2 };
+    enum { N = 19, MX = 5 };
     const int Ks[] = {128, 4096, 16384 + 160};
     for (int ki = 0; ki < 3; ki++)
         for (int f = 0; f < OB_WFMT_COUNT; f++)
@@ -245,7 +288,7 @@ static void test_isa_extremes(const ob_kernels *kern) {
                 uint8_t *w = xmalloc((size_t)N * rb);
                 int8_t *xq = xmalloc((size_t)MX * st);
                 int8_t *q = xmalloc((size_t)K);
-                float a[MX] = {1.0f, 3.0f}, yr[N * MX], ys[N * MX];
+                float a[MX] = {1.0f, 3.0f, 0.5f, 2.0f, 7.0f}, yr[N * MX], ys[N * MX];
                 int32_t xs[MX];
                 for (int r = 0; r < N; r++) {
                     for (int k = 0; k < K; k++) q[k] = (int8_t)((pat & 1) ? 1 : (r % 3 == 1 ? -1 : 1));
@@ -257,7 +300,7 @@ static void test_isa_extremes(const ob_kernels *kern) {
                     int32_t s = 0;
                     for (size_t k = 0; k < st; k++) {
                         int8_t v = k < (size_t)K ? (int8_t)((pat & 2) ? -128 : 127) : 0;
-                        if (t == 1 && k < (size_t)K && (k & 1)) v = (int8_t)-v - (v > 0);
+                        if ((t & 1) && k < (size_t)K && (k & 1)) v = (int8_t)-v - (v > 0);
                         xq[t * st + k] = v;
                         s += v;
                     }
@@ -1015,7 +1058,7 @@ static void test_isa_rs(const ob_kernels *kern) {
                     int32_t s = 0;
                     for (size_t k = 0; k < st; k++) {
                         int8_t v = k < (size_t)K ? (int8_t)((pat & 2) ? -128 : 127) : 0;
-                        if (t == 1 && k < (size_t)K && (k & 1)) v = (int8_t)-v - (v > 0);
+                        if ((t & 1) && k < (size_t)K && (k & 1)) v = (int8_t)-v - (v > 0);
                         xq[t * st + k] = v;
                         s += v;
                     }
@@ -1203,6 +1246,7 @@ int main(void) {
         test_isa_quantize(&k);
         test_isa_matmul(&k);
         test_isa_extremes(&k);
+        test_isa_many_tokens(&k);
         test_isa_float(&k);
         test_isa_q8(&k);
         test_isa_f16_gemv_edges(&k);
