@@ -176,6 +176,31 @@ static void fill_weights(ob_wfmt f, uint8_t *w, size_t n, int K, int N, int vali
     free(q);
 }
 
+/* m tokens of random int8 activations (zero past K), with their sums and scales */
+static void random_acts(int8_t *xq, int m, size_t st, int K, int32_t *xs, float *a) {
+    for (int t = 0; t < m; t++) {
+        int32_t s = 0;
+        for (size_t k = 0; k < st; k++) {
+            int8_t v = k < (size_t)K ? rnd_i8() : 0;
+            xq[t * st + k] = v;
+            s += v;
+        }
+        xs[t] = s;
+        a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
+    }
+}
+
+/* ys (m x N, filled with -7 before the call) holds yr's rows [r0, r1) and -7 elsewhere */
+static int rows_match(const float *yr, const float *ys, int m, int N, int r0, int r1) {
+    int ok = 1;
+    for (int t = 0; t < m; t++)
+        for (int r = 0; r < N; r++) {
+            float e = (r >= r0 && r < r1) ? yr[t * N + r] : -7.0f;
+            if (!bits_eq(&e, &ys[t * N + r], 1)) ok = 0;
+        }
+    return ok;
+}
+
 static void test_isa_matmul(const ob_kernels *kern) {
     const int MMAX = 9;
     for (int f = 0; f < OB_WFMT_COUNT; f++)
@@ -191,16 +216,7 @@ static void test_isa_matmul(const ob_kernels *kern) {
             for (int valid = 0; valid < 2; valid++) {
                 fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, valid);
                 uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
-                for (int t = 0; t < MMAX; t++) {
-                    int32_t s = 0;
-                    for (size_t k = 0; k < st; k++) {
-                        int8_t v = k < (size_t)K ? rnd_i8() : 0;
-                        xq[t * st + k] = v;
-                        s += v;
-                    }
-                    xs[t] = s;
-                    a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
-                }
+                random_acts(xq, MMAX, st, K, xs, a);
                 float wscale = 0.001f + (float)(rnd() % 1000) * 1e-4f;
                 for (int m = 1; m <= MMAX; m++) {
                     ref_fn((ob_wfmt)f)(w, K, wscale, xq, st, a, xs, m, 0, N, yr, (size_t)N);
@@ -212,13 +228,7 @@ static void test_isa_matmul(const ob_kernels *kern) {
                     int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
                     for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
                     kern->matmul[f](wk, K, wscale, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
-                    int ok = 1;
-                    for (int t = 0; t < m; t++)
-                        for (int r = 0; r < N; r++) {
-                            float e = (r >= r0 && r < r1) ? yr[t * N + r] : -7.0f;
-                            if (!bits_eq(&e, &ys[t * N + r], 1)) ok = 0;
-                        }
-                    CHECK(ok, "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa),
+                    CHECK(rows_match(yr, ys, m, N, r0, r1), "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa),
                           fmt_name((ob_wfmt)f), K, N, m, r0, r1);
                 }
                 if (wk != w) free(wk);
@@ -245,28 +255,13 @@ static void test_isa_many_tokens(const ob_kernels *kern) {
                 int32_t *xs = xmalloc((size_t)m * 4);
                 fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, rndi(0, 1));
                 uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
-                for (int t = 0; t < m; t++) {
-                    int32_t s = 0;
-                    for (size_t k = 0; k < st; k++) {
-                        int8_t v = k < (size_t)K ? rnd_i8() : 0;
-                        xq[t * st + k] = v;
-                        s += v;
-                    }
-                    xs[t] = s;
-                    a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
-                }
+                random_acts(xq, m, st, K, xs, a);
                 int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
                 ref_fn((ob_wfmt)f)(w, K, 0.25f, xq, st, a, xs, m, 0, N, yr, (size_t)N);
                 for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
                 kern->matmul[f](wk, K, 0.25f, xq, st, a, xs, m, r0, r1, ys, (size_t)N);
-                int ok = 1;
-                for (int t = 0; t < m; t++)
-                    for (int r = 0; r < N; r++) {
-                        float e = (r >= r0 && r < r1) ? yr[t * N + r] : -7.0f;
-                        if (!bits_eq(&e, &ys[t * N + r], 1)) ok = 0;
-                    }
-                CHECK(ok, "%s %s K=%d N=%d m=%d rows [%d,%d) differ", ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), K,
-                      N, m, r0, r1);
+                CHECK(rows_match(yr, ys, m, N, r0, r1), "%s %s K=%d N=%d m=%d rows [%d,%d) differ",
+                      ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), K, N, m, r0, r1);
                 if (wk != w) free(wk);
                 free(w); free(xq); free(a); free(yr); free(ys); free(xs);
             }
