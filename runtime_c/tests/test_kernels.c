@@ -177,7 +177,7 @@ static void fill_weights(ob_wfmt f, uint8_t *w, size_t n, int K, int N, int vali
 }
 
 /* m tokens of random int8 activations (zero past K), with their sums and scales */
-static void random_acts(int8_t *xq, int m, size_t st, int K, int32_t *xs, float *a) {
+static void fill_acts(int8_t *xq, size_t st, int K, int m, float *a, int32_t *xs) {
     for (int t = 0; t < m; t++) {
         int32_t s = 0;
         for (size_t k = 0; k < st; k++) {
@@ -216,7 +216,7 @@ static void test_isa_matmul(const ob_kernels *kern) {
             for (int valid = 0; valid < 2; valid++) {
                 fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, valid);
                 uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
-                random_acts(xq, MMAX, st, K, xs, a);
+                fill_acts(xq, st, K, MMAX, a, xs);
                 float wscale = 0.001f + (float)(rnd() % 1000) * 1e-4f;
                 for (int m = 1; m <= MMAX; m++) {
                     ref_fn((ob_wfmt)f)(w, K, wscale, xq, st, a, xs, m, 0, N, yr, (size_t)N);
@@ -255,7 +255,7 @@ static void test_isa_many_tokens(const ob_kernels *kern) {
                 int32_t *xs = xmalloc((size_t)m * 4);
                 fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, rndi(0, 1));
                 uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
-                random_acts(xq, m, st, K, xs, a);
+                fill_acts(xq, st, K, m, a, xs);
                 int r0 = rndi(0, N - 1), r1 = rndi(r0, N);
                 ref_fn((ob_wfmt)f)(w, K, 0.25f, xq, st, a, xs, m, 0, N, yr, (size_t)N);
                 for (int i = 0; i < m * N; i++) ys[i] = -7.0f;
@@ -947,19 +947,6 @@ static void fill_iweights(ob_ifmt f, uint8_t *w, int K, int N, int valid) {
         else memcpy(w + (size_t)r * rb, q, (size_t)K);
     }
     free(q);
-}
-
-static void fill_acts(int8_t *xq, size_t st, int K, int m, float *a, int32_t *xs) {
-    for (int t = 0; t < m; t++) {
-        int32_t s = 0;
-        for (size_t k = 0; k < st; k++) {
-            int8_t v = k < (size_t)K ? rnd_i8() : 0;
-            xq[t * st + k] = v;
-            s += v;
-        }
-        xs[t] = s;
-        a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
-    }
 }
 
 static void test_rs_ref_vs_dumb(void) {
