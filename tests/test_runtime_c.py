@@ -115,6 +115,11 @@ def test_t2x_repack_changes_no_result(c_runtime, random_checkpoint, tmp_path, mo
     tokens = np.random.default_rng(21).integers(0, ref.cfg["vocab_size"], 64).tolist()
     got = repacked.logits(tokens)
     assert np.array_equal(got, in_place.logits(tokens))
+    monkeypatch.setenv("ONEBIT_HUGEPAGES", "1")  # the repack in transparent huge pages: a hint, same bits
+    huge = Model(path, kv="f32")
+    monkeypatch.delenv("ONEBIT_HUGEPAGES")
+    assert huge.shared.repacked_bytes == repacked.shared.repacked_bytes
+    assert np.array_equal(got, huge.logits(tokens))
     assert _rel(got, ref.forward(tokens, KVCache(dtype="f32"))) < TOL
     want = in_place.generate(tokens[:5], 40, temperature=0.0)
     for isa in isas:

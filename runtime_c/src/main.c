@@ -115,7 +115,9 @@ static void usage(FILE *f) {
             "      --version               print the version and exit\n"
             "  -h, --help                  print this help and exit\n"
             "environment: ONEBIT_ISA=NAME as --isa; ONEBIT_REPACK=0 reads the T2 weights in place instead\n"
-            "of repacking them at load for the AVX2 / AVX-512 GEMV (faster load, slower decode; same output)\n",
+            "of repacking them at load for the AVX2 / AVX-512 GEMV (faster load, slower decode; same output);\n"
+            "ONEBIT_HUGEPAGES=1 puts the repacked weights in transparent huge pages (faster decode, slower\n"
+            "load in some VMs; same output)\n",
             (double)d.temperature, d.top_k, (double)d.top_p, (double)d.repeat_penalty, d.repeat_window,
             (unsigned long long)d.seed, s.n_threads, OB_DEFAULT_CTX, s.n_batch);
 }

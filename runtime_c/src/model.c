@@ -646,12 +646,14 @@ static void repack_t2x(ob_model *m) {
         return;
     }
 #if defined(MADV_HUGEPAGE)
-    /* Transparent huge pages where the kernel has them (a hint; 4 KB pages otherwise): the GEMV
-     * streams this mapping once a token, and with 2 MB pages the hardware prefetcher is not stopped
-     * at every 4 KB boundary nor the TLB refilled.  Session 25, Zen 3 (tools/bench_ab.py --test
-     * tg128 --rounds 6, docs/BENCHMARKS.md): 2b4t 1.03x at 1 thread and 1.09x at 2, 134m within the
-     * noise; the copy faults in 2 MB at a time, so loading got no slower (0.32 -> 0.20-0.28 s). */
-    madvise(buf, total, MADV_HUGEPAGE);
+    /* ONEBIT_HUGEPAGES=1: the copy in transparent huge pages (a hint; 4 KB pages where the kernel has
+     * none).  The GEMV streams this mapping once a token; with 2 MB pages the hardware prefetcher
+     * is not stopped at every 4 KB boundary nor the TLB refilled.  Session 25, Zen 3 VM
+     * (docs/BENCHMARKS.md): 2b4t decode 1.03x at 1 thread and 1.09x at 2, 134m within the noise; but
+     * loading right after another process freed memory took 0.83-0.87 s instead of 0.33-0.37 (the
+     * host faults in the 2 MB blocks the guest had handed back), so it is not the default. */
+    const char *huge = getenv("ONEBIT_HUGEPAGES");
+    if (huge && strcmp(huge, "1") == 0) madvise(buf, total, MADV_HUGEPAGE);
 #endif
     long page = sysconf(_SC_PAGESIZE);
     repack_job job = {m, (uint8_t *)buf, dst, page > 0 ? (uintptr_t)page : 4096, 0};
