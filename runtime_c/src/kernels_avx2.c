@@ -185,35 +185,55 @@ OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 #ifndef OB256_T2X_PF
 #define OB256_T2X_PF 8192
 #endif
+/* The GEMV sums a row's scale-1 and scale-4 halves in 16 bits over OB256_T2_NB blocks, then widens
+ * each with one vpmaddwd (x4 and x1): per row and block 13 vector ops and 4 / NB for the widening,
+ * where widening every block took 15.  Zen 3 of session 26, `bench_kernels --gemv-t2 2560 6912
+ * --layout t2x`: in cache 22.9 -> 25.0 GB/s with 2 blocks (25.3 with 3), from DRAM (--copies 150)
+ * 19.5-20 either way with 2 but 18.1-18.5 with 3, whose row-by-row walk over 768 bytes the
+ * prefetchers follow worse.  Bounds for any byte (code 3 included) and any int8 activation: a
+ * vpmaddubsw lane is at most 2 * 3 * 128 = 768 (scale 1) or 2 * 12 * 128 = 3072 (scale 4), so NB
+ * blocks of two each stay inside int16 up to NB = 5 (test_kernels' extremes fail at 6). */
+#ifndef OB256_T2_NB
+#define OB256_T2_NB 2
+#endif
+#if OB256_T2_NB < 1 || OB256_T2_NB > 5
+#error "OB256_T2_NB: 1..5 blocks keep the int16 sums exact"
+#endif
+OB_T256 OB_INL void ob256_t2_rows_blocks(const uint8_t *w, size_t stride, int b, const int8_t *x, __m256i *acc,
+                                         const int R, const size_t bs, const int nb) {
+    const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
+    const __m256i ones16 = _mm256_set1_epi16(1), fours16 = _mm256_set1_epi16(4);
+    if (OB256_T2X_PF && R == OB_T2X_ROWS && bs == OB_T2X_ROWS * 32) {
+        const char *pf = (const char *)w + (size_t)b * bs + OB256_T2X_PF;
+#pragma GCC unroll 40
+        for (int c = 0; c < nb * OB_T2X_ROWS * 32; c += 64) _mm_prefetch(pf + c, _MM_HINT_T0);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+        __m256i s1 = _mm256_setzero_si256(), s4 = _mm256_setzero_si256();
+#pragma GCC unroll 5
+        for (int k = 0; k < nb; k++) {
+            const int8_t *xp = x + (size_t)(b + k) * 128;
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)(b + k) * bs));
+            const __m256i Wh = _mm256_srli_epi16(W, 4);
+            s1 = _mm256_add_epi16(s1, _mm256_add_epi16(
+                _mm256_maddubs_epi16(_mm256_and_si256(W, m03), _mm256_loadu_si256((const __m256i *)xp)),
+                _mm256_maddubs_epi16(_mm256_and_si256(Wh, m03), _mm256_loadu_si256((const __m256i *)(xp + 64)))));
+            s4 = _mm256_add_epi16(s4, _mm256_add_epi16(
+                _mm256_maddubs_epi16(_mm256_and_si256(W, m0c), _mm256_loadu_si256((const __m256i *)(xp + 32))),
+                _mm256_maddubs_epi16(_mm256_and_si256(Wh, m0c), _mm256_loadu_si256((const __m256i *)(xp + 96)))));
+        }
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(_mm256_madd_epi16(s1, fours16), _mm256_madd_epi16(s4, ones16)));
+    }
+}
 OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
                                        const int R, const size_t bs) {
-    const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
-    const __m256i ones16 = _mm256_set1_epi16(1);
     __m256i acc[OB_T2_NS_MAX];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
-    for (int b = 0; b < nblk; b++) {
-        const int8_t *xp = x + (size_t)b * 128;
-        if (OB256_T2X_PF && R == OB_T2X_ROWS && bs == OB_T2X_ROWS * 32) {
-            const char *pf = (const char *)w + (size_t)b * bs + OB256_T2X_PF;
-#pragma GCC unroll 8
-            for (int c = 0; c < OB_T2X_ROWS * 32; c += 64) _mm_prefetch(pf + c, _MM_HINT_T0);
-        }
-        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
-        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
-        const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xp + 64));
-        const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xp + 96));
-#pragma GCC unroll 16
-        for (int r = 0; r < R; r++) {
-            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * stride + (size_t)b * bs));
-            const __m256i Wh = _mm256_srli_epi16(W, 4);
-            __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W, m03), x0),
-                                          _mm256_maddubs_epi16(_mm256_and_si256(Wh, m03), x2));
-            __m256i s4 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W, m0c), x1),
-                                          _mm256_maddubs_epi16(_mm256_and_si256(Wh, m0c), x3));
-            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_add_epi16(_mm256_slli_epi16(s1, 2), s4), ones16));
-        }
-    }
+    int b = 0;
+    for (; b + OB256_T2_NB <= nblk; b += OB256_T2_NB) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, OB256_T2_NB);
+    for (; b < nblk; b++) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, 1);
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) out[r] = ob256_hsum_epi32(acc[r]) >> 2;
 }
