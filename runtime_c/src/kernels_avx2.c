@@ -199,12 +199,14 @@ OB_DEF_TILES(OB_T256, ob256_b1, 4, 1)
 #if OB256_T2_NB < 1 || OB256_T2_NB > 5
 #error "OB256_T2_NB: 1..5 blocks keep the int16 sums exact"
 #endif
+/* Blocks b .. b + nb - 1 of R rows into acc; pfd: the prefetch distance (bytes) along a T2X group's
+ * stream, 0 for none. */
 OB_T256 OB_INL void ob256_t2_rows_blocks(const uint8_t *w, size_t stride, int b, const int8_t *x, __m256i *acc,
-                                         const int R, const size_t bs, const int nb) {
+                                         const int R, const size_t bs, const int nb, const int pfd) {
     const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
     const __m256i ones16 = _mm256_set1_epi16(1), fours16 = _mm256_set1_epi16(4);
-    if (OB256_T2X_PF && R == OB_T2X_ROWS && bs == OB_T2X_ROWS * 32) {
-        const char *pf = (const char *)w + (size_t)b * bs + OB256_T2X_PF;
+    if (pfd && R == OB_T2X_ROWS && bs == OB_T2X_ROWS * 32) {
+        const char *pf = (const char *)w + (size_t)b * bs + pfd;
 #pragma GCC unroll 40
         for (int c = 0; c < nb * OB_T2X_ROWS * 32; c += 64) _mm_prefetch(pf + c, _MM_HINT_T0);
     }
@@ -232,8 +234,8 @@ OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
     int b = 0;
-    for (; b + OB256_T2_NB <= nblk; b += OB256_T2_NB) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, OB256_T2_NB);
-    for (; b < nblk; b++) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, 1);
+    for (; b + OB256_T2_NB <= nblk; b += OB256_T2_NB) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, OB256_T2_NB, OB256_T2X_PF);
+    for (; b < nblk; b++) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, 1, OB256_T2X_PF);
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) out[r] = ob256_hsum_epi32(acc[r]) >> 2;
 }
@@ -242,6 +244,55 @@ OB_T256 static void ob256_t2_gemv_ns(const uint8_t *w, size_t s, int nb, const i
 }
 OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const int8_t *x, int32_t *o) {
     ob256_t2_gemv_rows(w, s, nb, x, o, 1, 32);
+}
+
+/* T2X, one token, several streams.  One sequential stream is the most a Zen 3 core reads from DRAM
+ * with the least help: a plain read loop over 800 MB got 21-22 GB/s from one stream and 26-28 from
+ * 2-8 streams read 64 bytes in turn (/tmp scratch loop, session 26; bench_kernels --read-bw reads 8).
+ * So the groups of a range are dealt to OB256_STREAMS streams of consecutive groups, each stream's
+ * group read OB256_T2_NB blocks at a time in turn with the others, each prefetched OB256_MS_PF
+ * bytes ahead (4 streams x 2 KB; 8 KB each, as one stream has, overflowed the L1).  With short rows
+ * the four groups' sums in memory cost more than the streams gain (768 x 768 in cache 0.95x; 134m,
+ * whose 46 MB the L3 partly holds, tg128 0.97x at 1 thread with its 16-block down_proj in streams),
+ * so rows shorter than OB256_MS_MINBLK blocks keep one stream; 2B4T's rows have 20 and 54.  Measured, bench_kernels --gemv-t2 2560
+ * 6912 --layout t2x --copies 150: 19.5-20 -> 22.3-22.5 GB/s at 1 thread, 30-31 -> 33-37 at 2; in
+ * cache unchanged (24.8-25.0).  The leftover groups (n % streams) go one stream. */
+#ifndef OB256_STREAMS
+#define OB256_STREAMS 4
+#endif
+#ifndef OB256_MS_PF
+#define OB256_MS_PF 2048
+#endif
+#ifndef OB256_MS_MINBLK
+#define OB256_MS_MINBLK 20
+#endif
+OB_T256 static void ob256_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,
+                                          float *y) {
+    const size_t gb = (size_t)nb * OB_T2X_ROWS * 32; /* bytes of one group */
+    const int S = OB256_STREAMS, per = nb >= OB256_MS_MINBLK ? n / S : 0;
+    __m256i acc[OB256_STREAMS][OB_T2X_ROWS];
+    for (int i = 0; i < per; i++) { /* stream s reads groups s * per .. s * per + per - 1 */
+        for (int s = 0; s < S; s++)
+            for (int r = 0; r < OB_T2X_ROWS; r++) acc[s][r] = _mm256_setzero_si256();
+        int b = 0;
+        for (; b + OB256_T2_NB <= nb; b += OB256_T2_NB)
+            for (int s = 0; s < S; s++)
+                ob256_t2_rows_blocks(w + (size_t)(s * per + i) * gb, 32, b, x, acc[s], OB_T2X_ROWS, OB_T2X_ROWS * 32,
+                                     OB256_T2_NB, OB256_MS_PF);
+        for (; b < nb; b++)
+            for (int s = 0; s < S; s++)
+                ob256_t2_rows_blocks(w + (size_t)(s * per + i) * gb, 32, b, x, acc[s], OB_T2X_ROWS, OB_T2X_ROWS * 32,
+                                     1, OB256_MS_PF);
+        for (int s = 0; s < S; s++) {
+            float *ys = y + (size_t)(s * per + i) * OB_T2X_ROWS;
+            for (int r = 0; r < OB_T2X_ROWS; r++) ys[r] = (float)((ob256_hsum_epi32(acc[s][r]) >> 2) - xsum) * f;
+        }
+    }
+    int32_t o[OB_T2X_ROWS];
+    for (int g = S * per; g < n; g++) {
+        ob256_t2_gemv_rows(w + (size_t)g * gb, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);
+        for (int r = 0; r < OB_T2X_ROWS; r++) y[(size_t)g * OB_T2X_ROWS + r] = (float)(o[r] - xsum) * f;
+    }
 }
 OB_DEF_T2X(OB_T256, ob256)
 

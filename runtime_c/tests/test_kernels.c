@@ -267,6 +267,36 @@ static void test_isa_many_tokens(const ob_kernels *kern) {
             }
 }
 
+/* One token over many rows: AVX2's T2X GEMV reads OB256_STREAMS (4) groups of 8 rows at once when
+ * a row has 20 blocks or more.  117 rows = 14 whole groups (3 per stream, 2 left over) and 5 rows;
+ * K = 2600 (21 blocks, an odd one after the pairs), 2560 (20) and 2400 (19: one stream); the whole
+ * range and random ones, which start and end inside groups. */
+static void test_isa_gemv_streams(const ob_kernels *kern) {
+    const int Kt[] = {2600, 2560, 2400}, N = 117;
+    for (int f = 0; f < OB_WFMT_COUNT; f++)
+        for (int ki = 0; ki < 3; ki++) {
+            int K = Kt[ki];
+            size_t rb = ob_row_bytes(plain_fmt((ob_wfmt)f), K), st = ob_act_stride(K);
+            uint8_t *w = xmalloc((size_t)N * rb);
+            int8_t *xq = xmalloc(st);
+            float a[1], *yr = xmalloc((size_t)N * 4), *ys = xmalloc((size_t)N * 4);
+            int32_t xs[1];
+            fill_weights(plain_fmt((ob_wfmt)f), w, (size_t)N * rb, K, N, rndi(0, 1));
+            uint8_t *wk = kernel_weights((ob_wfmt)f, w, N, K);
+            fill_acts(xq, st, K, 1, a, xs);
+            ref_fn((ob_wfmt)f)(w, K, 0.25f, xq, st, a, xs, 1, 0, N, yr, (size_t)N);
+            for (int rep = 0; rep < 4; rep++) {
+                int r0 = rep ? rndi(0, 20) : 0, r1 = rep ? rndi(N - 20, N) : N;
+                for (int i = 0; i < N; i++) ys[i] = -7.0f;
+                kern->matmul[f](wk, K, 0.25f, xq, st, a, xs, 1, r0, r1, ys, (size_t)N);
+                CHECK(rows_match(yr, ys, 1, N, r0, r1), "%s %s K=%d N=%d one token, rows [%d,%d) differ",
+                      ob_isa_name(kern->isa), fmt_name((ob_wfmt)f), K, N, r0, r1);
+            }
+            if (wk != w) free(wk);
+            free(w); free(xq); free(yr); free(ys);
+        }
+}
+
 /* extreme values: all activations -128 or 127, all codes max: catches int16 saturation.  m = 1
  * (the GEMV, whose AVX2 / AVX-512 paths read 8 row segments at once: N = 19 gives full segments
  * and leftover rows), m = 2-3 (the tiles) and m = 4-5 (AVX2's unpacked T2X GEMM, whose int16 sums
@@ -1229,6 +1259,7 @@ int main(void) {
         test_isa_matmul(&k);
         test_isa_extremes(&k);
         test_isa_many_tokens(&k);
+        test_isa_gemv_streams(&k);
         test_isa_float(&k);
         test_isa_q8(&k);
         test_isa_f16_gemv_edges(&k);
