@@ -225,7 +225,8 @@ OB_T256 OB_INL void ob256_t2_rows_blocks(const uint8_t *w, size_t stride, int b,
                 _mm256_maddubs_epi16(_mm256_and_si256(W, m0c), _mm256_loadu_si256((const __m256i *)(xp + 32))),
                 _mm256_maddubs_epi16(_mm256_and_si256(Wh, m0c), _mm256_loadu_si256((const __m256i *)(xp + 96)))));
         }
-        acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(_mm256_madd_epi16(s1, fours16), _mm256_madd_epi16(s4, ones16)));
+        acc[r] = _mm256_add_epi32(acc[r],
+                                  _mm256_add_epi32(_mm256_madd_epi16(s1, fours16), _mm256_madd_epi16(s4, ones16)));
     }
 }
 OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
@@ -234,7 +235,8 @@ OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
     int b = 0;
-    for (; b + OB256_T2_NB <= nblk; b += OB256_T2_NB) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, OB256_T2_NB, OB256_T2X_PF);
+    for (; b + OB256_T2_NB <= nblk; b += OB256_T2_NB)
+        ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, OB256_T2_NB, OB256_T2X_PF);
     for (; b < nblk; b++) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, 1, OB256_T2X_PF);
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) out[r] = ob256_hsum_epi32(acc[r]) >> 2;
@@ -247,16 +249,16 @@ OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const in
 }
 
 /* T2X, one token, several streams.  One sequential stream is the most a Zen 3 core reads from DRAM
- * with the least help: a plain read loop over 800 MB got 21-22 GB/s from one stream and 26-28 from
- * 2-8 streams read 64 bytes in turn (/tmp scratch loop, session 26; bench_kernels --read-bw reads 8).
- * So the groups of a range are dealt to OB256_STREAMS streams of consecutive groups, each stream's
- * group read OB256_T2_NB blocks at a time in turn with the others, each prefetched OB256_MS_PF
- * bytes ahead (4 streams x 2 KB; 8 KB each, as one stream has, overflowed the L1).  With short rows
- * the four groups' sums in memory cost more than the streams gain (768 x 768 in cache 0.95x; 134m,
- * whose 46 MB the L3 partly holds, tg128 0.97x at 1 thread with its 16-block down_proj in streams),
- * so rows shorter than OB256_MS_MINBLK blocks keep one stream; 2B4T's rows have 20 and 54.  Measured, bench_kernels --gemv-t2 2560
- * 6912 --layout t2x --copies 150: 19.5-20 -> 22.3-22.5 GB/s at 1 thread, 30-31 -> 33-37 at 2; in
- * cache unchanged (24.8-25.0).  The leftover groups (n % streams) go one stream. */
+ * with the least help: `bench_kernels --read-bw 800 --streams S` (session 26) got 19.8-20.7 GB/s
+ * from one stream, 25.9-26.4 from 2, 27.8-28.4 from 4 and 8, 26.4-26.9 from 16.  So the groups of
+ * a range are dealt to OB256_STREAMS streams of consecutive groups, each stream's group read
+ * OB256_T2_NB blocks at a time in turn with the others, each prefetched OB256_MS_PF bytes ahead (4
+ * streams x 2 KB; 8 KB each, as one stream has, overflowed the L1).  With short rows the four
+ * groups' sums in memory cost more than the streams gain (768 x 768 in cache 0.95x; 134m, whose 46
+ * MB the L3 partly holds, tg128 0.97x at 1 thread with its 16-block down_proj in streams), so rows
+ * shorter than OB256_MS_MINBLK blocks keep one stream; 2B4T's rows have 20 and 54.  Measured,
+ * bench_kernels --gemv-t2 2560 6912 --layout t2x --copies 150: 19.5-20 -> 22.3-22.5 GB/s at 1
+ * thread, 30-31 -> 33-37 at 2; in cache unchanged (24.8-25.0). */
 #ifndef OB256_STREAMS
 #define OB256_STREAMS 4
 #endif
@@ -266,6 +268,7 @@ OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const in
 #ifndef OB256_MS_MINBLK
 #define OB256_MS_MINBLK 20
 #endif
+OB_DEF_T2X_GROUPS(OB_T256, ob256_t2x_gemv_groups_seq, ob256_t2_gemv_rows)
 OB_T256 static void ob256_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,
                                           float *y) {
     const size_t gb = (size_t)nb * OB_T2X_ROWS * 32; /* bytes of one group */
@@ -288,11 +291,8 @@ OB_T256 static void ob256_t2x_gemv_groups(const uint8_t *w, int n, int nb, const
             for (int r = 0; r < OB_T2X_ROWS; r++) ys[r] = (float)((ob256_hsum_epi32(acc[s][r]) >> 2) - xsum) * f;
         }
     }
-    int32_t o[OB_T2X_ROWS];
-    for (int g = S * per; g < n; g++) {
-        ob256_t2_gemv_rows(w + (size_t)g * gb, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);
-        for (int r = 0; r < OB_T2X_ROWS; r++) y[(size_t)g * OB_T2X_ROWS + r] = (float)(o[r] - xsum) * f;
-    }
+    const int done = S * per; /* the groups left over, one after the other */
+    ob256_t2x_gemv_groups_seq(w + (size_t)done * gb, n - done, nb, x, xsum, f, y + (size_t)done * OB_T2X_ROWS);
 }
 OB_DEF_T2X(OB_T256, ob256)
 

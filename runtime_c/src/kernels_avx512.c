@@ -288,7 +288,7 @@ static void ob512_t2_matmul(const uint8_t *w, int K, float wscale, const int8_t 
     }
     ob_t2_gemv_segmented(ob512_t2_gemv_ns, ob512_t2_gemv_1, OB512_T2_NS, w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
 }
-OB_DEF_T2X_GROUPS(OB_T512, ob512)
+OB_DEF_T2X_GROUPS(OB_T512, ob512_t2x_gemv_groups, ob512_t2_gemv_rows)
 OB_DEF_T2X(OB_T512, ob512)
 OB_DEF_MATMUL(ob512_t16, OB_WFMT_T16)
 OB_DEF_MATMUL(ob512_b1, OB_WFMT_B1)

@@ -250,14 +250,15 @@ static inline void ob_run_t2x(const ob_tiles *tl, ob_t2x_groups_fn groups, ob_t2
 
 /* The T2X entry points of an x86 ISA: its 8-row T2 GEMV pre##_t2_gemv_rows(w, row stride, nblk, x,
  * out, R, block stride), its tiles pre##_t2x_tiles (OB_DEF_TILES over pre##_t2x_tile) and its
- * one-token groups pre##_t2x_gemv_groups: OB_DEF_T2X_GROUPS's, one group after the other, or the
- * ISA's own (AVX2 reads several groups at once). */
-#define OB_DEF_T2X_GROUPS(isa, pre)                                                                \
-    isa static void pre##_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x,         \
-                                          int32_t xsum, float f, float *y) {                        \
+ * one-token groups pre##_t2x_gemv_groups (an ob_t2x_groups_fn).  OB_DEF_T2X_GROUPS defines one that
+ * reads the groups one after the other through rows(); AVX2 reads several at once and uses it for
+ * the groups left over. */
+#define OB_DEF_T2X_GROUPS(isa, name, rows)                                                         \
+    isa static void name(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,   \
+                         float *y) {                                                               \
         int32_t o[OB_T2X_ROWS];                                                                    \
         for (int g = 0; g < n; g++, w += (size_t)nb * OB_T2X_ROWS * 32, y += OB_T2X_ROWS) {        \
-            pre##_t2_gemv_rows(w, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);                    \
+            rows(w, 32, nb, x, o, OB_T2X_ROWS, OB_T2X_ROWS * 32);                                  \
             for (int i = 0; i < OB_T2X_ROWS; i++) y[i] = (float)(o[i] - xsum) * f;                 \
         }                                                                                          \
     }
