@@ -2,7 +2,9 @@
  *
  *   make -C runtime_c bench && runtime_c/build/bench_kernels [--quick] [--reps N] [--isa NAME]
  *                                                            [--case SUBSTRING]
- *   runtime_c/build/bench_kernels --read-bw MIB [--threads N] [--reps N]   (the read roofline only)
+ *   runtime_c/build/bench_kernels --read-bw MIB [--threads N] [--reps N] [--streams S]
+ *                                 (the read roofline only: S = 1, 2, 4, 8 or 16 parts of the buffer
+ *                                  read 64 bytes in turn, 8 by default as bench_peers uses it)
  *   runtime_c/build/bench_kernels --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME]
  *                                 [--layout t2|t2x]          (one T2 GEMV shape; C copies: from DRAM;
  *                                                             the layout: the runtime's by default)
@@ -51,12 +53,14 @@ static void *xalloc(size_t n) {
 static volatile uint64_t g_sink;
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-/* 8 interleaved streams (like an 8-row GEMV tile), 64 bytes per stream per step */
-__attribute__((target("avx2"))) static uint64_t read_pass(const uint8_t *buf, size_t n) {
+/* S interleaved streams (8: like an 8-row GEMV tile), 64 bytes per stream per step.  S is a
+ * constant in each instance, so the roofline's 8-stream loop compiles as it always has. */
+__attribute__((target("avx2"), always_inline)) static inline uint64_t read_streams(const uint8_t *buf, size_t n,
+                                                                                  const int S) {
     __m256i s0 = _mm256_setzero_si256(), s1 = s0;
-    size_t part = n / 8 / 64 * 64;
+    size_t part = n / (size_t)S / 64 * 64;
     for (size_t i = 0; i < part; i += 64)
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < S; j++) {
             const uint8_t *p = buf + (size_t)j * part + i;
             s0 = _mm256_add_epi64(s0, _mm256_load_si256((const __m256i *)p));
             s1 = _mm256_add_epi64(s1, _mm256_load_si256((const __m256i *)(p + 32)));
@@ -66,8 +70,18 @@ __attribute__((target("avx2"))) static uint64_t read_pass(const uint8_t *buf, si
     _mm256_storeu_si256((__m256i *)o, s);
     return o[0] + o[1] + o[2] + o[3];
 }
+__attribute__((target("avx2"))) static uint64_t read_pass_s(const uint8_t *buf, size_t n, int streams) {
+    switch (streams) {
+    case 1: return read_streams(buf, n, 1);
+    case 2: return read_streams(buf, n, 2);
+    case 4: return read_streams(buf, n, 4);
+    case 16: return read_streams(buf, n, 16);
+    default: return read_streams(buf, n, 8);
+    }
+}
 #else
-static uint64_t read_pass(const uint8_t *buf, size_t n) {
+static uint64_t read_pass_s(const uint8_t *buf, size_t n, int streams) { /* one stream */
+    (void)streams;
     const uint64_t *p = (const uint64_t *)buf;
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (size_t i = 0; i + 4 <= n / 8; i += 4) {
@@ -79,6 +93,7 @@ static uint64_t read_pass(const uint8_t *buf, size_t n) {
     return s0 + s1 + s2 + s3;
 }
 #endif
+static uint64_t read_pass(const uint8_t *buf, size_t n) { return read_pass_s(buf, n, 8); }
 /* buf must be 64-byte aligned */
 /* ---------------------------------------------------------------- cases */
 typedef struct {
@@ -177,16 +192,17 @@ static size_t weight_bytes(const bcase *c) {
 typedef struct {
     const uint8_t *buf;
     size_t n;
+    int streams;
     uint64_t sink[64];
 } rbw_ctx;
 
 static void rbw_task(void *ctx, int ith, int nth) {
     rbw_ctx *c = (rbw_ctx *)ctx;
     size_t part = c->n / (size_t)nth / 512 * 512;
-    c->sink[ith & 63] += read_pass(c->buf + part * (size_t)ith, part);
+    c->sink[ith & 63] += read_pass_s(c->buf + part * (size_t)ith, part, c->streams);
 }
 
-static int read_bw_main(size_t mib, int threads, int reps) {
+static int read_bw_main(size_t mib, int threads, int reps, int streams) {
     size_t n = mib << 20;
     uint8_t *buf = xalloc(n);
     for (size_t i = 0; i < n; i += 8) {
@@ -198,7 +214,7 @@ static int read_bw_main(size_t mib, int threads, int reps) {
         fprintf(stderr, "cannot start %d threads\n", threads);
         return 1;
     }
-    rbw_ctx c = {buf, n, {0}};
+    rbw_ctx c = {buf, n, streams, {0}};
     ob_threadpool_run(pool, rbw_task, &c); /* warm up: pages touched, threads awake */
     double *t = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
     for (int r = 0; r < reps; r++) {
@@ -208,7 +224,7 @@ static int read_bw_main(size_t mib, int threads, int reps) {
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_double);
     size_t done = n / (size_t)threads / 512 * 512 * (size_t)threads;
-    printf("read_bw bytes=%zu threads=%d reps=%d best_gbs=%.2f median_gbs=%.2f\n", done, threads, reps,
+    printf("read_bw bytes=%zu threads=%d streams=%d reps=%d best_gbs=%.2f median_gbs=%.2f\n", done, threads, streams, reps,
            (double)done / t[0] / 1e9, (double)done / t[reps / 2] / 1e9);
     for (int i = 0; i < 64; i++) g_sink += c.sink[i];
     free(t);
@@ -300,14 +316,22 @@ static void cpu_model(char *out, size_t n) {
     fclose(f);
 }
 
+static int is_stream_count(const char *a) { /* read_pass_s's instances: 1, 2, 4, 8, 16 */
+    char *end;
+    long v = strtol(a, &end, 10);
+    return *a && !*end && (v == 1 || v == 2 || v == 4 || v == 8 || v == 16);
+}
+
 int main(int argc, char **argv) {
     int quick = 0, reps = 5;
     const char *only = NULL, *match = NULL, *layout = NULL;
-    int read_bw_mib = 0, bw_threads = 1, gemv_n = 0, gemv_k = 0, copies = 1;
+    int read_bw_mib = 0, bw_threads = 1, gemv_n = 0, gemv_k = 0, copies = 1, streams = 8;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--read-bw") && i + 1 < argc) read_bw_mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) bw_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--streams") && i + 1 < argc && is_stream_count(argv[i + 1]))
+            streams = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gemv-t2") && i + 2 < argc) {
             gemv_n = atoi(argv[++i]);
             gemv_k = atoi(argv[++i]);
@@ -320,13 +344,13 @@ int main(int argc, char **argv) {
             layout = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--quick] [--reps N] [--isa scalar|avx2|avx512|neon] [--case SUBSTRING]\n"
-                            "       %s --read-bw MIB [--threads N] [--reps N]\n"
+                            "       %s --read-bw MIB [--threads N] [--reps N] [--streams 1|2|4|8|16]\n"
                             "       %s --gemv-t2 N K [--threads N] [--reps N] [--copies C] [--isa NAME] [--layout t2|t2x]\n", argv[0], argv[0], argv[0]);
             return 2;
         }
     }
     if (gemv_n > 0 && gemv_k > 0) return gemv_t2_main(gemv_n, gemv_k, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5, copies, only, layout);
-    if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5);
+    if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5, streams);
     const int big_k = quick ? 16384 : 32768; /* big T2 case: big_k x big_k weights (256 MB at 32768) */
     const bcase cases[] = {
         {"T2 GEMV, in cache", 0, OB_WFMT_T2, 2048, 2048, 1, 1, "1M"},
