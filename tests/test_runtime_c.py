@@ -95,14 +95,15 @@ def test_logits_match_numpy_reference(c_runtime, random_checkpoint, tmp_path, va
             assert _rel(expected, ref.forward(tokens)) > 1e-6
 
 
-def test_t2x_repack_changes_no_result(c_runtime, random_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("pack", ["t2", "t1.6"])
+def test_t2x_repack_changes_no_result(c_runtime, random_checkpoint, tmp_path, monkeypatch, pack):
     """The loader's T2X repack (docs/RUNTIME.md "Load") on a model whose rows span several T2 blocks
     (K = 256 and 612: 2 and 5 blocks; the other tests' models have one, where the two layouts
-    coincide) and whose MLP has a row count that is no multiple of 8 (a padded last group): logits
-    bit-identical to the file layout's and within TOL of the NumPy reference, greedy tokens identical
-    on every ISA and thread count, prefill and decode."""
+    coincide; for T1.6, 1 and 3 full blocks and a tail) and whose MLP has a row count that is no
+    multiple of 8 (a padded last group): logits bit-identical to the file layout's and within TOL of
+    the NumPy reference, greedy tokens identical on every ISA and thread count, prefill and decode."""
     ckpt = random_checkpoint(randomize=21, dim=256, n_heads=4, n_kv_heads=1, ffn_dim=612, max_seq_len=64)
-    path = _export(ckpt, tmp_path / "wide.1bit")
+    path = _export(ckpt, tmp_path / "wide.1bit", pack=pack)
     isas = _available_isas(path)
     repacked = Model(path, kv="f32")
     wanted = os.environ.get("ONEBIT_ISA", "") in ("", "avx2", "avx512") and bool({"avx2", "avx512"} & set(isas))

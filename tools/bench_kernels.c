@@ -252,7 +252,7 @@ static int gemv_t2_main(int N, int K, int threads, int reps, int copies, const c
             for (int sft = 0; sft < 8; sft += 2) o |= (uint8_t)((((b >> sft) & 3) % 3) << sft);
             plain[i] = o;
         }
-        if (fmt == OB_WFMT_T2X) ob_t2x_repack(plain, N, K, w + mb * (size_t)c);
+        if (fmt == OB_WFMT_T2X) ob_t2x_repack(NULL, OB_WFMT_T2, plain, N, K, w + mb * (size_t)c);
         else memcpy(w + mb * (size_t)c, plain, pb);
     }
     free(plain);

@@ -30,7 +30,7 @@ enum {
     OP_MIX_F16, OP_SOFTMAX, OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
-    "quantize (int8 activations)", "matmul T2 (BitLinear)", "matmul T2X (BitLinear, T2 repacked at load)",
+    "quantize (int8 activations)", "matmul T2 (BitLinear)", "matmul T2X (BitLinear, T2 / T1.6 repacked at load)",
     "matmul T1.6 (BitLinear)", "matmul B1 (BitLinear)",
     "matmul I4 (BitLinear)", "matmul I8 (BitLinear)", "gemv f32 (LM head)", "gemv f16 (LM head)",
     "gemv int8 (LM head)", "f16 -> f32", "f32 -> f16 (KV-cache writes)", "attention dot f32", "attention dot f16",

@@ -103,9 +103,10 @@ typedef struct ob_model_info {
     int n_eos_tokens;
     int32_t eos_tokens[8]; /* OB_MAX_EOS */
     uint64_t file_size;
-    /* Bytes of T2 weights the loader moved out of the file mapping into its interleaved layout (the
-     * GEMV then reads one stream; docs/RUNTIME.md "Load"), 0 if none: the kernels this CPU runs gain
-     * nothing from it, ONEBIT_REPACK=0, or ob_model_open_memory, which always reads in place. */
+    /* Bytes of T2X, the interleaved 2-bit layout the loader moved the T2 and T1.6 weights into out of
+     * the file mapping (the GEMV then reads one stream, and T1.6 runs as fast as T2; docs/RUNTIME.md
+     * "Load"), 0 if none: the kernels this CPU runs gain nothing from it, ONEBIT_REPACK=0, or
+     * ob_model_open_memory, which always reads in place. */
     uint64_t repacked_bytes;
 } ob_model_info;
 

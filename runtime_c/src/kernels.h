@@ -108,8 +108,12 @@ typedef enum {
 #define OB_T2X_ROWS 8
 /* Bytes of an [N, K] matrix in T2X (whole groups). */
 size_t ob_t2x_bytes(int N, int K);
-/* T2 [N, K] at src (row stride ob_row_bytes(T2, K)) -> T2X at dst (ob_t2x_bytes(N, K) bytes). */
-void ob_t2x_repack(const uint8_t *src, int N, int K, uint8_t *dst);
+/* T2 or T1.6 (fmt) [N, K] at src (row stride ob_row_bytes(fmt, K)) -> T2X at dst (ob_t2x_bytes(N,
+ * K) bytes).  T1.6 rows are decoded by k->t16_to_t2 (k NULL: the reference), so the copy gives the
+ * T1.6 matmul's integer sums, bit for bit, for every byte a file may hold, at 2 bits a weight
+ * instead of 1.6. */
+struct ob_kernels;
+void ob_t2x_repack(const struct ob_kernels *k, ob_wfmt fmt, const uint8_t *src, int N, int K, uint8_t *dst);
 /* 1 if the kernels this CPU runs by default (ONEBIT_ISA, else the best detected) have a fast T2X
  * matmul, so that repacking pays; the scalar reference runs T2X everywhere, only slowly. */
 int ob_t2x_wanted(void);
@@ -239,6 +243,9 @@ typedef void (*ob_silu_fn)(float *g, const float *up, size_t n);
  * The same steps on every ISA, so the bits of the references. */
 typedef void (*ob_relu2_fn)(float *g, const float *up, size_t n);
 typedef void (*ob_rmsnorm_fn)(const float *x, const float *w, int n, float eps, float *y);
+/* One T1.6 row of K weights into T2: its ceil(K / 128) blocks of 32 bytes, block b at out + b * bs,
+ * holding the codes t16 decodes (0..2 for every byte), code 1 past K (the loader's T2X repack). */
+typedef void (*ob_t16_to_t2_fn)(const uint8_t *row, int K, uint8_t *out, size_t bs);
 
 /* The dispatch table.  Fill once with ob_kernels_init; plain data, copy freely. */
 typedef struct ob_kernels {
@@ -264,6 +271,7 @@ typedef struct ob_kernels {
     ob_silu_fn silu;
     ob_relu2_fn relu2;
     ob_rmsnorm_fn rmsnorm;
+    ob_t16_to_t2_fn t16_to_t2;
 } ob_kernels;
 
 /* Fill *k for the given ISA.  Returns 0, or OB_ISA_EUNSUPPORTED if the ISA is not runnable. */
@@ -292,6 +300,7 @@ void ob_quantize_ref(const float *x, int K, int8_t *xq, float *a, int32_t *sum);
 void ob_matmul_t2_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
                       const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                       size_t ldy);
+void ob_t16_to_t2_ref(const uint8_t *row, int K, uint8_t *out, size_t bs);
 void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
                        const float *a, const int32_t *xsum, int m, int r0, int r1, float *y,
                        size_t ldy);

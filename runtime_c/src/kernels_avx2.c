@@ -936,6 +936,27 @@ OB_T256 static void ob256_rmsnorm(const float *x, const float *w, int n, float e
     for (; k < n; k++) y[k] = (x[k] * r) * w[k];
 }
 
+/* kernels.h t16_to_t2: the T2 blocks made of full T1.6 slices, 32 weights a step as the T1.6 GEMV
+ * decodes them (q = b * 3^i by byte additions, trit = min(q -sat 85, 1) + min(q -sat 170, 1)),
+ * each shifted into its 2-bit field (codes <= 2: no bit leaves its byte); the rest in scalar. */
+OB_T256 static void ob256_t16_to_t2(const uint8_t *row, int K, uint8_t *out, size_t bs) {
+    const int nb = 5 * (K / 160) / 4; /* blocks of full slices only */
+    const __m256i c85 = _mm256_set1_epi8(85), c170 = _mm256_set1_epi8((char)170), one8 = _mm256_set1_epi8(1);
+    __m256i acc = _mm256_setzero_si256(), q = acc;
+    for (int s = 0; s < 4 * nb; s++) {
+        if (s % 5 == 0) q = _mm256_loadu_si256((const __m256i *)(row + (size_t)(s / 5) * 32));
+        else q = _mm256_add_epi8(q, _mm256_add_epi8(q, q));
+        const __m256i c = _mm256_add_epi8(_mm256_min_epu8(_mm256_subs_epu8(q, c85), one8),
+                                          _mm256_min_epu8(_mm256_subs_epu8(q, c170), one8));
+        acc = _mm256_or_si256(acc, _mm256_sll_epi16(c, _mm_cvtsi32_si128(2 * (s % 4))));
+        if (s % 4 == 3) {
+            _mm256_storeu_si256((__m256i *)(out + (size_t)(s / 4) * bs), acc);
+            acc = _mm256_setzero_si256();
+        }
+    }
+    ob_t16_to_t2_from(row, K, nb, out, bs);
+}
+
 void ob_kernels_fill_avx2(ob_kernels *k) {
     k->quantize = ob256_quantize;
     k->matmul[OB_WFMT_T2] = ob256_t2_matmul;
@@ -962,6 +983,7 @@ void ob_kernels_fill_avx2(ob_kernels *k) {
     k->silu = ob256_silu;
     k->relu2 = ob256_relu2;
     k->rmsnorm = ob256_rmsnorm;
+    k->t16_to_t2 = ob256_t16_to_t2;
 }
 #else
 typedef int ob_kernels_avx2_empty; /* ISO C wants a non-empty translation unit */

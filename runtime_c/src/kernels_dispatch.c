@@ -168,6 +168,7 @@ int ob_kernels_init(ob_kernels *k, ob_isa isa) {
     k->silu = ob_silu_ref;
     k->relu2 = ob_relu2_ref;
     k->rmsnorm = ob_rmsnorm_ref;
+    k->t16_to_t2 = ob_t16_to_t2_ref;
     if (!ob_isa_supported(isa)) return OB_ISA_EUNSUPPORTED;
     k->isa = isa;
     ob_simd_fill(k, isa);

@@ -91,6 +91,10 @@ static inline float ob_expf(float x) {
     return p * scale;
 }
 
+/* kernels.h t16_to_t2 for blocks b0 .. of the row (a SIMD version does the blocks made of full T1.6
+ * slices and leaves the rest here). */
+void ob_t16_to_t2_from(const uint8_t *row, int K, int b0, uint8_t *out, size_t bs);
+
 /* kernels.h rmsnorm: the four partial sums of squares combined, then x[i..n) added in order. */
 double ob_sumsq_tail(double s0, double s1, double s2, double s3, const float *x, int i, int n);
 

@@ -231,16 +231,57 @@ size_t ob_t2x_bytes(int N, int K) {
     return (size_t)((N + OB_T2X_ROWS - 1) / OB_T2X_ROWS) * OB_T2X_ROWS * ob_row_bytes(OB_WFMT_T2, K);
 }
 
-void ob_t2x_repack(const uint8_t *src, int N, int K, uint8_t *dst) {
-    int nblk = (K + 127) / 128, G = OB_T2X_ROWS;
-    size_t rb = ob_row_bytes(OB_WFMT_T2, K);
-    for (int g = 0; g < (N + G - 1) / G; g++) /* dst in order: one write stream */
-        for (int b = 0; b < nblk; b++)
-            for (int j = 0; j < G; j++, dst += 32) {
-                int r = g * G + j;
-                if (r < N) memcpy(dst, src + (size_t)r * rb + (size_t)b * 32, 32);
-                else memset(dst, 0x55, 32); /* code 1 = weight 0 */
+/* T2 block b (32 bytes, weights 128b .. 128b + 127) of one T1.6 row.  Both formats cut a row into
+ * slices of 32 weights (T1.6: 5 a block, byte j's slot i; T2: 4 a block, byte j's field i), so a
+ * slice of the full T1.6 blocks decodes 32 bytes into one field; the tail (bytes L apart) and the
+ * weights past K (code 1) go one at a time.  Every byte decodes to codes 0..2 (t16_decode), so the
+ * copy computes what the T1.6 row does, for any file. */
+static void t16_t2_block(const uint8_t *row, int K, int b, uint8_t *out) {
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    int nfull = K / 160, L = (K % 160 + 4) / 5;
+    uint8_t acc[32] = {0}, in[32]; /* locals: no aliasing, so the compiler vectorizes the slices */
+    for (int f = 0; f < 4; f++) {
+        int s = 4 * b + f, sh = 2 * f;
+        if (s < 5 * nfull) {
+            memcpy(in, row + (size_t)(s / 5) * 32, 32);
+            uint16_t p = pow3[s % 5];
+            for (int j = 0; j < 32; j++) {
+                uint16_t q = (uint16_t)((in[j] * p) & 255u);
+                acc[j] |= (uint8_t)(((q * 3u) >> 8) << sh);
             }
+        } else {
+            for (int j = 0; j < 32; j++) {
+                int k = 32 * s + j, idx = k - 160 * nfull;
+                int c = k < K ? t16_decode(row[(size_t)nfull * 32 + (size_t)(idx % L)], idx / L) : 1;
+                acc[j] |= (uint8_t)(c << sh);
+            }
+        }
+    }
+    memcpy(out, acc, 32);
+}
+
+void ob_t16_to_t2_from(const uint8_t *row, int K, int b0, uint8_t *out, size_t bs) {
+    for (int b = b0; b < (K + 127) / 128; b++) t16_t2_block(row, K, b, out + (size_t)b * bs);
+}
+
+void ob_t16_to_t2_ref(const uint8_t *row, int K, uint8_t *out, size_t bs) { ob_t16_to_t2_from(row, K, 0, out, bs); }
+
+void ob_t2x_repack(const ob_kernels *k, ob_wfmt fmt, const uint8_t *src, int N, int K, uint8_t *dst) {
+    int nblk = (K + 127) / 128, G = OB_T2X_ROWS;
+    size_t rb = ob_row_bytes(fmt, K), gb = (size_t)nblk * G * 32;
+    ob_t16_to_t2_fn t16 = k ? k->t16_to_t2 : ob_t16_to_t2_ref;
+    for (int g = 0; g < (N + G - 1) / G; g++, dst += gb) /* dst in order: one write stream */
+        for (int j = 0; j < G; j++) {
+            int r = g * G + j;
+            uint8_t *d = dst + (size_t)j * 32;
+            if (r < N && fmt == OB_WFMT_T16) {
+                t16(src + (size_t)r * rb, K, d, (size_t)G * 32);
+                continue;
+            }
+            for (int b = 0; b < nblk; b++, d += G * 32)
+                if (r < N) memcpy(d, src + (size_t)r * rb + (size_t)b * 32, 32);
+                else memset(d, 0x55, 32); /* code 1 = weight 0 */
+        }
 }
 
 void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,

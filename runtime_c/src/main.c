@@ -438,8 +438,8 @@ static int run_generate(ob_model *m, ob_session *s, const options *o, double loa
                 prefill * 1e3 / n_prompt);
         fprintf(stderr, "decode: %d tokens in %.2f ms: %.1f tok/s, %.3f ms/token\n", steps, decode * 1e3, dc,
                 steps ? decode * 1e3 / steps : 0.0);
-        fprintf(stderr, "isa %s, kv %s, context %d, T2 weights %s\n", ob_session_isa(s), o->kv_f16 ? "f16" : "f32", n_ctx,
-                info.repacked_bytes ? "repacked to T2X at load" : "read in place");
+        fprintf(stderr, "isa %s, kv %s, context %d, ternary weights %s\n", ob_session_isa(s), o->kv_f16 ? "f16" : "f32", n_ctx,
+                info.repacked_bytes ? "repacked to T2X at load" : "read in place from the file");
         fprintf(stderr, "bench: prefill_tok_s=%.1f decode_tok_s=%.1f threads=%d\n", pf, dc, o->threads);
     }
     return 0;

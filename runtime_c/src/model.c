@@ -589,6 +589,7 @@ static ob_linear *layer_linear(ob_layer *L, int j) {
 
 typedef struct {
     ob_model *m;
+    const ob_kernels *k; /* decodes T1.6 rows */
     uint8_t *base;
     size_t *dst; /* [n_layers * 7]: each linear's offset in base, or SIZE_MAX if it stays */
     uintptr_t page;
@@ -605,9 +606,9 @@ static void repack_linear(repack_job *j, int k) {
     uintptr_t p0 = (uintptr_t)dst / pg * pg;
     madvise((void *)p0, (size_t)((uintptr_t)dst + nb - p0), MADV_POPULATE_WRITE);
 #endif
-    ob_t2x_repack(l->w, l->rows, l->cols, dst);
+    ob_t2x_repack(j->k, l->fmt, l->w, l->rows, l->cols, dst);
     uintptr_t a = ((uintptr_t)l->w + pg - 1) / pg * pg,
-              b = ((uintptr_t)l->w + (size_t)l->rows * ob_row_bytes(OB_WFMT_T2, l->cols)) / pg * pg;
+              b = ((uintptr_t)l->w + (size_t)l->rows * ob_row_bytes(l->fmt, l->cols)) / pg * pg;
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
     l->w = dst;
     l->fmt = OB_WFMT_T2X;
@@ -636,7 +637,7 @@ static void repack_t2x(ob_model *m) {
     for (int k = 0; k < n; k++) {
         const ob_linear *l = layer_linear(&m->layers[k / 7], k % 7);
         dst[k] = SIZE_MAX;
-        if (!l->w || l->fmt != OB_WFMT_T2 || l->row_scale) continue;
+        if (!l->w || (l->fmt != OB_WFMT_T2 && l->fmt != OB_WFMT_T16) || l->row_scale) continue;
         dst[k] = total;
         total += (ob_t2x_bytes(l->rows, l->cols) + 63) / 64 * 64;
     }
@@ -656,7 +657,9 @@ static void repack_t2x(ob_model *m) {
     if (huge && strcmp(huge, "1") == 0) madvise(buf, total, MADV_HUGEPAGE);
 #endif
     long page = sysconf(_SC_PAGESIZE);
-    repack_job job = {m, (uint8_t *)buf, dst, page > 0 ? (uintptr_t)page : 4096, 0};
+    ob_kernels k;
+    ob_kernels_init_env(&k);
+    repack_job job = {m, &k, (uint8_t *)buf, dst, page > 0 ? (uintptr_t)page : 4096, 0};
 #if !defined(OB_NO_THREADS)
     pthread_t helper;
     int helped = sysconf(_SC_NPROCESSORS_ONLN) > 1 && pthread_create(&helper, NULL, repack_worker, &job) == 0;

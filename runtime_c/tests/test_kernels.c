@@ -95,7 +95,7 @@ static const char *fmt_name(ob_wfmt f) {
 static uint8_t *kernel_weights(ob_wfmt f, uint8_t *w, int N, int K) {
     if (f != OB_WFMT_T2X) return w;
     uint8_t *x = xmalloc(ob_t2x_bytes(N, K));
-    ob_t2x_repack(w, N, K, x);
+    ob_t2x_repack(NULL, OB_WFMT_T2, w, N, K, x);
     return x;
 }
 
@@ -188,6 +188,63 @@ static void fill_acts(int8_t *xq, size_t st, int K, int m, float *a, int32_t *xs
         xs[t] = s;
         a[t] = 0.5f + (float)(rnd() % 10000) * 1e-3f;
     }
+}
+
+/* T1.6 rows repacked into T2X (the loader does this on x86, model.c): the T2X reference on the copy
+ * gives T1.6's results bit for bit, for valid rows and for raw bytes (>= 243 included), every K
+ * (full blocks, tails, K < 160) and row counts that leave the last group of 8 part padding; weight
+ * by weight the copy holds the T1.6 row's codes, code 1 past K and in the padding rows. */
+static void test_t16_repack(void) {
+    for (int valid = 0; valid < 2; valid++)
+        for (int ki = 0; ki < NKS; ki++) {
+            int K = KS[ki], N = rndi(1, 19), m = rndi(1, 3), nblk = (K + 127) / 128;
+            size_t rb = ob_row_bytes(OB_WFMT_T16, K), st = ob_act_stride(K);
+            uint8_t *w = xmalloc((size_t)N * rb), *x = xmalloc(ob_t2x_bytes(N, K));
+            int8_t *xq = xmalloc((size_t)m * st);
+            float a[3], y16[3 * 19], y2[3 * 19];
+            int32_t xs[3];
+            fill_weights(OB_WFMT_T16, w, (size_t)N * rb, K, N, valid);
+            fill_acts(xq, st, K, m, a, xs);
+            ob_t2x_repack(NULL, OB_WFMT_T16, w, N, K, x);
+            int groups = (N + OB_T2X_ROWS - 1) / OB_T2X_ROWS, bad = 0;
+            for (int r = 0; r < groups * OB_T2X_ROWS; r++)
+                for (int k = 0; k < nblk * 128; k++) {
+                    const uint8_t *blk = x + ob_t2x_offset(nblk, r) + (size_t)(k / 128) * OB_T2X_ROWS * 32;
+                    int code = (blk[k % 32] >> (2 * (k % 128 / 32))) & 3;
+                    int want = r < N && k < K ? dumb_weight(OB_WFMT_T16, w + (size_t)r * rb, K, k) + 1 : 1;
+                    bad += code != want;
+                }
+            CHECK(bad == 0, "T1.6 -> T2X K=%d N=%d %s: %d codes differ", K, N, valid ? "valid" : "raw", bad);
+            float wscale = 0.01f + (float)(rnd() % 1000) * 1e-4f;
+            ob_matmul_t16_ref(w, K, wscale, xq, st, a, xs, m, 0, N, y16, (size_t)N);
+            ob_matmul_t2x_ref(x, K, wscale, xq, st, a, xs, m, 0, N, y2, (size_t)N);
+            CHECK(bits_eq(y16, y2, (size_t)m * N), "T1.6 -> T2X K=%d N=%d %s: matmul differs", K, N,
+                  valid ? "valid" : "raw");
+            free(w);
+            free(x);
+            free(xq);
+        }
+}
+
+/* The ISA's T1.6 -> T2 row decoder against the reference: raw bytes, every K, blocks packed (bs 32)
+ * and spread as in T2X (bs 256), nothing written between the blocks. */
+static void test_isa_t16_to_t2(const ob_kernels *kern) {
+    for (int ki = 0; ki < NKS; ki++)
+        for (int spread = 0; spread < 2; spread++) {
+            int K = KS[ki], nblk = (K + 127) / 128;
+            size_t rb = ob_row_bytes(OB_WFMT_T16, K), bs = spread ? OB_T2X_ROWS * 32 : 32, n = (size_t)nblk * bs;
+            uint8_t *row = xmalloc(rb), *got = xmalloc(n), *want = xmalloc(n);
+            for (size_t i = 0; i < rb; i++) row[i] = (uint8_t)rnd();
+            memset(got, 0xA5, n);
+            memset(want, 0xA5, n);
+            kern->t16_to_t2(row, K, got, bs);
+            ob_t16_to_t2_ref(row, K, want, bs);
+            CHECK(memcmp(got, want, n) == 0, "%s t16_to_t2 K=%d bs=%zu differs from the reference",
+                  ob_isa_name(kern->isa), K, bs);
+            free(row);
+            free(got);
+            free(want);
+        }
 }
 
 /* ys (m x N, filled with -7 before the call) holds yr's rows [r0, r1) and -7 elsewhere */
@@ -1242,6 +1299,7 @@ int main(void) {
     test_pool();
     test_take_rows();
     test_ref_vs_dumb();
+    test_t16_repack();
     test_rs_ref_vs_dumb();
     test_q8_ref();
     test_expf_ref();
@@ -1260,6 +1318,7 @@ int main(void) {
         test_isa_extremes(&k);
         test_isa_many_tokens(&k);
         test_isa_gemv_streams(&k);
+        test_isa_t16_to_t2(&k);
         test_isa_float(&k);
         test_isa_q8(&k);
         test_isa_f16_gemv_edges(&k);
