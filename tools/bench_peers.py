@@ -360,6 +360,7 @@ class Sample:
     startup_s: float | None = None
     rss_mib: float | None = None
     bw_gbs: float | None = None  # tg128: the read loop's GB/s just before this run (the paired roofline)
+    repacked: bool = False  # onebit: the loader copied the ternary weights into T2X (2 bits a weight)
 
 
 GNU_TIME = Path("/usr/bin/time")
@@ -402,6 +403,7 @@ def run_onebit(cli: Path, model: Path, engine: str, threads: int, test: str, kv:
         raise RuntimeError(f"no bench line from {' '.join(cmd)}: {text.strip()[-300:]}")
     vals = {"prefill_tok_s": float(m.group(1)), "decode_tok_s": float(m.group(2))}
     s = Sample(engine, threads, test, vals[key], wall, None, rss)
+    s.repacked = "repacked to T2X at load" in text
     if test == "ttft":
         pm = re.search(r"prefill: \d+ tokens in ([\d.]+) ms", text)
         s.startup_s = wall - float(pm.group(1)) / 1e3 if pm else None
@@ -531,8 +533,16 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
           f"architecture {SHAPES[shape].llama_arch}; onebit-run: {cli}, KV-cache {kv}")
     print(f"llama-quantize cross-check of the GGUF writer (shape tiny): {check}")
     print(f"shape {shape}: {json.dumps(asdict(SHAPES[shape]))}")
-    print("files: " + ", ".join(f"{e} {sizes[e] / 2**20:.0f} MiB ({info[e]['bytes_per_token'] / 2**20:.0f} MiB "
+    def per_token(e: str) -> float:
+        # a T1.6 file that the x86 loader copied into T2X is read at 2 bits a weight, as T2's
+        if e.startswith("onebit T1.6") and any(x.repacked for x in samples if x.engine == e):
+            return info["onebit T2"]["bytes_per_token"]
+        return info[e]["bytes_per_token"]
+
+    print("files: " + ", ".join(f"{e} {sizes[e] / 2**20:.0f} MiB ({per_token(e) / 2**20:.0f} MiB "
                                 "read per token)" for e in engine_list))
+    if any(e.startswith("onebit T1.6") and per_token(e) != info[e]["bytes_per_token"] for e in engine_list):
+        print("onebit T1.6: repacked at load into T2X (2 bits a weight), so it reads onebit T2's bytes per token")
     print("read bandwidth (roofline), best over rounds: "
           + ", ".join(f"{n} thread{'s' if n > 1 else ''} {max(bws[n]):.1f} GB/s" for n in counts)
           + f" on a {bw_mib} MiB buffer")
@@ -559,8 +569,8 @@ def main(shape: str, threads: str, rounds: int, tests: str, engines: str, seed: 
             row = [e, str(n), *[fmt(pick(e, n, t)) for t in cols]]
             if "tg128" in test_list:
                 best_tg = max(pick(e, n, "tg128"), default=0.0)
-                row.append(f"{100 * best_tg * info[e]['bytes_per_token'] / (max(bws[n]) * 1e9):.0f}%")
-                paired = [100 * x.tok_s * info[e]["bytes_per_token"] / (x.bw_gbs * 1e9) for x in samples
+                row.append(f"{100 * best_tg * per_token(e) / (max(bws[n]) * 1e9):.0f}%")
+                paired = [100 * x.tok_s * per_token(e) / (x.bw_gbs * 1e9) for x in samples
                           if x.engine == e and x.threads == n and x.test == "tg128" and x.bw_gbs]
                 row.append(fmt(paired, 0))
             if "ttft" in test_list:

@@ -259,7 +259,9 @@ def export_1bit(checkpoint_dir: Path, out: Path, opts: ExportOptions, c_header: 
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output .1bit file (or output directory with --format onnx).")
 @click.option("--pack", type=click.Choice(PACKS), default=None,
-              help="Ternary packing: t2 (2 bits, fastest) or t1.6 (5 weights a byte); binary models always pack as b1.  [default: t2]")
+              help="Ternary packing: t2 (2 bits a weight) or t1.6 (5 weights a byte, the smaller file; the x86 runtime "
+                   "copies it to 2 bits at load and runs it as fast as t2, elsewhere t2 is faster); binary models "
+                   "always pack as b1.  [default: t2]")
 @click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES), default="f16", show_default=True,
               help="Storage of the embedding (and of the head, unless --head-dtype is given).")
 @click.option("--head-dtype", type=click.Choice(HEAD_DTYPES), default=None,
