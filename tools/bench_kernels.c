@@ -98,7 +98,7 @@ static uint64_t read_pass(const uint8_t *buf, size_t n) { return read_pass_s(buf
 /* ---------------------------------------------------------------- cases */
 typedef struct {
     const char *name;
-    int kind; /* 0 packed matmul, 1 gemv f32, 2 gemv f16, 3 gemv q8 */
+    int kind; /* 0 packed matmul, 1 gemv f32, 2 gemv f16, 3 gemv q8, 4 int4 (per-row scales) */
     ob_wfmt fmt;
     int N, K, m, threads;
     const char *level; /* roofline buffer */
@@ -129,8 +129,12 @@ static void run_once(bctx *b) {
         break;
     case 1: ob_gemv_f32_mt(b->pool, b->k, (const float *)b->w, (size_t)c->K, c->N, c->K, b->xf, b->y); break;
     case 2: ob_gemv_f16_mt(b->pool, b->k, (const uint16_t *)b->w, (size_t)c->K, c->N, c->K, b->xf, b->y); break;
-    default:
+    case 3:
         ob_gemv_q8_mt(b->pool, b->k, (const int8_t *)b->w, b->scale, (size_t)c->K, c->N, c->K, b->xq16, b->a16, b->y);
+        break;
+    default:
+        b->k->matmul_rs[OB_IFMT_I4]((const uint8_t *)b->w, c->K, b->scale, b->xq, b->xs, b->a, b->xsum, c->m, 0, c->N,
+                                    b->y, (size_t)c->N);
         break;
     }
 }
@@ -181,7 +185,8 @@ static size_t weight_bytes(const bcase *c) {
     case 0: return ob_row_bytes(c->fmt, c->K) * (size_t)c->N;
     case 1: return (size_t)c->N * c->K * 4;
     case 2: return (size_t)c->N * c->K * 2;
-    default: return (size_t)c->N * c->K + (size_t)c->N * 4;
+    case 3: return (size_t)c->N * c->K + (size_t)c->N * 4;
+    default: return ob_irow_bytes(OB_IFMT_I4, c->K) * (size_t)c->N + (size_t)c->N * 4;
     }
 }
 
@@ -365,6 +370,8 @@ int main(int argc, char **argv) {
         {"int8 GEMV, in L2 (512x768)", 3, OB_WFMT_T2, 512, 768, 1, 1, "q8"},
         {"int8 GEMV (LM head 32000x768, 134m)", 3, OB_WFMT_T2, 32000, 768, 1, 1, "q8"},
         {"int8 GEMV (LM head 128256x2560, 2B4T)", 3, OB_WFMT_T2, 128256, 2560, 1, 1, "q8"},
+        {"int4 GEMV, in L2 (512x768)", 4, OB_WFMT_T2, 512, 768, 1, 1, "i4"},
+        {"int4 GEMV (LM head 128256x2560, 2B4T, --head-dtype i4)", 4, OB_WFMT_T2, 128256, 2560, 1, 1, "i4"},
         {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32"},
     };
     const int ncases = (int)(sizeof(cases) / sizeof(cases[0]));

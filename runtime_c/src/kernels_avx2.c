@@ -732,7 +732,66 @@ OB_T256 OB_INL void ob256_i8_tile(const uint8_t *w, size_t rb, int K, const int8
 
 OB_DEF_TILES(OB_T256, ob256_i4, 4, 2)
 OB_DEF_TILES(OB_T256, ob256_i8, 4, 2)
-OB_DEF_MATMUL_RS(ob256_i4, OB_IFMT_I4, 8)
+/* I4 GEMV (m = 1: decode of int4 layers, and the int4 LM head).  The 4-row tile reads 4 rows side
+ * by side: at the head's 1280-byte rows a new set of 4 short streams every 5 KB, which this Zen 3's
+ * prefetchers never catch up with (`bench_kernels --case int4`, session 27: 10 GB/s, 37 % of the
+ * read loop, slower than the int8 head for half the bytes).  So, as the int8 head GEMV, R rows come
+ * from R segments of the row range, each segment one long sequential stream, one activation load
+ * serving all of them; two blocks' products are summed in int16 before widening (|.| <= 2 * 2 * 15
+ * * 128 * 2 = 15360).  Exact int32 sums and the tiles' ob_out step: the same bits. */
+OB_T256 OB_INL void ob256_i4_rows(const uint8_t *w, size_t rb, int nblk, const int8_t *x, int r, int step,
+                                  int32_t *out, const int R) {
+    const __m256i m0f = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
+    __m256i acc[OB256_Q8_ROWS];
+    const uint8_t *wr[OB256_Q8_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        acc[i] = _mm256_setzero_si256();
+        wr[i] = w + (size_t)(r + i * step) * rb;
+    }
+    int b = 0;
+    for (; b < nblk; b += 2) {
+        const int two = b + 1 < nblk;
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(x + (size_t)b * 64));
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(x + (size_t)b * 64 + 32));
+        const __m256i x2 = two ? _mm256_loadu_si256((const __m256i *)(x + (size_t)b * 64 + 64)) : _mm256_setzero_si256();
+        const __m256i x3 = two ? _mm256_loadu_si256((const __m256i *)(x + (size_t)b * 64 + 96)) : _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const __m256i W0 = _mm256_loadu_si256((const __m256i *)(wr[i] + (size_t)b * 32));
+            const __m256i W1 = two ? _mm256_loadu_si256((const __m256i *)(wr[i] + (size_t)b * 32 + 32)) : _mm256_setzero_si256();
+            __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W0, m0f), x0),
+                                         _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(W0, 4), m0f), x1));
+            s = _mm256_add_epi16(s, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(W1, m0f), x2),
+                                                     _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(W1, 4), m0f), x3)));
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(s, ones16));
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) out[i] = ob256_hsum_epi32(acc[i]);
+}
+OB_T256 static void ob256_i4_gemv(const uint8_t *w, int K, const float *wscale, const int8_t *xq, float a,
+                                  int32_t xsum, int r0, int r1, float *y) {
+    const int nblk = (K + 63) / 64, R = OB256_Q8_ROWS, L = (r1 - r0) / R;
+    const size_t rb = ob_irow_bytes(OB_IFMT_I4, K);
+    int32_t out[OB256_Q8_ROWS];
+    for (int i = 0; i < L; i++) {
+        ob256_i4_rows(w, rb, nblk, xq, r0 + i, L, out, R);
+        for (int j = 0; j < R; j++) y[r0 + i + j * L] = ob_out(out[j] - 8 * xsum, wscale[r0 + i + j * L], a);
+    }
+    for (int r = r0 + L * R; r < r1; r++) {
+        ob256_i4_rows(w, rb, nblk, xq, r, 0, out, 1);
+        y[r] = ob_out(out[0] - 8 * xsum, wscale[r], a);
+    }
+}
+static void ob256_i4_matmul(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xs, const float *a,
+                            const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
+    if (m == 1) {
+        ob256_i4_gemv(w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
+        return;
+    }
+    ob_run_tiles_rs(&ob256_i4_tiles, ob_irow_bytes(OB_IFMT_I4, K), 8, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
+}
 OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
 /* Fused attention (kernels.h: scores / mix) for the G query heads that share one KV head, each cached
  * row read once for all of them.  Heads go in blocks of g = 4, 2 or 1 (then 2, 1 for what is left).

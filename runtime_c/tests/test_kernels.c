@@ -1110,16 +1110,17 @@ static void test_isa_rs(const ob_kernels *kern) {
             free(w); free(xq); free(sc); free(yr); free(ys);
         }
     /* extremes: every weight at its most negative / most positive code, activations -128 or 127:
-     * catches 16-bit saturation and 32-bit lane overflow */
+     * catches 16-bit saturation and 32-bit lane overflow; 9 rows, so that the one-token GEMVs' row
+     * segments run as well as their leftover rows */
     const int Ks[] = {64, 4096, 16384 + 33};
     for (int ki = 0; ki < 3; ki++)
         for (int f = 0; f < OB_IFMT_COUNT; f++)
-            for (int pat = 0; pat < 4; pat++) {
-                int K = Ks[ki], N = 3, m = 2;
+            for (int pat = 0; pat < 8; pat++) {
+                int K = Ks[ki], N = 9, m = pat < 4 ? 2 : 1;
                 size_t rb = ob_irow_bytes((ob_ifmt)f, K), st = ob_act_stride(K);
                 uint8_t *w = xmalloc((size_t)N * rb);
                 int8_t *xq = xmalloc((size_t)m * st);
-                float a[2] = {1.0f, 3.0f}, sc[3] = {0.5f, 0.25f, 2.0f}, yr[6], ys[6];
+                float a[2] = {1.0f, 3.0f}, sc[9] = {0.5f, 0.25f, 2.0f, 1.0f, 0.125f, 4.0f, 0.75f, 1.5f, 3.0f}, yr[18], ys[18];
                 int32_t xs[2];
                 uint8_t lo = f == OB_IFMT_I4 ? 0x00 : 0x80, hi = f == OB_IFMT_I4 ? 0xff : 0x7f;
                 for (int r = 0; r < N; r++) memset(w + r * rb, (pat & 1) ? hi : (r == 1 ? hi : lo), rb);
@@ -1133,10 +1134,10 @@ static void test_isa_rs(const ob_kernels *kern) {
                     }
                     xs[t] = s;
                 }
-                rs_ref_fn((ob_ifmt)f)(w, K, sc, xq, st, a, xs, m, 0, N, yr, 3);
-                kern->matmul_rs[f](w, K, sc, xq, st, a, xs, m, 0, N, ys, 3);
-                CHECK(bits_eq(yr, ys, 6), "%s %s extremes K=%d pat=%d", ob_isa_name(kern->isa),
-                      ifmt_name((ob_ifmt)f), K, pat);
+                rs_ref_fn((ob_ifmt)f)(w, K, sc, xq, st, a, xs, m, 0, N, yr, (size_t)N);
+                kern->matmul_rs[f](w, K, sc, xq, st, a, xs, m, 0, N, ys, (size_t)N);
+                CHECK(bits_eq(yr, ys, (size_t)m * N), "%s %s extremes K=%d pat=%d m=%d", ob_isa_name(kern->isa),
+                      ifmt_name((ob_ifmt)f), K, pat, m);
                 free(w);
                 free(xq);
             }
