@@ -784,14 +784,7 @@ OB_T256 static void ob256_i4_gemv(const uint8_t *w, int K, const float *wscale, 
         y[r] = ob_out(out[0] - 8 * xsum, wscale[r], a);
     }
 }
-static void ob256_i4_matmul(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xs, const float *a,
-                            const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
-    if (m == 1) {
-        ob256_i4_gemv(w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
-        return;
-    }
-    ob_run_tiles_rs(&ob256_i4_tiles, ob_irow_bytes(OB_IFMT_I4, K), 8, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
-}
+OB_DEF_MATMUL_RS_GEMV(ob256_i4, OB_IFMT_I4, 8, ob256_i4_gemv)
 OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
 /* Fused attention (kernels.h: scores / mix) for the G query heads that share one KV head, each cached
  * row read once for all of them.  Heads go in blocks of g = 4, 2 or 1 (then 2, 1 for what is left).

@@ -587,14 +587,7 @@ OB_T512 static void ob512_i4_gemv(const uint8_t *w, int K, const float *wscale, 
     }
 }
 
-static void ob512_i4_matmul(const uint8_t *w, int K, const float *wscale, const int8_t *xq, size_t xs, const float *a,
-                            const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
-    if (m == 1) {
-        ob512_i4_gemv(w, K, wscale, xq, a[0], xsum[0], r0, r1, y);
-        return;
-    }
-    ob_run_tiles_rs(&ob512_i4_tiles, ob_irow_bytes(OB_IFMT_I4, K), 8, w, K, wscale, xq, xs, a, xsum, m, r0, r1, y, ldy);
-}
+OB_DEF_MATMUL_RS_GEMV(ob512_i4, OB_IFMT_I4, 8, ob512_i4_gemv)
 OB_DEF_MATMUL_RS(ob512_i8, OB_IFMT_I8, 128)
 
 /* Attention mix (kernels.h) for the G query heads of one KV head: y_h = sum_j p_h[j] * row_j, each

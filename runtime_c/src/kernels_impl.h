@@ -344,4 +344,17 @@ static inline void ob_run_tiles_rs(const ob_tiles *tl, size_t rb, int32_t xoff, 
                         m, r0, r1, y, ldy);                                                        \
     }
 
+/* The same, with one token (m = 1) going to gemv(w, K, wscale, xq, a, xsum, r0, r1, y) instead. */
+#define OB_DEF_MATMUL_RS_GEMV(fmt, ifmt, xoff, gemv)                                               \
+    static void fmt##_matmul(const uint8_t *w, int K, const float *wscale, const int8_t *xq,        \
+                             size_t xs, const float *a, const int32_t *xsum, int m, int r0, int r1, \
+                             float *y, size_t ldy) {                                               \
+        if (m == 1) {                                                                              \
+            gemv(w, K, wscale, xq, a[0], xsum[0], r0, r1, y);                                      \
+            return;                                                                                \
+        }                                                                                          \
+        ob_run_tiles_rs(&fmt##_tiles, ob_irow_bytes(ifmt, K), xoff, w, K, wscale, xq, xs, a, xsum, \
+                        m, r0, r1, y, ldy);                                                        \
+    }
+
 #endif /* ONEBIT_KERNELS_IMPL_H */

@@ -268,20 +268,20 @@ void ob_t16_to_t2_ref(const uint8_t *row, int K, uint8_t *out, size_t bs) { ob_t
 
 void ob_t2x_repack(const ob_kernels *k, ob_wfmt fmt, const uint8_t *src, int N, int K, uint8_t *dst) {
     int nblk = (K + 127) / 128, G = OB_T2X_ROWS;
-    size_t rb = ob_row_bytes(fmt, K), gb = (size_t)nblk * G * 32;
+    size_t rb = ob_row_bytes(fmt, K);
     ob_t16_to_t2_fn t16 = k ? k->t16_to_t2 : ob_t16_to_t2_ref;
-    for (int g = 0; g < (N + G - 1) / G; g++, dst += gb) /* dst in order: one write stream */
-        for (int j = 0; j < G; j++) {
-            int r = g * G + j;
-            uint8_t *d = dst + (size_t)j * 32;
-            if (r < N && fmt == OB_WFMT_T16) {
-                t16(src + (size_t)r * rb, K, d, (size_t)G * 32);
-                continue;
+    for (int g = 0; g < (N + G - 1) / G; g++) {
+        uint8_t *grp = dst + (size_t)g * nblk * G * 32;
+        if (fmt == OB_WFMT_T16) /* row by row into the group's blocks */
+            for (int j = 0; j < G && g * G + j < N; j++) t16(src + (size_t)(g * G + j) * rb, K, grp + (size_t)j * 32, (size_t)G * 32);
+        for (int b = 0; b < nblk; b++) /* T2: grp in order, one write stream */
+            for (int j = 0; j < G; j++) {
+                int r = g * G + j;
+                uint8_t *d = grp + ((size_t)b * G + (size_t)j) * 32;
+                if (r >= N) memset(d, 0x55, 32); /* code 1 = weight 0 */
+                else if (fmt != OB_WFMT_T16) memcpy(d, src + (size_t)r * rb + (size_t)b * 32, 32);
             }
-            for (int b = 0; b < nblk; b++, d += G * 32)
-                if (r < N) memcpy(d, src + (size_t)r * rb + (size_t)b * 32, 32);
-                else memset(d, 0x55, 32); /* code 1 = weight 0 */
-        }
+    }
 }
 
 void ob_matmul_t16_ref(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xq_stride,
