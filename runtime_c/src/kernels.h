@@ -103,8 +103,8 @@ typedef enum {
  * (nblk = ceil(K / 128) blocks a row) is at byte
  *     ((r / OB_T2X_ROWS) * nblk + b) * (OB_T2X_ROWS * 32) + (r % OB_T2X_ROWS) * 32
  * The last group is padded with rows of code 1 (weight 0) up to OB_T2X_ROWS rows.  The runtime
- * repacks a file's T2 matrices into it at load (model.c) when the kernels have a fast T2X GEMV
- * (ob_t2x_wanted); the matmul contract is T2's, bit for bit. */
+ * repacks a file's T2 and T1.6 matrices into it at load (model.c) when the kernels have a fast T2X
+ * GEMV (ob_t2x_wanted); the matmul contract is T2's, bit for bit (T1.6's, for a decoded T1.6). */
 #define OB_T2X_ROWS 8
 /* Bytes of an [N, K] matrix in T2X (whole groups). */
 size_t ob_t2x_bytes(int N, int K);
