@@ -4,9 +4,11 @@
     python tools/bench_ab.py --a OLD/onebit-run --b NEW/onebit-run -m model.1bit \
         [--threads 1,2] [--rounds 6] [--test tg128] [--kv f16]
 
-Each round runs A then B (then the next thread count) with `--bench` and the same arguments, so
-both builds see the same machine state; it prints every sample, then per thread count the best
-and the median of each build and B / A of the medians.  Tests: tg128 (one prompt token, 128
+Each round runs A and B (then the next thread count) with `--bench` and the same arguments, A
+first in odd rounds and B first in even ones, so both builds see the same machine state and
+neither always runs second; it prints every sample, then per thread count the best and the
+median of each build, B / A of the medians, and the median and quartiles of the per-round B / A
+ratios (the spread a same-build A / A run shows is the noise to read them against).  Tests: tg128 (one prompt token, 128
 decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512.  To build
 the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.  With --model-b, B
 runs that file instead (e.g. one build, --a and --b the same binary, on two exports of one model);
@@ -73,7 +75,8 @@ def main(a: Path, b: Path, model: Path, model_b: Path | None, threads: str, roun
     got: dict[tuple[str, int], list[float]] = {(k, n): [] for k in "AB" for n in counts}
     for r in range(rounds):
         for n in counts:
-            for k, binary, m, cache in (("A", a, model, kv), ("B", b, model_b or model, kv_b or kv)):
+            sides = (("A", a, model, kv), ("B", b, model_b or model, kv_b or kv))
+            for k, binary, m, cache in sides if r % 2 == 0 else sides[::-1]:
                 got[(k, n)].append(one(binary, m, n, test, cache, envs[k]))
                 click.echo(f"round {r + 1} threads {n} {k} {got[(k, n)][-1]:.1f} tok/s", err=True)
     models = model.name if model_b is None else f"A {model.name}, B {model_b.name}"
@@ -83,11 +86,14 @@ def main(a: Path, b: Path, model: Path, model_b: Path | None, threads: str, roun
     print(f"A/B {test} --kv {caches}, {rounds} interleaved rounds, model {models}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     print(f"A: {a}\nB: {b}")
-    print("| threads | A best / median | B best / median | B / A (medians) |\n|---|---|---|---|")
+    print("| threads | A best / median | B best / median | B / A (medians) | B / A per round: median (quartiles) |\n"
+          "|---|---|---|---|---|")
     for n in counts:
         xa, xb = got[("A", n)], got[("B", n)]
+        ratios = [y / x for x, y in zip(xa, xb)]
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
         print(f"| {n} | {max(xa):.1f} / {statistics.median(xa):.1f} | {max(xb):.1f} / {statistics.median(xb):.1f} | "
-              f"{statistics.median(xb) / statistics.median(xa):.2f} |")
+              f"{statistics.median(xb) / statistics.median(xa):.2f} | {q[1]:.2f} ({q[0]:.2f}-{q[2]:.2f}) |")
 
 
 if __name__ == "__main__":

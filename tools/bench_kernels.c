@@ -363,6 +363,7 @@ int main(int argc, char **argv) {
         {"T1.6 GEMV, in cache", 0, OB_WFMT_T16, 2048, 2048, 1, 1, "1M"},
         {"B1 GEMV, in cache", 0, OB_WFMT_B1, 2048, 2048, 1, 1, "1M"},
         {"T2 GEMM m=64 (prefill)", 0, OB_WFMT_T2, 2048, 2048, 64, 1, "1M"},
+        {"T2X GEMM m=64 (prefill, the load-time repack)", 0, OB_WFMT_T2X, 2048, 2048, 64, 1, "1M"},
         {"T1.6 GEMM m=64 (prefill)", 0, OB_WFMT_T16, 2048, 2048, 64, 1, "1M"},
         {"B1 GEMM m=64 (prefill)", 0, OB_WFMT_B1, 2048, 2048, 64, 1, "1M"},
         {"f16 GEMV (LM head 32000x2048)", 2, OB_WFMT_T2, 32000, 2048, 1, 1, "f16"},
@@ -400,6 +401,9 @@ int main(int argc, char **argv) {
         for (int s = 0; s < 8; s += 2) o |= (uint8_t)((((b >> s) & 3) % 3) << s);
         wt2[i] = o;
     }
+    /* the T2X case's weights: the first 2048 x 2048 T2 weights as the loader repacks them */
+    uint8_t *wt2x = xalloc(ob_t2x_bytes(2048, 2048));
+    ob_t2x_repack(NULL, OB_WFMT_T2, wt2, 2048, 2048, wt2x);
     float *scale = xalloc(128256 * 4);
     for (int i = 0; i < 128256; i++) scale[i] = 0.01f;
     int maxk = big_k, maxm = 64;
@@ -441,7 +445,7 @@ int main(int argc, char **argv) {
             b.k = &k;
             b.c = c;
             b.pool = c->threads > 1 ? pool2 : NULL;
-            b.w = c->kind == 0 ? (c->fmt == OB_WFMT_T2 ? (const void *)wt2 : (const void *)wbuf)
+            b.w = c->kind == 0 ? (c->fmt == OB_WFMT_T2 ? (const void *)wt2 : c->fmt == OB_WFMT_T2X ? (const void *)wt2x : (const void *)wbuf)
                   : c->kind == 1 ? (const void *)wf32
                   : c->kind == 2 ? (const void *)wf16
                                  : (const void *)wbuf;
@@ -477,6 +481,6 @@ int main(int argc, char **argv) {
         }
     }
     ob_threadpool_destroy(pool2);
-    free(wbuf); free(wt2); free(scale); free(xf); free(xq); free(xq16); free(y); free(wf16); free(wf32);
+    free(wbuf); free(wt2); free(wt2x); free(scale); free(xf); free(xq); free(xq16); free(y); free(wf16); free(wf32);
     return 0;
 }

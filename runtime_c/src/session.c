@@ -389,14 +389,14 @@ static void linear_group_task(void *ctx, int ith, int nth) {
     (void)ith;
     if (!g->act) {
         for (int i = 0; i < g->n; i++)
-            while (ob_take_rows(&g->next[i], g->l[i]->rows, linear_row_bytes(g->l[i]), nth, &r0, &r1))
+            while (ob_take_rows(&g->next[i], g->l[i]->rows, linear_row_bytes(g->l[i]) * (size_t)g->m, nth, &r0, &r1))
                 linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
         return;
     }
     /* gate / up (or up alone): a chunk of rows of each, then the activation over that chunk */
     const ob_config *c = s->cfg;
     int F = c->ffn_dim;
-    while (ob_take_rows(&g->next[0], F, linear_row_bytes(g->l[0]) * (size_t)g->n, nth, &r0, &r1)) {
+    while (ob_take_rows(&g->next[0], F, linear_row_bytes(g->l[0]) * (size_t)g->n * (size_t)g->m, nth, &r0, &r1)) {
         for (int i = 0; i < g->n; i++) linear_rows(s, g->l[i], g->m, g->y[i], r0, r1);
         for (int t = 0; t < g->m; t++) {
             size_t o = (size_t)t * F + (size_t)r0;
@@ -457,18 +457,16 @@ static void kv_put(ob_session *s, void *cache, size_t i, const float *src, int n
 typedef struct {
     ob_session *s;
     int layer, m, pos0;
+    int next; /* the first head no thread has taken (prefill) */
 } attn_task;
 
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
- * query heads.  Threads take fixed ranges of heads; the heads of a range that share a KV head go to
- * the kernels together, which read each cached row once for all of them. */
-static void attention_task(void *ctx, int ith, int nth) {
-    attn_task *t = (attn_task *)ctx;
+ * query heads, for heads [h0, h1).  The heads of the range that share a KV head go to the kernels
+ * together, which read each cached row once for all of them. */
+static void attention_heads(const attn_task *t, int h0, int h1) {
     ob_session *s = t->s;
     const ob_config *c = s->cfg;
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    int h0, h1;
-    ob_split_rows(c->n_heads, ith, nth, 1, &h0, &h1);
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
     size_t base = (size_t)t->layer * s->kv_layer;
     const int f16 = s->kv_type == OB_KV_F16; /* the kernels widen f16 rows in registers */
@@ -508,6 +506,24 @@ static void attention_task(void *ctx, int ith, int nth) {
     }
 }
 
+/* One token (decode): fixed ranges of heads, one a thread.  Several (prefill): heads handed out
+ * first come first served, about 4 chunks a thread, each a divisor of the KV group so that a chunk
+ * never splits a group it could hold whole; a core the neighbours slow down then takes fewer. */
+static void attention_task(void *ctx, int ith, int nth) {
+    attn_task *t = (attn_task *)ctx;
+    const ob_config *c = t->s->cfg;
+    int n = c->n_heads, group = n / c->n_kv_heads, h0, h1;
+    if (t->m == 1 || nth == 1) {
+        ob_split_rows(n, ith, nth, 1, &h0, &h1);
+        attention_heads(t, h0, h1);
+        return;
+    }
+    int unit = group, want = n / (4 * nth) > 1 ? n / (4 * nth) : 1;
+    while (unit > want || group % unit) unit--;
+    while ((h0 = __atomic_fetch_add(&t->next, unit, __ATOMIC_RELAXED)) < n)
+        attention_heads(t, h0, h0 + unit < n ? h0 + unit : n);
+}
+
 /* model.py Transformer.head: logits of one final-normed row. */
 static void head_row(ob_session *s, const float *x, float *logits) {
     const ob_fmatrix *H = &s->model->head;
@@ -537,8 +553,9 @@ static void embed_row(const ob_model *mdl, int32_t tok, float *dst) {
 }
 
 /* model.py Transformer.forward over m <= n_batch tokens at positions pos0..pos0+m-1.
- * logits_out: m rows (all) or the last row only, or NULL. */
-static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float *logits_out, int all) {
+ * logits_out: m rows (all) or the last row only, or NULL.  head 0: no logits at all (a prompt's
+ * chunks before its last, whose last row's logits the next chunk would overwrite). */
+static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float *logits_out, int all, int head) {
     const ob_model *mdl = s->model;
     const ob_config *c = s->cfg;
     int D = c->dim, hd = c->head_dim, inner = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim;
@@ -570,7 +587,7 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
                 kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd + (size_t)kh * hd, hd);
                 kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd + (size_t)kh * hd, hd);
             }
-        attn_task at = {s, l, m, pos0}; /* Attention: scaled_dot_product_attention, causal */
+        attn_task at = {s, l, m, pos0, 0}; /* Attention: scaled_dot_product_attention, causal */
         ob_threadpool_run(s->pool, attention_task, &at);
         if (c->subln) norm_rows(&s->k, c, s->att, inner, L->attn_sub_norm, inner, m, s->att, inner); /* attn.sub_norm */
         quantize_in(s, s->att, m, inner);
@@ -587,6 +604,7 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
         linear(s, &L->down_proj, m, s->o); /* MLP: down_proj */
         for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * mlp */
     }
+    if (!head) return;
     int first = all ? 0 : m - 1;
     for (int t = first; t < m; t++) {
         norm_row(&s->k, c, s->x + (size_t)t * D, mdl->norm, D, s->h); /* x = self.norm(x) */
@@ -616,7 +634,7 @@ static void eval_tokens(ob_session *s, const int32_t *tokens, int n, float *logi
         float *out = NULL;
         if (logits && all) out = logits + (size_t)done * s->cfg->vocab_size;
         else if (logits && last_chunk) out = logits;
-        forward(s, tokens + done, m, s->pos, out, all);
+        forward(s, tokens + done, m, s->pos, out, all, all || last_chunk);
         if (rec) record(s, tokens + done, m);
         s->pos += m;
         done += m;

@@ -226,7 +226,7 @@ static void ob_mm_run(void *ctx, int ith, int nth) {
     ob_mm_task *t = (ob_mm_task *)ctx;
     int r0, r1;
     (void)ith;
-    while (ob_take_rows(&t->next, t->N, ob_row_bytes(t->fmt, t->K), nth, &r0, &r1))
+    while (ob_take_rows(&t->next, t->N, ob_row_bytes(t->fmt, t->K) * (size_t)t->m, nth, &r0, &r1))
         t->k->matmul[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
                              r1, t->y, t->ldy);
 }
@@ -258,7 +258,7 @@ static void ob_mm_rs_run(void *ctx, int ith, int nth) {
     ob_mm_rs_task *t = (ob_mm_rs_task *)ctx;
     int r0, r1;
     (void)ith;
-    while (ob_take_rows(&t->next, t->N, ob_irow_bytes(t->fmt, t->K), nth, &r0, &r1))
+    while (ob_take_rows(&t->next, t->N, ob_irow_bytes(t->fmt, t->K) * (size_t)t->m, nth, &r0, &r1))
         t->k->matmul_rs[t->fmt](t->w, t->K, t->wscale, t->xq, t->xq_stride, t->a, t->xsum, t->m, r0,
                                 r1, t->y, t->ldy);
 }

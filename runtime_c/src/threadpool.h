@@ -46,7 +46,10 @@ void ob_split_rows(int n, int ith, int nth, int align, int *r0, int *r1);
  * while the threads stream and short at the end, where the first thread done would otherwise wait
  * out the other's whole last chunk (the 2B head in 4 fixed chunks a thread: 41 MB each, about
  * 1.5 ms).  One thread takes everything at once.  Returns 0 when no rows are left.  Every row's
- * result is the same whoever computes it, so this changes no bit. */
+ * result is the same whoever computes it, so this changes no bit.  row_bytes is a row's work: its
+ * weight bytes times the tokens it multiplies, so a prefill of 32 tokens through a 134m matrix
+ * (32 times one token's work) is handed out guided too, and a core the neighbours slow down takes
+ * fewer chunks instead of holding the other at the barrier. */
 #define OB_ROW_ALIGN 16 /* 16 floats = one cache line of y per thread boundary */
 #ifndef OB_CHUNK_BYTES
 #define OB_CHUNK_BYTES (1 << 20)
