@@ -324,59 +324,80 @@ OB_T256 OB_INL void ob256_t2x_unpack4(const uint8_t *w, int nblk, uint8_t *dec, 
             _mm256_store_si256((__m256i *)(d + 96), _mm256_and_si256(_mm256_srli_epi16(W, 6), m03));
         }
 }
-/* out[r * T + t] = sum of unpacked row r times token t, T = 2 or 1 tokens.  One loop with the flush
- * inside, the accumulators named one by one, each flush summed straight into out[]: with a loop per
- * flush and an indexed array, GCC copied every accumulator to another register each step. */
+/* out[r * T + t] = sum of unpacked row r times token t, T = 2 or 1 tokens.  Every OB256_GEMM_FLUSH
+ * steps the int16 sums are widened (vpmaddwd) into int32 vectors, summed across lanes once at the
+ * end.  One loop with the flush inside and the accumulators named one by one: with a loop per flush
+ * or an indexed array GCC copied every accumulator to another register each step. */
 #define OB256_UT_STEP(acc, wv, xv) acc = _mm256_add_epi16(_mm256_maddubs_epi16(wv, xv), acc)
-#define OB256_UT_WIDEN(o, acc) o += ob256_hsum_epi32(_mm256_madd_epi16(acc, ones16))
-OB_T256 static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x, size_t xs, int32_t *out) {
+#define OB256_UT_WIDEN(i, acc) wide[i] = _mm256_add_epi32(wide[i], _mm256_madd_epi16(acc, ones16))
+#define OB256_UT_NEXT(end, kp) ((kp) - (end) < 32 * OB256_GEMM_FLUSH ? (kp) : (end) + 32 * OB256_GEMM_FLUSH)
+/* out[i] = the lane sum of v[i], i < 8, in one tree of vphaddd. */
+OB_T256 OB_INL void ob256_hsum8_epi32(const __m256i *v, int32_t *out) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    _mm256_storeu_si256((__m256i *)out, _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                                                         _mm256_permute2x128_si256(a, b, 0x31)));
+}
+/* Keeps v in a register: without it GCC loads each weight vector twice, once per token. */
+#define OB_KEEP(v) __asm__("" : "+x"(v))
+OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x, size_t xs, int32_t *out) {
     const __m256i ones16 = _mm256_set1_epi16(1);
-    const int n = (int)kp;
     const uint8_t *d0 = dec, *d1 = dec + kp, *d2 = dec + 2 * kp, *d3 = dec + 3 * kp;
     const int8_t *x0 = x, *x1 = x + xs;
-    for (int i = 0; i < 8; i++) out[i] = 0;
+    __m256i wide[8];
+    for (int i = 0; i < 8; i++) wide[i] = _mm256_setzero_si256();
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-    for (int st = 0; st < n;) {
+    for (size_t st = 0, end = OB256_UT_NEXT(0, kp);;) {
         const __m256i xa = _mm256_loadu_si256((const __m256i *)(x0 + st));
         const __m256i xb = _mm256_loadu_si256((const __m256i *)(x1 + st));
         __m256i wv = _mm256_load_si256((const __m256i *)(d0 + st));
+        OB_KEEP(wv);
         OB256_UT_STEP(a00, wv, xa);
         OB256_UT_STEP(a01, wv, xb);
         wv = _mm256_load_si256((const __m256i *)(d1 + st));
+        OB_KEEP(wv);
         OB256_UT_STEP(a10, wv, xa);
         OB256_UT_STEP(a11, wv, xb);
         wv = _mm256_load_si256((const __m256i *)(d2 + st));
+        OB_KEEP(wv);
         OB256_UT_STEP(a20, wv, xa);
         OB256_UT_STEP(a21, wv, xb);
         wv = _mm256_load_si256((const __m256i *)(d3 + st));
+        OB_KEEP(wv);
         OB256_UT_STEP(a30, wv, xa);
         OB256_UT_STEP(a31, wv, xb);
         st += 32;
-        if ((st & (32 * OB256_GEMM_FLUSH - 1)) == 0 || st == n) {
-            OB256_UT_WIDEN(out[0], a00); OB256_UT_WIDEN(out[1], a01); OB256_UT_WIDEN(out[2], a10);
-            OB256_UT_WIDEN(out[3], a11); OB256_UT_WIDEN(out[4], a20); OB256_UT_WIDEN(out[5], a21);
-            OB256_UT_WIDEN(out[6], a30); OB256_UT_WIDEN(out[7], a31);
+        if (st == end) {
+            OB256_UT_WIDEN(0, a00); OB256_UT_WIDEN(1, a01); OB256_UT_WIDEN(2, a10); OB256_UT_WIDEN(3, a11);
+            OB256_UT_WIDEN(4, a20); OB256_UT_WIDEN(5, a21); OB256_UT_WIDEN(6, a30); OB256_UT_WIDEN(7, a31);
+            if (st == kp) break;
             a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _mm256_setzero_si256();
+            end = OB256_UT_NEXT(end, kp);
         }
     }
+    ob256_hsum8_epi32(wide, out);
 }
-OB_T256 static void ob256_unpacked_tile1(const uint8_t *dec, size_t kp, const int8_t *x, int32_t *out) {
+OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile1(const uint8_t *dec, size_t kp, const int8_t *x, int32_t *out) {
     const __m256i ones16 = _mm256_set1_epi16(1);
-    const int n = (int)kp;
-    for (int i = 0; i < 4; i++) out[i] = 0;
+    __m256i wide[4];
+    for (int i = 0; i < 4; i++) wide[i] = _mm256_setzero_si256();
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (int st = 0; st < n;) {
+    for (size_t st = 0, end = OB256_UT_NEXT(0, kp);;) {
         const __m256i xa = _mm256_loadu_si256((const __m256i *)(x + st));
         OB256_UT_STEP(a0, _mm256_load_si256((const __m256i *)(dec + st)), xa);
         OB256_UT_STEP(a1, _mm256_load_si256((const __m256i *)(dec + kp + st)), xa);
         OB256_UT_STEP(a2, _mm256_load_si256((const __m256i *)(dec + 2 * kp + st)), xa);
         OB256_UT_STEP(a3, _mm256_load_si256((const __m256i *)(dec + 3 * kp + st)), xa);
         st += 32;
-        if ((st & (32 * OB256_GEMM_FLUSH - 1)) == 0 || st == n) {
-            OB256_UT_WIDEN(out[0], a0); OB256_UT_WIDEN(out[1], a1); OB256_UT_WIDEN(out[2], a2); OB256_UT_WIDEN(out[3], a3);
+        if (st == end) {
+            OB256_UT_WIDEN(0, a0); OB256_UT_WIDEN(1, a1); OB256_UT_WIDEN(2, a2); OB256_UT_WIDEN(3, a3);
+            if (st == kp) break;
             a0 = a1 = a2 = a3 = _mm256_setzero_si256();
+            end = OB256_UT_NEXT(end, kp);
         }
     }
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(wide[0], wide[1]), _mm256_hadd_epi32(wide[2], wide[3]));
+    _mm_storeu_si128((__m128i *)out, _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
 }
 OB_T256 static void ob256_t2x_matmul_any(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
                                  const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {

@@ -298,11 +298,13 @@ static void test_isa_matmul(const ob_kernels *kern) {
 }
 
 /* Batches longer than a kernel's token block (AVX2's unpacked T2X GEMM takes 32 tokens at a time):
- * m = 33 and 67 tokens, random rows and row ranges, against the reference. */
+ * m = 33 and 67 tokens, random rows and row ranges, against the reference.  K = 2600: that GEMM's
+ * int16 sums are widened every 1024 weights, and its last stretch is shorter (2688 = 2 x 1024 +
+ * 640). */
 static void test_isa_many_tokens(const ob_kernels *kern) {
-    const int Ms[] = {33, 67}, Kt[] = {130, 1000};
+    const int Ms[] = {33, 67}, Kt[] = {130, 1000, 2600};
     for (int f = 0; f < OB_WFMT_COUNT; f++)
-        for (int ki = 0; ki < 2; ki++)
+        for (int ki = 0; ki < 3; ki++)
             for (int mi = 0; mi < 2; mi++) {
                 int K = Kt[ki], m = Ms[mi], N = rndi(5, 30);
                 size_t rb = ob_row_bytes(plain_fmt((ob_wfmt)f), K), st = ob_act_stride(K);
