@@ -324,23 +324,35 @@ OB_T256 OB_INL void ob256_t2x_unpack4(const uint8_t *w, int nblk, uint8_t *dec, 
             _mm256_store_si256((__m256i *)(d + 96), _mm256_and_si256(_mm256_srli_epi16(W, 6), m03));
         }
 }
-/* out[r * T + t] = sum of unpacked row r times token t, T = 2 or 1 tokens.  Every OB256_GEMM_FLUSH
- * steps the int16 sums are widened (vpmaddwd) into int32 vectors, summed across lanes once at the
- * end.  One loop with the flush inside and the accumulators named one by one: with a loop per flush
- * or an indexed array GCC copied every accumulator to another register each step. */
+/* Rows r..r+3 (unpacked) times T = 2 or 1 tokens, written as ob_out does: y[t * ldy + i] =
+ * (float)(sum - xsum[t]) * f[t].  Every OB256_GEMM_FLUSH steps the int16 sums are widened (vpmaddwd)
+ * into int32 vectors, summed across lanes once at the end into one vector, [rows 0-3 of token 0 |
+ * rows 0-3 of token 1], and finished there: written back as int32 and read one by one, the sums
+ * stalled the loop after each call.  One loop with the flush inside and the accumulators named one
+ * by one: with a loop per flush or an indexed array GCC copied every accumulator to another register
+ * each step. */
+/* The next quad's weights, which the unpack would otherwise wait for: they come from DRAM once per
+ * forward when a model outgrows the L3 (134m's 46 MB), and the tiles of this quad, thousands of
+ * cycles, hide the fetch. */
+OB_T256 OB_INL void ob256_t2x_prefetch4(const uint8_t *w, int nblk) {
+    for (int b = 0; b < nblk; b++) {
+        _mm_prefetch((const char *)w + (size_t)b * OB_T2X_ROWS * 32, _MM_HINT_T0);
+        _mm_prefetch((const char *)w + (size_t)b * OB_T2X_ROWS * 32 + 64, _MM_HINT_T0);
+    }
+}
 #define OB256_UT_STEP(acc, wv, xv) acc = _mm256_add_epi16(_mm256_maddubs_epi16(wv, xv), acc)
 #define OB256_UT_WIDEN(i, acc) wide[i] = _mm256_add_epi32(wide[i], _mm256_madd_epi16(acc, ones16))
 #define OB256_UT_NEXT(end, kp) ((kp) - (end) < 32 * OB256_GEMM_FLUSH ? (kp) : (end) + 32 * OB256_GEMM_FLUSH)
-/* out[i] = the lane sum of v[i], i < 8, in one tree of vphaddd. */
-OB_T256 OB_INL void ob256_hsum8_epi32(const __m256i *v, int32_t *out) {
+/* Lane i = the lane sum of v[i], i < 8, in one tree of vphaddd. */
+OB_T256 OB_INL __m256i ob256_hsum8_epi32(const __m256i *v) {
     const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
     const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    _mm256_storeu_si256((__m256i *)out, _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
-                                                         _mm256_permute2x128_si256(a, b, 0x31)));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
 /* Keeps v in a register: without it GCC loads each weight vector twice, once per token. */
 #define OB_KEEP(v) __asm__("" : "+x"(v))
-OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x, size_t xs, int32_t *out) {
+OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x, size_t xs,
+                                                                 const int32_t *xsum, const float *f, float *y, size_t ldy) {
     const __m256i ones16 = _mm256_set1_epi16(1);
     const uint8_t *d0 = dec, *d1 = dec + kp, *d2 = dec + 2 * kp, *d3 = dec + 3 * kp;
     const int8_t *x0 = x, *x1 = x + xs;
@@ -368,16 +380,21 @@ OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t
         OB256_UT_STEP(a31, wv, xb);
         st += 32;
         if (st == end) {
-            OB256_UT_WIDEN(0, a00); OB256_UT_WIDEN(1, a01); OB256_UT_WIDEN(2, a10); OB256_UT_WIDEN(3, a11);
-            OB256_UT_WIDEN(4, a20); OB256_UT_WIDEN(5, a21); OB256_UT_WIDEN(6, a30); OB256_UT_WIDEN(7, a31);
+            OB256_UT_WIDEN(0, a00); OB256_UT_WIDEN(1, a10); OB256_UT_WIDEN(2, a20); OB256_UT_WIDEN(3, a30);
+            OB256_UT_WIDEN(4, a01); OB256_UT_WIDEN(5, a11); OB256_UT_WIDEN(6, a21); OB256_UT_WIDEN(7, a31);
             if (st == kp) break;
             a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = _mm256_setzero_si256();
             end = OB256_UT_NEXT(end, kp);
         }
     }
-    ob256_hsum8_epi32(wide, out);
+    const __m256i xsv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32(xsum[0])), _mm_set1_epi32(xsum[1]), 1);
+    const __m256 fv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(f[0])), _mm_set1_ps(f[1]), 1);
+    const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ob256_hsum8_epi32(wide), xsv)), fv);
+    _mm_storeu_ps(y, _mm256_castps256_ps128(v));
+    _mm_storeu_ps(y + ldy, _mm256_extractf128_ps(v, 1));
 }
-OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile1(const uint8_t *dec, size_t kp, const int8_t *x, int32_t *out) {
+OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile1(const uint8_t *dec, size_t kp, const int8_t *x,
+                                                                 int32_t xsum, float f, float *y) {
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256i wide[4];
     for (int i = 0; i < 4; i++) wide[i] = _mm256_setzero_si256();
@@ -397,7 +414,8 @@ OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile1(const uint8_t
         }
     }
     const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(wide[0], wide[1]), _mm256_hadd_epi32(wide[2], wide[3]));
-    _mm_storeu_si128((__m128i *)out, _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+    const __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    _mm_storeu_ps(y, _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(sum, _mm_set1_epi32(xsum))), _mm_set1_ps(f)));
 }
 OB_T256 static void ob256_t2x_matmul_any(const uint8_t *w, int K, float wscale, const int8_t *xq, size_t xs, const float *a,
                                  const int32_t *xsum, int m, int r0, int r1, float *y, size_t ldy) {
@@ -417,15 +435,12 @@ OB_T256 static void ob256_t2x_matmul_any(const uint8_t *w, int K, float wscale, 
         for (int t = 0; t < tb; t++) f[t] = wscale / a[t0 + t];
         for (int r = q0; r < q1; r += 4) {
             ob256_t2x_unpack4(w + ob_t2x_offset(nblk, r), nblk, dec, kp);
+            if (r + 4 < q1) ob256_t2x_prefetch4(w + ob_t2x_offset(nblk, r + 4), nblk);
             for (int t = 0; t < tb; t += 2) {
-                const int T = tb - t < 2 ? 1 : 2;
                 const int8_t *x = xq + (size_t)(t0 + t) * xs;
-                int32_t out[8];
-                if (T == 2) ob256_unpacked_tile2(dec, kp, x, xs, out);
-                else ob256_unpacked_tile1(dec, kp, x, out);
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < T; j++)
-                        y[(size_t)(t0 + t + j) * ldy + r + i] = (float)(out[i * T + j] - xsum[t0 + t + j]) * f[t + j];
+                float *yt = y + (size_t)(t0 + t) * ldy + r;
+                if (tb - t >= 2) ob256_unpacked_tile2(dec, kp, x, xs, xsum + t0 + t, f + t, yt, ldy);
+                else ob256_unpacked_tile1(dec, kp, x, xsum[t0 + t], f[t], yt);
             }
         }
     }
