@@ -340,9 +340,10 @@ static void norm_rows(const ob_kernels *k, const ob_config *c, const float *x, s
     for (int t = 0; t < m; t++) norm_row(k, c, x + t * ldx, w, n, y + t * ldy);
 }
 
-/* model.py BitLinear (eval): quantize the m input rows once, then the packed matmul. */
-static void quantize_in(ob_session *s, const float *x, int m, int K) {
-    ob_quantize_rows(&s->k, x, (size_t)K, m, K, s->xq, s->xq_stride, s->act_a, s->act_sum);
+/* model.py BitLinear (eval): the input quantized once, then the packed matmul.  Here the input: rows t0..t1-1 of x (K wide) quantized into their rows of xq. */
+static void quantize_rows(ob_session *s, const float *x, int t0, int t1, int K) {
+    ob_quantize_rows(&s->k, x + (size_t)t0 * K, (size_t)K, t1 - t0, K, s->xq + (size_t)t0 * s->xq_stride, s->xq_stride,
+                     s->act_a + t0, s->act_sum + t0);
 }
 
 static void linear(ob_session *s, const ob_linear *l, int m, float *y) {
@@ -410,10 +411,10 @@ static void linear_group_task(void *ctx, int ith, int nth) {
     }
 }
 
-/* model.py apply_rope: rotate-half over each head of m rows starting at position pos0. */
-static void rope_rows(const ob_session *s, float *x, int m, int n_heads, int pos0) {
+/* model.py apply_rope: rotate-half over each head of rows t0..t1-1, row t at position pos0 + t. */
+static void rope_rows(const ob_session *s, float *x, int t0, int t1, int n_heads, int pos0) {
     int hd = s->cfg->head_dim, half = hd / 2;
-    for (int t = 0; t < m; t++) {
+    for (int t = t0; t < t1; t++) {
         const float *cs = s->rope_cos + (size_t)(pos0 + t) * half, *sn = s->rope_sin + (size_t)(pos0 + t) * half;
         for (int h = 0; h < n_heads; h++) {
             float *v = x + ((size_t)t * n_heads + h) * hd;
@@ -533,7 +534,7 @@ static void head_row(ob_session *s, const float *x, float *logits) {
     else if (H->dtype == OB_DT_F16)
         ob_gemv_f16_mt(s->pool, &s->k, (const uint16_t *)H->w, (size_t)c->dim, c->vocab_size, c->dim, x, logits);
     else if (H->dtype == OB_DT_I4) { /* int4 head (FORMAT.md "LM head"): quantize x as a BitLinear input */
-        quantize_in(s, x, 1, c->dim);
+        quantize_rows(s, x, 0, 1, c->dim);
         ob_matmul_rs_mt(s->pool, &s->k, OB_IFMT_I4, (const uint8_t *)H->w, c->vocab_size, c->dim, H->row_scale, s->xq,
                         s->xq_stride, s->act_a, s->act_sum, 1, logits, (size_t)c->vocab_size);
     } else { /* int8 head (FORMAT.md "LM head"): x quantized to int16 once, exact integer sums */
@@ -552,14 +553,109 @@ static void embed_row(const ob_model *mdl, int32_t tok, float *dst) {
     else ob_row_q8_to_f32((const int8_t *)E->w + (size_t)tok * D, E->row_scale[tok], D, dst);
 }
 
+/* The per-token steps between the matrix multiplies of a layer: norms, quantization, RoPE, the
+ * KV-cache, residual adds.  Each token's rows are its own, so a prefill's tokens are split over the
+ * threads with the same bits; one token (decode) runs them inline, where a dispatch would cost more
+ * than it shares.  Single-threaded they were 3-4 % of a 2-thread 134m prefill, the other core
+ * waiting. */
+typedef struct {
+    ob_session *s;
+    const ob_layer *L;
+    int l, pos0, m;
+} layer_step;
+typedef void (*layer_step_fn)(const layer_step *st, int t0, int t1);
+
+static void attn_in(const layer_step *st, int t0, int t1) {
+    ob_session *s = st->s;
+    int D = s->cfg->dim;
+    norm_rows(&s->k, s->cfg, s->x + (size_t)t0 * D, D, st->L->attn_norm, D, t1 - t0, s->h + (size_t)t0 * D, D);
+    quantize_rows(s, s->h, t0, t1, D);
+}
+
+static void qkv_out(const layer_step *st, int t0, int t1) {
+    ob_session *s = st->s;
+    const ob_config *c = s->cfg;
+    int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, kvd = nkv * hd;
+    if (c->qk_norm) { /* q_norm(q), k_norm(k) per head */
+        norm_rows(&s->k, c, s->q + (size_t)t0 * nh * hd, hd, st->L->q_norm, hd, (t1 - t0) * nh, s->q + (size_t)t0 * nh * hd, hd);
+        norm_rows(&s->k, c, s->kx + (size_t)t0 * kvd, hd, st->L->k_norm, hd, (t1 - t0) * nkv, s->kx + (size_t)t0 * kvd, hd);
+    }
+    if (c->pos == OB_POS_ROPE) { /* apply_rope(q), apply_rope(k) */
+        rope_rows(s, s->q, t0, t1, nh, st->pos0);
+        rope_rows(s, s->kx, t0, t1, nkv, st->pos0);
+    }
+    for (int t = t0; t < t1; t++) /* torch.cat((past, k)) -- the KV-cache */
+        for (int kh = 0; kh < nkv; kh++) {
+            size_t at = (size_t)st->l * s->kv_layer + ((size_t)kh * s->n_ctx + (size_t)(st->pos0 + t)) * hd;
+            kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd + (size_t)kh * hd, hd);
+            kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd + (size_t)kh * hd, hd);
+        }
+}
+
+static void attn_out(const layer_step *st, int t0, int t1) {
+    ob_session *s = st->s;
+    const ob_config *c = s->cfg;
+    int inner = c->n_heads * c->head_dim;
+    if (c->subln) /* attn.sub_norm */
+        norm_rows(&s->k, c, s->att + (size_t)t0 * inner, inner, st->L->attn_sub_norm, inner, t1 - t0,
+                  s->att + (size_t)t0 * inner, inner);
+    quantize_rows(s, s->att, t0, t1, inner);
+}
+
+/* x + residual_scale * o over rows t0..t1-1 */
+static void residual_rows(ob_session *s, int t0, int t1) {
+    int D = s->cfg->dim;
+    float rs = s->cfg->residual_scale;
+    for (size_t i = (size_t)t0 * D; i < (size_t)t1 * D; i++) s->x[i] = s->x[i] + rs * s->o[i];
+}
+
+static void mlp_in(const layer_step *st, int t0, int t1) {
+    ob_session *s = st->s;
+    int D = s->cfg->dim;
+    residual_rows(s, t0, t1); /* x + residual_scale * a */
+    norm_rows(&s->k, s->cfg, s->x + (size_t)t0 * D, D, st->L->mlp_norm, D, t1 - t0, s->h + (size_t)t0 * D, D);
+    quantize_rows(s, s->h, t0, t1, D);
+}
+
+static void mlp_mid(const layer_step *st, int t0, int t1) {
+    ob_session *s = st->s;
+    const ob_config *c = s->cfg;
+    int F = c->ffn_dim;
+    if (c->subln) /* mlp.sub_norm */
+        norm_rows(&s->k, c, s->gate + (size_t)t0 * F, F, st->L->mlp_sub_norm, F, t1 - t0, s->gate + (size_t)t0 * F, F);
+    quantize_rows(s, s->gate, t0, t1, F);
+}
+
+static void mlp_out(const layer_step *st, int t0, int t1) { residual_rows(st->s, t0, t1); }
+
+typedef struct {
+    const layer_step *st;
+    layer_step_fn fn;
+} layer_step_task;
+
+static void layer_step_run(void *ctx, int ith, int nth) {
+    const layer_step_task *t = (const layer_step_task *)ctx;
+    int t0, t1;
+    ob_split_rows(t->st->m, ith, nth, 1, &t0, &t1);
+    if (t0 < t1) t->fn(t->st, t0, t1);
+}
+
+static void per_token(const layer_step *st, layer_step_fn fn) {
+    if (st->m < 2 * ob_threadpool_size(st->s->pool)) {
+        fn(st, 0, st->m);
+        return;
+    }
+    layer_step_task t = {st, fn};
+    ob_threadpool_run(st->s->pool, layer_step_run, &t);
+}
+
 /* model.py Transformer.forward over m <= n_batch tokens at positions pos0..pos0+m-1.
  * logits_out: m rows (all) or the last row only, or NULL.  head 0: no logits at all (a prompt's
  * chunks before its last, whose last row's logits the next chunk would overwrite). */
 static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float *logits_out, int all, int head) {
     const ob_model *mdl = s->model;
     const ob_config *c = s->cfg;
-    int D = c->dim, hd = c->head_dim, inner = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim;
-    float rs = c->residual_scale;
+    int D = c->dim;
     for (int t = 0; t < m; t++) {
         embed_row(mdl, tokens[t], s->x + (size_t)t * D); /* x = self.embed(tokens) */
         if (mdl->pos_embed) /* x = x + self.pos_embed.weight[start_pos:end] */
@@ -567,42 +663,25 @@ static void forward(ob_session *s, const int32_t *tokens, int m, int pos0, float
     }
     for (int l = 0; l < c->n_layers; l++) {
         const ob_layer *L = &mdl->layers[l];
-        norm_rows(&s->k, c, s->x, D, L->attn_norm, D, m, s->h, D); /* Block: self.attn_norm(x) */
-        quantize_in(s, s->h, m, D);
+        layer_step st = {s, L, l, pos0, m};
+        per_token(&st, attn_in); /* Block: self.attn_norm(x), quantized */
         { /* Attention: q_proj, k_proj, v_proj (one dispatch) */
             linear_group g = {s, {&L->q_proj, &L->k_proj, &L->v_proj}, {s->q, s->kx, s->vx}, 3, m, 0, {0, 0, 0}};
             ob_threadpool_run(s->pool, linear_group_task, &g);
         }
-        if (c->qk_norm) { /* Attention: q_norm(q), k_norm(k) per head */
-            norm_rows(&s->k, c, s->q, hd, L->q_norm, hd, m * c->n_heads, s->q, hd);
-            norm_rows(&s->k, c, s->kx, hd, L->k_norm, hd, m * c->n_kv_heads, s->kx, hd);
-        }
-        if (c->pos == OB_POS_ROPE) { /* Attention: apply_rope(q), apply_rope(k) */
-            rope_rows(s, s->q, m, c->n_heads, pos0);
-            rope_rows(s, s->kx, m, c->n_kv_heads, pos0);
-        }
-        for (int t = 0; t < m; t++) /* Attention: torch.cat((past, k)) -- the KV-cache */
-            for (int kh = 0; kh < c->n_kv_heads; kh++) {
-                size_t at = (size_t)l * s->kv_layer + ((size_t)kh * s->n_ctx + (size_t)(pos0 + t)) * hd;
-                kv_put(s, s->key_cache, at, s->kx + (size_t)t * kvd + (size_t)kh * hd, hd);
-                kv_put(s, s->value_cache, at, s->vx + (size_t)t * kvd + (size_t)kh * hd, hd);
-            }
+        per_token(&st, qkv_out); /* Attention: q_norm, k_norm, apply_rope, the KV-cache */
         attn_task at = {s, l, m, pos0, 0}; /* Attention: scaled_dot_product_attention, causal */
         ob_threadpool_run(s->pool, attention_task, &at);
-        if (c->subln) norm_rows(&s->k, c, s->att, inner, L->attn_sub_norm, inner, m, s->att, inner); /* attn.sub_norm */
-        quantize_in(s, s->att, m, inner);
+        per_token(&st, attn_out); /* Attention: sub_norm, quantized */
         linear(s, &L->o_proj, m, s->o); /* Attention: o_proj */
-        for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * a */
-        norm_rows(&s->k, c, s->x, D, L->mlp_norm, D, m, s->h, D); /* Block: self.mlp_norm(x) */
-        quantize_in(s, s->h, m, D);
+        per_token(&st, mlp_in); /* Block: x + residual_scale * a, self.mlp_norm(x), quantized */
         { /* MLP: act(gate_proj(x)) * up_proj(x), or act(up_proj(x)) (one dispatch) */
             linear_group g = {s, {&L->up_proj, &L->gate_proj, NULL}, {s->up, s->gate, NULL}, c->gated ? 2 : 1, m, 1, {0, 0, 0}};
             ob_threadpool_run(s->pool, linear_group_task, &g);
         }
-        if (c->subln) norm_rows(&s->k, c, s->gate, F, L->mlp_sub_norm, F, m, s->gate, F); /* mlp.sub_norm */
-        quantize_in(s, s->gate, m, F);
+        per_token(&st, mlp_mid); /* MLP: sub_norm, quantized */
         linear(s, &L->down_proj, m, s->o); /* MLP: down_proj */
-        for (size_t i = 0; i < (size_t)m * D; i++) s->x[i] = s->x[i] + rs * s->o[i]; /* x + residual_scale * mlp */
+        per_token(&st, mlp_out); /* Block: x + residual_scale * mlp */
     }
     if (!head) return;
     int first = all ? 0 : m - 1;
