@@ -324,13 +324,6 @@ OB_T256 OB_INL void ob256_t2x_unpack4(const uint8_t *w, int nblk, uint8_t *dec, 
             _mm256_store_si256((__m256i *)(d + 96), _mm256_and_si256(_mm256_srli_epi16(W, 6), m03));
         }
 }
-/* Rows r..r+3 (unpacked) times T = 2 or 1 tokens, written as ob_out does: y[t * ldy + i] =
- * (float)(sum - xsum[t]) * f[t].  Every OB256_GEMM_FLUSH steps the int16 sums are widened (vpmaddwd)
- * into int32 vectors, summed across lanes once at the end into one vector, [rows 0-3 of token 0 |
- * rows 0-3 of token 1], and finished there: written back as int32 and read one by one, the sums
- * stalled the loop after each call.  One loop with the flush inside and the accumulators named one
- * by one: with a loop per flush or an indexed array GCC copied every accumulator to another register
- * each step. */
 /* The next quad's weights, which the unpack would otherwise wait for: they come from DRAM once per
  * forward when a model outgrows the L3 (134m's 46 MB), and the tiles of this quad, thousands of
  * cycles, hide the fetch. */
@@ -351,6 +344,14 @@ OB_T256 OB_INL __m256i ob256_hsum8_epi32(const __m256i *v) {
 }
 /* Keeps v in a register: without it GCC loads each weight vector twice, once per token. */
 #define OB_KEEP(v) __asm__("" : "+x"(v))
+/* Rows r..r+3 (unpacked) times T = 2 or 1 tokens, written as ob_out does: y[t * ldy + i] =
+ * (float)(sum - xsum[t]) * f[t].  Every OB256_GEMM_FLUSH steps the int16 sums are widened (vpmaddwd)
+ * into int32 vectors, summed across lanes once at the end into one vector, [rows 0-3 of token 0 |
+ * rows 0-3 of token 1], and finished there: written back as int32 and read one by one, the sums
+ * stalled the loop after each call.  One loop with the flush inside and the accumulators named one
+ * by one: with a loop per flush or an indexed array GCC copied every accumulator to another register
+ * each step.  Not inlined: inside the caller GCC reached the stack buffer through the frame and
+ * kept a pointer spilled in the loop. */
 OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x, size_t xs,
                                                                  const int32_t *xsum, const float *f, float *y, size_t ldy) {
     const __m256i ones16 = _mm256_set1_epi16(1);
