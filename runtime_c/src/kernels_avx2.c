@@ -20,6 +20,18 @@ OB_T256 OB_INL int32_t ob256_hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* Lane i = the lane sum of v[i], i < 8, in one tree of vphaddd. */
+OB_T256 OB_INL __m256i ob256_hsum8_epi32(const __m256i *v) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+/* One T2X group's 8 sums (acc, scaled by 4) finished as ob_out does, y[i] = (float)(sum - xsum) * f,
+ * in registers and one store: summed one by one, the 8 int32s went through memory to scalar code. */
+OB_T256 OB_INL void ob256_t2x_out8(const __m256i acc[OB_T2X_ROWS], int32_t xsum, float f, float *y) {
+    const __m256i s = _mm256_sub_epi32(_mm256_srai_epi32(ob256_hsum8_epi32(acc), 2), _mm256_set1_epi32(xsum));
+    _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(f)));
+}
 /* rb: bytes from a row to the next; bs: from a block to the next (32 in T2 rows, T2X's group stride). */
 OB_T256 OB_INL void ob256_t2_tile_bs(const uint8_t *w, size_t rb, int K, const int8_t *x, size_t xs,
                                      int32_t *out, const int R, const int T, const size_t bs) {
@@ -268,7 +280,19 @@ OB_T256 static void ob256_t2_gemv_1(const uint8_t *w, size_t s, int nb, const in
 #ifndef OB256_MS_MINBLK
 #define OB256_MS_MINBLK 20
 #endif
-OB_DEF_T2X_GROUPS(OB_T256, ob256_t2x_gemv_groups_seq, ob256_t2_gemv_rows)
+/* The groups one after the other (kernels_impl.h OB_DEF_T2X_GROUPS, its sums finished by ob256_t2x_out8). */
+OB_T256 static void ob256_t2x_gemv_groups_seq(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,
+                                              float *y) {
+    for (int g = 0; g < n; g++, w += (size_t)nb * OB_T2X_ROWS * 32, y += OB_T2X_ROWS) {
+        __m256i acc[OB_T2X_ROWS];
+        for (int r = 0; r < OB_T2X_ROWS; r++) acc[r] = _mm256_setzero_si256();
+        int b = 0;
+        for (; b + OB256_T2_NB <= nb; b += OB256_T2_NB)
+            ob256_t2_rows_blocks(w, 32, b, x, acc, OB_T2X_ROWS, OB_T2X_ROWS * 32, OB256_T2_NB, OB256_T2X_PF);
+        for (; b < nb; b++) ob256_t2_rows_blocks(w, 32, b, x, acc, OB_T2X_ROWS, OB_T2X_ROWS * 32, 1, OB256_T2X_PF);
+        ob256_t2x_out8(acc, xsum, f, y);
+    }
+}
 OB_T256 static void ob256_t2x_gemv_groups(const uint8_t *w, int n, int nb, const int8_t *x, int32_t xsum, float f,
                                           float *y) {
     const size_t gb = (size_t)nb * OB_T2X_ROWS * 32; /* bytes of one group */
@@ -288,7 +312,7 @@ OB_T256 static void ob256_t2x_gemv_groups(const uint8_t *w, int n, int nb, const
                                      1, OB256_MS_PF);
         for (int s = 0; s < S; s++) {
             float *ys = y + (size_t)(s * per + i) * OB_T2X_ROWS;
-            for (int r = 0; r < OB_T2X_ROWS; r++) ys[r] = (float)((ob256_hsum_epi32(acc[s][r]) >> 2) - xsum) * f;
+            ob256_t2x_out8(acc[s], xsum, f, ys);
         }
     }
     const int done = S * per; /* the groups left over, one after the other */
@@ -336,12 +360,6 @@ OB_T256 OB_INL void ob256_t2x_prefetch4(const uint8_t *w, int nblk) {
 #define OB256_UT_STEP(acc, wv, xv) acc = _mm256_add_epi16(_mm256_maddubs_epi16(wv, xv), acc)
 #define OB256_UT_WIDEN(i, acc) wide[i] = _mm256_add_epi32(wide[i], _mm256_madd_epi16(acc, ones16))
 #define OB256_UT_NEXT(end, kp) ((kp) - (end) < 32 * OB256_GEMM_FLUSH ? (kp) : (end) + 32 * OB256_GEMM_FLUSH)
-/* Lane i = the lane sum of v[i], i < 8, in one tree of vphaddd. */
-OB_T256 OB_INL __m256i ob256_hsum8_epi32(const __m256i *v) {
-    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-}
 /* Keeps v in a register: without it GCC loads each weight vector twice, once per token. */
 #define OB_KEEP(v) __asm__("" : "+x"(v))
 /* Rows r..r+3 (unpacked) times T = 2 or 1 tokens, written as ob_out does: y[t * ldy + i] =
