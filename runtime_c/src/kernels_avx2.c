@@ -370,8 +370,9 @@ OB_T256 OB_INL void ob256_t2x_prefetch4(const uint8_t *w, int nblk) {
  * by one: with a loop per flush or an indexed array GCC copied every accumulator to another register
  * each step.  Not inlined: inside the caller GCC reached the stack buffer through the frame and
  * kept a pointer spilled in the loop. */
-OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x, size_t xs,
-                                                                 const int32_t *xsum, const float *f, float *y, size_t ldy) {
+OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t *dec, size_t kp, const int8_t *x,
+                                                                 size_t xs, const int32_t *xsum, const float *f,
+                                                                 float *y, size_t ldy) {
     const __m256i ones16 = _mm256_set1_epi16(1);
     const uint8_t *d0 = dec, *d1 = dec + kp, *d2 = dec + 2 * kp, *d3 = dec + 3 * kp;
     const int8_t *x0 = x, *x1 = x + xs;
@@ -406,7 +407,8 @@ OB_T256 __attribute__((noinline)) static void ob256_unpacked_tile2(const uint8_t
             end = OB256_UT_NEXT(end, kp);
         }
     }
-    const __m256i xsv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32(xsum[0])), _mm_set1_epi32(xsum[1]), 1);
+    const __m256i xsv =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32(xsum[0])), _mm_set1_epi32(xsum[1]), 1);
     const __m256 fv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(f[0])), _mm_set1_ps(f[1]), 1);
     const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ob256_hsum8_epi32(wide), xsv)), fv);
     _mm_storeu_ps(y, _mm256_castps256_ps128(v));

@@ -340,7 +340,8 @@ static void norm_rows(const ob_kernels *k, const ob_config *c, const float *x, s
     for (int t = 0; t < m; t++) norm_row(k, c, x + t * ldx, w, n, y + t * ldy);
 }
 
-/* model.py BitLinear (eval): the input quantized once, then the packed matmul.  Here the input: rows t0..t1-1 of x (K wide) quantized into their rows of xq. */
+/* model.py BitLinear (eval): the input quantized once, then the packed matmul.  Here the input:
+ * rows t0..t1-1 of x (K wide) quantized into their rows of xq. */
 static void quantize_rows(ob_session *s, const float *x, int t0, int t1, int K) {
     ob_quantize_rows(&s->k, x + (size_t)t0 * K, (size_t)K, t1 - t0, K, s->xq + (size_t)t0 * s->xq_stride, s->xq_stride,
                      s->act_a + t0, s->act_sum + t0);
@@ -577,8 +578,9 @@ static void qkv_out(const layer_step *st, int t0, int t1) {
     const ob_config *c = s->cfg;
     int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, kvd = nkv * hd;
     if (c->qk_norm) { /* q_norm(q), k_norm(k) per head */
-        norm_rows(&s->k, c, s->q + (size_t)t0 * nh * hd, hd, st->L->q_norm, hd, (t1 - t0) * nh, s->q + (size_t)t0 * nh * hd, hd);
-        norm_rows(&s->k, c, s->kx + (size_t)t0 * kvd, hd, st->L->k_norm, hd, (t1 - t0) * nkv, s->kx + (size_t)t0 * kvd, hd);
+        float *q = s->q + (size_t)t0 * nh * hd, *k = s->kx + (size_t)t0 * kvd;
+        norm_rows(&s->k, c, q, hd, st->L->q_norm, hd, (t1 - t0) * nh, q, hd);
+        norm_rows(&s->k, c, k, hd, st->L->k_norm, hd, (t1 - t0) * nkv, k, hd);
     }
     if (c->pos == OB_POS_ROPE) { /* apply_rope(q), apply_rope(k) */
         rope_rows(s, s->q, t0, t1, nh, st->pos0);
