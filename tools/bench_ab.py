@@ -4,17 +4,17 @@
     python tools/bench_ab.py --a OLD/onebit-run --b NEW/onebit-run -m model.1bit \
         [--threads 1,2] [--rounds 6] [--test tg128] [--kv f16]
 
-Each round runs A and B (then the next thread count) with `--bench` and the same arguments, A
-first in odd rounds and B first in even ones, so both builds see the same machine state and
-neither always runs second; it prints every sample, then per thread count the best and the
-median of each build, B / A of the medians, and the median and quartiles of the per-round B / A
-ratios (the spread a same-build A / A run shows is the noise to read them against).  Tests: tg128 (one prompt token, 128
-decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512.  To build
-the "before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`.  With --model-b, B
-runs that file instead (e.g. one build, --a and --b the same binary, on two exports of one model);
-with --kv-b, B runs that KV-cache type (one build and one model, f32 against f16); with --env-a /
---env-b NAME=VALUE, that side runs with that environment variable (one build, ONEBIT_REPACK=0
-against the default: the file's T2 layout against the load-time T2X repack).
+Each round runs A and B (then the next thread count) with `--bench` and the same arguments, A first
+in odd rounds and B first in even ones, so both builds see the same machine state and neither always
+runs second; it prints every sample, then per thread count the best and the median of each build,
+B / A of the medians, and the median and quartiles of the per-round B / A ratios (the spread that a
+same-build A / A run shows is the noise to read them against). Tests: tg128 (one prompt token, 128
+decoded, as llama-bench's tg128), tg128@d512 (after a 512-token prompt), pp128, pp512. To build the
+"before": `git worktree add /tmp/old COMMIT && make -C /tmp/old/runtime_c`. With --model-b, B runs
+that file instead (e.g. one build, --a and --b the same binary, on two exports of one model); with
+--kv-b, B runs that KV-cache type (one build and one model, f32 against f16); with --env-a / --env-b
+NAME=VALUE, that side runs with that environment variable (one build, ONEBIT_REPACK=0 against the
+default: the file's T2 layout against the load-time T2X repack).
 """
 
 from __future__ import annotations

@@ -445,7 +445,9 @@ int main(int argc, char **argv) {
             b.k = &k;
             b.c = c;
             b.pool = c->threads > 1 ? pool2 : NULL;
-            b.w = c->kind == 0 ? (c->fmt == OB_WFMT_T2 ? (const void *)wt2 : c->fmt == OB_WFMT_T2X ? (const void *)wt2x : (const void *)wbuf)
+            b.w = c->kind == 0 ? (c->fmt == OB_WFMT_T2    ? (const void *)wt2
+                                  : c->fmt == OB_WFMT_T2X ? (const void *)wt2x
+                                                          : (const void *)wbuf)
                   : c->kind == 1 ? (const void *)wf32
                   : c->kind == 2 ? (const void *)wf16
                                  : (const void *)wbuf;

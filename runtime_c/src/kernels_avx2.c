@@ -241,15 +241,20 @@ OB_T256 OB_INL void ob256_t2_rows_blocks(const uint8_t *w, size_t stride, int b,
                                   _mm256_add_epi32(_mm256_madd_epi16(s1, fours16), _mm256_madd_epi16(s4, ones16)));
     }
 }
-OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
-                                       const int R, const size_t bs) {
-    __m256i acc[OB_T2_NS_MAX];
+/* acc[r] = row r's block sums over all nblk blocks (scaled by 4, lanes not yet summed). */
+OB_T256 OB_INL void ob256_t2_rows_acc(const uint8_t *w, size_t stride, int nblk, const int8_t *x, __m256i *acc,
+                                      const int R, const size_t bs) {
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
     int b = 0;
     for (; b + OB256_T2_NB <= nblk; b += OB256_T2_NB)
         ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, OB256_T2_NB, OB256_T2X_PF);
     for (; b < nblk; b++) ob256_t2_rows_blocks(w, stride, b, x, acc, R, bs, 1, OB256_T2X_PF);
+}
+OB_T256 OB_INL void ob256_t2_gemv_rows(const uint8_t *w, size_t stride, int nblk, const int8_t *x, int32_t *out,
+                                       const int R, const size_t bs) {
+    __m256i acc[OB_T2_NS_MAX];
+    ob256_t2_rows_acc(w, stride, nblk, x, acc, R, bs);
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) out[r] = ob256_hsum_epi32(acc[r]) >> 2;
 }
@@ -285,11 +290,7 @@ OB_T256 static void ob256_t2x_gemv_groups_seq(const uint8_t *w, int n, int nb, c
                                               float *y) {
     for (int g = 0; g < n; g++, w += (size_t)nb * OB_T2X_ROWS * 32, y += OB_T2X_ROWS) {
         __m256i acc[OB_T2X_ROWS];
-        for (int r = 0; r < OB_T2X_ROWS; r++) acc[r] = _mm256_setzero_si256();
-        int b = 0;
-        for (; b + OB256_T2_NB <= nb; b += OB256_T2_NB)
-            ob256_t2_rows_blocks(w, 32, b, x, acc, OB_T2X_ROWS, OB_T2X_ROWS * 32, OB256_T2_NB, OB256_T2X_PF);
-        for (; b < nb; b++) ob256_t2_rows_blocks(w, 32, b, x, acc, OB_T2X_ROWS, OB_T2X_ROWS * 32, 1, OB256_T2X_PF);
+        ob256_t2_rows_acc(w, 32, nb, x, acc, OB_T2X_ROWS, OB_T2X_ROWS * 32);
         ob256_t2x_out8(acc, xsum, f, y);
     }
 }
