@@ -98,10 +98,12 @@ static uint64_t read_pass(const uint8_t *buf, size_t n) { return read_pass_s(buf
 /* ---------------------------------------------------------------- cases */
 typedef struct {
     const char *name;
-    int kind; /* 0 packed matmul, 1 gemv f32, 2 gemv f16, 3 gemv q8, 4 int4 (per-row scales) */
+    int kind; /* 0 packed matmul, 1 gemv f32, 2 gemv f16, 3 gemv q8, 4 int4 (per-row scales),
+                 5 attention scores f16, 6 attention mix f16 */
     ob_wfmt fmt;
-    int N, K, m, threads;
-    const char *level; /* roofline buffer */
+    int N, K, m, threads; /* attention: N cached rows of K values, m query heads on a KV head */
+    const char *level;    /* roofline buffer */
+    int heads;            /* attention: KV heads a call walks, one after the other (a decode step) */
 } bcase;
 
 typedef struct {
@@ -118,6 +120,7 @@ typedef struct {
     const int16_t *xq16; /* q8: the int16 activations (ob_quantize_i16) and their scale */
     float a16;
     float *y;
+    float *p; /* attention: the probabilities, m rows of N */
 } bctx;
 
 static void run_once(bctx *b) {
@@ -132,9 +135,18 @@ static void run_once(bctx *b) {
     case 3:
         ob_gemv_q8_mt(b->pool, b->k, (const int8_t *)b->w, b->scale, (size_t)c->K, c->N, c->K, b->xq16, b->a16, b->y);
         break;
-    default:
+    case 4:
         b->k->matmul_rs[OB_IFMT_I4]((const uint8_t *)b->w, c->K, b->scale, b->xq, b->xs, b->a, b->xsum, c->m, 0, c->N,
                                     b->y, (size_t)c->N);
+        break;
+    default: /* the KV heads of a decode step, as session.c calls them; xf: the m query heads */
+        for (int h = 0; h < c->heads; h++) {
+            const uint16_t *rows = (const uint16_t *)b->w + (size_t)h * c->N * c->K;
+            if (c->kind == 5)
+                (b->k->scores_f16 ? b->k->scores_f16 : ob_scores_f16_ref)(b->xf, c->m, rows, c->K, c->N, 0.125f, b->y,
+                                                                         (size_t)c->N);
+            else (b->k->mix_f16 ? b->k->mix_f16 : ob_mix_f16_ref)(b->y, c->m, b->p, (size_t)c->N, rows, c->K, c->N);
+        }
         break;
     }
 }
@@ -186,7 +198,8 @@ static size_t weight_bytes(const bcase *c) {
     case 1: return (size_t)c->N * c->K * 4;
     case 2: return (size_t)c->N * c->K * 2;
     case 3: return (size_t)c->N * c->K + (size_t)c->N * 4;
-    default: return ob_irow_bytes(OB_IFMT_I4, c->K) * (size_t)c->N + (size_t)c->N * 4;
+    case 4: return ob_irow_bytes(OB_IFMT_I4, c->K) * (size_t)c->N + (size_t)c->N * 4;
+    default: return (size_t)c->heads * c->N * c->K * 2;
     }
 }
 
@@ -358,22 +371,30 @@ int main(int argc, char **argv) {
     if (read_bw_mib > 0) return read_bw_main((size_t)read_bw_mib, bw_threads < 1 ? 1 : bw_threads, reps > 0 ? reps : 5, streams);
     const int big_k = quick ? 16384 : 32768; /* big T2 case: big_k x big_k weights (256 MB at 32768) */
     const bcase cases[] = {
-        {"T2 GEMV, in cache", 0, OB_WFMT_T2, 2048, 2048, 1, 1, "1M"},
-        {"T2 GEMV, DRAM", 0, OB_WFMT_T2, big_k, big_k, 1, 1, "big"},
-        {"T1.6 GEMV, in cache", 0, OB_WFMT_T16, 2048, 2048, 1, 1, "1M"},
-        {"B1 GEMV, in cache", 0, OB_WFMT_B1, 2048, 2048, 1, 1, "1M"},
-        {"T2 GEMM m=64 (prefill)", 0, OB_WFMT_T2, 2048, 2048, 64, 1, "1M"},
-        {"T2X GEMM m=64 (prefill, the load-time repack)", 0, OB_WFMT_T2X, 2048, 2048, 64, 1, "1M"},
-        {"T1.6 GEMM m=64 (prefill)", 0, OB_WFMT_T16, 2048, 2048, 64, 1, "1M"},
-        {"B1 GEMM m=64 (prefill)", 0, OB_WFMT_B1, 2048, 2048, 64, 1, "1M"},
-        {"f16 GEMV (LM head 32000x2048)", 2, OB_WFMT_T2, 32000, 2048, 1, 1, "f16"},
-        {"int8 GEMV (LM head 32000x2048)", 3, OB_WFMT_T2, 32000, 2048, 1, 1, "q8"},
-        {"int8 GEMV, in L2 (512x768)", 3, OB_WFMT_T2, 512, 768, 1, 1, "q8"},
-        {"int8 GEMV (LM head 32000x768, 134m)", 3, OB_WFMT_T2, 32000, 768, 1, 1, "q8"},
-        {"int8 GEMV (LM head 128256x2560, 2B4T)", 3, OB_WFMT_T2, 128256, 2560, 1, 1, "q8"},
-        {"int4 GEMV, in L2 (512x768)", 4, OB_WFMT_T2, 512, 768, 1, 1, "i4"},
-        {"int4 GEMV (LM head 128256x2560, 2B4T, --head-dtype i4)", 4, OB_WFMT_T2, 128256, 2560, 1, 1, "i4"},
-        {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32"},
+        {"T2 GEMV, in cache", 0, OB_WFMT_T2, 2048, 2048, 1, 1, "1M", 0},
+        {"T2 GEMV, DRAM", 0, OB_WFMT_T2, big_k, big_k, 1, 1, "big", 0},
+        {"T1.6 GEMV, in cache", 0, OB_WFMT_T16, 2048, 2048, 1, 1, "1M", 0},
+        {"B1 GEMV, in cache", 0, OB_WFMT_B1, 2048, 2048, 1, 1, "1M", 0},
+        {"T2 GEMM m=64 (prefill)", 0, OB_WFMT_T2, 2048, 2048, 64, 1, "1M", 0},
+        {"T2X GEMM m=64 (prefill, the load-time repack)", 0, OB_WFMT_T2X, 2048, 2048, 64, 1, "1M", 0},
+        {"T1.6 GEMM m=64 (prefill)", 0, OB_WFMT_T16, 2048, 2048, 64, 1, "1M", 0},
+        {"B1 GEMM m=64 (prefill)", 0, OB_WFMT_B1, 2048, 2048, 64, 1, "1M", 0},
+        {"f16 GEMV (LM head 32000x2048)", 2, OB_WFMT_T2, 32000, 2048, 1, 1, "f16", 0},
+        {"int8 GEMV (LM head 32000x2048)", 3, OB_WFMT_T2, 32000, 2048, 1, 1, "q8", 0},
+        {"int8 GEMV, in L2 (512x768)", 3, OB_WFMT_T2, 512, 768, 1, 1, "q8", 0},
+        {"int8 GEMV (LM head 32000x768, 134m)", 3, OB_WFMT_T2, 32000, 768, 1, 1, "q8", 0},
+        {"int8 GEMV (LM head 128256x2560, 2B4T)", 3, OB_WFMT_T2, 128256, 2560, 1, 1, "q8", 0},
+        {"int4 GEMV, in L2 (512x768)", 4, OB_WFMT_T2, 512, 768, 1, 1, "i4", 0},
+        {"int4 GEMV (LM head 128256x2560, 2B4T, --head-dtype i4)", 4, OB_WFMT_T2, 128256, 2560, 1, 1, "i4", 0},
+        {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32", 0},
+        /* a decode step at depth 1024 over an f16 KV-cache that the weights evicted: every KV head
+         * of the model, one after the other (GOPS: 2 per cached value and query head) */
+        {"attention scores f16 (2B4T: 30 x 5 KV heads, 4 query heads of 128 each, 1024 rows)", 5, OB_WFMT_T2,
+         1024, 128, 4, 1, "kv", 150},
+        {"attention mix f16 (2B4T: 30 x 5 KV heads, 4 query heads of 128 each, 1024 rows)", 6, OB_WFMT_T2,
+         1024, 128, 4, 1, "kv", 150},
+        {"attention scores f16 (134m: 12 x 12 heads of 64, 1024 rows)", 5, OB_WFMT_T2, 1024, 64, 1, 1, "kv", 144},
+        {"attention mix f16 (134m: 12 x 12 heads of 64, 1024 rows)", 6, OB_WFMT_T2, 1024, 64, 1, 1, "kv", 144},
     };
     const int ncases = (int)(sizeof(cases) / sizeof(cases[0]));
 
@@ -418,6 +439,14 @@ int main(int argc, char **argv) {
     /* f16 weights */
     uint16_t *wf16 = (uint16_t *)xalloc((size_t)32000 * 2048 * 2);
     for (size_t i = 0; i < (size_t)32000 * 2048; i++) wf16[i] = ob_f32_to_f16((float)((int)(rnd() % 2001) - 1000) * 1e-3f);
+    /* the attention cases' f16 KV rows (as many as the largest case walks) and probabilities */
+    size_t kvn = 0;
+    for (int i = 0; i < ncases; i++)
+        if (cases[i].kind >= 5 && weight_bytes(&cases[i]) / 2 > kvn) kvn = weight_bytes(&cases[i]) / 2;
+    uint16_t *kv16 = (uint16_t *)xalloc(kvn * 2 + 64);
+    for (size_t i = 0; i < kvn; i++) kv16[i] = ob_f32_to_f16((float)((int)(rnd() % 2001) - 1000) * 1e-3f);
+    float *prob = xalloc((size_t)4 * 1024 * 4);
+    for (int i = 0; i < 4 * 1024; i++) prob[i] = (float)(rnd() % 1000) * 1e-6f;
     float *wf32 = xalloc((size_t)2048 * 2048 * 4);
     for (size_t i = 0; i < (size_t)2048 * 2048; i++) wf32[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
 
@@ -450,7 +479,9 @@ int main(int argc, char **argv) {
                                                           : (const void *)wbuf)
                   : c->kind == 1 ? (const void *)wf32
                   : c->kind == 2 ? (const void *)wf16
+                  : c->kind >= 5 ? (const void *)kv16
                                  : (const void *)wbuf;
+            b.p = prob;
             b.scale = scale;
             b.xs = ob_act_stride(c->K);
             ob_quantize_rows(&k, xf, (size_t)c->K, c->m, c->K, xq, b.xs, a, xsum);
@@ -467,7 +498,7 @@ int main(int argc, char **argv) {
             const uint8_t *wraw = (const uint8_t *)b.w;
             double t = time_case(&b, slow ? (big ? 1 : 2) : (big ? (quick ? 2 : 4) : reps), big ? 0.5 : 0.1,
                                  wraw, weight_bytes(c), &roof, &pmed);
-            double ops = 2.0 * c->N * (double)c->K * c->m;
+            double ops = 2.0 * c->N * (double)c->K * c->m * (c->kind >= 5 ? c->heads : 1);
             double gbs = (double)weight_bytes(c) / t / 1e9;
             if (isa == OB_ISA_SCALAR) scalar_t[ci] = t;
             char tbuf[32], rbuf[32], sbuf[32];
@@ -483,6 +514,6 @@ int main(int argc, char **argv) {
         }
     }
     ob_threadpool_destroy(pool2);
-    free(wbuf); free(wt2); free(wt2x); free(scale); free(xf); free(xq); free(xq16); free(y); free(wf16); free(wf32);
+    free(wbuf); free(wt2); free(wt2x); free(scale); free(xf); free(xq); free(xq16); free(y); free(wf16); free(wf32); free(kv16); free(prob);
     return 0;
 }

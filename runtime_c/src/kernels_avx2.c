@@ -845,12 +845,19 @@ OB_T256 static void ob256_i4_gemv(const uint8_t *w, int K, const float *wscale, 
 OB_DEF_MATMUL_RS_GEMV(ob256_i4, OB_IFMT_I4, 8, ob256_i4_gemv)
 OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
 /* Fused attention (kernels.h: scores / mix) for the G query heads that share one KV head, each cached
- * row read once for all of them.  Heads go in blocks of g = 4, 2 or 1 (then 2, 1 for what is left).
+ * row widened once for all of them (vcvtph2ps runs about one a cycle here, as many as the products
+ * it feeds).  Heads go in blocks of g = 4, 2 or 1 (then 2, 1 for what is left).
  * scores: 8 accumulators, one per (row, head) pair of 8 / g rows and g heads, each with a row's 8
  * partial sums exactly as ob256_dot_*; an 8x8 transpose puts lane l of every pair in one register,
  * and kernels.h's tree ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)) runs for the 8 at once.
- * mix: head by head, y kept in registers, 64 values at a time, over all rows (the heads in blocks, as
- * the scores, ran slower here: 2b4t at depth 512, mix 3.9-4.4 -> 4.8-6.0 ms a token, profile_decode).
+ * Each query vector is loaded once for the 8 / g rows (OB_KEEP: GCC folded it into every multiply,
+ * 10 loads a step instead of 6), and the rows are prefetched OB256_ATTN_PF bytes ahead.
+ * mix: 8 / g vectors of y for each of the g heads in registers, the rows in tiles of
+ * OB256_MIX_TILE bytes, a pass over a tile for each 8 * 8 / g values of a row, y stored after a
+ * tile and reloaded for the next (the order of the sums is the axpy sequence's).  Head by head
+ * over all rows, as before, an f16 row was widened once for each head; tiles of 16 KB and more ran
+ * slower from DRAM than 4 KB ones (strided passes the prefetchers follow worse), and prefetching
+ * the next tile slower still.  Measured: bench_kernels --case attention (docs/BENCHMARKS.md).
  * Both need hd % 8 == 0 (any head_dim of a real model); otherwise they loop over dot / axpy. */
 OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
     __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
@@ -869,6 +876,12 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
                          _mm256_add_ps(_mm256_add_ps(s2, s6), _mm256_add_ps(s3, s7)));
 }
 #define OB256_LD_F32(p) _mm256_loadu_ps(p)
+#ifndef OB256_ATTN_PF
+#define OB256_ATTN_PF 2048
+#endif
+#ifndef OB256_MIX_TILE
+#define OB256_MIX_TILE 4096
+#endif
 #define OB256_ATTN(T, sfx, LD, dot, axpy)                                                              \
     OB_T256 OB_INL void ob256_scores_blk_##sfx(const float *q, const T *rows, int hd, int n, float scale, \
                                                float *out, size_t ldo, const int g) {                  \
@@ -879,11 +892,15 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
                 const T *r = rows + (size_t)j * hd;                                                    \
                 __m256 acc[8];                                                                         \
                 _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();      \
+                if (OB256_ATTN_PF)                                                                     \
+                    for (size_t c = 0; c < (size_t)kb * hd * sizeof(T); c += 64)                       \
+                        _mm_prefetch((const char *)r + OB256_ATTN_PF + c, _MM_HINT_T0);                \
                 for (int i = 0; i < hd; i += 8) {                                                      \
                     __m256 kv[8];                                                                      \
                     _Pragma("GCC unroll 8") for (int k = 0; k < kb; k++) kv[k] = LD(r + (size_t)k * hd + i); \
                     _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) {                              \
-                        const __m256 qv = _mm256_loadu_ps(q + (size_t)h * hd + i);                     \
+                        __m256 qv = _mm256_loadu_ps(q + (size_t)h * hd + i);                           \
+                        OB_KEEP(qv); /* one load for the kb rows, not one each */                      \
                         _Pragma("GCC unroll 8") for (int k = 0; k < kb; k++)                           \
                             acc[k * g + h] = _mm256_add_ps(acc[k * g + h], _mm256_mul_ps(qv, kv[k]));  \
                     }                                                                                  \
@@ -912,34 +929,66 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
             else ob256_scores_blk_##sfx(qh, rows, hd, n, scale, oh, ldo, 1), h += 1;                   \
         }                                                                                              \
     }                                                                                                  \
+    /* heads h < g (g = 4, 2, 1) of a block, 8 / g vectors of each in registers a pass */              \
+    OB_T256 OB_INL void ob256_mix_blk_##sfx(float *y, const float *p, size_t ldp, const T *rows, int hd, int n, \
+                                            const int g) {                                             \
+        const int nv = 8 / g, tr = OB256_MIX_TILE / (hd * (int)sizeof(T)) > 8 ? OB256_MIX_TILE / (hd * (int)sizeof(T)) : 8; \
+        for (int j0 = 0; j0 < n; j0 += tr) {                                                           \
+            const int m = n - j0 < tr ? n - j0 : tr;                                                   \
+            for (int d = 0; d < hd; d += 8 * nv) {                                                     \
+                const int c = (hd - d) / 8 < nv ? (hd - d) / 8 : nv;                                   \
+                const T *r = rows + (size_t)j0 * hd + d;                                               \
+                const float *pj = p + j0;                                                              \
+                __m256 acc[8];                                                                         \
+                if (c == nv) { /* constant indices only, so that acc stays in registers */             \
+                    _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
+                        acc[a] = j0 ? _mm256_loadu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv)) : _mm256_setzero_ps(); \
+                    for (int j = 0; j < m; j++, r += hd, pj++) {                                       \
+                        __m256 v[8];                                                                   \
+                        _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++) v[t] = LD(r + 8 * t);     \
+                        _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) {                          \
+                            const __m256 ph = _mm256_broadcast_ss(pj + (size_t)h * ldp);               \
+                            _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++)                       \
+                                acc[h * nv + t] = _mm256_add_ps(acc[h * nv + t], _mm256_mul_ps(ph, v[t])); \
+                        }                                                                              \
+                    }                                                                                  \
+                    _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
+                        _mm256_storeu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv), acc[a]);        \
+                    continue;                                                                          \
+                }                                                                                      \
+                for (int h = 0; h < g; h++) /* the last pass of a head size that 8 * nv does not divide */ \
+                    for (int t = 0; t < c; t++)                                                        \
+                        acc[h * nv + t] = j0 ? _mm256_loadu_ps(y + (size_t)h * hd + d + 8 * t) : _mm256_setzero_ps(); \
+                for (int j = 0; j < m; j++, r += hd, pj++)                                             \
+                    for (int h = 0; h < g; h++) {                                                      \
+                        const __m256 ph = _mm256_broadcast_ss(pj + (size_t)h * ldp);                   \
+                        for (int t = 0; t < c; t++)                                                    \
+                            acc[h * nv + t] = _mm256_add_ps(acc[h * nv + t], _mm256_mul_ps(ph, LD(r + 8 * t))); \
+                    }                                                                                  \
+                for (int h = 0; h < g; h++)                                                            \
+                    for (int t = 0; t < c; t++) _mm256_storeu_ps(y + (size_t)h * hd + d + 8 * t, acc[h * nv + t]); \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
     OB_T256 static void ob256_mix_##sfx(float *y, int G, const float *p, size_t ldp, const T *rows, int hd, \
                                         int n) {                                                       \
-        for (int h = 0; h < G; h++, y += hd, p += ldp) {                                               \
-            if (hd & 7) {                                                                              \
+        if (hd & 7) {                                                                                  \
+            for (int h = 0; h < G; h++, y += hd, p += ldp) {                                           \
                 for (int i = 0; i < hd; i++) y[i] = 0.0f;                                              \
                 for (int j = 0; j < n; j++) axpy(y, p[j], rows + (size_t)j * hd, hd);                  \
-                continue;                                                                              \
             }                                                                                          \
-            for (int d = 0; d < hd; d += 64) {                                                         \
-                const int c = (hd - d) / 8 < 8 ? (hd - d) / 8 : 8;                                     \
-                __m256 acc[8];                                                                         \
-                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();      \
-                if (c == 8) {                                                                          \
-                    for (int j = 0; j < n; j++) {                                                      \
-                        const __m256 pj = _mm256_set1_ps(p[j]);                                        \
-                        const T *r = rows + (size_t)j * hd + d;                                        \
-                        _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++)                            \
-                            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t)));          \
-                    }                                                                                  \
-                } else {                                                                               \
-                    for (int j = 0; j < n; j++) {                                                      \
-                        const __m256 pj = _mm256_set1_ps(p[j]);                                        \
-                        const T *r = rows + (size_t)j * hd + d;                                        \
-                        for (int t = 0; t < c; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(pj, LD(r + 8 * t))); \
-                    }                                                                                  \
-                }                                                                                      \
-                for (int t = 0; t < c; t++) _mm256_storeu_ps(y + d + 8 * t, acc[t]);                   \
-            }                                                                                          \
+            return;                                                                                    \
+        }                                                                                              \
+        if (n == 0) {                                                                                  \
+            memset(y, 0, sizeof(float) * (size_t)G * (size_t)hd);                                      \
+            return;                                                                                    \
+        }                                                                                              \
+        for (int h = 0; h < G;) {                                                                      \
+            float *yh = y + (size_t)h * hd;                                                            \
+            const float *ph = p + (size_t)h * ldp;                                                     \
+            if (G - h >= 4) ob256_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, 4), h += 4;                  \
+            else if (G - h >= 2) ob256_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, 2), h += 2;             \
+            else ob256_mix_blk_##sfx(yh, ph, ldp, rows, hd, n, 1), h += 1;                             \
         }                                                                                              \
     }
 OB256_ATTN(float, f32, OB256_LD_F32, ob256_dot_f32, ob256_axpy_f32)

@@ -1006,6 +1006,43 @@ static void test_isa_attn(const ob_kernels *kern) {
         }
     }
     CHECK(bad == 0, "%s attention scores/mix: %d mismatches", ob_isa_name(kern->isa), bad);
+    /* long caches, which the kernels may cut into tiles of rows (AVX2: 4 KB): a few head sizes, row
+     * counts around tile multiples, 1-5 query heads */
+    enum { RL = 300, HL = 128 };
+    static float lrows[RL * HL], lo0[5 * HL + 5 * RL + 1], lo1[5 * HL + 5 * RL + 1], lp[5 * RL];
+    static uint16_t lrows16[RL * HL];
+    static const int lhd[] = {8, 64, 72, 128}, ln[] = {31, 32, 33, 64, 65, 257, RL};
+    bad = 0;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 7; b++) {
+            const int hd = lhd[a], n = ln[b], G = 1 + (a + b) % 5;
+            for (int i = 0; i < n * hd; i++) {
+                lrows[i] = rndf() * 3.0f;
+                lrows16[i] = ob_f32_to_f16(rndf() * 3.0f);
+            }
+            for (int i = 0; i < G * hd; i++) q[i] = rndf();
+            for (int i = 0; i < G * n; i++) lp[i] = rndf();
+            for (int kind = 0; kind < 4; kind++) {
+                memset(lo0, 0x7f, sizeof lo0);
+                memset(lo1, 0x7f, sizeof lo1);
+                size_t len = kind < 2 ? (size_t)G * n : (size_t)G * hd;
+                if (kind == 0 && kern->scores_f32) {
+                    ob_scores_f32_ref(q, G, lrows, hd, n, 0.125f, lo0, (size_t)n);
+                    kern->scores_f32(q, G, lrows, hd, n, 0.125f, lo1, (size_t)n);
+                } else if (kind == 1 && kern->scores_f16) {
+                    ob_scores_f16_ref(q, G, lrows16, hd, n, 0.125f, lo0, (size_t)n);
+                    kern->scores_f16(q, G, lrows16, hd, n, 0.125f, lo1, (size_t)n);
+                } else if (kind == 2 && kern->mix_f32) {
+                    ob_mix_f32_ref(lo0, G, lp, (size_t)n, lrows, hd, n);
+                    kern->mix_f32(lo1, G, lp, (size_t)n, lrows, hd, n);
+                } else if (kind == 3 && kern->mix_f16) {
+                    ob_mix_f16_ref(lo0, G, lp, (size_t)n, lrows16, hd, n);
+                    kern->mix_f16(lo1, G, lp, (size_t)n, lrows16, hd, n);
+                }
+                bad += !bits_eq(lo0, lo1, len + 1);
+            }
+        }
+    CHECK(bad == 0, "%s attention scores/mix over long caches: %d mismatches", ob_isa_name(kern->isa), bad);
 }
 
 /* ---------------------------------------------------------------- int4 / int8 rows (mixed models) */
