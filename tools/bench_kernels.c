@@ -387,14 +387,15 @@ int main(int argc, char **argv) {
         {"int4 GEMV, in L2 (512x768)", 4, OB_WFMT_T2, 512, 768, 1, 1, "i4", 0},
         {"int4 GEMV (LM head 128256x2560, 2B4T, --head-dtype i4)", 4, OB_WFMT_T2, 128256, 2560, 1, 1, "i4", 0},
         {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32", 0},
-        /* a decode step at depth 1024 over an f16 KV-cache that the weights evicted: every KV head
-         * of the model, one after the other (GOPS: 2 per cached value and query head) */
+        /* a decode step over an f16 KV-cache: every KV head of the model, one after the other (GOPS:
+         * 2 per cached value and query head); 37-39 MB, more than this machine's L3, as in a decode
+         * step whose weights evicted the cache */
         {"attention scores f16 (2B4T: 30 x 5 KV heads, 4 query heads of 128 each, 1024 rows)", 5, OB_WFMT_T2,
          1024, 128, 4, 1, "kv", 150},
         {"attention mix f16 (2B4T: 30 x 5 KV heads, 4 query heads of 128 each, 1024 rows)", 6, OB_WFMT_T2,
          1024, 128, 4, 1, "kv", 150},
-        {"attention scores f16 (134m: 12 x 12 heads of 64, 1024 rows)", 5, OB_WFMT_T2, 1024, 64, 1, 1, "kv", 144},
-        {"attention mix f16 (134m: 12 x 12 heads of 64, 1024 rows)", 6, OB_WFMT_T2, 1024, 64, 1, 1, "kv", 144},
+        {"attention scores f16 (134m: 12 x 12 heads of 64, 2048 rows)", 5, OB_WFMT_T2, 2048, 64, 1, 1, "kv", 144},
+        {"attention mix f16 (134m: 12 x 12 heads of 64, 2048 rows)", 6, OB_WFMT_T2, 2048, 64, 1, 1, "kv", 144},
     };
     const int ncases = (int)(sizeof(cases) / sizeof(cases[0]));
 
@@ -445,8 +446,8 @@ int main(int argc, char **argv) {
         if (cases[i].kind >= 5 && weight_bytes(&cases[i]) / 2 > kvn) kvn = weight_bytes(&cases[i]) / 2;
     uint16_t *kv16 = (uint16_t *)xalloc(kvn * 2 + 64);
     for (size_t i = 0; i < kvn; i++) kv16[i] = ob_f32_to_f16((float)((int)(rnd() % 2001) - 1000) * 1e-3f);
-    float *prob = xalloc((size_t)4 * 1024 * 4);
-    for (int i = 0; i < 4 * 1024; i++) prob[i] = (float)(rnd() % 1000) * 1e-6f;
+    float *prob = xalloc((size_t)4 * 2048 * 4);
+    for (int i = 0; i < 4 * 2048; i++) prob[i] = (float)(rnd() % 1000) * 1e-6f;
     float *wf32 = xalloc((size_t)2048 * 2048 * 4);
     for (size_t i = 0; i < (size_t)2048 * 2048; i++) wf32[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
 

@@ -856,8 +856,9 @@ OB_DEF_MATMUL_RS(ob256_i8, OB_IFMT_I8, 0)
  * OB256_MIX_TILE bytes, a pass over a tile for each 8 * 8 / g values of a row, y stored after a
  * tile and reloaded for the next (the order of the sums is the axpy sequence's).  Head by head
  * over all rows, as before, an f16 row was widened once for each head; tiles of 16 KB and more ran
- * slower from DRAM than 4 KB ones (strided passes the prefetchers follow worse), and prefetching
- * the next tile slower still.  Measured: bench_kernels --case attention (docs/BENCHMARKS.md).
+ * slower from DRAM than 4 KB ones (strided passes the prefetchers follow worse).  The first pass
+ * over a tile prefetches each row OB256_MIX_PF bytes ahead, whole, for the passes after it.
+ * Measured: bench_kernels --case attention (docs/BENCHMARKS.md).
  * Both need hd % 8 == 0 (any head_dim of a real model); otherwise they loop over dot / axpy. */
 OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
     __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
@@ -878,6 +879,9 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
 #define OB256_LD_F32(p) _mm256_loadu_ps(p)
 #ifndef OB256_ATTN_PF
 #define OB256_ATTN_PF 2048
+#endif
+#ifndef OB256_MIX_PF
+#define OB256_MIX_PF 2048
 #endif
 #ifndef OB256_MIX_TILE
 #define OB256_MIX_TILE 4096
@@ -929,6 +933,24 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
             else ob256_scores_blk_##sfx(qh, rows, hd, n, scale, oh, ldo, 1), h += 1;                   \
         }                                                                                              \
     }                                                                                                  \
+    /* acc[h * 8 / g + t] += p[h * ldp + j] * row j's vector t, rows j < m; pf: prefetch ahead (an
+     * instance of its own: the test inside the loop made GQA's blocks 1.8x slower) */                          \
+    OB_T256 OB_INL void ob256_mix_rows_##sfx(__m256 *acc, const T *r, const float *pj, size_t ldp, int hd, int m, \
+                                             const int g, const int pf) {                              \
+        const int nv = 8 / g;                                                                          \
+        for (int j = 0; j < m; j++, r += hd, pj++) {                                                   \
+            if (pf)                                                                                    \
+                for (size_t cc = 0; cc < hd * sizeof(T); cc += 64)                                     \
+                    _mm_prefetch((const char *)r + OB256_MIX_PF + cc, _MM_HINT_T0);                    \
+            __m256 v[8];                                                                               \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++) v[t] = LD(r + 8 * t);                 \
+            _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) {                                      \
+                const __m256 ph = _mm256_broadcast_ss(pj + (size_t)h * ldp);                           \
+                _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++)                                   \
+                    acc[h * nv + t] = _mm256_add_ps(acc[h * nv + t], _mm256_mul_ps(ph, v[t]));         \
+            }                                                                                          \
+        }                                                                                              \
+    }                                                                                                  \
     /* heads h < g (g = 4, 2, 1) of a block, 8 / g vectors of each in registers a pass */              \
     OB_T256 OB_INL void ob256_mix_blk_##sfx(float *y, const float *p, size_t ldp, const T *rows, int hd, int n, \
                                             const int g) {                                             \
@@ -943,15 +965,10 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
                 if (c == nv) { /* constant indices only, so that acc stays in registers */             \
                     _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
                         acc[a] = j0 ? _mm256_loadu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv)) : _mm256_setzero_ps(); \
-                    for (int j = 0; j < m; j++, r += hd, pj++) {                                       \
-                        __m256 v[8];                                                                   \
-                        _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++) v[t] = LD(r + 8 * t);     \
-                        _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) {                          \
-                            const __m256 ph = _mm256_broadcast_ss(pj + (size_t)h * ldp);               \
-                            _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++)                       \
-                                acc[h * nv + t] = _mm256_add_ps(acc[h * nv + t], _mm256_mul_ps(ph, v[t])); \
-                        }                                                                              \
-                    }                                                                                  \
+                    if (OB256_MIX_PF && d == 0) /* the first pass over a tile takes its rows in */    \
+                        ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 1);                            \
+                    else                                                                               \
+                        ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 0);                            \
                     _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
                         _mm256_storeu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv), acc[a]);        \
                     continue;                                                                          \
