@@ -938,10 +938,16 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
     OB_T256 OB_INL void ob256_mix_rows_##sfx(__m256 *acc, const T *r, const float *pj, size_t ldp, int hd, int m, \
                                              const int g, const int pf) {                              \
         const int nv = 8 / g;                                                                          \
+        const size_t rb = (size_t)hd * sizeof(T), o1 = rb > 64 ? 64 : 0, o2 = rb > 128 ? 128 : 0,      \
+                     o3 = rb > 192 ? 192 : 0; /* a row's first 4 lines, no loop: one spilled acc */    \
         for (int j = 0; j < m; j++, r += hd, pj++) {                                                   \
-            if (pf)                                                                                    \
-                for (size_t cc = 0; cc < hd * sizeof(T); cc += 64)                                     \
-                    _mm_prefetch((const char *)r + OB256_MIX_PF + cc, _MM_HINT_T0);                    \
+            if (pf) {                                                                                  \
+                const char *a = (const char *)r + OB256_MIX_PF;                                        \
+                _mm_prefetch(a, _MM_HINT_T0);                                                          \
+                _mm_prefetch(a + o1, _MM_HINT_T0);                                                     \
+                _mm_prefetch(a + o2, _MM_HINT_T0);                                                     \
+                _mm_prefetch(a + o3, _MM_HINT_T0);                                                     \
+            }                                                                                          \
             __m256 v[8];                                                                               \
             _Pragma("GCC unroll 8") for (int t = 0; t < nv; t++) v[t] = LD(r + 8 * t);                 \
             _Pragma("GCC unroll 4") for (int h = 0; h < g; h++) {                                      \
@@ -954,7 +960,8 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
     /* heads h < g (g = 4, 2, 1) of a block, 8 / g vectors of each in registers a pass */              \
     OB_T256 OB_INL void ob256_mix_blk_##sfx(float *y, const float *p, size_t ldp, const T *rows, int hd, int n, \
                                             const int g) {                                             \
-        const int nv = 8 / g, tr = OB256_MIX_TILE / (hd * (int)sizeof(T)) > 8 ? OB256_MIX_TILE / (hd * (int)sizeof(T)) : 8; \
+        const int nv = 8 / g, per = OB256_MIX_TILE / (hd * (int)sizeof(T)); /* rows a tile */          \
+        const int tr = hd <= 8 * nv ? n : per > 8 ? per : 8; /* one pass a row: no tiles needed */       \
         for (int j0 = 0; j0 < n; j0 += tr) {                                                           \
             const int m = n - j0 < tr ? n - j0 : tr;                                                   \
             for (int d = 0; d < hd; d += 8 * nv) {                                                     \
