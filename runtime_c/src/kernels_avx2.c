@@ -933,13 +933,14 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
             else ob256_scores_blk_##sfx(qh, rows, hd, n, scale, oh, ldo, 1), h += 1;                   \
         }                                                                                              \
     }                                                                                                  \
-    /* acc[h * 8 / g + t] += p[h * ldp + j] * row j's vector t, rows j < m; pf: prefetch ahead (an
-     * instance of its own: the test inside the loop made GQA's blocks 1.8x slower) */                          \
+    /* acc[h * 8 / g + t] += p[h * ldp + j] * row j's vector t, rows j < m; pf: prefetch ahead (an     \
+     * instance of its own: the test inside the loop made GQA's blocks 1.8x slower) */                 \
     OB_T256 OB_INL void ob256_mix_rows_##sfx(__m256 *acc, const T *r, const float *pj, size_t ldp, int hd, int m, \
                                              const int g, const int pf) {                              \
         const int nv = 8 / g;                                                                          \
+        /* a row's first 4 lines, written out: as a loop, GCC spilled acc */                           \
         const size_t rb = (size_t)hd * sizeof(T), o1 = rb > 64 ? 64 : 0, o2 = rb > 128 ? 128 : 0,      \
-                     o3 = rb > 192 ? 192 : 0; /* a row's first 4 lines, no loop: one spilled acc */    \
+                     o3 = rb > 192 ? 192 : 0;                                                          \
         for (int j = 0; j < m; j++, r += hd, pj++) {                                                   \
             if (pf) {                                                                                  \
                 const char *a = (const char *)r + OB256_MIX_PF;                                        \
@@ -961,7 +962,7 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
     OB_T256 OB_INL void ob256_mix_blk_##sfx(float *y, const float *p, size_t ldp, const T *rows, int hd, int n, \
                                             const int g) {                                             \
         const int nv = 8 / g, per = OB256_MIX_TILE / (hd * (int)sizeof(T)); /* rows a tile */          \
-        const int tr = hd <= 8 * nv ? n : per > 8 ? per : 8; /* one pass a row: no tiles needed */       \
+        const int tr = hd <= 8 * nv ? n : per > 8 ? per : 8; /* one pass a row: no tiles needed */     \
         for (int j0 = 0; j0 < n; j0 += tr) {                                                           \
             const int m = n - j0 < tr ? n - j0 : tr;                                                   \
             for (int d = 0; d < hd; d += 8 * nv) {                                                     \
@@ -971,8 +972,9 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
                 __m256 acc[8];                                                                         \
                 if (c == nv) { /* constant indices only, so that acc stays in registers */             \
                     _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
-                        acc[a] = j0 ? _mm256_loadu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv)) : _mm256_setzero_ps(); \
-                    if (OB256_MIX_PF && d == 0) /* the first pass over a tile takes its rows in */    \
+                        acc[a] = j0 ? _mm256_loadu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv))        \
+                                    : _mm256_setzero_ps();                                             \
+                    if (OB256_MIX_PF && d == 0) /* the first pass over a tile takes its rows in */     \
                         ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 1);                            \
                     else                                                                               \
                         ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 0);                            \
