@@ -966,33 +966,26 @@ OB_T256 OB_INL __m256 ob256_tree8(const __m256 a[8]) {
         for (int j0 = 0; j0 < n; j0 += tr) {                                                           \
             const int m = n - j0 < tr ? n - j0 : tr;                                                   \
             for (int d = 0; d < hd; d += 8 * nv) {                                                     \
-                const int c = (hd - d) / 8 < nv ? (hd - d) / 8 : nv;                                   \
                 const T *r = rows + (size_t)j0 * hd + d;                                               \
                 const float *pj = p + j0;                                                              \
-                __m256 acc[8];                                                                         \
-                if (c == nv) { /* constant indices only, so that acc stays in registers */             \
-                    _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
-                        acc[a] = j0 ? _mm256_loadu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv))        \
-                                    : _mm256_setzero_ps();                                             \
-                    if (OB256_MIX_PF && d == 0) /* the first pass over a tile takes its rows in */     \
-                        ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 1);                            \
-                    else                                                                               \
-                        ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 0);                            \
-                    _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                \
-                        _mm256_storeu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv), acc[a]);        \
+                if (hd - d < 8 * nv) { /* the last values of a head size 8 * nv does not divide */     \
+                    for (int h = 0; h < g; h++) {                                                      \
+                        float *yh = y + (size_t)h * hd + d;                                            \
+                        if (!j0) memset(yh, 0, sizeof(float) * (size_t)(hd - d));                      \
+                        for (int j = 0; j < m; j++) axpy(yh, pj[(size_t)h * ldp + j], r + (size_t)j * hd, hd - d); \
+                    }                                                                                  \
                     continue;                                                                          \
                 }                                                                                      \
-                for (int h = 0; h < g; h++) /* the last pass of a head size that 8 * nv does not divide */ \
-                    for (int t = 0; t < c; t++)                                                        \
-                        acc[h * nv + t] = j0 ? _mm256_loadu_ps(y + (size_t)h * hd + d + 8 * t) : _mm256_setzero_ps(); \
-                for (int j = 0; j < m; j++, r += hd, pj++)                                             \
-                    for (int h = 0; h < g; h++) {                                                      \
-                        const __m256 ph = _mm256_broadcast_ss(pj + (size_t)h * ldp);                   \
-                        for (int t = 0; t < c; t++)                                                    \
-                            acc[h * nv + t] = _mm256_add_ps(acc[h * nv + t], _mm256_mul_ps(ph, LD(r + 8 * t))); \
-                    }                                                                                  \
-                for (int h = 0; h < g; h++)                                                            \
-                    for (int t = 0; t < c; t++) _mm256_storeu_ps(y + (size_t)h * hd + d + 8 * t, acc[h * nv + t]); \
+                __m256 acc[8]; /* constant indices only, so that acc stays in registers */             \
+                _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                    \
+                    acc[a] = j0 ? _mm256_loadu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv))            \
+                                : _mm256_setzero_ps();                                                 \
+                if (OB256_MIX_PF && d == 0) /* the first pass over a tile takes its rows in */         \
+                    ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 1);                                \
+                else                                                                                   \
+                    ob256_mix_rows_##sfx(acc, r, pj, ldp, hd, m, g, 0);                                \
+                _Pragma("GCC unroll 8") for (int a = 0; a < 8; a++)                                    \
+                    _mm256_storeu_ps(y + (size_t)(a / nv) * hd + d + 8 * (a % nv), acc[a]);            \
             }                                                                                          \
         }                                                                                              \
     }                                                                                                  \

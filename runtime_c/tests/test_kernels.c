@@ -934,6 +934,34 @@ static void test_isa_f16conv(const ob_kernels *kern) {
 
 /* Attention dot / axpy: the bits of the references (a fixed order, no FMA) for every length
  * 0..300, f32 and f16 rows; and the reference equals the plain 8-partial-sum loop. */
+/* The fused scores / mix of kern (those it has) against the per-head, per-row references, for G query
+ * heads on n rows of hd values; scores and probabilities ld apart.  o0 / o1: cap bytes of room each.
+ * Returns the mismatches (+ 1 element: nothing written past the end, nor between rows). */
+static int attn_mismatches(const ob_kernels *kern, const float *q, int G, const float *rows, const uint16_t *rows16,
+                           const float *p, int hd, int n, size_t ld, float sc, float *o0, float *o1, size_t cap) {
+    int bad = 0;
+    for (int kind = 0; kind < 4; kind++) {
+        memset(o0, 0x7f, cap);
+        memset(o1, 0x7f, cap);
+        size_t len = kind < 2 ? (size_t)G * ld : (size_t)G * hd;
+        if (kind == 0 && kern->scores_f32) {
+            for (int g = 0; g < G; g++) ob_scores_f32_ref(q + g * hd, 1, rows, hd, n, sc, o0 + g * ld, 0);
+            kern->scores_f32(q, G, rows, hd, n, sc, o1, ld);
+        } else if (kind == 1 && kern->scores_f16) {
+            for (int g = 0; g < G; g++) ob_scores_f16_ref(q + g * hd, 1, rows16, hd, n, sc, o0 + g * ld, 0);
+            kern->scores_f16(q, G, rows16, hd, n, sc, o1, ld);
+        } else if (kind == 2 && kern->mix_f32) {
+            for (int g = 0; g < G; g++) ob_mix_f32_ref(o0 + g * hd, 1, p + g * ld, 0, rows, hd, n);
+            kern->mix_f32(o1, G, p, ld, rows, hd, n);
+        } else if (kind == 3 && kern->mix_f16) {
+            for (int g = 0; g < G; g++) ob_mix_f16_ref(o0 + g * hd, 1, p + g * ld, 0, rows16, hd, n);
+            kern->mix_f16(o1, G, p, ld, rows16, hd, n);
+        }
+        bad += !bits_eq(o0, o1, len + 1);
+    }
+    return bad;
+}
+
 static void test_isa_attn(const ob_kernels *kern) {
     enum { N = 300 };
     float a[N], b[N], y0[N], y1[N];
@@ -984,25 +1012,7 @@ static void test_isa_attn(const ob_kernels *kern) {
             for (int i = 0; i < G * hd; i++) q[i] = rndf();
             for (int i = 0; i < G * LD; i++) p[i] = rndf();
             float sc = 0.125f + rndf() * 0.01f;
-            for (int kind = 0; kind < 4; kind++) {
-                memset(o0, 0x7f, sizeof o0);
-                memset(o1, 0x7f, sizeof o1);
-                size_t len = kind < 2 ? (size_t)G * LD : (size_t)G * hd;
-                if (kind == 0 && kern->scores_f32) {
-                    for (int g = 0; g < G; g++) ob_scores_f32_ref(q + g * hd, 1, rows, hd, n, sc, o0 + g * LD, 0);
-                    kern->scores_f32(q, G, rows, hd, n, sc, o1, LD);
-                } else if (kind == 1 && kern->scores_f16) {
-                    for (int g = 0; g < G; g++) ob_scores_f16_ref(q + g * hd, 1, rows16, hd, n, sc, o0 + g * LD, 0);
-                    kern->scores_f16(q, G, rows16, hd, n, sc, o1, LD);
-                } else if (kind == 2 && kern->mix_f32) {
-                    for (int g = 0; g < G; g++) ob_mix_f32_ref(o0 + g * hd, 1, p + g * LD, 0, rows, hd, n);
-                    kern->mix_f32(o1, G, p, LD, rows, hd, n);
-                } else if (kind == 3 && kern->mix_f16) {
-                    for (int g = 0; g < G; g++) ob_mix_f16_ref(o0 + g * hd, 1, p + g * LD, 0, rows16, hd, n);
-                    kern->mix_f16(o1, G, p, LD, rows16, hd, n);
-                }
-                bad += !bits_eq(o0, o1, len + 1); /* + 1: nothing written past the end (nor between rows) */
-            }
+            bad += attn_mismatches(kern, q, G, rows, rows16, p, hd, n, LD, sc, o0, o1, sizeof o0);
         }
     }
     CHECK(bad == 0, "%s attention scores/mix: %d mismatches", ob_isa_name(kern->isa), bad);
@@ -1022,25 +1032,7 @@ static void test_isa_attn(const ob_kernels *kern) {
             }
             for (int i = 0; i < G * hd; i++) q[i] = rndf();
             for (int i = 0; i < G * n; i++) lp[i] = rndf();
-            for (int kind = 0; kind < 4; kind++) {
-                memset(lo0, 0x7f, sizeof lo0);
-                memset(lo1, 0x7f, sizeof lo1);
-                size_t len = kind < 2 ? (size_t)G * n : (size_t)G * hd;
-                if (kind == 0 && kern->scores_f32) {
-                    ob_scores_f32_ref(q, G, lrows, hd, n, 0.125f, lo0, (size_t)n);
-                    kern->scores_f32(q, G, lrows, hd, n, 0.125f, lo1, (size_t)n);
-                } else if (kind == 1 && kern->scores_f16) {
-                    ob_scores_f16_ref(q, G, lrows16, hd, n, 0.125f, lo0, (size_t)n);
-                    kern->scores_f16(q, G, lrows16, hd, n, 0.125f, lo1, (size_t)n);
-                } else if (kind == 2 && kern->mix_f32) {
-                    ob_mix_f32_ref(lo0, G, lp, (size_t)n, lrows, hd, n);
-                    kern->mix_f32(lo1, G, lp, (size_t)n, lrows, hd, n);
-                } else if (kind == 3 && kern->mix_f16) {
-                    ob_mix_f16_ref(lo0, G, lp, (size_t)n, lrows16, hd, n);
-                    kern->mix_f16(lo1, G, lp, (size_t)n, lrows16, hd, n);
-                }
-                bad += !bits_eq(lo0, lo1, len + 1);
-            }
+            bad += attn_mismatches(kern, q, G, lrows, lrows16, lp, hd, n, (size_t)n, 0.125f, lo0, lo1, sizeof lo0);
         }
     CHECK(bad == 0, "%s attention scores/mix over long caches: %d mismatches", ob_isa_name(kern->isa), bad);
 }
