@@ -388,8 +388,8 @@ int main(int argc, char **argv) {
         {"int4 GEMV (LM head 128256x2560, 2B4T, --head-dtype i4)", 4, OB_WFMT_T2, 128256, 2560, 1, 1, "i4", 0},
         {"f32 GEMV (2048x2048)", 1, OB_WFMT_T2, 2048, 2048, 1, 1, "f32", 0},
         /* a decode step over an f16 KV-cache: every KV head of the model, one after the other (GOPS:
-         * 2 per cached value and query head); 37-39 MB, more than this machine's L3, as in a decode
-         * step whose weights evicted the cache */
+         * 2 per cached value and query head); 37-39 MB, more than this machine's 32 MB L3, which
+         * still holds part of it between calls (in a model the weights evict all of it) */
         {"attention scores f16 (2B4T: 30 x 5 KV heads, 4 query heads of 128 each, 1024 rows)", 5, OB_WFMT_T2,
          1024, 128, 4, 1, "kv", 150},
         {"attention mix f16 (2B4T: 30 x 5 KV heads, 4 query heads of 128 each, 1024 rows)", 6, OB_WFMT_T2,
