@@ -62,6 +62,11 @@ ob_sampler_params ob_sampler_params_default(void) {
     return p;
 }
 
+/* Query rows handled together by one call of the scores / mix kernels: heads that share a KV head,
+ * and in a prompt, for fewer than this many such heads, consecutive tokens too.  The kernels then
+ * read (and widen) each cached row once for all of them, as they do for 2B4T's 4 heads. */
+#define OB_ATTN_ROWS 4
+
 static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
 /* Carve every buffer out of the arena (measure-only when arena->base is NULL).  Sizes are 64-bit:
@@ -93,8 +98,8 @@ static void layout(ob_session *s, ob_arena *ar, const ob_config *c, int n_ctx, i
     p[i++] = ob_arena_alloc(ar, 4 * B * F);                           /* up */
     p[i++] = ob_arena_alloc(ar, (uint64_t)xq_stride * B);             /* xq */
     p[i++] = ob_arena_alloc(ar, 8 * B);                               /* a, sum */
-    /* scores [n_heads, n_ctx], then per-thread rows for converting f16 cache entries */
-    p[i++] = ob_arena_alloc(ar, 4 * ((uint64_t)c->n_heads * T + 2 * hd * (uint64_t)n_threads));
+    /* scores [n_heads, n_ctx], then each thread's attention scratch (attention_heads) */
+    p[i++] = ob_arena_alloc(ar, 4 * ((uint64_t)c->n_heads * T + OB_ATTN_ROWS * (T + 2 * hd) * (uint64_t)n_threads));
     p[i++] = ob_arena_alloc(ar, 4 * V);
     p[i++] = ob_arena_alloc(ar, 8 * T);  /* history */
     p[i++] = ob_arena_alloc(ar, 20 * V); /* sampler: 3V floats + 2V ints */
@@ -462,47 +467,82 @@ typedef struct {
     int next; /* the first head no thread has taken (prefill) */
 } attn_task;
 
+/* scores: out[r * ldo + j] = q_r . k_j * scale for P query rows hd apart and keys j < n, by the
+ * kernel or by dot products where an ISA has none. */
+static void attn_scores(const ob_session *s, const float *q, int P, const void *keys, int n, float scale, float *out,
+                        size_t ldo) {
+    const int hd = s->cfg->head_dim;
+    if (s->kv_type == OB_KV_F16 && s->k.scores_f16) s->k.scores_f16(q, P, (const uint16_t *)keys, hd, n, scale, out, ldo);
+    else if (s->kv_type != OB_KV_F16 && s->k.scores_f32) s->k.scores_f32(q, P, (const float *)keys, hd, n, scale, out, ldo);
+    else
+        for (int r = 0; r < P; r++)
+            for (int j = 0; j < n; j++)
+                out[(size_t)r * ldo + j] =
+                    (s->kv_type == OB_KV_F16 ? s->k.dot_f16(q + (size_t)r * hd, (const uint16_t *)keys + (size_t)j * hd, hd)
+                                             : s->k.dot_f32(q + (size_t)r * hd, (const float *)keys + (size_t)j * hd, hd)) *
+                    scale;
+}
+
+/* y_r += p[r * ldp + j] * v_j for j = j0..j1-1: the axpy sequence, row by row. */
+static void attn_axpy(const ob_session *s, float *y, const float *p, const void *values, int j0, int j1) {
+    const int hd = s->cfg->head_dim;
+    for (int j = j0; j < j1; j++) {
+        if (s->kv_type == OB_KV_F16) s->k.axpy_f16(y, p[j], (const uint16_t *)values + (size_t)j * hd, hd);
+        else s->k.axpy_f32(y, p[j], (const float *)values + (size_t)j * hd, hd);
+    }
+}
+
+/* mix: y_r = sum over j < n of p[r * ldp + j] * v_j for P rows hd apart, in the axpy order. */
+static void attn_mix(const ob_session *s, float *y, int P, const float *p, size_t ldp, const void *values, int n) {
+    const int hd = s->cfg->head_dim;
+    if (s->kv_type == OB_KV_F16 && s->k.mix_f16) s->k.mix_f16(y, P, p, ldp, (const uint16_t *)values, hd, n);
+    else if (s->kv_type != OB_KV_F16 && s->k.mix_f32) s->k.mix_f32(y, P, p, ldp, (const float *)values, hd, n);
+    else
+        for (int r = 0; r < P; r++) {
+            memset(y + (size_t)r * hd, 0, sizeof(float) * (size_t)hd);
+            attn_axpy(s, y + (size_t)r * hd, p + (size_t)r * ldp, values, 0, n);
+        }
+}
+
 /* model.py Attention: causal softmax(q k^T / sqrt(head_dim)) v, k/v shared by n_heads / n_kv_heads
- * query heads, for heads [h0, h1).  The heads of the range that share a KV head go to the kernels
- * together, which read each cached row once for all of them. */
-static void attention_heads(const attn_task *t, int h0, int h1) {
+ * query heads, for heads [h0, h1); scratch: this thread's OB_ATTN_ROWS * (n_ctx + 2 * head_dim).
+ * Token by token, the heads of the range that share a KV head go to the kernels together.  In a
+ * prompt, with fewer than OB_ATTN_ROWS of them (one for a model without grouped queries), tokens
+ * that follow each other go too, their queries and outputs copied through scratch: the scores run
+ * to the last token's keys (a row past an earlier token's own is computed, never used), the mix to
+ * the first token's, and each later token adds its last few rows by axpy, so every output is the
+ * same sequence of operations as token by token. */
+static void attention_heads(const attn_task *t, int h0, int h1, float *scratch) {
     ob_session *s = t->s;
     const ob_config *c = s->cfg;
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)hd)); /* as torch and NumPy: in double, rounded once */
-    size_t base = (size_t)t->layer * s->kv_layer;
-    const int f16 = s->kv_type == OB_KV_F16; /* the kernels widen f16 rows in registers */
+    const size_t esz = s->kv_type == OB_KV_F16 ? 2 : 4, ldo = (size_t)s->n_ctx;
     for (int hg = h0; hg < h1;) {
         int kvh = hg / group, G = (kvh + 1) * group < h1 ? (kvh + 1) * group - hg : h1 - hg;
-        size_t off0 = base + (size_t)kvh * s->n_ctx * hd; /* this KV head's rows 0..n_keys-1, hd apart */
-        const uint16_t *k16 = (const uint16_t *)s->key_cache + off0, *v16 = (const uint16_t *)s->value_cache + off0;
-        const float *k32 = (const float *)s->key_cache + off0, *v32 = (const float *)s->value_cache + off0;
-        float *sc0 = s->scores + (size_t)hg * s->n_ctx; /* head hg + g's scores n_ctx further on */
-        for (int tok = 0; tok < t->m; tok++) {
-            int n_keys = t->pos0 + tok + 1;
-            const float *q = s->q + ((size_t)tok * c->n_heads + hg) * hd; /* the G heads' queries, hd apart */
-            float *out = s->att + ((size_t)tok * c->n_heads + hg) * hd;
-            if (f16 && s->k.scores_f16) s->k.scores_f16(q, G, k16, hd, n_keys, scale, sc0, (size_t)s->n_ctx);
-            else if (!f16 && s->k.scores_f32) s->k.scores_f32(q, G, k32, hd, n_keys, scale, sc0, (size_t)s->n_ctx);
-            else
-                for (int g = 0; g < G; g++)
-                    for (int j = 0; j < n_keys; j++)
-                        sc0[(size_t)g * s->n_ctx + j] =
-                            (f16 ? s->k.dot_f16(q + (size_t)g * hd, k16 + (size_t)j * hd, hd)
-                                 : s->k.dot_f32(q + (size_t)g * hd, k32 + (size_t)j * hd, hd)) * scale;
-            for (int g = 0; g < G; g++) s->k.softmax(sc0 + (size_t)g * s->n_ctx, n_keys); /* head by head */
-            if (f16 && s->k.mix_f16) s->k.mix_f16(out, G, sc0, (size_t)s->n_ctx, v16, hd, n_keys);
-            else if (!f16 && s->k.mix_f32) s->k.mix_f32(out, G, sc0, (size_t)s->n_ctx, v32, hd, n_keys);
-            else
-                for (int g = 0; g < G; g++) {
-                    float *o = out + (size_t)g * hd;
-                    const float *sc = sc0 + (size_t)g * s->n_ctx;
-                    for (int d = 0; d < hd; d++) o[d] = 0.0f;
-                    for (int j = 0; j < n_keys; j++) {
-                        if (f16) s->k.axpy_f16(o, sc[j], v16 + (size_t)j * hd, hd);
-                        else s->k.axpy_f32(o, sc[j], v32 + (size_t)j * hd, hd);
-                    }
-                }
+        size_t off0 = (size_t)t->layer * s->kv_layer + (size_t)kvh * s->n_ctx * hd; /* rows hd apart */
+        const void *keys = (const char *)s->key_cache + off0 * esz, *values = (const char *)s->value_cache + off0 * esz;
+        const int per = G < OB_ATTN_ROWS && OB_ATTN_ROWS % G == 0 ? OB_ATTN_ROWS / G : 1; /* tokens a call */
+        for (int tok = 0; tok < t->m;) {
+            int nt = t->m - tok < per ? t->m - tok : per, n_keys = t->pos0 + tok + 1, P = nt * G;
+            const float *q = s->q + ((size_t)tok * c->n_heads + hg) * hd; /* token tok's G heads, hd apart */
+            float *out = s->att + ((size_t)tok * c->n_heads + hg) * hd, *sc = s->scores + (size_t)hg * ldo;
+            if (nt > 1) { /* rows r = i * G + g: token tok + i, head hg + g */
+                float *qb = scratch + OB_ATTN_ROWS * ldo, *yb = qb + OB_ATTN_ROWS * hd;
+                for (int i = 0; i < nt; i++)
+                    memcpy(qb + (size_t)i * G * hd, q + (size_t)i * c->n_heads * hd, sizeof(float) * (size_t)G * hd);
+                q = qb, out = yb, sc = scratch;
+            }
+            attn_scores(s, q, P, keys, n_keys + nt - 1, scale, sc, ldo);
+            for (int r = 0; r < P; r++) s->k.softmax(sc + (size_t)r * ldo, n_keys + r / G); /* row by row */
+            attn_mix(s, out, P, sc, ldo, values, n_keys);
+            for (int r = G; r < P; r++) /* a later token's own last rows */
+                attn_axpy(s, out + (size_t)r * hd, sc + (size_t)r * ldo, values, n_keys, n_keys + r / G);
+            if (nt > 1)
+                for (int i = 0; i < nt; i++)
+                    memcpy(s->att + ((size_t)(tok + i) * c->n_heads + hg) * hd, out + (size_t)i * G * hd,
+                           sizeof(float) * (size_t)G * hd);
+            tok += nt;
         }
         hg += G;
     }
@@ -515,15 +555,17 @@ static void attention_task(void *ctx, int ith, int nth) {
     attn_task *t = (attn_task *)ctx;
     const ob_config *c = t->s->cfg;
     int n = c->n_heads, group = n / c->n_kv_heads, h0, h1;
+    float *scratch = t->s->scores + (size_t)n * t->s->n_ctx +
+                     (size_t)ith * OB_ATTN_ROWS * ((size_t)t->s->n_ctx + 2 * (size_t)c->head_dim);
     if (t->m == 1 || nth == 1) {
         ob_split_rows(n, ith, nth, 1, &h0, &h1);
-        attention_heads(t, h0, h1);
+        attention_heads(t, h0, h1, scratch);
         return;
     }
     int unit = group, want = n / (4 * nth) > 1 ? n / (4 * nth) : 1;
     while (unit > want || group % unit) unit--;
     while ((h0 = __atomic_fetch_add(&t->next, unit, __ATOMIC_RELAXED)) < n)
-        attention_heads(t, h0, h0 + unit < n ? h0 + unit : n);
+        attention_heads(t, h0, h0 + unit < n ? h0 + unit : n, scratch);
 }
 
 /* model.py Transformer.head: logits of one final-normed row. */
