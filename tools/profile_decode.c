@@ -109,7 +109,7 @@ static void sh_scores_f16(const float *q, int G, const uint16_t *rows, int hd, i
 static void sh_mix_f32(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n) {
     TIMED(OP_MIX_F32, real.mix_f32(y, G, p, ldp, rows, hd, n));
 }
-static void sh_softmax(float *x, int n) { TIMED(OP_SOFTMAX, real.softmax(x, n)); }
+static void sh_softmax(float *x, size_t ldx, const int *n, int rows) { TIMED(OP_SOFTMAX, real.softmax(x, ldx, n, rows)); }
 static void sh_mix_f16(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n) {
     TIMED(OP_MIX_F16, real.mix_f16(y, G, p, ldp, rows, hd, n));
 }

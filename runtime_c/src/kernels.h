@@ -228,11 +228,12 @@ typedef void (*ob_mix_f16_fn)(float *y, int G, const float *p, size_t ldp, const
  *   silu     : g[i] = silu(g[i]) * up[i], or silu(g[i]) when up is NULL; silu(x) = x / (1 + exp(-x))
  * Each lane runs the scalar steps, so every ISA returns the bits of the references. */
 typedef void (*ob_exp_shift_fn)(float *x, int n, float m);
-/* The attention softmax in place: m = the max of x (NaN never taken), x[i] = exp(x[i] - m) as
- * exp_shift, s = x[0] + x[1] + ... added in order, x[i] = x[i] / s.  The max and the divisions are
- * exact in any order, so a SIMD version takes them 8 at a time; the sum stays in order (the bits
- * of the scalar loop this replaced). */
-typedef void (*ob_softmax_fn)(float *x, int n);
+/* The attention softmax in place, of rows rows, row r at x + r * ldx with n[r] entries: m = the max
+ * of the row (NaN never taken), x[i] = exp(x[i] - m) as exp_shift, s = x[0] + x[1] + ... added in
+ * order, x[i] = x[i] / s.  The max and the divisions are exact in any order, so a SIMD version
+ * takes them 8 at a time; each sum stays in order (the bits of the scalar loop this replaced), but
+ * the sums of several rows may run side by side: one alone waits on each add's latency. */
+typedef void (*ob_softmax_fn)(float *x, size_t ldx, const int *n, int rows);
 typedef void (*ob_silu_fn)(float *g, const float *up, size_t n);
 /* The other per-token elementwise work, vectorized where the scalar loops were a few percent of a
  * token (the 2B shape's ReLU^2 and RMSNorms: 0.7 % and 1 % in perf):
@@ -326,7 +327,7 @@ void ob_scores_f16_ref(const float *q, int G, const uint16_t *rows, int hd, int 
 void ob_mix_f32_ref(float *y, int G, const float *p, size_t ldp, const float *rows, int hd, int n);
 void ob_mix_f16_ref(float *y, int G, const float *p, size_t ldp, const uint16_t *rows, int hd, int n);
 void ob_exp_shift_ref(float *x, int n, float m);
-void ob_softmax_ref(float *x, int n);
+void ob_softmax_ref(float *x, size_t ldx, const int *n, int rows);
 void ob_silu_ref(float *g, const float *up, size_t n);
 void ob_relu2_ref(float *g, const float *up, size_t n);
 void ob_rmsnorm_ref(const float *x, const float *w, int n, float eps, float *y);

@@ -1055,22 +1055,46 @@ OB_T256 static void ob256_exp_shift(float *x, int n, float m) {
     for (; i < n; i++) x[i] = ob_expf(x[i] - m);
 }
 
-/* kernels.h softmax: max_ps(x, m) keeps m where x is NaN, as the reference's x > m does */
-OB_T256 static void ob256_softmax(float *x, int n) {
+/* kernels.h softmax: max_ps(x, m) keeps m where x is NaN, as the reference's x > m does.  The sums
+ * of 4 rows at a time run side by side, each in its own order: one add of a row's sum must wait for
+ * the one before (3 cycles here), and 4 sums fill that wait. */
+OB_T256 static void ob256_softmax_exp(float *x, int n) {
     __m256 m8 = _mm256_set1_ps(-INFINITY);
     int i = 0;
     for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(x + i), m8);
-    float l[8], m = -INFINITY, s = 0.0f;
+    float l[8], m = -INFINITY;
     _mm256_storeu_ps(l, m8);
     for (int j = 0; j < 8; j++)
         if (l[j] > m) m = l[j];
     for (; i < n; i++)
         if (x[i] > m) m = x[i];
     ob256_exp_shift(x, n, m);
-    for (i = 0; i < n; i++) s += x[i];
+}
+OB_T256 static void ob256_softmax_div(float *x, int n, float s) {
     const __m256 s8 = _mm256_set1_ps(s);
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), s8));
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), s8));
     for (; i < n; i++) x[i] = x[i] / s;
+}
+OB_T256 static void ob256_softmax(float *x, size_t ldx, const int *n, int rows) {
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        const int nr = rows - r0 < 4 ? rows - r0 : 4;
+        float *xr[4];
+        int len[4], common = n[r0];
+        for (int r = 0; r < 4; r++) { /* rows past the last: the last again, its sum not used */
+            const int rr = r0 + (r < nr ? r : nr - 1);
+            xr[r] = x + (size_t)rr * ldx, len[r] = n[rr];
+            if (len[r] < common) common = len[r];
+        }
+        for (int r = 0; r < nr; r++) ob256_softmax_exp(xr[r], len[r]);
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        for (int i = 0; i < common; i++) s0 += xr[0][i], s1 += xr[1][i], s2 += xr[2][i], s3 += xr[3][i];
+        float s[4] = {s0, s1, s2, s3};
+        for (int r = 0; r < nr; r++) {
+            for (int i = common; i < len[r]; i++) s[r] += xr[r][i];
+            ob256_softmax_div(xr[r], len[r], s[r]);
+        }
+    }
 }
 
 OB_T256 static void ob256_silu(float *g, const float *up, size_t n) {

@@ -461,13 +461,15 @@ void ob_exp_shift_ref(float *x, int n, float m) {
     for (int i = 0; i < n; i++) x[i] = ob_expf(x[i] - m);
 }
 
-void ob_softmax_ref(float *x, int n) {
-    float m = -INFINITY, s = 0.0f;
-    for (int i = 0; i < n; i++)
-        if (x[i] > m) m = x[i];
-    ob_exp_shift_ref(x, n, m);
-    for (int i = 0; i < n; i++) s += x[i];
-    for (int i = 0; i < n; i++) x[i] = x[i] / s;
+void ob_softmax_ref(float *x, size_t ldx, const int *n, int rows) {
+    for (int r = 0; r < rows; r++, x += ldx) {
+        float m = -INFINITY, s = 0.0f;
+        for (int i = 0; i < n[r]; i++)
+            if (x[i] > m) m = x[i];
+        ob_exp_shift_ref(x, n[r], m);
+        for (int i = 0; i < n[r]; i++) s += x[i];
+        for (int i = 0; i < n[r]; i++) x[i] = x[i] / s;
+    }
 }
 
 void ob_silu_ref(float *g, const float *up, size_t n) {

@@ -534,7 +534,11 @@ static void attention_heads(const attn_task *t, int h0, int h1, float *scratch) 
                 q = qb, out = yb, sc = scratch;
             }
             attn_scores(s, q, P, keys, n_keys + nt - 1, scale, sc, ldo);
-            for (int r = 0; r < P; r++) s->k.softmax(sc + (size_t)r * ldo, n_keys + r / G); /* row by row */
+            for (int r0 = 0; r0 < P; r0 += 8) { /* the kernel may run several rows' sums side by side */
+                int len[8], nr = P - r0 < 8 ? P - r0 : 8;
+                for (int r = 0; r < nr; r++) len[r] = n_keys + (r0 + r) / G;
+                s->k.softmax(sc + (size_t)r0 * ldo, ldo, len, nr);
+            }
             attn_mix(s, out, P, sc, ldo, values, n_keys);
             for (int r = G; r < P; r++) /* a later token's own last rows */
                 attn_axpy(s, out + (size_t)r * hd, sc + (size_t)r * ldo, values, n_keys, n_keys + r / G);

@@ -1294,12 +1294,31 @@ static void test_isa_exp(const ob_kernels *kern) {
          * vector lanes and of the tail, NaN skipped by both), the sum in order */
         for (int i = 0; i < n; i++)
             b[i] = a[i] = (rep & 7) == 2 ? special[rndi(0, ns - 1)] : rndf() * (float)ldexp(1.0, rndi(-4, 6));
-        ob_softmax_ref(a, n);
-        kern->softmax(b, n);
+        ob_softmax_ref(a, 0, &n, 1);
+        kern->softmax(b, 0, &n, 1);
         for (int i = 0; i < n; i++)
             if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) bad++;
     }
     CHECK(bad == 0, "%s exp_shift / silu / softmax: %d mismatches with the references", ob_isa_name(kern->isa), bad);
+    /* softmax of 1..11 rows at once (the kernel may sum several side by side), each row its own
+     * length, 0 included, against the reference row by row */
+    bad = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        enum { LD = 75 };
+        static float ra[11 * LD], rb[11 * LD];
+        int rows = rndi(1, 11), len[11];
+        for (int r = 0; r < rows; r++) {
+            len[r] = rep % 5 == 0 ? rndi(0, 3) : rndi(0, LD - 1);
+            for (int i = 0; i < LD; i++)
+                rb[r * LD + i] = ra[r * LD + i] =
+                    (rep & 7) == 2 ? special[rndi(0, ns - 1)] : rndf() * (float)ldexp(1.0, rndi(-4, 6));
+        }
+        for (int r = 0; r < rows; r++) ob_softmax_ref(ra + r * LD, 0, &len[r], 1);
+        kern->softmax(rb, LD, len, rows);
+        for (int i = 0; i < rows * LD; i++)
+            if (memcmp(&ra[i], &rb[i], 4) != 0 && !(isnan(ra[i]) && isnan(rb[i]))) bad++;
+    }
+    CHECK(bad == 0, "%s softmax of several rows: %d mismatches with the reference", ob_isa_name(kern->isa), bad);
     /* relu2 and rmsnorm: the same inputs and tails; rmsnorm also in place (y = x) */
     bad = 0;
     for (int rep = 0; rep < 400; rep++) {
