@@ -932,8 +932,6 @@ static void test_isa_f16conv(const ob_kernels *kern) {
     free(h); free(hr); free(hs); free(f); free(fr); free(fs);
 }
 
-/* Attention dot / axpy: the bits of the references (a fixed order, no FMA) for every length
- * 0..300, f32 and f16 rows; and the reference equals the plain 8-partial-sum loop. */
 /* The fused scores / mix of kern (those it has) against the per-head, per-row references, for G query
  * heads on n rows of hd values; scores and probabilities ld apart.  o0 / o1: cap bytes of room each.
  * Returns the mismatches (+ 1 element: nothing written past the end, nor between rows). */
@@ -962,6 +960,8 @@ static int attn_mismatches(const ob_kernels *kern, const float *q, int G, const 
     return bad;
 }
 
+/* Attention dot / axpy: the bits of the references (a fixed order, no FMA) for every length
+ * 0..300, f32 and f16 rows; and the reference equals the plain 8-partial-sum loop. */
 static void test_isa_attn(const ob_kernels *kern) {
     enum { N = 300 };
     float a[N], b[N], y0[N], y1[N];
